@@ -1,0 +1,97 @@
+r"""Per-sample weights from difficulty scores (DESIGN.md section 1.4).
+
+s_i = exp(r_i / T) / (max_j exp(r_j / T) + c),   T = 0.7, c = 1e-3,
+
+with r the RMD after normalisation. Computed in log space so nothing overflows:
+
+log s_i = r_i / T - logaddexp(r_max / T, log c).
+
+s is monotone non-decreasing in r. For ``minmax`` (r in [0, 1]),
+exp(-1/T)/(1 + c) <= s_i <= 1/(1 + c exp(-1/T)), strictly inside (0, 1). With ``none`` the raw RMD may span
+hundreds of units: exp underflows to exactly 0 for the easiest samples and s_max = 1/(1 + c exp(-r_max/T))
+rounds to 1.0 once c exp(-r_max/T) < 2^-53 -- finite and in [0, 1], never NaN, but that collapse is why
+``minmax`` is the default.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from rmd_ray.core._xp import array_module
+from rmd_ray.core.config import WeightConfig
+from rmd_ray.core.registry import Registry
+
+Normalization = Callable[[Any, tuple[float, float]], Any]
+NORMALIZATIONS: Registry[Normalization] = Registry("normalization")
+
+
+@NORMALIZATIONS.register("minmax")
+def _minmax(scores: Any, reference: tuple[float, float]) -> Any:
+    lo, hi = reference
+    if hi == lo:  # every training sample equally hard: all map to 0, so all weights are equal
+        return scores * 0.0
+    return (scores - lo) / (hi - lo)
+
+
+@NORMALIZATIONS.register("none")
+def _identity(scores: Any, reference: tuple[float, float]) -> Any:
+    return scores
+
+
+def _check_scores(scores: Any) -> Any:
+    xp = array_module(scores)
+    if not isinstance(scores, xp.ndarray) or scores.ndim != 1:
+        raise ValueError("scores must be a 1-D array of per-sample RMD values")
+    if scores.size == 0:
+        raise ValueError("scores is empty; pass at least one RMD value")
+    finite = xp.isfinite(scores)
+    if not bool(finite.all()):
+        bad = int(xp.flatnonzero(~finite)[0])
+        raise ValueError(f"score {bad} is NaN or inf; the scorer produced no valid RMD for that sample")
+    return scores.astype(xp.float64)
+
+
+def normalize_scores(
+    scores: Any, *, method: str = "minmax", reference: tuple[float, float] | None = None
+) -> Any:
+    """Normalise RMD values before weighting.
+
+    Parameters
+    ----------
+    scores : ndarray, shape (N,)
+    method : {"minmax", "none"}
+    reference : (min, max), optional
+        Range to normalise by; default the range of ``scores`` itself (the training set). Pass the
+        training range to weight new samples consistently; values outside it map outside [0, 1].
+    """
+    normalize = NORMALIZATIONS.get(method)
+    scores = _check_scores(scores)
+    if reference is None:
+        reference = (float(scores.min()), float(scores.max()))
+    return normalize(scores, reference)
+
+
+def log_difficulty_weights(scores: Any, *, config: WeightConfig = WeightConfig(), reference: Any = None) -> Any:
+    """log s_i = r_i/T - logaddexp(r_max/T, log c), shape (N,), float64, all <= 0.
+
+    ``r_max`` is the maximum of the normalised training scores: the maximum of ``scores`` when no
+    ``reference`` is given, else the normalised ``reference[1]``.
+    """
+    xp = array_module(scores)
+    r = normalize_scores(scores, method=config.normalization, reference=reference)
+    if reference is None:
+        r_max = float(r.max())
+    else:
+        top = xp.asarray([reference[1]], dtype=xp.float64)
+        r_max = float(NORMALIZATIONS.get(config.normalization)(top, reference)[0])
+        r = xp.minimum(r, r_max)  # a sample harder than every training sample gets the largest weight, still < 1
+    log_denominator = np.logaddexp(r_max / config.temperature, np.log(config.c))
+    return r / config.temperature - log_denominator
+
+
+def difficulty_weights(scores: Any, *, config: WeightConfig = WeightConfig(), reference: Any = None) -> Any:
+    """s_i = exp(r_i/T) / (max_j exp(r_j/T) + c) in (0, 1), shape (N,); see the module docstring."""
+    xp = array_module(scores)
+    return xp.exp(log_difficulty_weights(scores, config=config, reference=reference))

@@ -1,0 +1,82 @@
+"""The layers follow the data flow: a lower layer never imports a higher one (DESIGN.md section 3)."""
+
+from __future__ import annotations
+
+import ast
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "rmd_ray"
+
+# rank: a module may import rmd_ray modules of equal or lower rank only.
+LAYER_RANK = {"core": 0, "nn": 1, "data": 1, "distributed": 2, "cli": 3}
+# third-party packages each layer may NOT import
+FORBIDDEN = {0: {"torch", "torchvision", "ray", "timm", "open_clip"}, 1: {"ray"}}
+
+
+def layer_of(module_path: Path, root: Path) -> int | None:
+    parts = module_path.relative_to(root).with_suffix("").parts
+    if parts[0] == "__init__":
+        return None  # the package root only holds the version string
+    return LAYER_RANK[parts[0]]
+
+
+def violations(root: Path) -> list[str]:
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        rank = layer_of(path, root)
+        if rank is None:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top, *rest = name.split(".")
+                if top == root.name and rest and rest[0] in LAYER_RANK and LAYER_RANK[rest[0]] > rank:
+                    found.append(f"{path.relative_to(root)}:{node.lineno} imports higher layer {name}")
+                if top in FORBIDDEN.get(rank, ()):
+                    found.append(f"{path.relative_to(root)}:{node.lineno} imports forbidden {name}")
+    return found
+
+
+def test_no_layer_imports_a_higher_one():
+    assert violations(PACKAGE) == []
+
+
+def test_checker_catches_a_planted_violation(tmp_path):
+    fake = tmp_path / "rmd_ray"
+    for sub in ("core", "nn", "distributed"):
+        (fake / sub).mkdir(parents=True)
+    (fake / "core" / "stats.py").write_text("import numpy\nimport torch\n")
+    (fake / "nn" / "losses.py").write_text("from rmd_ray.distributed import trainer\nimport ray.data\n")
+    (fake / "distributed" / "ok.py").write_text("from rmd_ray.core import stats\nimport ray\n")
+    found = violations(fake)
+    assert found == [
+        "core/stats.py:2 imports forbidden torch",
+        "nn/losses.py:1 imports higher layer rmd_ray.distributed",
+        "nn/losses.py:2 imports forbidden ray.data",
+    ]
+
+
+def test_import_linter_contracts_are_kept():
+    executable = shutil.which("lint-imports")
+    if executable is None:
+        pytest.skip("import-linter is not installed (pip install -e '.[dev]')")
+    result = subprocess.run([executable], cwd=PACKAGE.parent, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 broken" in result.stdout
+
+
+def test_core_imports_without_torch_or_ray():
+    code = "import sys, rmd_ray.core; print(sorted(m for m in ('torch', 'ray') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
