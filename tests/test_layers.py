@@ -13,7 +13,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "rmd_ray"
 
 # rank: a module may import rmd_ray modules of equal or lower rank only.
-LAYER_RANK = {"core": 0, "nn": 1, "data": 1, "distributed": 2, "cli": 3}
+LAYER_RANK = {"core": 0, "nn": 1, "data": 1, "evaluation": 1, "distributed": 2, "cli": 3}
 # third-party packages each layer may NOT import
 FORBIDDEN = {0: {"torch", "torchvision", "ray", "timm", "open_clip"}, 1: {"ray"}}
 

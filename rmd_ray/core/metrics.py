@@ -20,8 +20,9 @@ Conventions used throughout
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
@@ -71,7 +72,9 @@ def _as_real_array(x: Any, name: str, *, allow_int: bool) -> np.ndarray:
     kinds = "fiu" if allow_int else "f"
     if arr.dtype.kind not in kinds:
         want = "a real-valued (int or float)" if allow_int else "a floating-point"
-        raise TypeError(f"{name} must be {want} array, got dtype {arr.dtype}; cast it (e.g. {name}.astype(float))")
+        raise TypeError(
+            f"{name} must be {want} array, got dtype {arr.dtype}; cast it (e.g. {name}.astype(float))"
+        )
     return arr.astype(np.float64, copy=False)
 
 
@@ -81,7 +84,9 @@ def _first_bad_row(mask_ok_rows: np.ndarray) -> int:
 
 def _check_finite_2d(arr: np.ndarray, name: str) -> None:
     if arr.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (N, K), got shape {arr.shape}; reshape to (n_samples, n_classes)")
+        raise ValueError(
+            f"{name} must be 2-D (N, K), got shape {arr.shape}; reshape to (n_samples, n_classes)"
+        )
     if arr.shape[0] == 0:
         raise ValueError(f"{name} is empty (shape {arr.shape}); pass at least one sample")
     if arr.shape[1] < 2:
@@ -97,11 +102,15 @@ def _check_finite_2d(arr: np.ndarray, name: str) -> None:
 def _check_labels(labels: Any, n_samples: int, n_classes: int) -> np.ndarray:
     lab = np.asarray(labels)
     if lab.dtype.kind not in "iu":
-        raise TypeError(f"labels have dtype {lab.dtype}; pass integer class indices (e.g. labels.astype(np.int64))")
+        raise TypeError(
+            f"labels have dtype {lab.dtype}; pass integer class indices (e.g. labels.astype(np.int64))"
+        )
     if lab.ndim != 1:
         raise ValueError(f"labels must be 1-D, got shape {lab.shape}")
     if lab.shape[0] != n_samples:
-        raise ValueError(f"probs/logits have {n_samples} rows but labels have {lab.shape[0]}; pass one label per row")
+        raise ValueError(
+            f"probs/logits have {n_samples} rows but labels have {lab.shape[0]}; pass one label per row"
+        )
     lo, hi = int(lab.min()), int(lab.max())
     if lo < 0 or hi >= n_classes:
         bad = lo if lo < 0 else hi
@@ -351,12 +360,12 @@ def expected_calibration_error(
 ) -> float:
     r"""Binned top-label calibration error (ECE, RMS-CE or MCE).
 
-    With bins :math:`B_b`, :math:`\mathrm{acc}(B_b)` the fraction correct and
-    :math:`\mathrm{conf}(B_b)` the mean top-label confidence in the bin, over the non-empty bins:
+    With bins :math:`B_b`, :math:`a_b` the fraction of correct predictions and :math:`c_b` the mean
+    top-label confidence in bin b, over the non-empty bins:
 
-    - ``norm="l1"`` (ECE, Guo et al. 2017): :math:`\sum_b \frac{|B_b|}{N} |\mathrm{acc}(B_b) - \mathrm{conf}(B_b)|`
-    - ``norm="l2"`` (RMS calibration error): :math:`\sqrt{\sum_b \frac{|B_b|}{N} (\mathrm{acc}(B_b) - \mathrm{conf}(B_b))^2}`
-    - ``norm="max"`` (MCE): :math:`\max_b |\mathrm{acc}(B_b) - \mathrm{conf}(B_b)|`
+    - ``norm="l1"`` (ECE, Guo et al. 2017): :math:`\sum_b \frac{|B_b|}{N} |a_b - c_b|`
+    - ``norm="l2"`` (RMS calibration error): :math:`\sqrt{\sum_b \frac{|B_b|}{N} (a_b - c_b)^2}`
+    - ``norm="max"`` (MCE): :math:`\max_b |a_b - c_b|`
 
     Parameters
     ----------
@@ -506,7 +515,9 @@ def aurc(confidence: Any, correct: Any) -> float:
     return float(np.sum(np.diff(coverage, prepend=0.0) * risk))
 
 
-def accuracy_rejection_curve(confidence: Any, correct: Any, *, rejection_rates: Sequence[float]) -> np.ndarray:
+def accuracy_rejection_curve(
+    confidence: Any, correct: Any, *, rejection_rates: Sequence[float]
+) -> np.ndarray:
     """Accuracy on the samples kept after rejecting the least confident fraction.
 
     For rate ``r`` the ``round(r * N)`` least confident samples are rejected (``np.rint``: halves to
@@ -602,7 +613,8 @@ def fpr_at_tpr(scores: Any, positives: Any, *, tpr: float = 0.95) -> float:
         If ``positives`` lacks either class (TPR or FPR undefined), or ``tpr`` is not in (0, 1].
     """
     s, pos = _check_scores(scores, positives)
-    if isinstance(tpr, bool) or not isinstance(tpr, (int, float, np.floating, np.integer)) or not 0 < tpr <= 1:
+    is_number = isinstance(tpr, (int, float, np.floating, np.integer)) and not isinstance(tpr, bool)
+    if not is_number or not 0 < tpr <= 1:
         raise ValueError(f"tpr must be a number in (0, 1], got {tpr!r}")
     return _fpr_at_tpr(s, pos, float(tpr))
 
@@ -669,7 +681,9 @@ def ood_detection(in_logits: Any, out_logits: Any, *, score: str = "maxlogit") -
     z_in = _check_logits(in_logits, "in_logits")
     z_out = _check_logits(out_logits, "out_logits")
     if z_in.shape[1] != z_out.shape[1]:
-        raise ValueError(f"in_logits have {z_in.shape[1]} classes but out_logits {z_out.shape[1]}; use one model")
+        raise ValueError(
+            f"in_logits have {z_in.shape[1]} classes but out_logits {z_out.shape[1]}; use one model"
+        )
     score_fn = _LOGIT_SCORES.get(score)
     s = np.concatenate([score_fn(z_in), score_fn(z_out)])
     pos = np.r_[np.ones(z_in.shape[0], bool), np.zeros(z_out.shape[0], bool)]

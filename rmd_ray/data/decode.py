@@ -120,7 +120,7 @@ def _from_bytes(data: bytes, *, where: str) -> Image.Image:
         raise DecodeError(f"image too large (decompression-bomb guard): {err}{where}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as err:
         msg = str(err)
-        if "truncated" in msg:
+        if "truncated" in msg.lower():
             raise DecodeError(f"truncated image file: {msg}{where}") from None
         raise DecodeError(f"corrupt image data: {msg}{where}") from None
     if img.width < 1 or img.height < 1:
@@ -355,9 +355,14 @@ def _rows(rows: Any) -> list[Mapping[str, Any]]:
         columns = {k: list(v) for k, v in rows.items()}
         lengths = {len(v) for v in columns.values()}
         if len(lengths) > 1:
-            raise ValueError(f"column batch has columns of different lengths: { {k: len(v) for k, v in columns.items()} }")
+            raise ValueError(
+                f"column batch has columns of different lengths: { {k: len(v) for k, v in columns.items()} }"
+            )
         n = lengths.pop() if lengths else 0
         return [{k: v[i] for k, v in columns.items()} for i in range(n)]
     if isinstance(rows, (str, bytes)) or not isinstance(rows, Sequence):
-        raise TypeError(f"rows must be a sequence of mappings, a pyarrow.Table or a column mapping, got {type(rows).__name__}")
+        raise TypeError(
+            "rows must be a sequence of mappings, a pyarrow.Table or a column mapping, "
+            f"got {type(rows).__name__}"
+        )
     return list(rows)

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -37,7 +37,7 @@ __all__ = ["ENCODERS", "DEFAULT_ENCODER", "Encoder", "build_encoder", "encode"]
 
 DEFAULT_ENCODER = "efficientnet_lite0"
 
-ENCODERS: Registry[Callable[..., "Encoder"]] = Registry("encoder")
+ENCODERS: Registry[Callable[..., Encoder]] = Registry("encoder")
 
 # Names of the form "<family>:<arch>"; the registry holds them under "<family>:<name>".
 _PARAMETRIC_FAMILIES = ("torchvision",)
@@ -237,7 +237,7 @@ def _load_state_dict(path: str) -> dict[str, torch.Tensor]:
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise ValueError(f"checkpoint {path!r} does not hold a state dict (name -> tensor)")
     if obj and all(k.startswith("module.") for k in obj):
-        obj = {k[len("module."):]: v for k, v in obj.items()}
+        obj = {k[len("module.") :]: v for k, v in obj.items()}
     return obj
 
 
@@ -426,7 +426,11 @@ def _build_timm_vit(*, checkpoint, image_size, pretrained, name: str) -> Encoder
     preprocess = create_transform(**cfg, is_training=False)
     resize = int(s / cfg["crop_pct"])
     desc = _describe_transform(
-        cfg["mean"], cfg["std"], resize=resize, crop=s, interpolation=cfg["interpolation"],
+        cfg["mean"],
+        cfg["std"],
+        resize=resize,
+        crop=s,
+        interpolation=cfg["interpolation"],
         note=f"timm eval transform of {spec.timm_name}",
     )
     return Encoder(name, model, int(model.num_features), s, preprocess, desc)
@@ -472,9 +476,7 @@ def _build_torchvision(arch: str, *, checkpoint, image_size, pretrained) -> Enco
     weights_enum = get_model_weights(arch)
     default = weights_enum.DEFAULT
     if pretrained and checkpoint is None:
-        raise _need_checkpoint(
-            name, f"Download {default.url} elsewhere (torchvision weights {default!s})."
-        )
+        raise _need_checkpoint(name, f"Download {default.url} elsewhere (torchvision weights {default!s}).")
     kw = dict(default.transforms.keywords)
     crop, resize = int(kw["crop_size"]), int(kw.get("resize_size", 256))
     s = image_size or crop
@@ -498,7 +500,11 @@ def _build_torchvision(arch: str, *, checkpoint, image_size, pretrained) -> Enco
     preprocess = default.transforms(crop_size=s, resize_size=resize_s)
     interp = getattr(preprocess.interpolation, "value", str(preprocess.interpolation))
     desc = _describe_transform(
-        preprocess.mean, preprocess.std, resize=resize_s, crop=s, interpolation=interp,
+        preprocess.mean,
+        preprocess.std,
+        resize=resize_s,
+        crop=s,
+        interpolation=interp,
         note=f"torchvision {default!s} transform",
     )
     return Encoder(name, model, int(out.shape[1]), s, preprocess, desc)
@@ -549,7 +555,11 @@ def _build_tiny_cnn(*, checkpoint, image_size, pretrained) -> Encoder:
     if checkpoint is not None:
         _load_strict(model, _load_state_dict(checkpoint), path=checkpoint, name="tiny_cnn")
     preprocess = T.Compose(
-        [T.Resize((s, s), interpolation=T.InterpolationMode.BILINEAR), T.ToTensor(), T.Normalize((0.5,) * 3, (0.5,) * 3)]
+        [
+            T.Resize((s, s), interpolation=T.InterpolationMode.BILINEAR),
+            T.ToTensor(),
+            T.Normalize((0.5,) * 3, (0.5,) * 3),
+        ]
     )
     desc = f"resize whole image to {s}x{s} (bilinear, no crop), x in [0, 1], (x - 0.5) / 0.5"
     return Encoder("tiny_cnn", model, 32, s, preprocess, desc)

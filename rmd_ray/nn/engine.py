@@ -158,7 +158,9 @@ def _cosine(optimizer, config: OptimConfig, total_steps: int, steps_per_epoch: i
 
 @SCHEDULES.register("multistep")
 def _multistep(optimizer, config: OptimConfig, total_steps: int, steps_per_epoch: int) -> LRScheduler:
-    return MultiStepLR(optimizer, milestones=[m * steps_per_epoch for m in config.milestones], gamma=config.gamma)
+    return MultiStepLR(
+        optimizer, milestones=[m * steps_per_epoch for m in config.milestones], gamma=config.gamma
+    )
 
 
 def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.SGD:
@@ -177,14 +179,20 @@ def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.SGD:
     )
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, config: OptimConfig, *, steps_per_epoch: int) -> LRScheduler:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, config: OptimConfig, *, steps_per_epoch: int
+) -> LRScheduler:
     """Learning-rate scheduler stepped once per optimiser step (not per epoch).
 
     ``cosine``: lr_t = lr/2 (1 + cos(pi t / T)), T = epochs * steps_per_epoch. ``multistep``: lr
     times gamma at steps m * steps_per_epoch for each milestone m. ``train_one_epoch`` calls
     ``scheduler.step()`` after every batch, so ``scheduler.last_epoch`` is the global step count.
     """
-    if isinstance(steps_per_epoch, bool) or not isinstance(steps_per_epoch, numbers.Integral) or steps_per_epoch < 1:
+    if (
+        isinstance(steps_per_epoch, bool)
+        or not isinstance(steps_per_epoch, numbers.Integral)
+        or steps_per_epoch < 1
+    ):
         raise ValueError(f"steps_per_epoch must be an int >= 1, got {steps_per_epoch!r}")
     if not isinstance(config, OptimConfig):
         raise TypeError(f"config must be an OptimConfig, got {type(config).__name__}")
@@ -243,21 +251,30 @@ def random_crop_flip(images: Tensor, *, padding: int = 4, generator: torch.Gener
 
 
 def _as_tensor(x: object, device: torch.device) -> Tensor:
-    t = x if isinstance(x, Tensor) else torch.as_tensor(np.asarray(x))
-    return t.to(device, non_blocking=True)
+    if isinstance(x, Tensor):
+        return x.to(device, non_blocking=True)
+    arr = np.asarray(x)
+    if not arr.flags.writeable:
+        # Ray Data hands out read-only arrays; torch warns on (and must not write to) them
+        arr = arr.copy()
+    return torch.from_numpy(arr).to(device, non_blocking=True)
 
 
 def _unpack(batch: object, device: torch.device, *, need_label: bool = True):
     if not isinstance(batch, Mapping):
-        raise TypeError(f"each batch must be a mapping with keys image, label, id (weight optional), "
-                        f"got {type(batch).__name__}")
+        raise TypeError(
+            f"each batch must be a mapping with keys image, label, id (weight optional), "
+            f"got {type(batch).__name__}"
+        )
     required = ("image", "label", "id") if need_label else ("image", "id")
     missing = [k for k in required if k not in batch]
     if missing:
         raise ValueError(f"batch is missing key(s) {missing}; it has {sorted(batch)}")
     images = _as_tensor(batch["image"], device)
     if images.ndim != 4 or not images.is_floating_point():
-        raise ValueError(f"batch['image'] must be floating (B, C, H, W), got {images.dtype} {tuple(images.shape)}")
+        raise ValueError(
+            f"batch['image'] must be floating (B, C, H, W), got {images.dtype} {tuple(images.shape)}"
+        )
     b = images.shape[0]
     ids = _as_tensor(batch["id"], device)
     labels = _as_tensor(batch["label"], device) if "label" in batch else None
@@ -344,7 +361,9 @@ def train_one_epoch(
             loss = loss_fn(logits, labels, weights=weights, ids=ids)
         # one host sync per step; a NaN caught after optimizer.step() would already be in the weights
         if not bool(torch.isfinite(loss)):
-            raise NonFiniteLossError(step=start_step + steps, ids=ids.cpu().tolist(), value=float(loss))
+            raise NonFiniteLossError(
+                step=start_step + steps, ids=ids.cpu().tolist(), value=float(loss.detach())
+            )
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -558,8 +577,10 @@ def load_checkpoint(
     if not isinstance(payload, dict) or payload.get("format") != _CKPT_FORMAT:
         raise ValueError(f"{os.fspath(path)} is not an rmd-ray checkpoint (write it with save_checkpoint)")
     if payload.get("version") != _CKPT_VERSION:
-        raise ValueError(f"{os.fspath(path)} has checkpoint version {payload.get('version')!r}; "
-                         f"this code reads version {_CKPT_VERSION}")
+        raise ValueError(
+            f"{os.fspath(path)} has checkpoint version {payload.get('version')!r}; "
+            f"this code reads version {_CKPT_VERSION}"
+        )
     m = _unwrap(model)
     saved = payload["signature"]
     expected = dict(expected_signature) if expected_signature is not None else model_signature(m)

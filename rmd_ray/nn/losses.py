@@ -72,11 +72,7 @@ def _check_real(
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"loss {loss!r}: {name} must be a number in {interval}, got {type(value).__name__}")
     v = float(value)
-    ok = (
-        math.isfinite(v)
-        and (v > low if low_open else v >= low)
-        and (v < high if high_open else v <= high)
-    )
+    ok = math.isfinite(v) and (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
     if not ok:
         raise ValueError(f"loss {loss!r}: {name} must be a finite number in {interval}, got {value!r}")
     return v
@@ -106,8 +102,10 @@ def _check_batch(logits: object, targets: object, weights: object, ids: object) 
         raise ValueError(f"targets must have shape ({b},) to match logits, got {tuple(targets.shape)}")
     # one host sync; cheaper than a CUDA device-side assert that kills the process
     if bool(((targets < 0) | (targets >= k)).any()):
-        raise ValueError(f"targets must be class indices in [0, {k}), got values in "
-                         f"[{int(targets.min())}, {int(targets.max())}]")
+        raise ValueError(
+            f"targets must be class indices in [0, {k}), got values in "
+            f"[{int(targets.min())}, {int(targets.max())}]"
+        )
     if weights is not None:
         if not isinstance(weights, Tensor) or not weights.is_floating_point():
             raise TypeError("weights must be a floating-point tensor of shape (B,) or None")
@@ -403,7 +401,9 @@ class Poly1Loss(ClassificationLoss):
         self.epsilon = _check_real(self.name, "epsilon", epsilon, low=-1.0)
 
     def _per_sample(self, logits, logp, targets, weights, ids) -> Tensor:
-        return F.nll_loss(logp, targets, reduction="none") + self.epsilon * _one_minus_pt(_log_pt(logp, targets))
+        return F.nll_loss(logp, targets, reduction="none") + self.epsilon * _one_minus_pt(
+            _log_pt(logp, targets)
+        )
 
     def _mean(self, logits, logp, targets, weights, ids) -> Tensor:
         return F.nll_loss(logp, targets) + self.epsilon * _one_minus_pt(_log_pt(logp, targets)).mean()
@@ -451,8 +451,9 @@ class CorrectnessRankingLoss(ClassificationLoss):
     def __init__(self, num_samples: int, lam: float = 1.0) -> None:
         super().__init__()
         if isinstance(num_samples, bool) or not isinstance(num_samples, numbers.Integral) or num_samples < 1:
-            raise ValueError(f"loss 'crl': num_samples must be an int >= 1 (the training-set size), "
-                             f"got {num_samples!r}")
+            raise ValueError(
+                f"loss 'crl': num_samples must be an int >= 1 (the training-set size), got {num_samples!r}"
+            )
         self.num_samples = int(num_samples)
         self.lam = _check_real(self.name, "lam", lam, low=0.0)
         self.register_buffer("correct_count", torch.zeros(self.num_samples, dtype=torch.int64))
@@ -460,7 +461,9 @@ class CorrectnessRankingLoss(ClassificationLoss):
 
     def _check_ids(self, ids: Tensor | None) -> None:
         if ids is None:
-            raise ValueError("loss 'crl': pass the sample ids (ids=(B,) int64) to look up the correctness history")
+            raise ValueError(
+                "loss 'crl': pass the sample ids (ids=(B,) int64) to look up the correctness history"
+            )
         if bool(((ids < 0) | (ids >= self.num_samples)).any()):
             raise ValueError(
                 f"loss 'crl': ids must be in [0, num_samples={self.num_samples}), got values in "

@@ -18,8 +18,9 @@ checkpoints so that loading a checkpoint into a different architecture fails wit
 from __future__ import annotations
 
 import math
+import numbers
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from torch import nn
 from torchvision.models.densenet import DenseNet
@@ -176,14 +177,15 @@ def build_model(name: str, *, num_classes: int, cifar_stem: bool = False, width:
         Maps images (B, 3, H, W) to logits (B, K); ``model.rmd_spec`` holds a :class:`ModelSpec`.
     """
     builder = MODELS.get(name)
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
         raise ValueError(f"num_classes must be an int >= 1, got {num_classes!r}")
     if not isinstance(cifar_stem, bool):
         raise TypeError(f"cifar_stem must be a bool, got {type(cifar_stem).__name__}")
-    if isinstance(width, bool) or not isinstance(width, (int, float)):
+    if isinstance(width, bool) or not isinstance(width, numbers.Real):
         raise TypeError(f"width must be a number, got {type(width).__name__}")
     if not math.isfinite(width) or width < MIN_WIDTH:
         raise ValueError(f"width must be a finite number >= 1/32 (= {MIN_WIDTH}), got {width!r}")
+    num_classes = int(num_classes)
     model = builder(num_classes=num_classes, cifar_stem=cifar_stem, width=float(width))
     model.rmd_spec = ModelSpec(name=name, num_classes=num_classes, cifar_stem=cifar_stem, width=float(width))
     return model

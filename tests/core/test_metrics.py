@@ -25,6 +25,9 @@ P6 = np.array([[0.8, 0.1, 0.1], [0.6, 0.2, 0.2], [0, 0.9, 0.1], [0, 1, 0], [0.3,
 Y6 = np.array([0, 0, 1, 1, 0, 2])
 
 
+LOGITS = "looks like logits: apply softmax"
+
+
 def _rows(conf, k=4):
     """Probability rows whose top-label confidence is ``conf`` on class 0 (needs conf > 1/k)."""
     conf = np.asarray(conf, dtype=float)
@@ -56,7 +59,7 @@ def _random_probs(rng, n, k, quantum=None):
 def naive_ece(probs, labels, n_bins, binning, norm="l1"):
     n = len(labels)
     conf = [max(row) for row in probs]
-    correct = [int(np.argmax(row)) == int(lab) for row, lab in zip(probs, labels)]
+    correct = [int(np.argmax(row)) == int(lab) for row, lab in zip(probs, labels, strict=True)]
     bin_of = [0] * n
     if binning == "width":
         for i, c in enumerate(conf):
@@ -70,7 +73,7 @@ def naive_ece(probs, labels, n_bins, binning, norm="l1"):
         rank_bin, base, extra = [], n // n_bins, n % n_bins
         for b in range(n_bins):
             rank_bin += [b] * (base + (1 if b < extra else 0))
-        for r, i in enumerate(order):
+        for i in order:
             first = min(rr for rr, j in enumerate(order) if conf[j] == conf[i])
             bin_of[i] = rank_bin[first]
     terms = []
@@ -108,8 +111,8 @@ def test_check_probabilities_returns_float64_and_int64():
         (np.zeros((0, 3)), None, ValueError, "empty"),
         (np.ones((3, 1)), None, ValueError, "at least 2"),
         (np.array([[0.5, 0.5], [np.nan, 0.5], [np.inf, 0]]), None, ValueError, "row 1 holds NaN or inf"),
-        (np.array([[0.5, 0.5], [2.0, -1.0]]), None, ValueError, "row 1 has entries outside.*looks like logits: apply softmax"),
-        (np.array([[0.5, 0.5], [0.3, 0.3]]), None, ValueError, "row 1 sums to 0.6.*looks like logits: apply softmax"),
+        (np.array([[0.5, 0.5], [2.0, -1.0]]), None, ValueError, "row 1 has entries outside.*" + LOGITS),
+        (np.array([[0.5, 0.5], [0.3, 0.3]]), None, ValueError, "row 1 sums to 0.6.*" + LOGITS),
         (P4, np.array([0.0, 1, 2, 0]), TypeError, "integer class indices"),
         (P4, np.array([[0, 1, 2, 0]]), ValueError, "labels must be 1-D"),
         (P4, np.array([0, 1, 2]), ValueError, "4 rows but labels have 3"),
@@ -211,7 +214,8 @@ def test_ece_reference_three_equal_width_bins():
     assert M.expected_calibration_error(P4, Y4, n_bins=3, norm="max") == pytest.approx(0.2333, abs=1e-4)
     assert M.maximum_calibration_error(P4, Y4, n_bins=3) == pytest.approx(0.7 / 3)
     # exact: bin (1/3, 2/3] holds .55, .55, .60 (1 of 3 right), bin (2/3, 1] holds .90 (right)
-    assert M.expected_calibration_error(P4, Y4, n_bins=3) == pytest.approx(0.75 * (1.7 / 3 - 1 / 3) + 0.25 * 0.1)
+    exact = 0.75 * (1.7 / 3 - 1 / 3) + 0.25 * 0.1
+    assert M.expected_calibration_error(P4, Y4, n_bins=3) == pytest.approx(exact)
 
 
 def test_ece_reference_two_equal_mass_bins_differs_from_width():
@@ -363,7 +367,8 @@ def test_ece_matches_naive_loop_and_is_permutation_invariant(seed, n, k, n_bins,
     got = M.expected_calibration_error(probs, labels, n_bins=n_bins, binning=binning, norm=norm)
     assert got == pytest.approx(naive_ece(probs.tolist(), labels.tolist(), n_bins, binning, norm), abs=1e-12)
     perm = rng.permutation(n)
-    permuted = M.expected_calibration_error(probs[perm], labels[perm], n_bins=n_bins, binning=binning, norm=norm)
+    opts = {"n_bins": n_bins, "binning": binning, "norm": norm}
+    permuted = M.expected_calibration_error(probs[perm], labels[perm], **opts)
     assert permuted == pytest.approx(got, abs=1e-12)
     rd = M.reliability_diagram_data(probs, labels, n_bins=n_bins, binning=binning)
     if norm == "l1":
@@ -641,8 +646,9 @@ def test_evaluate_predictions_matches_the_individual_metrics():
     p = M.softmax(logits)
     assert out["n_samples"] == 300
     assert out["acc"] == pytest.approx(M.accuracy(p, labels))
-    assert out["ece_mass"] == pytest.approx(M.expected_calibration_error(p, labels, n_bins=15, binning="mass"))
-    assert out["ece_width"] == pytest.approx(M.expected_calibration_error(p, labels, n_bins=15, binning="width"))
+    for binning in ("mass", "width"):
+        ece = M.expected_calibration_error(p, labels, n_bins=15, binning=binning)
+        assert out[f"ece_{binning}"] == pytest.approx(ece)
     assert out["mce"] == pytest.approx(M.maximum_calibration_error(p, labels, n_bins=15))
     assert out["nll"] == pytest.approx(M.negative_log_likelihood(p, labels), rel=1e-12)
     assert out["brier"] == pytest.approx(M.brier_score(p, labels))

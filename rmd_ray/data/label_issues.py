@@ -1,0 +1,143 @@
+"""Beyond the paper: rank training samples by RMD to find likely label errors.
+
+A mislabelled sample sits far from its given class and near another one, so its RMD is large
+(DESIGN.md section 1.3). We list the top-``k`` by RMD with the given label and the class whose mean
+is nearest under the shared covariance, and draw their images in a grid for a person to check.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from rmd_ray.data.decode import DecodeError, decode_image
+from rmd_ray.data.io import read_metadata, write_parquet_atomic
+from rmd_ray.data.readers import read_source
+
+
+@dataclass(frozen=True)
+class LabelIssueReport:
+    table_path: Path
+    grid_path: Path
+    n_written: int
+
+
+def rank_suspects(scores: pa.Table, *, top: int, classes: list[str]) -> pa.Table:
+    """The ``top`` rows with the largest RMD, hardest first, with class names.
+
+    Columns: rank, id, given_label, given_class, nearest_class, nearest_name, rmd, md, weight,
+    label_disagrees (nearest class differs from the given label).
+    """
+    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+        raise ValueError(f"top must be an int >= 1, got {top!r}")
+    missing = {"id", "label", "rmd", "md", "weight", "nearest_class"} - set(scores.column_names)
+    if missing:
+        raise ValueError(f"scores table lacks columns {sorted(missing)}: pass the scores.parquet of `rmd-ray score`")
+    order = pc.sort_indices(scores, sort_keys=[("rmd", "descending"), ("id", "ascending")])
+    best = scores.take(order[: min(top, scores.num_rows)])
+    given = best.column("label").to_numpy()
+    nearest = best.column("nearest_class").to_numpy()
+
+    def name(k: int) -> str:
+        return classes[k] if 0 <= k < len(classes) else str(k)
+
+    return pa.table(
+        {
+            "rank": np.arange(1, best.num_rows + 1),
+            "id": best.column("id"),
+            "given_label": given,
+            "given_class": [name(int(k)) for k in given],
+            "nearest_class": nearest,
+            "nearest_name": [name(int(k)) for k in nearest],
+            "rmd": best.column("rmd"),
+            "md": best.column("md"),
+            "weight": best.column("weight"),
+            "label_disagrees": given != nearest,
+        }
+    )
+
+
+def find_label_issues(
+    scores_path: str | os.PathLike[str],
+    *,
+    source: str,
+    top: int = 100,
+    output_dir: str | os.PathLike[str],
+    limit: int | None = None,
+    grid_columns: int = 8,
+) -> LabelIssueReport:
+    """Write ``label_issues.parquet`` + ``.csv`` and ``label_issues.png`` (a grid of the suspects)."""
+    scores_path = Path(scores_path)
+    if not scores_path.is_file():
+        raise ValueError(f"scores file {str(scores_path)!r} not found; run `rmd-ray score` first")
+    meta = read_metadata(scores_path)
+    suspects = rank_suspects(pq.read_table(scores_path), top=top, classes=list(meta.get("classes", [])))
+    output_dir = Path(output_dir)
+    table_path = write_parquet_atomic(suspects, output_dir / "label_issues.parquet", metadata=meta)
+    _write_csv_atomic(suspects, output_dir / "label_issues.csv")
+    images = _images_by_id(source, set(suspects.column("id").to_pylist()), limit=limit)
+    grid_path = _draw_grid(suspects, images, output_dir / "label_issues.png", columns=grid_columns)
+    return LabelIssueReport(table_path, grid_path, suspects.num_rows)
+
+
+def _images_by_id(source: str, wanted: set[str], *, limit: int | None) -> dict[str, object]:
+    table = read_source(source, limit=limit)
+    rows = table.filter(pc.is_in(table.column("id"), pa.array(sorted(wanted), pa.string())))
+    images = {}
+    for row in rows.to_pylist():
+        try:
+            images[row["id"]] = decode_image(row)
+        except DecodeError:  # it is in the errors table already; draw an empty cell
+            continue
+    return images
+
+
+def _write_csv_atomic(table: pa.Table, path: Path) -> None:
+    import pyarrow.csv as pacsv
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    pacsv.write_csv(table, tmp)
+    os.replace(tmp, path)
+
+
+def _draw_grid(suspects: pa.Table, images: dict[str, object], path: Path, *, columns: int) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = max(suspects.num_rows, 1)
+    columns = min(columns, n)
+    rows = math.ceil(n / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(1.9 * columns, 2.2 * rows), squeeze=False)
+    records = suspects.to_pylist()
+    for ax, record in zip(axes.flat, records + [None] * (rows * columns - len(records))):
+        ax.axis("off")
+        if record is None:
+            continue
+        image = images.get(record["id"])
+        if image is not None:
+            ax.imshow(np.asarray(image), interpolation="nearest")
+        colour = "tab:red" if record["label_disagrees"] else "black"
+        ax.set_title(
+            f"#{record['rank']} rmd {record['rmd']:.1f}\ngiven: {record['given_class'][:14]}\n"
+            f"nearest: {record['nearest_name'][:14]}",
+            fontsize=7, color=colour,
+        )
+    fig.suptitle("Hardest training samples by RMD (red: nearest class differs from the given label)", fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / (2.2 * rows)))  # leave the suptitle its own strip
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    os.close(fd)
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,165 @@
+"""The Ray scoring pipeline: equality with the in-process core, bad images, labels, views, cache."""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from rmd_ray.core import CovarianceConfig, DifficultyScorer, WeightConfig
+from rmd_ray.data.io import read_metadata
+from rmd_ray.data.readers import from_arrays, read_image_folder
+from rmd_ray.distributed.scoring import (
+    EncoderSpec,
+    ExtractConfig,
+    dataset_fingerprint,
+    feature_column,
+    fit_and_score,
+    run_scoring,
+)
+
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
+TINY = EncoderSpec("tiny_cnn")
+
+
+def features_table(seed=0, n=900, d=6, k=3):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, k, n)
+    feats = (rng.normal(size=(k, d))[labels] * 2 + rng.normal(size=(n, d)) + 100.0).astype(np.float32)
+    ids = [f"s{i:04d}" for i in range(n)]
+    table = pa.table({"id": ids, "view": pa.array(np.zeros(n, np.int32)), "label": labels,
+                      "features": feature_column(feats)})
+    return table, feats, labels
+
+
+@pytest.mark.parametrize("blocks", [1, 2, 4])
+@pytest.mark.parametrize("shrinkage", ["none", "ledoit_wolf"])
+def test_ray_scores_equal_in_process_scores(ray_local, blocks, shrinkage):
+    table, feats, labels = features_table()
+    config = CovarianceConfig(shrinkage=shrinkage)
+    # the pipeline accumulates in float64 (see _block_stats); so does the reference
+    reference = DifficultyScorer(n_classes=3, covariance=config).fit(feats.astype(np.float64), labels)
+    md_ref, rmd_ref = reference.score(feats, labels)
+    for order_seed in (None, 3):
+        scorer, per_row = fit_and_score(table, n_classes=3, covariance=config, blocks=blocks,
+                                        shuffle_blocks=order_seed)
+        assert per_row.column("id").to_pylist() == table.column("id").to_pylist()  # joined back by id
+        md = per_row.column("md").to_numpy()
+        rmd = md - per_row.column("md0").to_numpy()
+        assert np.max(np.abs(md - md_ref) / np.abs(md_ref)) <= 1e-6
+        assert np.max(np.abs(rmd - rmd_ref)) <= 1e-6 * np.abs(md_ref).max()
+        np.testing.assert_allclose(scorer.covariance_, reference.covariance_, rtol=1e-9, atol=1e-12)
+
+
+def _jpeg_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def test_real_world_image_folder_cases(ray_local, tmp_path):
+    """Corrupt JPEG, truncated file, grayscale, CMYK, PNG-in-.JPEG and an empty class directory."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "train"
+    for cls in ("a", "b", "empty"):
+        (root / cls).mkdir(parents=True)
+    for cls in ("a", "b"):
+        for i in range(12):
+            pixels = rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / cls / f"ok{i}.JPEG")
+    Image.fromarray(rng.integers(0, 255, (20, 20), dtype=np.uint8), "L").save(root / "a" / "gray.JPEG")
+    Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).convert("CMYK").save(root / "a" / "cmyk.JPEG")
+    Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(root / "b" / "png_inside.JPEG", format="PNG")
+    (root / "b" / "corrupt.JPEG").write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg at all" * 3)
+    whole = _jpeg_bytes(Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)))
+    (root / "b" / "truncated.JPEG").write_bytes(whole[: len(whole) // 2])
+    with pytest.warns(UserWarning, match="empty"):
+        table = read_image_folder(root)
+    assert table.num_rows == 29
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the empty class also warns at fit time (documented)
+        result = run_scoring(table, output_dir=tmp_path / "out", encoder=TINY,
+                             extract=ExtractConfig(batch_size=8, num_actors=1),
+                             covariance=CovarianceConfig(shrinkage="ledoit_wolf"))
+    scores = pq.read_table(result.scores_path)
+    errors = pq.read_table(result.errors_path).to_pylist()
+    assert result.rows_in == 29 and result.rows_scored == 27 and result.rows_error == 2
+    by_id = {e["id"].split("/")[-1]: e for e in errors}
+    assert set(by_id) == {"corrupt.JPEG", "truncated.JPEG"}
+    assert all(e["stage"] == "decode" and e["reason"] for e in errors)
+    assert "truncated" in by_id["truncated.JPEG"]["reason"].lower()
+    scored_names = {i.split("/")[-1] for i in scores.column("id").to_pylist()}
+    assert {"gray.JPEG", "cmyk.JPEG", "png_inside.JPEG"} <= scored_names
+    assert np.isfinite(scores.column("rmd").to_numpy()).all()
+    w = scores.column("weight").to_numpy()
+    assert ((w > 0) & (w < 1)).all()
+    meta = read_metadata(result.scores_path)
+    assert meta["rows_in"] == 29 and meta["classes"] == ["a", "b", "empty"] and meta["encoder"] == "tiny_cnn"
+
+
+def test_out_of_range_labels_go_to_the_errors_table(ray_local, tmp_path):
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 255, (60, 12, 12, 3), dtype=np.uint8)
+    labels = rng.integers(0, 3, 60)
+    labels[[5, 17]] = [7, -1]
+    table = from_arrays(images, labels, classes=["x", "y", "z"])
+    result = run_scoring(table, output_dir=tmp_path, encoder=TINY, extract=ExtractConfig(batch_size=16, num_actors=1),
+                         covariance=CovarianceConfig(shrinkage="oas"))
+    errors = pq.read_table(result.errors_path).to_pylist()
+    assert sorted(e["id"] for e in errors) == ["17", "5"]
+    assert {e["stage"] for e in errors} == {"label"}
+    assert any("label 7 outside 0..2" in e["reason"] for e in errors)
+    assert result.rows_scored == 58 and result.rows_in == result.rows_scored + result.rows_error
+
+
+def test_views_cache_and_rescoring(ray_local, tmp_path):
+    rng = np.random.default_rng(2)
+    images = rng.integers(0, 255, (80, 16, 16, 3), dtype=np.uint8)
+    labels = np.arange(80) % 4
+    images[labels == 1, :, :, 0] = 255  # make classes differ so the scorer has structure
+    table = from_arrays(images, labels, classes=list("abcd"))
+    extract = ExtractConfig(batch_size=16, num_actors=1, n_views=3)
+    cov = CovarianceConfig(shrinkage="ledoit_wolf")
+    first = run_scoring(table, output_dir=tmp_path / "v3", encoder=TINY, extract=extract, covariance=cov)
+    scores = pq.read_table(first.scores_path).to_pylist()
+    row = scores[0]
+    assert len(row["rmd_views"]) == 3 and row["rmd"] == pytest.approx(np.mean(row["rmd_views"]))
+    assert len(set(np.round(row["rmd_views"], 9))) == 3  # augmented views differ
+    assert pq.read_table(first.features_path).num_rows == 240
+
+    # rescoring from the cache with another T: same RMD, other weights, no re-embedding
+    again = run_scoring(table, output_dir=tmp_path / "rescored", encoder=TINY, extract=extract, covariance=cov,
+                        weights=WeightConfig(temperature=2.0), features_cache=first.features_path)
+    assert again.features_path is None
+    rescored = pq.read_table(again.scores_path)
+    np.testing.assert_allclose(rescored.column("rmd").to_numpy(), [r["rmd"] for r in scores], rtol=1e-12)
+    assert not np.allclose(rescored.column("weight").to_numpy(), [r["weight"] for r in scores])
+
+    with pytest.raises(ValueError, match="made for other inputs.*n_views: cache 3 vs now 1"):
+        run_scoring(table, output_dir=tmp_path / "bad", encoder=TINY, extract=ExtractConfig(num_actors=1),
+                    features_cache=first.features_path)
+    with pytest.raises(ValueError, match="not found; run without --features-cache"):
+        run_scoring(table, output_dir=tmp_path / "bad", encoder=TINY, features_cache=tmp_path / "nope.parquet")
+
+
+def test_fingerprint_depends_on_content_not_order():
+    table = pa.table({"id": ["a", "b", "c"], "label": [0, 1, 2]})
+    assert dataset_fingerprint(table) == dataset_fingerprint(table.take([2, 0, 1]))
+    assert dataset_fingerprint(table) != dataset_fingerprint(pa.table({"id": ["a", "b", "c"], "label": [0, 1, 1]}))
+
+
+def test_extract_config_validation():
+    with pytest.raises(ValueError, match="n_views must be an int >= 1"):
+        ExtractConfig(n_views=0)
+    with pytest.raises(ValueError, match="batch_size must be an int >= 1"):
+        ExtractConfig(batch_size=0)
+    with pytest.raises(ValueError, match="num_actors must be an int >= 1"):
+        ExtractConfig(num_actors=0)
+    with pytest.raises(ValueError, match="unknown encoder 'nope'"):
+        EncoderSpec("nope").build()
