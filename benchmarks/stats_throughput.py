@@ -105,14 +105,23 @@ def main() -> None:
     gemm_fraction = t_gemm / t_ours
     speedup_lda = t_lda / t_ours_lda
     rows = [
-        ["streaming stats (ours), K=1000", f"{n_rate / t_ours / 1e6:.3f} M rows/s", f"{gemm_fraction:.0%} of GEMM", ">= 70%"],
+        [
+            "streaming stats (ours), K=1000",
+            f"{n_rate / t_ours / 1e6:.3f} M rows/s",
+            f"{gemm_fraction:.0%} of GEMM",
+            ">= 70%",
+        ],
         ["X^T X GEMM floor, same chunks", f"{n_rate / t_gemm / 1e6:.3f} M rows/s", "100%", ""],
         [f"ours in memory, N={n_lda:,}, K=100", f"{t_ours_lda:.2f} s", f"{speedup_lda:.1f}x faster than LDA", ">= 3x"],
         ["sklearn LDA(store_covariance=True)", f"{t_lda:.2f} s", f"max rel diff {agreement:.1e}", ""],
         ["np.cov (class-agnostic only)", f"{t_cov:.2f} s", "", ""],
         [f"peak memory, N={n_full // 10:,}", f"{small_peak:.0f} MiB", f"{small_s:.1f} s", ""],
-        [f"peak memory, N={n_full:,}", f"{full_peak:.0f} MiB", f"{full_s:.1f} s",
-         f"ratio {full_peak / small_peak:.2f} (independent of N)"],
+        [
+            f"peak memory, N={n_full:,}",
+            f"{full_peak:.0f} MiB",
+            f"{full_s:.1f} s",
+            f"ratio {full_peak / small_peak:.2f} (independent of N)",
+        ],
     ]
     blas = ", ".join(f"{i['internal_api']} {i.get('num_threads')} threads" for i in threadpool_info())
     table = markdown_table(["measure", "value", "vs baseline", "target"], rows)

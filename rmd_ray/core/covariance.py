@@ -24,8 +24,9 @@ the eigh pseudo-inverse whitening A = diag(lambda^-1/2 on the kept eigenvalues) 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -177,9 +178,10 @@ def whitening_matrix(covariance: Any, *, rcond: float = 1e-10, what: str = "cova
             if bool(xp.isfinite(lower).all()):  # CuPy signals failure with NaNs, not an exception
                 return _solve_triangular_identity(xp, lower), False
     kept = int((eigenvalues > rcond * max(largest, 0.0)).sum()) if largest > 0 else 0
+    ratio = smallest / largest if largest > 0 else 0.0
     warnings.warn(
         f"the {what} ({covariance.shape[0]}x{covariance.shape[0]}) is singular or near-singular: "
-        f"{covariance.shape[0] - kept} eigenvalue(s) <= rcond*max (ratio {smallest / largest if largest > 0 else 0:.2e}); "
+        f"{covariance.shape[0] - kept} eigenvalue(s) <= rcond*max (ratio {ratio:.2e}); "
         "Mahalanobis distances ignore those directions. Use shrinkage='ledoit_wolf' (or 'oas', or 'ridge') "
         "to regularise it, or give more samples than feature dimensions.",
         SingularCovarianceWarning,

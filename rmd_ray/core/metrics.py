@@ -28,6 +28,7 @@ import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 from rmd_ray.core.registry import Registry
+from rmd_ray.core.validation import check_labels
 
 __all__ = [
     "ReliabilityDiagram",
@@ -101,20 +102,7 @@ def _check_finite_2d(arr: np.ndarray, name: str) -> None:
 
 def _check_labels(labels: Any, n_samples: int, n_classes: int) -> np.ndarray:
     lab = np.asarray(labels)
-    if lab.dtype.kind not in "iu":
-        raise TypeError(
-            f"labels have dtype {lab.dtype}; pass integer class indices (e.g. labels.astype(np.int64))"
-        )
-    if lab.ndim != 1:
-        raise ValueError(f"labels must be 1-D, got shape {lab.shape}")
-    if lab.shape[0] != n_samples:
-        raise ValueError(
-            f"probs/logits have {n_samples} rows but labels have {lab.shape[0]}; pass one label per row"
-        )
-    lo, hi = int(lab.min()), int(lab.max())
-    if lo < 0 or hi >= n_classes:
-        bad = lo if lo < 0 else hi
-        raise ValueError(f"label {bad} is outside 0..{n_classes - 1}; labels must index the columns of probs")
+    check_labels(lab, n_samples=n_samples, n_classes=n_classes, rows_of="probs/logits")
     return lab.astype(np.int64, copy=False)
 
 

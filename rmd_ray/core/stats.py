@@ -17,8 +17,9 @@ Sigma = W / N, mu_0 = \sum_k n_k m_k / N and Sigma_0 = (W + \sum_k n_k (m_k - mu
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 

@@ -46,7 +46,7 @@ def check_features(features: Any, *, name: str = "features") -> Any:
     return features
 
 
-def check_labels(labels: Any, *, n_samples: int, n_classes: int | None = None) -> Any:
+def check_labels(labels: Any, *, n_samples: int, n_classes: int | None = None, rows_of: str = "features") -> Any:
     """Check a 1-D integer label array of length ``n_samples`` with values in 0..n_classes-1.
 
     Raises
@@ -64,14 +64,14 @@ def check_labels(labels: Any, *, n_samples: int, n_classes: int | None = None) -
     if labels.ndim != 1:
         raise ValueError(f"labels must be 1-D, got shape {tuple(labels.shape)}")
     if labels.shape[0] != n_samples:
-        raise ValueError(f"features have {n_samples} rows but labels have {labels.shape[0]}; pass one label per row")
+        raise ValueError(f"{rows_of} have {n_samples} rows but labels have {labels.shape[0]}; pass one label per row")
     if n_classes is not None and labels.size:
         lo, hi = int(labels.min()), int(labels.max())
         if lo < 0 or hi >= n_classes:
             bad = lo if lo < 0 else hi
             raise ValueError(
-                f"label {bad} is outside 0..{n_classes - 1}; pass n_classes covering every label "
-                "or remap labels to 0..K-1"
+                f"label {bad} is outside 0..{n_classes - 1}; labels must index the {n_classes} classes "
+                "(pass n_classes covering every label, or remap labels to 0..K-1)"
             )
     return labels
 

@@ -15,7 +15,8 @@ rounds to 1.0 once c exp(-r_max/T) < 2^-53 -- finite and in [0, 1], never NaN, b
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 

@@ -188,6 +188,19 @@ def _split_blocks(table: pa.Table, blocks: int) -> list[pa.Table]:
     return [table.slice(a, b - a) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
+def error_table(rows: pa.Table, *, stage: str, reason_column: str) -> pa.Table:
+    """Rows that could not be scored, in the errors-table schema (id, label, stage, reason)."""
+    return pa.table(
+        {
+            "id": rows.column("id"),
+            "label": rows.column("label"),
+            "stage": pa.array([stage] * rows.num_rows, pa.string()),
+            "reason": rows.column(reason_column),
+        },
+        schema=ERROR_SCHEMA,
+    )
+
+
 def extract_features(
     table: pa.Table, *, encoder: EncoderSpec = EncoderSpec(), config: ExtractConfig = ExtractConfig()
 ) -> tuple[pa.Table, pa.Table]:
@@ -236,16 +249,7 @@ def extract_features(
     parts = [ray.get(ref) for ref in ds.materialize().to_arrow_refs()]
     merged = pa.concat_tables([_canonical_features(p) for p in parts if p.num_rows])
     is_error = pc.not_equal(merged.column("error"), "")
-    errors = merged.filter(is_error)
-    errors = pa.table(
-        {
-            "id": errors.column("id"),
-            "label": errors.column("label"),
-            "stage": pa.array(["decode"] * errors.num_rows, pa.string()),
-            "reason": errors.column("error"),
-        },
-        schema=ERROR_SCHEMA,
-    )
+    errors = error_table(merged.filter(is_error), stage="decode", reason_column="error")
     features = merged.filter(pc.invert(is_error)).drop_columns(["error"])
     return features.sort_by([("id", "ascending"), ("view", "ascending")]), errors
 
@@ -431,15 +435,7 @@ def run_scoring(
     fingerprint = dataset_fingerprint(table)
     start = time.perf_counter()
     good, label_errors = validate_labels(table, n_classes=n_classes)
-    label_errors = pa.table(
-        {
-            "id": label_errors.column("id"),
-            "label": label_errors.column("label"),
-            "stage": pa.array(["label"] * label_errors.num_rows, pa.string()),
-            "reason": label_errors.column("reason"),
-        },
-        schema=ERROR_SCHEMA,
-    )
+    label_errors = error_table(label_errors, stage="label", reason_column="reason")
     if features_cache is not None:
         features, decode_errors = _read_cache(
             Path(features_cache),

@@ -146,7 +146,13 @@ def test_property_any_split_equals_whole(n, d, k, split, seed):
     whole = batch_stats(features, labels, n_classes=k)
     parts = [p for p in (slice(0, cut), slice(cut, n)) if p.stop > p.start]
     merged = merge_all(batch_stats(features[p], labels[p], n_classes=k) for p in parts)
-    np.testing.assert_allclose(merged.scatter, whole.scatter, rtol=1e-9, atol=1e-9 * np.abs(whole.scatter).max() + 1e-12)
+    np.testing.assert_allclose(
+        merged.scatter, whole.scatter, rtol=1e-9, atol=1e-9 * np.abs(whole.scatter).max() + 1e-12
+    )
     shared, _, total = naive_covariances(features, labels, k)
-    np.testing.assert_allclose(within_class_covariance(merged), shared, rtol=1e-9, atol=1e-9 * (np.abs(shared).max() + 1))
-    np.testing.assert_allclose(class_agnostic_covariance(merged), total, rtol=1e-9, atol=1e-9 * (np.abs(total).max() + 1))
+    np.testing.assert_allclose(
+        within_class_covariance(merged), shared, rtol=1e-9, atol=1e-9 * (np.abs(shared).max() + 1)
+    )
+    np.testing.assert_allclose(
+        class_agnostic_covariance(merged), total, rtol=1e-9, atol=1e-9 * (np.abs(total).max() + 1)
+    )

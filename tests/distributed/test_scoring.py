@@ -32,8 +32,9 @@ def features_table(seed=0, n=900, d=6, k=3):
     labels = rng.integers(0, k, n)
     feats = (rng.normal(size=(k, d))[labels] * 2 + rng.normal(size=(n, d)) + 100.0).astype(np.float32)
     ids = [f"s{i:04d}" for i in range(n)]
-    table = pa.table({"id": ids, "view": pa.array(np.zeros(n, np.int32)), "label": labels,
-                      "features": feature_column(feats)})
+    table = pa.table(
+        {"id": ids, "view": pa.array(np.zeros(n, np.int32)), "label": labels, "features": feature_column(feats)}
+    )
     return table, feats, labels
 
 
@@ -46,8 +47,7 @@ def test_ray_scores_equal_in_process_scores(ray_local, blocks, shrinkage):
     reference = DifficultyScorer(n_classes=3, covariance=config).fit(feats.astype(np.float64), labels)
     md_ref, rmd_ref = reference.score(feats, labels)
     for order_seed in (None, 3):
-        scorer, per_row = fit_and_score(table, n_classes=3, covariance=config, blocks=blocks,
-                                        shuffle_blocks=order_seed)
+        scorer, per_row = fit_and_score(table, n_classes=3, covariance=config, blocks=blocks, shuffle_blocks=order_seed)
         assert per_row.column("id").to_pylist() == table.column("id").to_pylist()  # joined back by id
         md = per_row.column("md").to_numpy()
         rmd = md - per_row.column("md0").to_numpy()
@@ -74,7 +74,9 @@ def test_real_world_image_folder_cases(ray_local, tmp_path):
             Image.fromarray(pixels).save(root / cls / f"ok{i}.JPEG")
     Image.fromarray(rng.integers(0, 255, (20, 20), dtype=np.uint8), "L").save(root / "a" / "gray.JPEG")
     Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).convert("CMYK").save(root / "a" / "cmyk.JPEG")
-    Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(root / "b" / "png_inside.JPEG", format="PNG")
+    Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(
+        root / "b" / "png_inside.JPEG", format="PNG"
+    )
     (root / "b" / "corrupt.JPEG").write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg at all" * 3)
     whole = _jpeg_bytes(Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)))
     (root / "b" / "truncated.JPEG").write_bytes(whole[: len(whole) // 2])
@@ -84,9 +86,13 @@ def test_real_world_image_folder_cases(ray_local, tmp_path):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the empty class also warns at fit time (documented)
-        result = run_scoring(table, output_dir=tmp_path / "out", encoder=TINY,
-                             extract=ExtractConfig(batch_size=8, num_actors=1),
-                             covariance=CovarianceConfig(shrinkage="ledoit_wolf"))
+        result = run_scoring(
+            table,
+            output_dir=tmp_path / "out",
+            encoder=TINY,
+            extract=ExtractConfig(batch_size=8, num_actors=1),
+            covariance=CovarianceConfig(shrinkage="ledoit_wolf"),
+        )
     scores = pq.read_table(result.scores_path)
     errors = pq.read_table(result.errors_path).to_pylist()
     assert result.rows_in == 29 and result.rows_scored == 27 and result.rows_error == 2
@@ -109,8 +115,13 @@ def test_out_of_range_labels_go_to_the_errors_table(ray_local, tmp_path):
     labels = rng.integers(0, 3, 60)
     labels[[5, 17]] = [7, -1]
     table = from_arrays(images, labels, classes=["x", "y", "z"])
-    result = run_scoring(table, output_dir=tmp_path, encoder=TINY, extract=ExtractConfig(batch_size=16, num_actors=1),
-                         covariance=CovarianceConfig(shrinkage="oas"))
+    result = run_scoring(
+        table,
+        output_dir=tmp_path,
+        encoder=TINY,
+        extract=ExtractConfig(batch_size=16, num_actors=1),
+        covariance=CovarianceConfig(shrinkage="oas"),
+    )
     errors = pq.read_table(result.errors_path).to_pylist()
     assert sorted(e["id"] for e in errors) == ["17", "5"]
     assert {e["stage"] for e in errors} == {"label"}
@@ -134,16 +145,28 @@ def test_views_cache_and_rescoring(ray_local, tmp_path):
     assert pq.read_table(first.features_path).num_rows == 240
 
     # rescoring from the cache with another T: same RMD, other weights, no re-embedding
-    again = run_scoring(table, output_dir=tmp_path / "rescored", encoder=TINY, extract=extract, covariance=cov,
-                        weights=WeightConfig(temperature=2.0), features_cache=first.features_path)
+    again = run_scoring(
+        table,
+        output_dir=tmp_path / "rescored",
+        encoder=TINY,
+        extract=extract,
+        covariance=cov,
+        weights=WeightConfig(temperature=2.0),
+        features_cache=first.features_path,
+    )
     assert again.features_path is None
     rescored = pq.read_table(again.scores_path)
     np.testing.assert_allclose(rescored.column("rmd").to_numpy(), [r["rmd"] for r in scores], rtol=1e-12)
     assert not np.allclose(rescored.column("weight").to_numpy(), [r["weight"] for r in scores])
 
     with pytest.raises(ValueError, match="made for other inputs.*n_views: cache 3 vs now 1"):
-        run_scoring(table, output_dir=tmp_path / "bad", encoder=TINY, extract=ExtractConfig(num_actors=1),
-                    features_cache=first.features_path)
+        run_scoring(
+            table,
+            output_dir=tmp_path / "bad",
+            encoder=TINY,
+            extract=ExtractConfig(num_actors=1),
+            features_cache=first.features_path,
+        )
     with pytest.raises(ValueError, match="not found; run without --features-cache"):
         run_scoring(table, output_dir=tmp_path / "bad", encoder=TINY, features_cache=tmp_path / "nope.parquet")
 

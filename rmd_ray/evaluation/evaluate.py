@@ -1,0 +1,376 @@
+"""Evaluate saved predictions: load a predictions Parquet file (deduplicated by id), compute every metric
+of DESIGN.md section 1.9, and compare runs side by side.
+
+A predictions file has columns ``id`` (string), ``label`` (int64) and ``logits`` (list<float32>, one
+list of K logits per row), and provenance metadata under the schema key ``rmd_ray``
+(:func:`rmd_ray.data.io.read_metadata`).
+
+Padded distributed evaluation (DESIGN.md section 6) repeats some samples so that every rank gets a
+full batch; counting them twice biases ECE and AUROC. :func:`dedupe_predictions` drops repeats of an id
+whose label and logits agree with its first occurrence and raises for an id whose repeats disagree
+(two different samples under one id, or two different models in one file).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from rmd_ray.core.metrics import (
+    accuracy_rejection_curve,
+    evaluate_predictions,
+    reliability_diagram_data,
+    softmax,
+)
+from rmd_ray.data.io import read_metadata
+
+__all__ = [
+    "DEFAULT_REJECTION_RATES",
+    "DuplicatePredictionsWarning",
+    "TABLE_METRICS",
+    "compare_runs",
+    "dedupe_predictions",
+    "evaluate_run",
+    "load_predictions",
+    "metrics_table",
+]
+
+#: Rejection rates of the accuracy-rejection curve in :func:`evaluate_run` (0 %, 5 %, ..., 90 %).
+DEFAULT_REJECTION_RATES = np.round(np.arange(0, 19) * 0.05, 2)
+#: Columns of :func:`metrics_table` (keys of :func:`rmd_ray.core.metrics.evaluate_predictions`).
+TABLE_METRICS = (
+    "acc",
+    "ece_mass",
+    "ece_width",
+    "nll",
+    "brier",
+    "aurc",
+    "msp_auroc",
+    "msp_fpr_at_95_tpr",
+)
+_REQUIRED_COLUMNS = ("id", "label", "logits")
+
+
+class DuplicatePredictionsWarning(UserWarning):
+    """Repeated ids with identical predictions were dropped (padded distributed evaluation)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# loading
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_path(path: Any, what: str = "predictions file") -> Path:
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{what} path must be a str or os.PathLike, got {type(path).__name__}")
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {str(path)!r} does not exist")
+    return path
+
+
+def _logits_matrix(column: pa.ChunkedArray, path: Path) -> np.ndarray:
+    if not (
+        pa.types.is_list(column.type)
+        or pa.types.is_large_list(column.type)
+        or pa.types.is_fixed_size_list(column.type)
+    ):
+        raise ValueError(
+            f"{str(path)!r}: column 'logits' must be a list of floats per row, got {column.type}"
+        )
+    if column.null_count:
+        raise ValueError(f"{str(path)!r}: {column.null_count} row(s) have no logits (null)")
+    lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
+    if lengths.size and lengths.min() != lengths.max():
+        row = int(np.flatnonzero(lengths != lengths[0])[0])
+        raise ValueError(
+            f"{str(path)!r}: logits have {lengths[0]} entries in row 0 but {lengths[row]} in row {row}; "
+            "every row needs one logit per class"
+        )
+    values = pc.list_flatten(column)
+    if values.null_count:
+        raise ValueError(f"{str(path)!r}: logits hold {values.null_count} null value(s)")
+    if not (pa.types.is_floating(values.type) or pa.types.is_integer(values.type)):
+        raise ValueError(f"{str(path)!r}: logits must be numbers, got {values.type}")
+    k = int(lengths[0]) if lengths.size else 0
+    return values.to_numpy(zero_copy_only=False).astype(np.float64).reshape(len(lengths), k)
+
+
+def _read(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    table = pq.read_table(path)
+    missing = [c for c in _REQUIRED_COLUMNS if c not in table.column_names]
+    if missing:
+        raise ValueError(
+            f"{str(path)!r} is missing column(s) {missing} (has {table.column_names}); a predictions file "
+            "needs id (str), label (int64) and logits (list<float32>)"
+        )
+    if table.num_rows == 0:
+        raise ValueError(f"{str(path)!r} has no rows; nothing to evaluate")
+    id_col, label_col = table.column("id"), table.column("label")
+    if id_col.null_count or label_col.null_count:
+        raise ValueError(f"{str(path)!r}: id or label is null in some rows; every row needs both")
+    if not pa.types.is_integer(label_col.type):
+        raise ValueError(f"{str(path)!r}: label must be an integer column, got {label_col.type}")
+    ids = np.asarray(id_col.cast(pa.string()).to_pylist(), dtype=object)
+    labels = label_col.to_numpy().astype(np.int64)
+    return ids, labels, _logits_matrix(table.column("logits"), path)
+
+
+def dedupe_predictions(
+    ids: Any, labels: Any, logits: Any, *, rtol: float = 1e-5, atol: float = 1e-6
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Drop repeated ids whose prediction equals the first occurrence; raise if any repeat differs.
+
+    Two rows of one id agree when their labels are equal and every logit satisfies
+    ``|a - b| <= atol + rtol * |b|`` (``numpy.isclose``; the small default tolerance absorbs float32
+    noise from different batch compositions on different ranks; pass ``rtol=0, atol=0`` to demand
+    bitwise equality).
+
+    Parameters
+    ----------
+    ids : array-like of str, shape (N,)
+    labels : array-like of int, shape (N,)
+    logits : array-like of float, shape (N, K)
+
+    Returns
+    -------
+    ids, labels, logits : the first occurrence of every id, in order of first appearance
+    n_dropped : int
+        Rows removed (``N - number of distinct ids``).
+
+    Raises
+    ------
+    ValueError
+        Lengths differ, or an id repeats with a different label or logits; the message names the
+        first such id and how many ids conflict.
+    """
+    ids = np.asarray(ids, dtype=object)
+    labels = np.asarray(labels)
+    logits = np.asarray(logits, dtype=np.float64)
+    if not (ids.ndim == labels.ndim == 1 and logits.ndim == 2):
+        raise ValueError(
+            f"ids and labels must be 1-D and logits 2-D, got shapes {ids.shape}, {labels.shape}, "
+            f"{logits.shape}"
+        )
+    if not ids.shape[0] == labels.shape[0] == logits.shape[0]:
+        raise ValueError(
+            f"{ids.shape[0]} ids, {labels.shape[0]} labels and {logits.shape[0]} logit rows; "
+            "pass one of each per sample"
+        )
+    _, first, inverse = np.unique(ids.astype(str), return_index=True, return_inverse=True)
+    ref = first[inverse]  # row index of each row's first occurrence
+    same_logits = np.isclose(logits, logits[ref], rtol=rtol, atol=atol, equal_nan=True).all(axis=1)
+    conflict = (labels != labels[ref]) | ~same_logits
+    if conflict.any():
+        rows = np.flatnonzero(conflict)
+        bad_ids = np.unique(ids[rows].astype(str))
+        row = int(rows[0])
+        what = "label" if labels[row] != labels[ref[row]] else "logits"
+        raise ValueError(
+            f"id {ids[row]!r} appears more than once with different {what} (rows {int(ref[row])} and {row}); "
+            f"{bad_ids.size} id(s) conflict in all. Duplicates from padded evaluation are identical: "
+            "these are different samples sharing an id, or predictions of different models in one file"
+        )
+    keep = np.sort(first)
+    return ids[keep], labels[keep], logits[keep], int(ids.shape[0] - keep.shape[0])
+
+
+def load_predictions(
+    path: str | os.PathLike[str], *, rtol: float = 1e-5, atol: float = 1e-6
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Read a predictions Parquet file and drop duplicated ids (see :func:`dedupe_predictions`).
+
+    Parameters
+    ----------
+    path : path to a Parquet file with ``id`` (str), ``label`` (int) and ``logits`` (list of K floats)
+    rtol, atol : float
+        Tolerance under which two rows of one id count as the same prediction.
+
+    Returns
+    -------
+    ids : ndarray of str (object), shape (M,)
+    labels : ndarray of int64, shape (M,)
+    logits : ndarray of float64, shape (M, K)
+        ``M`` distinct ids, in order of first appearance in the file.
+
+    Warns
+    -----
+    DuplicatePredictionsWarning
+        When identical duplicates were dropped; the message gives the count.
+
+    Raises
+    ------
+    FileNotFoundError
+        No such file.
+    ValueError
+        Missing columns, no rows, null ids / labels / logits, logits of different lengths, non-integer
+        labels, or an id repeated with different predictions.
+    """
+    ids, labels, logits, _ = _load_counted(path, rtol=rtol, atol=atol)
+    return ids, labels, logits
+
+
+def _load_counted(path: Any, *, rtol: float, atol: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    path = _check_path(path)
+    ids, labels, logits, n_dropped = dedupe_predictions(*_read(path), rtol=rtol, atol=atol)
+    if n_dropped:
+        warnings.warn(
+            f"{str(path)!r}: dropped {n_dropped} duplicated row(s) with identical predictions "
+            f"({len(ids)} distinct ids kept); padded distributed evaluation repeats samples",
+            DuplicatePredictionsWarning,
+            stacklevel=3,
+        )
+    return ids, labels, logits, n_dropped
+
+
+# ---------------------------------------------------------------------------------------------
+# one run
+# ---------------------------------------------------------------------------------------------
+
+
+def _ids_fingerprint(ids: np.ndarray) -> str:
+    digest = hashlib.sha1()
+    for i in np.sort(ids.astype(str)):
+        digest.update(i.encode())
+        digest.update(b"\0")
+    return digest.hexdigest()[:16]
+
+
+def evaluate_run(
+    path: str | os.PathLike[str],
+    *,
+    rejection_rates: Sequence[float] | None = None,
+    n_bins: int = 15,
+    rtol: float = 1e-5,
+    atol: float = 1e-6,
+) -> dict[str, Any]:
+    """Every metric for one predictions file, plus the data of its reliability diagrams and its
+    accuracy-rejection curve.
+
+    Parameters
+    ----------
+    path : predictions Parquet file (see :func:`load_predictions`)
+    rejection_rates : sequence of float in [0, 1), optional
+        Default :data:`DEFAULT_REJECTION_RATES` (0, 0.05, ..., 0.9), keeping only rates that leave at
+        least one sample.
+    n_bins : int
+        Bins of the two reliability diagrams (the ECE numbers always use 15, as the paper).
+    rtol, atol : float
+        Duplicate tolerance, see :func:`dedupe_predictions`.
+
+    Returns
+    -------
+    dict
+        ``path`` (str); ``metadata`` (the file's provenance dict); ``n_duplicates_dropped`` (int);
+        ``ids_fingerprint`` (hash of the sorted ids, to check two runs saw the same samples);
+        ``metrics`` (:func:`rmd_ray.core.metrics.evaluate_predictions`); ``rejection_rates`` and
+        ``accuracy_rejection`` (ndarrays, accuracy on the kept samples with the max softmax
+        probability as confidence); ``reliability`` (``{"mass": ReliabilityDiagram, "width": ...}``).
+
+    Warns
+    -----
+    DuplicatePredictionsWarning, rmd_ray.core.metrics.SingleClassWarning
+    """
+    ids, labels, logits, n_dropped = _load_counted(path, rtol=rtol, atol=atol)
+    metrics = evaluate_predictions(logits, labels)
+    probs = softmax(logits)
+    n = probs.shape[0]
+    if rejection_rates is None:
+        rates = DEFAULT_REJECTION_RATES[n - np.rint(DEFAULT_REJECTION_RATES * n) >= 1]
+    else:
+        rates = np.asarray(rejection_rates, dtype=np.float64)
+    confidence = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == labels
+    return {
+        "path": str(path),
+        "metadata": read_metadata(path),
+        "n_duplicates_dropped": n_dropped,
+        "ids_fingerprint": _ids_fingerprint(ids),
+        "metrics": metrics,
+        "rejection_rates": rates,
+        "accuracy_rejection": accuracy_rejection_curve(confidence, correct, rejection_rates=rates),
+        "reliability": {
+            binning: reliability_diagram_data(probs, labels, n_bins=n_bins, binning=binning)
+            for binning in ("mass", "width")
+        },
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# several runs
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_names(mapping: Any, what: str) -> None:
+    if not isinstance(mapping, Mapping) or not mapping:
+        raise ValueError(f"{what} must be a non-empty dict {{run name: ...}}, got {mapping!r}")
+    bad = [k for k in mapping if not isinstance(k, str) or not k]
+    if bad:
+        raise ValueError(f"{what} keys must be non-empty strings (run names), got {bad!r}")
+
+
+def metrics_table(
+    results: Mapping[str, Mapping[str, Any]], *, metrics: Sequence[str] = TABLE_METRICS
+) -> pa.Table:
+    """One row per run from :func:`evaluate_run` results.
+
+    Columns: ``run``, ``n_samples``, ``n_duplicates_dropped`` and one float column per name in
+    ``metrics`` (null where a run lacks it, e.g. detection metrics when every prediction was correct).
+
+    Warns
+    -----
+    UserWarning
+        When the runs were evaluated on different sets of ids: their numbers are then not comparable.
+    """
+    _check_names(results, "results")
+    names = list(results)
+    columns: dict[str, list[Any]] = {
+        "run": names,
+        "n_samples": [int(results[r]["metrics"]["n_samples"]) for r in names],
+        "n_duplicates_dropped": [int(results[r].get("n_duplicates_dropped", 0)) for r in names],
+    }
+    for m in metrics:
+        columns[m] = [results[r]["metrics"].get(m) for r in names]
+    prints = {results[r].get("ids_fingerprint") for r in names}
+    if len(prints) > 1:
+        warnings.warn(
+            f"runs {names} were evaluated on different sets of samples; compare them on the same "
+            "evaluation set",
+            UserWarning,
+            stacklevel=2,
+        )
+    schema = pa.schema(
+        [("run", pa.string()), ("n_samples", pa.int64()), ("n_duplicates_dropped", pa.int64())]
+        + [(m, pa.float64()) for m in metrics]
+    )
+    return pa.table(columns, schema=schema)
+
+
+def compare_runs(
+    paths: Mapping[str, str | os.PathLike[str]], *, metrics: Sequence[str] = TABLE_METRICS
+) -> pa.Table:
+    """Evaluate several predictions files and tabulate their metrics (:func:`metrics_table`).
+
+    Parameters
+    ----------
+    paths : dict {run name: predictions file}
+        Row order follows the dict.
+    metrics : sequence of str
+        Keys of :func:`rmd_ray.core.metrics.evaluate_predictions` to tabulate.
+
+    Returns
+    -------
+    pyarrow.Table
+        ``run``, ``n_samples``, ``n_duplicates_dropped`` and one column per metric (fractions).
+    """
+    _check_names(paths, "paths")
+    return metrics_table({name: evaluate_run(p) for name, p in paths.items()}, metrics=metrics)

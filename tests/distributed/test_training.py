@@ -1,0 +1,461 @@
+"""Ray Train training: learning, CE equivalence, resume after a killed worker, clear errors for bad input.
+
+Every fit uses the shared local Ray (``ray_local``, 3 logical CPUs), a width-0.125 ResNet-18 with the
+CIFAR stem, 16x16 images whose class is encoded in their colour, and 1 worker with half a CPU.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from PIL import Image
+
+from rmd_ray import __version__
+from rmd_ray.data.io import read_metadata
+from rmd_ray.data.readers import from_arrays
+from rmd_ray.distributed.training import (
+    CHECKPOINT_FILE,
+    TrainConfig,
+    _channel_stats,
+    join_weights,
+    loss_needs_weights,
+    prepare_arrays,
+    run_training,
+)
+from rmd_ray.nn import engine
+from rmd_ray.nn.engine import NonFiniteLossError, OptimConfig
+from rmd_ray.nn.models import build_model
+
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
+
+K = 4
+COLOURS = np.array([[200, 30, 30], [30, 200, 30], [30, 30, 200], [200, 200, 30]])
+
+
+def colour_table(n: int, seed: int, *, flip: float = 0.1) -> pa.Table:
+    """16x16 RGB images: class colour * 0.6 plus uniform noise; ``flip`` of the labels are random."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, K, n)
+    images = rng.integers(0, 90, (n, 16, 16, 3)) + 0.6 * COLOURS[labels][:, None, None, :]
+    noisy = rng.random(n) < flip
+    labels = np.where(noisy, rng.integers(0, K, n), labels)  # keeps accuracy < 1 (no single-class metrics)
+    return from_arrays(
+        np.clip(images, 0, 255).astype(np.uint8),
+        labels,
+        ids=[f"s{seed}_{i:03d}" for i in range(n)],
+        classes=["red", "green", "blue", "yellow"],
+    )
+
+
+TRAIN, VAL, TEST = colour_table(256, 0), colour_table(128, 1), colour_table(128, 2)
+OPTIM = OptimConfig(lr=0.05, momentum=0.9, weight_decay=5e-4, epochs=3)
+BASE = dict(width=0.125, optim=OPTIM, batch_size=32, cpus_per_worker=0.5, max_failures=0)
+
+
+def scores_for(table: pa.Table, weight: float | np.ndarray, *, reverse: bool = True) -> pa.Table:
+    ids = table.column("id").to_pylist()
+    w = np.broadcast_to(np.asarray(weight, dtype=np.float64), (len(ids),))
+    scores = pa.table({"id": ids, "label": table.column("label"), "rmd": np.zeros(len(ids)), "weight": w})
+    return scores.take(pa.array(np.arange(len(ids))[::-1])) if reverse else scores  # order must not matter
+
+
+def _ray_pickles_this_module_by_value():
+    # epoch hooks defined here must reach the workers, which cannot import this test module
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+class EpochLog:
+    """Epoch hook: append each started epoch to a file; optionally kill the worker once at ``crash_at``."""
+
+    def __init__(self, path, *, crash_at: int | None = None, marker=None) -> None:
+        self.path, self.crash_at, self.marker = str(path), crash_at, str(marker) if marker else None
+
+    def __call__(self, epoch: int) -> None:
+        with open(self.path, "a") as fh:
+            fh.write(f"{epoch}\n")
+        if epoch == self.crash_at and not os.path.exists(self.marker):
+            open(self.marker, "w").close()
+            # the controller polls workers every 2 s: let it register the last checkpoint first, so
+            # the crash lands mid-epoch rather than racing the previous report
+            time.sleep(5)
+            os._exit(1)
+
+    def epochs(self) -> list[int]:
+        with open(self.path) as fh:
+            return [int(line) for line in fh]
+
+
+@pytest.fixture(scope="module")
+def ce_run(ray_local, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ce")
+    result = run_training(
+        TRAIN,
+        val_table=VAL,
+        test_table=TEST,
+        config=TrainConfig(loss="ce", **BASE),
+        output_dir=out,
+        run_name="ce",
+    )
+    return result, out
+
+
+# ------------------------------------------------------------------------------------------- fits
+
+
+def test_training_learns_and_predicts_every_test_id_once(ce_run):
+    result, out = ce_run
+    assert [e["epoch"] for e in result.epochs] == [1, 2, 3]
+    assert all(e["resumed_from"] == 0 for e in result.epochs)
+    assert result.epochs[-1]["train_loss"] < 0.7 * result.epochs[0]["train_loss"]
+    # chance is 0.25; 10% random labels cap the reachable accuracy near 0.93
+    assert result.final_val["acc"] >= 0.6
+    for key in ("ece_mass", "ece_width", "nll"):
+        assert key in result.final_val and math.isfinite(result.final_val[key])
+    assert 0 <= result.final_val["ece_mass"] <= 1 and 0 <= result.final_val["ece_width"] <= 1
+    assert result.final_val == {k[4:]: v for k, v in result.epochs[-1].items() if k.startswith("val_")}
+
+    assert result.predictions_path == out / "predictions_test.parquet" == result.predictions["test"]
+    pred = pq.read_table(result.predictions_path)
+    assert pred.schema.field("logits").type == pa.list_(pa.float32())
+    test_ids = TEST.column("id").to_pylist()
+    assert sorted(pred.column("id").to_pylist()) == sorted(test_ids)  # every id exactly once
+    truth = dict(zip(test_ids, TEST.column("label").to_pylist()))
+    assert [truth[i] for i in pred.column("id").to_pylist()] == pred.column("label").to_pylist()
+    logits = np.stack(pred.column("logits").to_numpy(zero_copy_only=False))
+    assert logits.shape == (128, K) and np.isfinite(logits).all()
+    acc = float(np.mean(logits.argmax(1) == pred.column("label").to_numpy()))
+    assert acc == pytest.approx(result.test_metrics["acc"], abs=1e-12)
+    assert acc >= 0.6
+
+    meta = read_metadata(result.predictions_path)
+    assert (meta["model"], meta["loss"], meta["epochs"], meta["seed"]) == ("resnet18", "ce", 3, 0)
+    assert meta["rmd_ray_version"] == __version__ and meta["split"] == "test"
+    # the written logits are the last checkpoint's: reload it and predict one image by hand
+    model = build_model("resnet18", num_classes=K, cifar_stem=True, width=0.125)
+    info = engine.load_checkpoint(os.path.join(result.last_checkpoint, CHECKPOINT_FILE), model=model)
+    assert info["epoch"] == 3
+    images, _, ids = prepare_arrays(TEST)
+    mean, std = np.array(info["extra"]["mean"]), np.array(info["extra"]["std"])
+    x = (images[:2].astype(np.float32) / 255 - mean[None, :, None, None]) / std[None, :, None, None]
+    with torch.no_grad():
+        expected = model.eval()(torch.from_numpy(x.astype(np.float32))).numpy()
+    row = {i: r for r, i in enumerate(pred.column("id").to_pylist())}
+    np.testing.assert_allclose(logits[[row[ids[0]], row[ids[1]]]], expected, rtol=1e-4, atol=1e-4)
+    assert os.path.isfile(os.path.join(result.best_checkpoint, CHECKPOINT_FILE))
+
+
+def test_proposed_with_zero_weights_equals_ce(ce_run, tmp_path):
+    # s = 0 makes the proposed loss exactly cross-entropy (rmd_ray.nn.losses); with the same seed, one
+    # CPU worker and a fixed block order, model init, shuffling and augmentation are identical, so
+    # the runs agree bit for bit
+    ce, _ = ce_run
+    result = run_training(
+        TRAIN,
+        val_table=VAL,
+        scores=scores_for(TRAIN, 0.0),
+        config=TrainConfig(loss="proposed", loss_hparams={"alpha": 0.3}, **BASE),
+        output_dir=tmp_path,
+        run_name="proposed",
+    )
+    assert [e["train_loss"] for e in result.epochs] == [e["train_loss"] for e in ce.epochs]
+    assert result.final_val["nll"] == ce.final_val["nll"]
+    assert result.predictions_path == tmp_path / "predictions_val.parquet"  # no test table given
+
+
+def test_worker_killed_mid_run_resumes_from_last_checkpoint(ray_local, tmp_path):
+    _ray_pickles_this_module_by_value()
+    hook = EpochLog(tmp_path / "epochs.txt", crash_at=2, marker=tmp_path / "crashed")
+    config = TrainConfig(loss="ce", **{**BASE, "optim": OptimConfig(lr=0.05, epochs=4), "max_failures": 1})
+    result = run_training(
+        TRAIN, val_table=VAL, config=config, output_dir=tmp_path, run_name="crash", epoch_hook=hook
+    )
+    assert (tmp_path / "crashed").exists()
+    started = hook.epochs()
+    # epochs 0, 1 finished and were checkpointed; the worker died in epoch 2; the new worker group
+    # resumed from the checkpoint after epoch 2 (finished epochs = 2), not from scratch
+    assert started == [0, 1, 2, 2, 3]
+    assert [e["epoch"] for e in result.epochs] == [1, 2, 3, 4]
+    assert [e["resumed_from"] for e in result.epochs] == [0, 0, 2, 2]
+    assert math.isfinite(result.final_val["acc"])
+
+
+def test_nan_loss_names_step_and_sample_ids_and_is_not_retried(ray_local, tmp_path):
+    _ray_pickles_this_module_by_value()
+    hook = EpochLog(tmp_path / "epochs.txt")
+    # lr = 1e30: the first step sends the weights to ~1e30 and the second batch's loss is NaN
+    config = TrainConfig(loss="ce", **{**BASE, "optim": OptimConfig(lr=1e30, epochs=2), "max_failures": 1})
+    with pytest.raises(
+        NonFiniteLossError, match=r"non-finite training loss \(nan\) at step 1; sample ids"
+    ) as err:
+        run_training(
+            TRAIN, val_table=VAL, config=config, output_dir=tmp_path, run_name="nan", epoch_hook=hook
+        )
+    assert err.value.step == 1
+    assert len(err.value.ids) == 32 and set(err.value.ids) <= set(TRAIN.column("id").to_pylist())
+    assert str(err.value.ids[0]) in str(err.value)
+    assert hook.epochs() == [0]  # the retry failed at once instead of training again
+
+
+# ------------------------------------------------------------------------------------- bad input
+
+
+def test_id_without_weight_is_an_error(ray_local, tmp_path):
+    scores = scores_for(TRAIN, 0.5).slice(3)  # reversed order: drops the last 3 ids
+    with pytest.raises(ValueError, match=r"3 of 256 training ids have no weight in scores \(e.g. \['s0_253'"):
+        run_training(
+            TRAIN, val_table=VAL, scores=scores, config=TrainConfig(**BASE), output_dir=tmp_path, run_name="x"
+        )
+
+
+@pytest.mark.parametrize("bad", [1.5, -0.1, float("nan"), float("inf")])
+def test_weight_outside_unit_interval_is_an_error(ray_local, tmp_path, bad):
+    w = np.full(256, 0.5)
+    w[7] = bad
+    scores = scores_for(TRAIN, w, reverse=False)
+    with pytest.raises(
+        ValueError, match=rf"weight of id 's0_007' is {bad!r}; weights must be finite and in \[0, 1\]"
+    ):
+        run_training(
+            TRAIN, val_table=VAL, scores=scores, config=TrainConfig(**BASE), output_dir=tmp_path, run_name="x"
+        )
+
+
+def test_checkpoint_from_another_model_is_an_error(ray_local, tmp_path):
+    other = build_model("resnet18", num_classes=K, cifar_stem=True, width=0.25)
+    path = engine.save_checkpoint(
+        tmp_path / "other" / CHECKPOINT_FILE, model=other, optimizer=None, scheduler=None, epoch=1
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"was saved from model resnet18 \(num_classes=4, width=0.25.*expected "
+        r"model is resnet18 \(num_classes=4, width=0.125",
+    ):
+        run_training(
+            TRAIN,
+            val_table=VAL,
+            config=TrainConfig(loss="ce", **BASE),
+            output_dir=tmp_path,
+            run_name="x",
+            resume_from=path.parent,
+        )  # a folder holding model.pt works too
+
+
+def test_resume_from_an_unusable_checkpoint_is_an_error(ray_local, tmp_path):
+    model = build_model("resnet18", num_classes=K, cifar_stem=True, width=0.125)
+    optimizer = engine.build_optimizer(model, OPTIM)
+    scheduler = engine.build_scheduler(optimizer, OPTIM, steps_per_epoch=8)
+    path = engine.save_checkpoint(
+        tmp_path / "done.pt", model=model, optimizer=optimizer, scheduler=scheduler, epoch=3
+    )
+    with pytest.raises(
+        ValueError, match="already finished 3 epochs and optim.epochs is 3; raise optim.epochs"
+    ):
+        run_training(
+            TRAIN,
+            val_table=VAL,
+            config=TrainConfig(loss="ce", **BASE),
+            output_dir=tmp_path,
+            run_name="x",
+            resume_from=path,
+        )
+    path = engine.save_checkpoint(
+        tmp_path / "weights.pt", model=model, optimizer=None, scheduler=None, epoch=1
+    )
+    with pytest.raises(
+        ValueError, match="holds no optimizer / scheduler state \\(a weights-only checkpoint\\)"
+    ):
+        run_training(
+            TRAIN,
+            val_table=VAL,
+            config=TrainConfig(loss="ce", **BASE),
+            output_dir=tmp_path,
+            run_name="x",
+            resume_from=path,
+        )
+    with pytest.raises(ValueError, match="is not a checkpoint file or a folder with model.pt"):
+        run_training(
+            TRAIN,
+            val_table=VAL,
+            config=TrainConfig(loss="ce", **BASE),
+            output_dir=tmp_path,
+            run_name="x",
+            resume_from=tmp_path / "missing.pt",
+        )
+
+
+def test_proposed_without_scores_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="loss 'proposed' needs per-sample difficulty weights: pass scores="):
+        run_training(TRAIN, val_table=VAL, config=TrainConfig(**BASE), output_dir=tmp_path, run_name="x")
+
+
+def test_more_cpus_than_the_cluster_has_is_an_error(ray_local, tmp_path):
+    config = TrainConfig(loss="ce", **{**BASE, "num_workers": 4, "cpus_per_worker": 1.0})
+    with pytest.raises(ValueError, match=r"4 workers x 1.0 CPUs need 4 CPUs but the Ray cluster has 3"):
+        run_training(TRAIN, val_table=VAL, config=config, output_dir=tmp_path, run_name="x")
+
+
+def test_crl_num_samples_must_match_the_training_set(tmp_path):
+    config = TrainConfig(loss="crl", loss_hparams={"num_samples": 10}, **BASE)
+    with pytest.raises(ValueError, match="num_samples=10 but the training table has 256 rows"):
+        run_training(TRAIN, val_table=VAL, config=config, output_dir=tmp_path, run_name="x")
+
+
+def test_splits_of_different_sizes_are_an_error(tmp_path):
+    small = from_arrays(np.zeros((4, 8, 8, 3), np.uint8), [0, 1, 2, 3])
+    with pytest.raises(ValueError, match="val images are 8x8 but training images are 16x16; set image_size"):
+        run_training(
+            TRAIN, val_table=small, config=TrainConfig(loss="ce", **BASE), output_dir=tmp_path, run_name="x"
+        )
+
+
+def test_duplicate_ids_are_an_error(tmp_path):
+    dup = from_arrays(np.zeros((2, 8, 8), np.uint8), [0, 1]).set_column(0, "id", pa.array(["a", "a"]))
+    with pytest.raises(ValueError, match="val_table: ids must be unique"):
+        run_training(
+            TRAIN, val_table=dup, config=TrainConfig(loss="ce", **BASE), output_dir=tmp_path, run_name="x"
+        )
+
+
+# ------------------------------------------------------------------------------------ join_weights
+
+
+def test_join_weights_joins_by_id_not_position():
+    ids = ["a", "b", "c"]
+    scores = pa.table({"id": ["c", "a", "b", "z"], "weight": [0.3, 0.1, 0.2, 0.9]})
+    np.testing.assert_array_equal(join_weights(ids, scores), np.array([0.1, 0.2, 0.3], np.float32))
+    assert join_weights(ids, scores).dtype == np.float32
+
+
+def test_join_weights_errors():
+    with pytest.raises(
+        ValueError, match=r"2 of 3 training ids have no weight in scores \(e.g. \['b', 'c'\]\)"
+    ):
+        join_weights(["a", "b", "c"], pa.table({"id": ["a"], "weight": [0.5]}))
+    with pytest.raises(ValueError, match="scores has duplicate ids"):
+        join_weights(["a"], pa.table({"id": ["a", "a"], "weight": [0.5, 0.6]}))
+    with pytest.raises(ValueError, match=r"scores has no column\(s\) \['weight'\]"):
+        join_weights(["a"], pa.table({"id": ["a"]}))
+    with pytest.raises(ValueError, match="weight of id 'b' is nan"):
+        join_weights(["a", "b"], pa.table({"id": ["a", "b"], "weight": pa.array([0.5, None], pa.float64())}))
+    with pytest.raises(TypeError, match="scores must be a pyarrow.Table"):
+        join_weights(["a"], {"id": ["a"], "weight": [0.5]})
+
+
+# ---------------------------------------------------------------------------------- prepare_arrays
+
+
+def _png(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_prepare_arrays_grayscale_becomes_rgb_and_keeps_order():
+    rng = np.random.default_rng(0)
+    gray = rng.integers(0, 256, (5, 6, 7), dtype=np.uint8)
+    images, labels, ids = prepare_arrays(from_arrays(gray, [3, 1, 4, 1, 5], ids=list("edcba")))
+    assert images.shape == (5, 3, 6, 7) and images.dtype == np.uint8
+    for c in range(3):
+        np.testing.assert_array_equal(images[:, c], gray)
+    np.testing.assert_array_equal(labels, [3, 1, 4, 1, 5])
+    assert labels.dtype == np.int64 and ids == list("edcba")
+
+
+def test_prepare_arrays_resizes_with_pil_bilinear():
+    rng = np.random.default_rng(1)
+    rgb = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in ((9, 12), (16, 16))]
+    table = pa.table({"id": ["p", "q"], "label": [0, 1], "image": [_png(a) for a in rgb]})
+    images, _, _ = prepare_arrays(table, image_size=8)
+    expected = np.asarray(Image.fromarray(rgb[0]).resize((8, 8), Image.Resampling.BILINEAR)).transpose(
+        2, 0, 1
+    )
+    assert images.shape == (2, 3, 8, 8)
+    np.testing.assert_array_equal(images[0], expected)
+
+
+def test_prepare_arrays_errors():
+    rgb = [np.zeros((h, 4, 3), np.uint8) for h in (4, 5)]
+    table = pa.table({"id": ["p", "q"], "label": [0, 1], "image": [_png(a) for a in rgb]})
+    with pytest.raises(ValueError, match="row id 'q' is 4x5 but earlier images are 4x4; set image_size"):
+        prepare_arrays(table)
+    broken = pa.table({"id": ["p", "bad"], "label": [0, 1], "image": [_png(rgb[0]), b"not an image"]})
+    with pytest.raises(ValueError, match="row id 'bad': "):
+        prepare_arrays(broken)
+    with pytest.raises(ValueError, match="labels must be >= 0"):
+        prepare_arrays(
+            from_arrays(np.zeros((2, 4, 4), np.uint8), [0, 1]).set_column(1, "label", pa.array([0, -1]))
+        )
+    with pytest.raises(ValueError, match="image_size must be None or an int >= 1"):
+        prepare_arrays(TRAIN, image_size=0)
+    with pytest.raises(ValueError, match=r"table has no column\(s\) \['label'\]"):
+        prepare_arrays(pa.table({"id": ["a"]}))
+    with pytest.raises(ValueError, match="table has no rows"):
+        prepare_arrays(TRAIN.slice(0, 0))
+
+
+def test_channel_stats_match_numpy_and_constant_channels_get_unit_std():
+    rng = np.random.default_rng(2)
+    images = rng.integers(0, 256, (10, 3, 5, 5), dtype=np.uint8)
+    images[:, 2] = 77
+    mean, std = _channel_stats(images)
+    x = images.astype(np.float64) / 255
+    np.testing.assert_allclose(mean, x.mean(axis=(0, 2, 3)), rtol=1e-12)
+    np.testing.assert_allclose(std[:2], x.std(axis=(0, 2, 3))[:2], rtol=1e-9)
+    assert std[2] == 1.0  # constant channel: normalised to 0, not NaN
+
+
+# ------------------------------------------------------------------------------------- TrainConfig
+
+
+def test_config_normalises_hparams_and_is_hashable():
+    a = TrainConfig(loss="focal", loss_hparams={"gamma": 3.0})
+    b = TrainConfig(loss="focal", loss_hparams=(("gamma", 3.0),))
+    assert a == b and hash(a) == hash(b) and a.loss_hparams == (("gamma", 3.0),)
+    assert a.loss_kwargs == {"gamma": 3.0}
+    assert TrainConfig(loss="crl").loss_kwargs == {}  # num_samples comes from the data
+    assert loss_needs_weights("proposed") and not loss_needs_weights("entropy_reg")
+    with pytest.raises(ValueError, match="unknown loss 'nope'"):
+        loss_needs_weights("nope")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"model": "vgg"}, "unknown model 'vgg'; valid names: .*resnet18"),
+        ({"width": 0.01}, r"width must be a finite number >= 1/32"),
+        ({"width": "1"}, r"width must be a number"),
+        ({"cifar_stem": 1}, r"cifar_stem must be True or False"),
+        ({"augment": None}, r"augment must be True or False"),
+        ({"loss": "hinge"}, "unknown loss 'hinge'"),
+        ({"loss_hparams": {"alpha": -1.0}}, r"alpha must be a finite number in \[0, inf\)"),
+        ({"loss_hparams": {"beta": 1.0}}, "unknown hyper-parameter"),
+        ({"loss_hparams": (("alpha",),)}, r"must hold \(str name, value\) pairs"),
+        ({"loss_hparams": 3}, "must be a mapping or a tuple of"),
+        ({"loss_hparams": (("alpha", 0.1), ("alpha", 0.2))}, "names a hyper-parameter twice"),
+        ({"loss_hparams": {"alpha": [0.1]}}, r"loss_hparams\['alpha'\] must be a number, bool or str"),
+        ({"optim": {"lr": 0.1}}, "optim must be an rmd_ray.nn.engine.OptimConfig"),
+        ({"batch_size": 0}, "batch_size must be an int >= 1"),
+        ({"num_workers": 1.5}, "num_workers must be an int >= 1"),
+        ({"eval_every": 0}, "eval_every must be an int >= 1"),
+        ({"seed": -1}, "seed must be an int >= 0"),
+        ({"seed": 2**31}, "seed must be < 2"),
+        ({"max_failures": -2}, r"max_failures must be an int >= 0 \(-1: no limit\)"),
+        ({"cpus_per_worker": 0}, r"cpus_per_worker must be a number > 0"),
+        ({"cpus_per_worker": float("nan")}, r"cpus_per_worker must be a number > 0"),
+        ({"image_size": 0}, r"image_size must be None \(native size\) or an int >= 1"),
+    ],
+)
+def test_config_validation(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**kwargs)
