@@ -917,10 +917,12 @@ def run_training(
     if resume_from is not None:
         initial_ref = ray.put(ckpt_file.read_bytes())  # reaches workers on any node
     _check_cluster(cfg)
+    tic = time.perf_counter()
     mean, std = _channel_stats(images)
     train_ds = _dataset(images, labels, weights, seed=cfg.seed, n_blocks_min=4 * cfg.num_workers)
     val_imgs, val_labels, _ = split_arrays["val"]
     val_ds = _dataset(val_imgs, val_labels, None, seed=None, n_blocks_min=1)
+    log.info("datasets ready in %.1f s", time.perf_counter() - tic)
     fatal = _FatalErrors.remote()
     spec = _WorkerSpec(
         config=cfg,

@@ -1,0 +1,251 @@
+"""Training step time: the proposed loss against cross-entropy, and Ray Train against a plain torch loop.
+
+(a) One training step (``engine.train_one_epoch`` over one batch: forward, loss, NaN check, backward,
+    SGD step) with the proposed loss vs cross-entropy, same model and batch: ResNet-18 width 0.5,
+    CIFAR stem, batch 128, 32 px, CPU, 1 torch thread. Steps alternate CE / proposed so that load
+    from other processes hits both alike; the median of the per-pair ratios is reported.
+    Target: <= 1.03x.
+(b) One epoch on a 1-worker Ray Train run (``run_training``: Ray Data shard, local shuffle, on-worker
+    normalisation, augmentation, validation on rank 0, checkpoint + report) vs the same work in a
+    plain loop in this process (numpy permutation, same normalisation and augmentation,
+    ``train_one_epoch``, ``predict`` on the validation set, ``save_checkpoint``). 4096 CIFAR-like
+    images (32 px), ResNet-18 width 0.25, batch 128, 1 torch thread on both sides; first epochs are
+    warm-up and not counted. Target: steady-state epoch <= 1.10x. The fixed cost of starting the
+    run (controller, worker group, datasets) and of finishing it is reported separately.
+
+Run: python benchmarks/step_time.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine_line, markdown_table, write_result  # noqa: E402
+
+from rmd_ray.data.readers import from_arrays  # noqa: E402
+from rmd_ray.distributed.runtime import init_ray  # noqa: E402
+from rmd_ray.distributed.training import TrainConfig, _channel_stats, _normalise, run_training  # noqa: E402
+from rmd_ray.nn import engine  # noqa: E402
+from rmd_ray.nn.losses import build_loss  # noqa: E402
+from rmd_ray.nn.models import build_model  # noqa: E402
+
+K = 10
+
+
+def step_ratio(*, pairs: int, width: float, batch: int, size: int) -> dict[str, float]:
+    """Median per-pair ratio of proposed / CE training-step time (alternating, after warm-up)."""
+    torch.manual_seed(0)
+    model = build_model("resnet18", num_classes=K, cifar_stem=True, width=width)
+    optimizer = engine.build_optimizer(model, engine.OptimConfig(lr=1e-3, epochs=1))
+    gen = torch.Generator().manual_seed(0)
+    data = {
+        "image": torch.randn(batch, 3, size, size, generator=gen),
+        "label": torch.randint(0, K, (batch,), generator=gen),
+        "id": torch.arange(batch),
+        "weight": torch.rand(batch, generator=gen),
+    }
+    losses = {"ce": build_loss("ce"), "proposed": build_loss("proposed", alpha=0.3)}
+
+    def step(name: str) -> float:
+        start = time.perf_counter()
+        engine.train_one_epoch(model, [data], losses[name], optimizer, device="cpu")
+        return time.perf_counter() - start
+
+    for name in ("ce", "proposed"):  # warm-up (allocator, first-call dispatch)
+        step(name)
+    ce, prop, ratios = [], [], []
+    for i in range(pairs):
+        order = ("ce", "proposed") if i % 2 == 0 else ("proposed", "ce")
+        t = {name: step(name) for name in order}
+        ce.append(t["ce"])
+        prop.append(t["proposed"])
+        ratios.append(t["proposed"] / t["ce"])
+    return {
+        "ce": statistics.median(ce),
+        "proposed": statistics.median(prop),
+        "ratio": statistics.median(ratios),
+        "q1": float(np.quantile(ratios, 0.25)),
+        "q3": float(np.quantile(ratios, 0.75)),
+    }
+
+
+def cifar_like(n: int, seed: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, K, n)
+    colours = rng.integers(0, 256, (K, 3))
+    images = rng.integers(0, 120, (n, size, size, 3)) + 0.5 * colours[labels][:, None, None, :]
+    return np.clip(images, 0, 255).astype(np.uint8), labels
+
+
+def plain_epochs(
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    *,
+    epochs: int,
+    width: float,
+    batch: int,
+    seed: int = 0,
+) -> list[float]:
+    """Wall time of each epoch of the same work as a Ray worker, in this process."""
+    images = np.ascontiguousarray(train[0].transpose(0, 3, 1, 2))
+    labels = train[1].astype(np.int64)
+    val_images = np.ascontiguousarray(val[0].transpose(0, 3, 1, 2))
+    val_labels = val[1].astype(np.int64)
+    mean_l, std_l = _channel_stats(images)
+    mean = torch.tensor(mean_l).mul_(255).view(1, -1, 1, 1).float()
+    std = torch.tensor(std_l).mul_(255).view(1, -1, 1, 1).float()
+    torch.manual_seed(seed)
+    model = build_model("resnet18", num_classes=K, cifar_stem=True, width=width)
+    optim = engine.OptimConfig(lr=0.05, epochs=epochs)
+    optimizer = engine.build_optimizer(model, optim)
+    scheduler = engine.build_scheduler(optimizer, optim, steps_per_epoch=-(-len(labels) // batch))
+    loss_fn = build_loss("ce")
+
+    def batches(x, y, order):
+        for s in range(0, len(order), batch):
+            idx = order[s : s + batch]
+            yield {
+                "image": _normalise(torch.from_numpy(x[idx]), mean, std),
+                "label": torch.from_numpy(y[idx]),
+                "id": torch.from_numpy(idx.astype(np.int64)),
+            }
+
+    times = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for epoch in range(epochs):
+            start = time.perf_counter()
+            order = np.random.default_rng([seed, epoch]).permutation(len(labels))
+            gen = torch.Generator().manual_seed(epoch)
+            engine.train_one_epoch(
+                model,
+                batches(images, labels, order),
+                loss_fn,
+                optimizer,
+                scheduler=scheduler,
+                device="cpu",
+                augment=functools.partial(engine.random_crop_flip, generator=gen),
+            )
+            engine.predict(model, batches(val_images, val_labels, np.arange(len(val_labels))), device="cpu")
+            engine.save_checkpoint(
+                Path(tmp) / "model.pt", model=model, optimizer=optimizer, scheduler=scheduler, epoch=epoch + 1
+            )
+            times.append(time.perf_counter() - start)
+    return times
+
+
+class EpochClock:
+    """Epoch hook: append (epoch, wall clock) to a file; pickled by value (defined in __main__)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __call__(self, epoch: int) -> None:
+        with open(self.path, "a") as fh:
+            fh.write(f"{epoch} {time.time()}\n")
+
+
+def ray_epochs(train, val, *, epochs: int, width: float, batch: int) -> tuple[list[float], float, float]:
+    """(steady epoch times from the hook clock, fit wall time, sum of all epoch times)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        clock = EpochClock(str(Path(tmp) / "clock.txt"))
+        config = TrainConfig(
+            model="resnet18",
+            width=width,
+            cifar_stem=True,
+            loss="ce",
+            optim=engine.OptimConfig(lr=0.05, epochs=epochs),
+            batch_size=batch,
+            cpus_per_worker=1.0,
+            max_failures=0,
+        )
+        start = time.time()
+        run_training(
+            from_arrays(*train, ids=[f"t{i}" for i in range(len(train[1]))]),
+            val_table=from_arrays(*val, ids=[f"v{i}" for i in range(len(val[1]))]),
+            config=config,
+            output_dir=Path(tmp) / "out",
+            run_name="bench",
+            epoch_hook=clock,
+        )
+        wall = time.time() - start
+        stamps = [float(line.split()[1]) for line in Path(clock.path).read_text().splitlines()]
+    durations = list(np.diff(stamps))  # epoch e = start(e + 1) - start(e): train, val, checkpoint, report
+    return durations, wall, stamps[-1] - stamps[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="smaller sizes (a smoke run, not for the README)"
+    )
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    pairs = 25 if not args.quick else 4
+    n_train = 4096 if not args.quick else 512
+    n_val = 512 if not args.quick else 128
+
+    a = step_ratio(pairs=pairs, width=0.5, batch=128, size=32)
+    print(f"(a) CE {a['ce']:.3f} s, proposed {a['proposed']:.3f} s, ratio {a['ratio']:.3f}", flush=True)
+
+    train, val = cifar_like(n_train, 0, 32), cifar_like(n_val, 1, 32)
+    width_b = 0.25
+    plain_before = plain_epochs(train, val, epochs=3, width=width_b, batch=128)[1:]  # epoch 0 is warm-up
+    init_ray()
+    ray_times, ray_wall, ray_epoch_sum = ray_epochs(train, val, epochs=4, width=width_b, batch=128)
+    plain_after = plain_epochs(train, val, epochs=2, width=width_b, batch=128)
+    steady_ray = ray_times[1:]  # epoch 0 is warm-up (the shard's first iteration starts Ray Data)
+    plain = plain_before + plain_after
+    ratio_b = statistics.median(steady_ray) / statistics.median(plain)
+    print(f"(b) plain {plain}, ray {ray_times}, wall {ray_wall:.1f}", flush=True)
+
+    rows = [
+        [
+            "(a) training step, proposed vs CE (ResNet-18 w0.5, B=128, 32 px, 1 thread)",
+            f"{a['proposed'] * 1e3:.0f} ms vs {a['ce'] * 1e3:.0f} ms",
+            f"{a['ratio']:.3f}x (IQR {a['q1']:.3f}-{a['q3']:.3f}, {pairs} pairs)",
+            "<= 1.03x",
+        ],
+        [
+            f"(b) epoch, Ray Train 1 worker vs plain loop ({n_train} imgs, w{width_b}, B=128)",
+            f"{statistics.median(steady_ray):.2f} s vs {statistics.median(plain):.2f} s",
+            f"{ratio_b:.3f}x (median of {len(steady_ray)} vs {len(plain)} epochs)",
+            "<= 1.10x",
+        ],
+        [
+            "(b) Ray first epoch (starts the shard's Ray Data execution)",
+            f"{ray_times[0]:.2f} s",
+            "",
+            "",
+        ],
+        [
+            "(b) Ray fixed cost per run: fit wall minus epochs (start-up, shutdown, driver predictions)",
+            f"{ray_wall - ray_epoch_sum - statistics.median(steady_ray):.1f} s",
+            f"fit wall {ray_wall:.1f} s",
+            "",
+        ],
+    ]
+    table = markdown_table(["measure", "time", "ratio", "target"], rows)
+    text = (
+        f"# step_time ({'quick' if args.quick else 'full'})\n\n{machine_line()}; torch "
+        f"{torch.__version__}, {torch.get_num_threads()} thread(s) in this process and in the Ray worker\n\n"
+        f"{table}\n"
+    )
+    print(text)
+    if not args.quick:
+        print("written to", write_result("step_time.md", text))
+
+
+if __name__ == "__main__":
+    main()
