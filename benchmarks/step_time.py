@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import statistics
 import sys
 import tempfile
@@ -29,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")  # before Ray starts: workers inherit it
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine_line, markdown_table, write_result  # noqa: E402
 
@@ -202,7 +204,7 @@ def main() -> None:
     train, val = cifar_like(n_train, 0, 32), cifar_like(n_val, 1, 32)
     width_b = 0.25
     plain_before = plain_epochs(train, val, epochs=3, width=width_b, batch=128)[1:]  # epoch 0 is warm-up
-    init_ray()
+    init_ray(log_to_driver=False)
     ray_times, ray_wall, ray_epoch_sum = ray_epochs(train, val, epochs=4, width=width_b, batch=128)
     plain_after = plain_epochs(train, val, epochs=2, width=width_b, batch=128)
     steady_ray = ray_times[1:]  # epoch 0 is warm-up (the shard's first iteration starts Ray Data)

@@ -495,6 +495,11 @@ class _WorkerSpec:
     epoch_hook: Callable[[int], None] | None = None
 
 
+def _inner(model: torch.nn.Module) -> torch.nn.Module:
+    # evaluate the bare module on rank 0 alone: a DDP forward may sync buffers with the other ranks
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
 def _mix(*parts: int) -> int:
     return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
 
@@ -618,7 +623,7 @@ def _train_worker(spec: _WorkerSpec) -> None:
         last = epoch + 1 == cfg.optim.epochs
         evaluate = last or (epoch + 1) % cfg.eval_every == 0
         if rank == 0 and evaluate:
-            val = _evaluate(engine._unwrap(model), val_data, spec, device, mean, std)
+            val = _evaluate(_inner(model), val_data, spec, device, mean, std)
             metrics.update({f"val_{k}": float(v) for k, v in evaluate_predictions(*val).items()})
         metrics["time_s"] = time.perf_counter() - tic
         _report(
