@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import platform
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,10 +33,9 @@ def machine_line() -> str:
 
 def write_result(name: str, text: str) -> Path:
     """Write ``benchmarks/results/<name>`` atomically and return its path."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    from rmd_ray.core.atomic import atomic_path
+
     path = RESULTS / name
-    fd, tmp = tempfile.mkstemp(dir=RESULTS, prefix=f".{name}.")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
     return path

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from rmd_ray.core._xp import array_module, module_for_device, to_numpy
+from rmd_ray.core.atomic import atomic_path
 from rmd_ray.core.config import CovarianceConfig, WeightConfig
 from rmd_ray.core.covariance import apply_shrinkage, whitening_matrix
 from rmd_ray.core.scores import class_distances, kmeans_distance, label_conditional_md, mahalanobis_sq
@@ -212,18 +212,11 @@ class DifficultyScorer:
         path = Path(path)
         if path.suffix != ".npz":
             raise ValueError(f"save path must end in .npz, got {path.name!r}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(
-                    fh, counts=stats.counts, means=stats.means, scatter=stats.scatter,
-                    meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
-                )
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.savez(
+                fh, counts=stats.counts, means=stats.means, scatter=stats.scatter,
+                meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+            )
         return path
 
     @classmethod

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from rmd_ray.core.atomic import atomic_path
 
 METADATA_KEY = b"rmd_ray"
 
@@ -23,19 +24,12 @@ def write_parquet_atomic(
     ``metadata`` is stored as JSON under the schema key ``rmd_ray`` (see :func:`read_metadata`).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if metadata is not None:
         existing = dict(table.schema.metadata or {})
         existing[METADATA_KEY] = json.dumps(metadata, default=str).encode()
         table = table.replace_schema_metadata(existing)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

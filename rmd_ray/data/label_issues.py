@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from rmd_ray.core.atomic import atomic_path
 from rmd_ray.data.decode import DecodeError, decode_image
 from rmd_ray.data.io import read_metadata, write_parquet_atomic
 from rmd_ray.data.readers import read_source
@@ -103,10 +103,8 @@ def _images_by_id(source: str, wanted: set[str], *, limit: int | None) -> dict[s
 def _write_csv_atomic(table: pa.Table, path: Path) -> None:
     import pyarrow.csv as pacsv
 
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    pacsv.write_csv(table, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        pacsv.write_csv(table, tmp)
 
 
 def _draw_grid(suspects: pa.Table, images: dict[str, object], path: Path, *, columns: int) -> Path:
@@ -135,9 +133,7 @@ def _draw_grid(suspects: pa.Table, images: dict[str, object], path: Path, *, col
         )
     fig.suptitle("Hardest training samples by RMD (red: nearest class differs from the given label)", fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / (2.2 * rows)))  # leave the suptitle its own strip
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
     return path
