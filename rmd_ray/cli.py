@@ -22,15 +22,25 @@ DEFAULT_IMAGE_SIZE = 32  # Fashion-MNIST is 28 px: 32 keeps EfficientNet-Lite0 f
 
 
 def _add_ray_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--address", default=None, help="Ray cluster address ('auto' inside `ray job submit`); "
-                        "default: start a local Ray instance")
-    parser.add_argument("--num-cpus", type=int, default=None, help="logical CPUs for a local instance "
-                        "(default: physical + 1, so data tasks never starve)")
+    parser.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster address ('auto' inside `ray job submit`); default: start a local Ray instance",
+    )
+    parser.add_argument(
+        "--num-cpus",
+        type=int,
+        default=None,
+        help="logical CPUs for a local instance (default: physical + 1, so data tasks never starve)",
+    )
 
 
 def _add_score_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--source", default=DEFAULT_SOURCE,
-                        help="fashion-mnist:train | parquet:/path | folder:/path | cifar-pickle:/path:train")
+    parser.add_argument(
+        "--source",
+        default=DEFAULT_SOURCE,
+        help="fashion-mnist:train | parquet:/path | folder:/path | cifar-pickle:/path:train",
+    )
     parser.add_argument("--limit", type=int, default=None, help="keep the first N rows of the source")
     parser.add_argument("--encoder", default="efficientnet_lite0", help="encoder registry name")
     parser.add_argument("--checkpoint", default=None, help="local weights file for the encoder")
@@ -38,12 +48,20 @@ def _add_score_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-views", type=int, default=1, help="augmented views per image (the paper uses 5)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--num-actors", type=int, default=None, help="encoder actors (default: per GPU or CPU)")
-    parser.add_argument("--shrinkage", default="none", choices=SHRINKAGE.names())
+    parser.add_argument(
+        "--shrinkage",
+        default="ridge",
+        choices=SHRINKAGE.names(),
+        help="ridge (default): finite distances when the encoder features are rank-deficient",
+    )
     parser.add_argument("--temperature", type=float, default=0.7, help="T of the weights")
     parser.add_argument("--c", type=float, default=1e-3, help="c of the weights")
     parser.add_argument("--normalization", default="minmax", choices=NORMALIZATIONS.names())
-    parser.add_argument("--features-cache", default=None,
-                        help="features.parquet of an earlier run on the same data: rescore without re-embedding")
+    parser.add_argument(
+        "--features-cache",
+        default=None,
+        help="features.parquet of an earlier run on the same data: rescore without re-embedding",
+    )
 
 
 def _score(args: argparse.Namespace, output: Path):
@@ -67,8 +85,10 @@ def _score(args: argparse.Namespace, output: Path):
 def cmd_score(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     result = _score(args, Path(args.output))
-    print(f"scored {result.rows_scored} of {result.rows_in} rows ({result.rows_error} in the errors table) "
-          f"in {time.perf_counter() - start:.1f} s")
+    print(
+        f"scored {result.rows_scored} of {result.rows_in} rows ({result.rows_error} in the errors table) "
+        f"in {time.perf_counter() - start:.1f} s"
+    )
     print(f"scores:   {result.scores_path}")
     print(f"errors:   {result.errors_path}")
     if result.features_path:
@@ -80,30 +100,222 @@ def cmd_score(args: argparse.Namespace) -> int:
 def cmd_find_label_issues(args: argparse.Namespace) -> int:
     from rmd_ray.data.label_issues import find_label_issues
 
-    report = find_label_issues(args.scores, source=args.source, top=args.top, output_dir=args.output,
-                               limit=args.limit)
+    report = find_label_issues(args.scores, source=args.source, top=args.top, output_dir=args.output, limit=args.limit)
     print(f"top {report.n_written} suspects by RMD: {report.table_path}")
     print(f"image grid: {report.grid_path}")
     return 0
 
 
+def _parse_pairs(items: list[str] | None, *, what: str) -> dict[str, str]:
+    pairs = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise ValueError(f"{what} {item!r} must look like NAME=VALUE")
+        pairs[key] = value
+    return pairs
+
+
+def _number(text: str):
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def _train_config(args: argparse.Namespace, *, loss: str, hparams: dict):
+    from rmd_ray.distributed.training import TrainConfig
+    from rmd_ray.nn.engine import OptimConfig
+
+    return TrainConfig(
+        model=args.model,
+        width=args.width,
+        cifar_stem=not args.imagenet_stem,
+        loss=loss,
+        loss_hparams=hparams,
+        optim=OptimConfig(lr=args.lr, epochs=args.epochs, schedule=args.schedule, weight_decay=args.weight_decay),
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        cpus_per_worker=args.cpus_per_worker,
+        use_gpu=args.use_gpu,
+        image_size=args.train_image_size,
+        seed=args.seed,
+    )
+
+
+def _train(args: argparse.Namespace, *, loss: str, hparams: dict, scores_path, output: Path, run_name: str):
+    import pyarrow.parquet as pq
+
+    from rmd_ray.data.readers import read_source
+    from rmd_ray.distributed.runtime import init_ray
+    from rmd_ray.distributed.training import loss_needs_weights, run_training
+
+    config = _train_config(args, loss=loss, hparams=hparams)  # validates before any data is read
+    if loss_needs_weights(config.loss) and not scores_path:
+        raise ValueError(
+            f"loss {config.loss!r} needs difficulty weights: pass --scores <scores.parquet from rmd-ray score>"
+        )
+    train = read_source(args.train_source, limit=args.limit)
+    val = read_source(args.val_source, limit=args.val_limit)
+    init_ray(args.address, num_cpus=args.num_cpus)
+    scores = pq.read_table(scores_path) if scores_path else None
+    return run_training(
+        train, val_table=val, test_table=val, scores=scores, config=config, output_dir=output, run_name=run_name
+    )
+
+
+def _print_table(results: dict[str, dict]) -> None:
+    header = f"{'run':<12} {'ACC %':>7} {'ECE mass %':>11} {'ECE width %':>12} {'NLL':>7} {'AUROC(MSP)':>11}"
+    print(header)
+    print("-" * len(header))
+    for name, m in results.items():
+        print(
+            f"{name:<12} {100 * m['acc']:>7.2f} {100 * m['ece_mass']:>11.2f} {100 * m['ece_width']:>12.2f} "
+            f"{m['nll']:>7.3f} {m.get('msp_auroc', float('nan')):>11.4f}"
+        )
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    hparams = {k: _number(v) for k, v in _parse_pairs(args.loss_param, what="--loss-param").items()}
+    result = _train(
+        args,
+        loss=args.loss,
+        hparams=hparams,
+        scores_path=args.scores,
+        output=Path(args.output),
+        run_name=args.run_name or args.loss,
+    )
+    _print_table({args.run_name or args.loss: result.test_metrics or result.final_val})
+    print(f"predictions: {result.predictions_path}")
+    print(f"checkpoint:  {result.last_checkpoint}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from rmd_ray.evaluation.evaluate import evaluate_run
+
+    runs = _parse_pairs(args.predictions, what="--predictions")
+    results = {name: evaluate_run(path)["metrics"] for name, path in runs.items()}
+    _print_table(results)
+    if args.output:
+        output = Path(args.output)
+        output.mkdir(parents=True, exist_ok=True)
+        (output / "metrics.json").write_text(json.dumps(results, indent=2, default=float))
+        print(f"metrics: {output / 'metrics.json'}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from rmd_ray.evaluation.report import build_report
+
+    path = build_report(
+        runs=_parse_pairs(args.predictions, what="--predictions"),
+        scores_path=args.scores,
+        source=args.source,
+        output_dir=args.output,
+        title=args.title,
+    )
+    print(f"report: {path}")
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from rmd_ray.core.search_space import load_search_space
+    from rmd_ray.data.readers import read_source
+    from rmd_ray.distributed.runtime import init_ray
+    from rmd_ray.distributed.tuning import run_tune
+
+    space = load_search_space(args.space)
+    scores = _parse_pairs(args.scores, what="--scores")
+    base = _train_config(args, loss="proposed", hparams={})
+    train = read_source(args.train_source, limit=args.limit)
+    val = read_source(args.val_source, limit=args.val_limit)
+    init_ray(args.address, num_cpus=args.num_cpus)
+    result = run_tune(space, train_table=train, val_table=val, scores_paths=scores, base=base, output_dir=args.output)
+    print(f"{result.n_trials} trials; {len(result.pareto)} on the Pareto front")
+    print(f"results: {result.results_path}")
+    print(f"pareto:  {result.pareto_path}")
+    print(f"tensorboard --logdir {result.experiment_path}")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    """The main job on the embedded default: score the training set and report the hardest samples."""
+    """The main job on the embedded default: score -> train (proposed and CE) -> evaluate -> report."""
     output = Path(args.output)
     start = time.perf_counter()
     result = _score(args, output / "scores")
-    print(f"[score] {result.rows_scored} of {result.rows_in} rows scored, {result.rows_error} errors, "
-          f"{time.perf_counter() - start:.1f} s -> {result.scores_path}")
+    print(
+        f"[1/4 score] {result.rows_scored} of {result.rows_in} rows scored, {result.rows_error} errors, "
+        f"{time.perf_counter() - start:.0f} s -> {result.scores_path}"
+    )
+    args.train_source = args.source
+    runs, metrics = {}, {}
+    for step, (name, loss, hparams) in enumerate(
+        (("proposed", "proposed", {"alpha": args.alpha}), ("ce", "ce", {})), start=2
+    ):
+        tic = time.perf_counter()
+        trained = _train(
+            args, loss=loss, hparams=hparams, scores_path=result.scores_path, output=output / "train", run_name=name
+        )
+        runs[name], metrics[name] = trained.predictions_path, trained.test_metrics
+        print(f"[{step}/4 train {name}] {args.epochs} epochs, {time.perf_counter() - tic:.0f} s")
     from rmd_ray.data.label_issues import find_label_issues
+    from rmd_ray.evaluation.report import build_report
 
-    report = find_label_issues(result.scores_path, source=args.source, top=64, output_dir=output / "label_issues",
-                               limit=args.limit)
-    print(f"[label issues] {report.table_path} and {report.grid_path}")
-    summary = {"scores": str(result.scores_path), "label_issues": str(report.table_path),
-               "grid": str(report.grid_path), "seconds": round(time.perf_counter() - start, 1)}
-    (output / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(f"results in {output}/")
+    issues = find_label_issues(
+        result.scores_path, source=args.source, top=32, output_dir=output / "label_issues", limit=args.limit
+    )
+    report = build_report(
+        runs=runs,
+        scores_path=result.scores_path,
+        source=args.source,
+        output_dir=output / "report",
+        title="rmd-ray main job: Fashion-MNIST",
+    )
+    print(f"[4/4 evaluate] test set: {args.val_source} (first {args.val_limit} rows)")
+    _print_table(metrics)
+    summary = {
+        "seconds": round(time.perf_counter() - start, 1),
+        "scores": str(result.scores_path),
+        "predictions": {k: str(v) for k, v in runs.items()},
+        "metrics": metrics,
+        "label_issues": str(issues.grid_path),
+        "report": str(report),
+    }
+    (output / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+    print(f"report: {report}\nlabel issues: {issues.grid_path}\nall results in {output}/ ({summary['seconds']:.0f} s)")
     return 0
+
+
+def _add_train_args(
+    parser: argparse.ArgumentParser,
+    *,
+    epochs: int,
+    width: float,
+    limit: int | None,
+    val_limit: int | None,
+    with_source: bool = True,
+) -> None:
+    if with_source:  # `run` trains on its --source / --limit
+        parser.add_argument("--train-source", default=DEFAULT_SOURCE, help="training data (a source spec)")
+        parser.add_argument("--limit", type=int, default=limit, help="first N training rows")
+    parser.add_argument("--val-source", default="fashion-mnist:test", help="evaluation data (a source spec)")
+    parser.add_argument("--val-limit", type=int, default=val_limit, help="first N evaluation rows")
+    parser.add_argument("--model", default="resnet18")
+    parser.add_argument("--width", type=float, default=width, help="channel multiplier (1.0: torchvision's)")
+    parser.add_argument("--imagenet-stem", action="store_true", help="7x7 stem + max-pool (default: CIFAR stem)")
+    parser.add_argument("--train-image-size", type=int, default=None, help="resize training images (default: native)")
+    parser.add_argument("--epochs", type=int, default=epochs)
+    parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--weight-decay", type=float, default=1e-4)
+    parser.add_argument("--schedule", default="cosine", choices=["cosine", "multistep"])
+    parser.add_argument("--train-batch-size", dest="batch_size", type=int, default=128)
+    parser.add_argument("--num-workers", type=int, default=1, help="Ray Train workers (data parallel)")
+    parser.add_argument("--cpus-per-worker", type=float, default=1.0)
+    parser.add_argument("--use-gpu", action="store_true")
+    parser.add_argument("--seed", type=int, default=0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -125,18 +337,52 @@ def build_parser() -> argparse.ArgumentParser:
     issues.add_argument("--output", required=True)
     issues.set_defaults(func=cmd_find_label_issues)
 
-    run = sub.add_parser("run", help="the main job on the embedded default (local Ray, Fashion-MNIST)")
+    train = sub.add_parser("train", help="train a classifier with a difficulty-aware or baseline loss (Ray Train)")
+    _add_train_args(train, epochs=30, width=1.0, limit=None, val_limit=None)
+    _add_ray_args(train)
+    train.add_argument("--loss", default="proposed", help="loss registry name (proposed, ce, entropy_reg, ...)")
+    train.add_argument("--loss-param", action="append", help="loss hyper-parameter NAME=VALUE (repeatable)")
+    train.add_argument("--scores", default=None, help="scores.parquet (weights, joined by id) for the proposed loss")
+    train.add_argument("--run-name", default=None)
+    train.add_argument("--output", required=True)
+    train.set_defaults(func=cmd_train)
+
+    evaluate = sub.add_parser("evaluate", help="metrics of prediction files (ACC, ECE, NLL, detection, ...)")
+    evaluate.add_argument("--predictions", action="append", required=True, help="NAME=predictions.parquet")
+    evaluate.add_argument("--output", default=None)
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    report = sub.add_parser("report", help="a self-contained HTML report with figures")
+    report.add_argument("--predictions", action="append", required=True, help="NAME=predictions.parquet")
+    report.add_argument("--scores", default=None)
+    report.add_argument("--source", default=None, help="the scored source, for image galleries")
+    report.add_argument("--title", default="rmd-ray report")
+    report.add_argument("--output", required=True)
+    report.set_defaults(func=cmd_report)
+
+    tune = sub.add_parser("tune", help="Ray Tune over alpha, T, backbone, loss family and lr")
+    tune.add_argument("--space", required=True, help="tune_spaces/*.yaml")
+    tune.add_argument("--scores", action="append", required=True, help="BACKBONE=scores.parquet (repeatable)")
+    _add_train_args(tune, epochs=8, width=0.25, limit=None, val_limit=None)
+    _add_ray_args(tune)
+    tune.add_argument("--output", required=True)
+    tune.set_defaults(func=cmd_tune)
+
+    run = sub.add_parser("run", help="the main job on the embedded default: score, train (proposed, CE), evaluate")
     _add_score_args(run)
+    _add_train_args(run, epochs=6, width=0.125, limit=None, val_limit=5_000, with_source=False)
     _add_ray_args(run)
+    run.add_argument("--alpha", type=float, default=0.3, help="alpha of the proposed loss")
     run.add_argument("--output", default="runs/demo")
-    run.set_defaults(func=cmd_run)
+    run.set_defaults(func=cmd_run, limit=10_000)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
     logging.getLogger("rmd_ray").setLevel(logging.INFO)
     try:
         return args.func(args)

@@ -797,6 +797,7 @@ def run_training(
     run_name: str,
     resume_from: str | os.PathLike | None = None,
     epoch_hook: Callable[[int], None] | None = None,
+    callbacks: Sequence[Any] = (),
 ) -> TrainingResult:
     """Train ``config.model`` with ``config.loss`` on Ray Train and write the predictions.
 
@@ -823,6 +824,9 @@ def run_training(
     epoch_hook : callable, optional
         ``epoch_hook(epoch)`` is called on every worker before each epoch (0-based index), e.g.
         for logging or fault injection in tests; it must be picklable.
+    callbacks : sequence of Ray Train callbacks
+        Passed to ``RunConfig(callbacks=...)``; Ray Tune trials pass ``TuneReportCallback()`` so every
+        epoch's metrics reach Tune.
 
     Returns
     -------
@@ -961,6 +965,7 @@ def run_training(
         run_config=RunConfig(
             storage_path=str(storage),
             name=run_name,
+            callbacks=list(callbacks),
             failure_config=FailureConfig(max_failures=cfg.max_failures),
             checkpoint_config=CheckpointConfig(
                 num_to_keep=2, checkpoint_score_attribute=_SCORE_METRIC, checkpoint_score_order="max"

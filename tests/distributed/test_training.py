@@ -1,7 +1,8 @@
 """Ray Train training: learning, CE equivalence, resume after a killed worker, clear errors for bad input.
 
-Every fit uses the shared local Ray (``ray_local``, 3 logical CPUs), a width-0.125 ResNet-18 with the
-CIFAR stem, 16x16 images whose class is encoded in their colour, and 1 worker with half a CPU.
+The four tests that fit (marked ``slow``; deselect with ``-m "not slow"``) use the shared local Ray
+(``ray_local``, 3 logical CPUs), a width-0.125 ResNet-18 with the CIFAR stem, 16x16 images whose class
+is encoded in their colour, and workers with half a CPU each.
 """
 
 from __future__ import annotations
@@ -113,6 +114,7 @@ def ce_run(ray_local, tmp_path_factory):
 # ------------------------------------------------------------------------------------------- fits
 
 
+@pytest.mark.slow  # a Ray Train fit: ~20-40 s of start-up alone on 2 shared cores
 def test_training_learns_and_predicts_every_test_id_once(ce_run):
     result, out = ce_run
     assert [e["epoch"] for e in result.epochs] == [1, 2, 3]
@@ -155,6 +157,7 @@ def test_training_learns_and_predicts_every_test_id_once(ce_run):
     assert os.path.isfile(os.path.join(result.best_checkpoint, CHECKPOINT_FILE))
 
 
+@pytest.mark.slow  # a Ray Train fit: ~20-40 s of start-up alone on 2 shared cores
 def test_killed_worker_resumes_and_proposed_with_zero_weights_equals_ce(ce_run, tmp_path):
     """Two properties from one fit (each fit costs ~20-40 s of Ray start-up here).
 
@@ -174,7 +177,9 @@ def test_killed_worker_resumes_and_proposed_with_zero_weights_equals_ce(ce_run, 
         TRAIN,
         val_table=VAL,
         scores=scores_for(TRAIN, 0.0),
-        config=TrainConfig(loss="proposed", loss_hparams={"alpha": 0.3}, **{**BASE, "max_failures": 1}),
+        config=TrainConfig(
+            loss="proposed", loss_hparams={"alpha": 0.3}, **{**BASE, "max_failures": 1, "eval_every": 2}
+        ),
         output_dir=tmp_path,
         run_name="proposed",
         epoch_hook=hook,
@@ -183,12 +188,32 @@ def test_killed_worker_resumes_and_proposed_with_zero_weights_equals_ce(ce_run, 
     assert hook.epochs() == [0, 1, 2, 2]  # epoch 2 started, the worker died, epoch 2 again: not 0
     assert [e["epoch"] for e in result.epochs] == [1, 2, 3]
     assert [e["resumed_from"] for e in result.epochs] == [0, 0, 2]
+    # eval_every=2: epoch 1 not evaluated (no val keys), epoch 2 evaluated, the last always
+    assert ["val_acc" in e for e in result.epochs] == [False, True, True]
 
     assert [e["train_loss"] for e in result.epochs] == [e["train_loss"] for e in ce.epochs]
     assert result.final_val["nll"] == ce.final_val["nll"]
     assert result.predictions_path == tmp_path / "predictions_val.parquet"  # no test table given
 
 
+@pytest.mark.slow  # a Ray Train fit: ~20-40 s of start-up alone on 2 shared cores
+def test_two_workers_count_every_validation_and_test_id_once(ray_local, tmp_path):
+    # DDP over gloo with 2 x 0.5 CPU: shards of 128 rows, train loss all-reduced over both ranks,
+    # validation on rank 0 over the whole (unsplit) validation set, deduplicated by id
+    # 2 x 32 = 64 samples per step, 4 steps per epoch: a larger lr and one more epoch than 1 worker
+    config = TrainConfig(loss="ce", **{**BASE, "num_workers": 2, "optim": OptimConfig(lr=0.1, epochs=3)})
+    result = run_training(
+        TRAIN, val_table=VAL, test_table=TEST, config=config, output_dir=tmp_path, run_name="ddp"
+    )
+    assert [e["epoch"] for e in result.epochs] == [1, 2, 3]
+    assert all(e["val_n_samples"] == 128 for e in result.epochs)
+    assert result.epochs[-1]["train_loss"] < result.epochs[0]["train_loss"]
+    assert result.final_val["acc"] >= 0.5
+    pred = pq.read_table(result.predictions_path)
+    assert sorted(pred.column("id").to_pylist()) == sorted(TEST.column("id").to_pylist())
+
+
+@pytest.mark.slow  # a Ray Train fit: ~20-40 s of start-up alone on 2 shared cores
 def test_nan_loss_names_step_and_sample_ids_and_is_not_retried(ray_local, tmp_path):
     _ray_pickles_this_module_by_value()
     hook = EpochLog(tmp_path / "epochs.txt")

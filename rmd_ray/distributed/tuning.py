@@ -1,0 +1,283 @@
+"""Ray Tune over alpha, T, the scorer backbone, the loss family and the learning rate.
+
+Each trial is a function trainable that builds the Ray Train job (:func:`run_training`) with Ray's
+``TuneReportCallback``, so every epoch's metrics reach Tune (DESIGN.md section 6: ``ray.train.report``
+inside Tune fails every trial). Two objectives, ECE (min) and accuracy (max), drive Optuna's NSGA-II
+through ``OptunaSearch``; ASHA stops trials early on one scalar. A backbone choice reads that
+backbone's cached difficulty scores: scored once per backbone before the search, never per trial,
+and the per-trial weights s are recomputed from the cached RMD with the trial's T (cheap).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from rmd_ray.core import WeightConfig, difficulty_weights
+from rmd_ray.core.atomic import atomic_path
+from rmd_ray.core.search_space import SearchSpace
+from rmd_ray.data.io import write_parquet_atomic
+from rmd_ray.distributed.training import TrainConfig, run_training
+
+log = logging.getLogger("rmd_ray.tuning")
+
+# objective / scheduler metric name in the space file -> the name run_training reports each epoch
+REPORTED = {
+    "acc": "val_acc",
+    "ece_mass": "val_ece_mass",
+    "ece_width": "val_ece_width",
+    "nll": "val_nll",
+    "brier": "val_brier",
+    "aurc": "val_aurc",
+    "val_nll": "val_nll",
+    "val_loss": "val_nll",
+    "train_loss": "train_loss",
+}
+# the loss hyper-parameter that the searched "alpha" sets, per loss family
+STRENGTH_PARAM = {
+    "proposed": "alpha",
+    "entropy_reg": "beta",
+    "label_smoothing": "epsilon",
+    "focal": "gamma",
+    "poly1": "epsilon",
+    "l1_norm": "lam",
+    "crl": "lam",
+    "ce": None,
+}
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    results_path: Path
+    pareto_path: Path
+    experiment_path: str
+    n_trials: int
+    pareto: list[dict[str, Any]]
+
+
+def trial_train_config(trial: dict[str, Any], *, base: TrainConfig) -> TrainConfig:
+    """The TrainConfig of one trial: the base config with the trial's loss, strength and learning rate."""
+    loss = trial.get("loss", base.loss)
+    if loss not in STRENGTH_PARAM:
+        raise ValueError(f"loss {loss!r} cannot be tuned; valid: {', '.join(sorted(STRENGTH_PARAM))}")
+    hparams = dict(base.loss_hparams) if loss == base.loss else {}
+    strength = STRENGTH_PARAM[loss]
+    if strength is not None and "alpha" in trial:
+        hparams[strength] = float(trial["alpha"])
+    optim = base.optim
+    updates = {k: trial[k] for k in ("lr", "weight_decay") if k in trial}
+    if "epochs" in trial:
+        updates["epochs"] = int(trial["epochs"])
+    if updates:
+        optim = replace(optim, **updates)
+    batch = int(trial.get("batch_size", base.batch_size))
+    return replace(base, loss=loss, loss_hparams=tuple(sorted(hparams.items())), optim=optim, batch_size=batch)
+
+
+def trial_weights(rmd_scores: pa.Table, trial: dict[str, Any]) -> pa.Table:
+    """``id, weight`` for one trial: s recomputed from the cached RMD with the trial's T."""
+    config = WeightConfig(
+        temperature=float(trial.get("temperature", 0.7)),
+        c=float(trial.get("c", 1e-3)),
+        normalization=str(trial.get("normalization", "minmax")),
+    )
+    weights = difficulty_weights(rmd_scores.column("rmd").to_numpy(), config=config)
+    return pa.table({"id": rmd_scores.column("id"), "weight": weights})
+
+
+def _trial(trial: dict[str, Any], *, train, val, scores, base: TrainConfig, output_dir: str) -> None:
+    # tune.with_parameters ships the tables through the object store once; they arrive as values
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    backbone = trial["backbone"]
+    config = trial_train_config(trial, base=base)
+    weights = trial_weights(scores[backbone], trial) if config.loss == "proposed" else None
+    from ray import tune
+
+    context = tune.get_context()
+    run_training(
+        train,
+        val_table=val,
+        scores=weights,
+        config=config,
+        output_dir=Path(output_dir) / "trials",
+        run_name=context.get_trial_id(),
+        callbacks=[TuneReportCallback()],
+    )
+
+
+def validate_backbones(space: SearchSpace, scores_paths: dict[str, str | Path]) -> dict[str, pa.Table]:
+    """Load every backbone's cached scores once; a backbone without scores is an error naming the fix."""
+    search, fixed = dict(space.search), dict(space.fixed)
+    backbones = list(search["backbone"].values) if "backbone" in search else [fixed.get("backbone")]
+    tables = {}
+    for name in backbones:
+        if name not in scores_paths:
+            raise ValueError(
+                f"backbone {name!r} has no cached scores: run `rmd-ray score --encoder {name} ...` once and pass "
+                f"--scores {name}=<output>/scores.parquet (scored once per backbone, never per trial)"
+            )
+        path = Path(scores_paths[name])
+        if not path.is_file():
+            raise ValueError(f"scores for backbone {name!r} not found at {str(path)!r}")
+        tables[name] = pq.read_table(path, columns=["id", "rmd"])
+    return tables
+
+
+def pareto_front(rows: list[dict[str, Any]], objectives: tuple[tuple[str, str], ...]) -> list[dict[str, Any]]:
+    """Rows not dominated by any other on ``objectives`` ((name, 'min'|'max') pairs)."""
+
+    def key(row):
+        return np.array([row[n] if m == "min" else -row[n] for n, m in objectives], dtype=float)
+
+    finite = [r for r in rows if all(math.isfinite(r.get(n, math.nan)) for n, _ in objectives)]
+    front = []
+    for r in finite:
+        kr = key(r)
+        if not any(np.all(key(o) <= kr) and np.any(key(o) < kr) for o in finite if o is not r):
+            front.append(r)
+    return front
+
+
+def _plot_pareto(rows, front, objectives, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    (x_name, _), (y_name, _) = objectives[0], objectives[1] if len(objectives) > 1 else objectives[0]
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for loss in sorted({r.get("loss", "?") for r in rows}):
+        pts = [r for r in rows if r.get("loss", "?") == loss]
+        ax.scatter([r[x_name] for r in pts], [r[y_name] for r in pts], label=loss, alpha=0.7)
+    front = sorted(front, key=lambda r: r[x_name])
+    ax.plot([r[x_name] for r in front], [r[y_name] for r in front], "k--", lw=1, label="Pareto front")
+    ax.set_xlabel(x_name)
+    ax.set_ylabel(y_name)
+    ax.legend(fontsize=8)
+    ax.set_title("Trials (last reported epoch)")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path
+
+
+def run_tune(
+    space: SearchSpace,
+    *,
+    train_table: pa.Table,
+    val_table: pa.Table,
+    scores_paths: dict[str, str | Path],
+    base: TrainConfig,
+    output_dir: str | Path,
+    seed: int = 0,
+) -> TuneResult:
+    """Run the search; write ``tune_results.parquet`` (+ .csv) and ``pareto.png`` to ``output_dir``."""
+    from ray import tune
+    from ray.tune.logger import TBXLoggerCallback
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    scores = validate_backbones(space, scores_paths)
+    search, fixed = dict(space.search), dict(space.fixed)
+    param_space: dict[str, Any] = {}
+    for name, dist in search.items():
+        if dist.kind == "choice":
+            param_space[name] = tune.choice(list(dist.values))
+        elif dist.kind == "uniform":
+            param_space[name] = tune.uniform(dist.low, dist.high)
+        elif dist.kind == "loguniform":
+            param_space[name] = tune.loguniform(dist.low, dist.high)
+        else:
+            param_space[name] = tune.randint(int(dist.low), int(dist.high))
+    base = replace(base, **{k: v for k, v in fixed.items() if k in ("model", "width", "loss", "batch_size")})
+    if "epochs" in fixed:
+        base = replace(base, optim=replace(base.optim, epochs=int(fixed["epochs"])))
+    param_space.setdefault("backbone", fixed.get("backbone", next(iter(scores))))
+    for name in ("loss", "temperature", "alpha"):
+        if name in fixed and name not in param_space:
+            param_space[name] = fixed[name]
+    trial_train_config({k: v for k, v in fixed.items()}, base=base)  # a bad fixed loss fails here, not per trial
+
+    objectives = tuple((REPORTED[n], m) for n, m in space.objectives)
+    import optuna
+
+    searcher = OptunaSearch(
+        metric=[n for n, _ in objectives],
+        mode=[m for _, m in objectives],
+        sampler=optuna.samplers.NSGAIISampler(seed=seed)
+        if len(objectives) > 1
+        else optuna.samplers.TPESampler(seed=seed),
+    )
+    sched_metric, sched_mode = REPORTED[space.scheduler_metric[0]], space.scheduler_metric[1]
+    scheduler = ASHAScheduler(
+        metric=sched_metric,
+        mode=sched_mode,
+        time_attr="training_iteration",
+        max_t=base.optim.epochs,
+        grace_period=min(space.grace_period, base.optim.epochs),
+    )
+    output_dir = Path(output_dir).resolve()
+    trainable = tune.with_parameters(
+        _trial,
+        train=train_table,
+        val=val_table,
+        scores=scores,
+        base=base,
+        output_dir=str(output_dir),
+    )
+    # The trial function only drives the TorchTrainer; its workers hold the CPUs.
+    trainable = tune.with_resources(trainable, {"CPU": 0.01})
+    tuner = tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            scheduler=scheduler,
+            num_samples=space.num_samples,
+            max_concurrent_trials=space.max_concurrent_trials,
+        ),
+        run_config=tune.RunConfig(
+            name=space.name, storage_path=str(output_dir / "tune"), callbacks=[TBXLoggerCallback()]
+        ),
+    )
+    grid = tuner.fit()
+    rows = []
+    for result in grid:
+        metrics = dict(result.metrics or {})
+        row = {
+            "trial": Path(result.path).name,
+            "error": str(result.error) if result.error else "",
+            **{f"config/{k}": v for k, v in (result.config or {}).items()},
+        }
+        row["loss"] = (result.config or {}).get("loss", base.loss)
+        for name, _ in objectives + ((sched_metric, sched_mode),):
+            row[name] = float(metrics.get(name, math.nan))
+        row["epochs_run"] = int(metrics.get("training_iteration", 0))
+        rows.append(row)
+    if rows and all(r["error"] for r in rows):
+        raise RuntimeError(f"every trial failed; the first error:\n{rows[0]['error'][-2000:]}")
+    front = pareto_front(rows, objectives)
+    front_ids = {r["trial"] for r in front}
+    for row in rows:
+        row["pareto"] = row["trial"] in front_ids
+    table = pa.Table.from_pylist(
+        [{k: (str(v) if isinstance(v, (list, dict)) else v) for k, v in r.items()} for r in rows]
+    )
+    results_path = write_parquet_atomic(
+        table, output_dir / "tune_results.parquet", metadata={"space": space.name, "objectives": list(objectives)}
+    )
+    import pyarrow.csv as pacsv
+
+    with atomic_path(output_dir / "tune_results.csv") as tmp:
+        pacsv.write_csv(table, tmp)
+    pareto_path = _plot_pareto(rows, front, objectives, output_dir / "pareto.png")
+    return TuneResult(results_path, pareto_path, grid.experiment_path, len(rows), front)

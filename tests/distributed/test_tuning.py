@@ -1,0 +1,99 @@
+"""Ray Tune driver: trial configs, weights from cached scores, the Pareto front, and a real 2-trial search."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from rmd_ray.core import WeightConfig, difficulty_weights
+from rmd_ray.core.search_space import parse_search_space
+from rmd_ray.data.io import write_parquet_atomic
+from rmd_ray.data.readers import from_arrays
+from rmd_ray.distributed.training import TrainConfig
+from rmd_ray.distributed.tuning import (
+    pareto_front,
+    run_tune,
+    trial_train_config,
+    trial_weights,
+    validate_backbones,
+)
+from rmd_ray.nn.engine import OptimConfig
+
+BASE = TrainConfig(model="resnet18", width=0.125, batch_size=32, optim=OptimConfig(epochs=2, lr=0.05),
+                   loss="proposed", loss_hparams={"alpha": 0.3})
+
+
+def test_trial_config_maps_alpha_to_each_loss_family():
+    proposed = trial_train_config({"alpha": 0.17, "lr": 0.02}, base=BASE)
+    assert dict(proposed.loss_hparams) == {"alpha": 0.17} and proposed.optim.lr == 0.02
+    er = trial_train_config({"loss": "entropy_reg", "alpha": 0.05}, base=BASE)
+    assert er.loss == "entropy_reg" and dict(er.loss_hparams) == {"beta": 0.05}
+    ce = trial_train_config({"loss": "ce", "alpha": 0.4}, base=BASE)
+    assert ce.loss == "ce" and ce.loss_hparams == ()
+    assert trial_train_config({"epochs": 5}, base=BASE).optim.epochs == 5
+    with pytest.raises(ValueError, match="loss 'mse' cannot be tuned"):
+        trial_train_config({"loss": "mse"}, base=BASE)
+
+
+def test_trial_weights_recompute_s_from_cached_rmd():
+    rmd = np.array([3.0, -1.0, 10.0, 0.5])
+    table = pa.table({"id": ["a", "b", "c", "d"], "rmd": rmd})
+    out = trial_weights(table, {"temperature": 2.0})
+    np.testing.assert_allclose(out.column("weight").to_numpy(),
+                               difficulty_weights(rmd, config=WeightConfig(temperature=2.0)))
+    assert out.column("id").to_pylist() == ["a", "b", "c", "d"]
+
+
+def test_pareto_front_by_hand():
+    rows = [{"t": "a", "ece": 0.05, "acc": 0.80}, {"t": "b", "ece": 0.03, "acc": 0.78},
+            {"t": "c", "ece": 0.06, "acc": 0.79}, {"t": "d", "ece": 0.03, "acc": 0.81},
+            {"t": "e", "ece": float("nan"), "acc": 0.99}]
+    front = pareto_front(rows, (("ece", "min"), ("acc", "max")))
+    assert [r["t"] for r in front] == ["d"]  # d dominates a, b, c; e has no ECE and is left out
+    rows.append({"t": "f", "ece": 0.01, "acc": 0.70})
+    assert sorted(r["t"] for r in pareto_front(rows, (("ece", "min"), ("acc", "max")))) == ["d", "f"]
+
+
+def test_missing_backbone_scores_name_the_fix(tmp_path):
+    space = parse_search_space({"name": "t", "objectives": {"acc": "max"},
+                                "search": {"backbone": {"type": "choice", "values": ["a", "b"]}}})
+    path = tmp_path / "a.parquet"
+    write_parquet_atomic(pa.table({"id": ["x"], "rmd": [1.0]}), path)
+    assert set(validate_backbones(space, {"a": path, "b": path})) == {"a", "b"}
+    with pytest.raises(ValueError, match=r"backbone 'b' has no cached scores: run `rmd-ray score --encoder b"):
+        validate_backbones(space, {"a": path})
+    with pytest.raises(ValueError, match="scores for backbone 'b' not found"):
+        validate_backbones(space, {"a": path, "b": tmp_path / "nope.parquet"})
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(500)
+def test_two_trial_search_reports_metrics_and_pareto(ray_local, tmp_path):
+    rng = np.random.default_rng(0)
+
+    def data(n, prefix):
+        y = rng.integers(0, 3, n)
+        x = rng.integers(0, 60, (n, 12, 12, 3), dtype=np.uint8)
+        x[np.arange(n), :, :, y] += 150  # the class is the bright channel: learnable in 2 epochs
+        return from_arrays(x, y, ids=[f"{prefix}{i}" for i in range(n)], classes=list("abc"))
+
+    train, val = data(128, "t"), data(64, "v")
+    scores_path = tmp_path / "scores.parquet"
+    write_parquet_atomic(pa.table({"id": train.column("id"), "rmd": rng.normal(size=128)}), scores_path)
+    space = parse_search_space({
+        "name": "t", "objectives": {"ece_mass": "min", "acc": "max"}, "num_samples": 2, "grace_period": 1,
+        "search": {"alpha": {"type": "uniform", "low": 0.0, "high": 0.5},
+                   "temperature": {"type": "loguniform", "low": 0.1, "high": 5.0}},
+        "fixed": {"loss": "proposed", "backbone": "tiny", "epochs": 2},
+    })
+    result = run_tune(space, train_table=train, val_table=val, scores_paths={"tiny": scores_path}, base=BASE,
+                      output_dir=tmp_path / "out")
+    table = pq.read_table(result.results_path).to_pylist()
+    assert result.n_trials == 2 and len(table) == 2
+    for row in table:
+        assert row["error"] == "" and 0 <= row["val_ece_mass"] <= 1 and 0 <= row["val_acc"] <= 1
+        assert 1 <= row["epochs_run"] <= 2 and 0 <= row["config/alpha"] <= 0.5
+    assert 1 <= sum(r["pareto"] for r in table) <= 2 and result.pareto_path.stat().st_size > 1000
+    assert list((tmp_path / "out" / "tune" / "t").rglob("events.out.tfevents*"))  # TensorBoard logs
