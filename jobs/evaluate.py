@@ -2,9 +2,11 @@
 padded distributed evaluation never counts a sample twice), printed and written to metrics.json.
 
     ray job submit --working-dir . -- python jobs/evaluate.py \
-        --predictions proposed=/shared/train/predictions_test.parquet --predictions ce=/shared/ce/predictions_test.parquet
+        --predictions proposed=/shared/train/predictions_test.parquet \
+        --predictions ce=/shared/ce/predictions_test.parquet
 
-``--smoke-test`` only checks that the arguments parse and the files exist (evaluation needs no GPU).
+``--smoke-test`` is accepted like in every job and changes nothing: evaluation reads prediction files
+only, needs no GPU and finishes in seconds.
 """
 
 from __future__ import annotations
