@@ -15,7 +15,6 @@ import html
 import io
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from rmd_ray.core.atomic import atomic_path
 from rmd_ray.core.config import WeightConfig
 from rmd_ray.core.weights import difficulty_weights
 from rmd_ray.data.decode import DecodeError, decode_image
@@ -716,16 +716,7 @@ def build_report(
         + "\n".join(s.html() for s in sections)
         + "\n</body></html>\n"
     )
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    path = output_dir / "report.html"
-    fd, tmp = tempfile.mkstemp(dir=output_dir, prefix=".report.html.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(page)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a report is meant to be read
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    path = Path(output_dir) / "report.html"
+    with atomic_path(path) as tmp:
+        tmp.write_text(page, encoding="utf-8")
     return path
