@@ -13,8 +13,12 @@ of classes 0-4, for every method and seed with the same budget:
 
 Reported as mean +- std over seeds: ACC, ECE (15 equal-mass and equal-width bins), NLL; plus whether
 CE's reliability diagram leans overconfident (mean confidence - accuracy), and the difficulty proxy
-test (paper Fig. 2) of the CE model on the test set. This script trains in-process with the torch
-layer (rmd_ray.nn.engine), not through Ray Train: it measures the method, not the framework.
+test (paper Fig. 2) of the CE model on the test set. The seed-0 CE and proposed models are saved and
+evaluated under the 12 ImageNet-C-style corruptions at 5 severities (CIFAR-10-C severity table) on the
+same test images, and ``rmd-ray report``'s builder writes the HTML report of the seed-0 runs (reliability
+diagrams, accuracy-rejection gap, ECE-vs-severity box plots, hardest/easiest galleries, weight
+histograms, proxy test). This script trains in-process with the torch layer (rmd_ray.nn.engine), not
+through Ray Train: it measures the method, not the framework.
 
 Run: python benchmarks/cifar10_reliability.py [--seeds 3] [--epochs 20]
 """
@@ -74,7 +78,22 @@ def rmd_scores(train_table, test_table, *, image_size: int):
     y_test = test_table.column("label").to_numpy().astype(np.int64)
     scorer = DifficultyScorer(n_classes=int(y_train.max()) + 1, covariance=CovarianceConfig(shrinkage="ridge"))
     scorer.fit(f_train, y_train)
-    return scorer.score(f_train, y_train)[1], scorer.score(f_test, y_test)[1]
+    md_train, rmd_train = scorer.score(f_train, y_train)
+    train = {"md": md_train, "rmd": rmd_train, "nearest_class": scorer.class_distances(f_train).argmin(axis=1)}
+    return train, scorer.score(f_test, y_test)[1]
+
+
+def normaliser(images):
+    """``uint8 (B, H, W, 3) -> float (B, 3, H, W)`` standardised by the training images' channel mean / std."""
+    import torch
+
+    mean = torch.tensor(images.reshape(-1, 3).mean(0) / 255.0, dtype=torch.float32)[:, None, None]
+    std = torch.tensor(images.reshape(-1, 3).std(0) / 255.0, dtype=torch.float32)[:, None, None]
+
+    def to_tensor(x):
+        return (torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).float() / 255.0 - mean) / std
+
+    return to_tensor
 
 
 def train_and_predict(images, labels, weights, test_images, test_labels, *, loss, hparams, epochs, seed, width):
@@ -86,15 +105,7 @@ def train_and_predict(images, labels, weights, test_images, test_labels, *, loss
 
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    mean = images.reshape(-1, 3).mean(0) / 255.0
-    std = images.reshape(-1, 3).std(0) / 255.0
-
-    def to_tensor(x):
-        t = torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255.0
-        return (t - torch.tensor(mean, dtype=torch.float32)[:, None, None]) / torch.tensor(std, dtype=torch.float32)[
-            :, None, None
-        ]
-
+    to_tensor = normaliser(images)
     x, xt = to_tensor(images), to_tensor(test_images)
     y, yt = torch.from_numpy(labels), torch.from_numpy(test_labels)
     w = torch.from_numpy(weights.astype(np.float32))
@@ -127,7 +138,33 @@ def train_and_predict(images, labels, weights, test_images, test_labels, *, loss
         for i in range(0, len(yt), 500)
     )
     _, _, logits = engine.predict(model, test_batches, device="cpu")
-    return logits
+    return model, logits
+
+
+def write_json(path: Path, value) -> None:
+    from rmd_ray.core.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(value, default=float))
+
+
+def corruption_summary(rows_by_method: dict[str, list[dict]]) -> str:
+    """Markdown table: ACC and equal-mass ECE per severity, mean (min-max) over corruption types."""
+    severities = sorted({r["severity"] for rows in rows_by_method.values() for r in rows})
+    header = ["severity"] + [f"{m} {k}" for m in rows_by_method for k in ("ACC %", "ECE mass %")]
+    table = []
+    for severity in severities:
+        line = ["clean" if severity == 0 else str(severity)]
+        for rows in rows_by_method.values():
+            for key in ("acc", "ece_mass"):
+                values = 100 * np.array([r[key] for r in rows if r["severity"] == severity])
+                line.append(
+                    f"{values.mean():.2f}"
+                    if len(values) == 1
+                    else f"{values.mean():.2f} ({values.min():.1f}-{values.max():.1f})"
+                )
+        table.append(line)
+    return markdown_table(header, table)
 
 
 def main() -> None:
@@ -140,6 +177,11 @@ def main() -> None:
     parser.add_argument("--alpha", type=float, default=0.3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--output", default="runs/cifar10_reliability")
+    parser.add_argument(
+        "--results-name",
+        default="cifar10_reliability.md",
+        help="file name under benchmarks/results (change it for smoke runs so the recorded result stays)",
+    )
     args = parser.parse_args()
     if not (DATA / "train.parquet").is_file():
         sys.exit(f"skipped: {DATA} not found (the shared CIFAR-10 Parquet)")
@@ -149,15 +191,19 @@ def main() -> None:
 
     from rmd_ray.core import difficulty_weights
     from rmd_ray.core.metrics import evaluate_predictions, softmax
+    from rmd_ray.data.corruptions import CORRUPTIONS
     from rmd_ray.data.io import write_parquet_atomic
+    from rmd_ray.evaluation.corruption import corruption_eval
     from rmd_ray.evaluation.proxy import difficulty_proxy_test
+    from rmd_ray.evaluation.report import build_report
+    from rmd_ray.nn.engine import save_checkpoint
 
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     train_table, images, labels = load_split("train", classes=args.classes, per_class=args.per_class)
     test_table, test_images, test_labels = load_split("test", classes=args.classes, per_class=None)
-    rmd_train, rmd_test = rmd_scores(train_table, test_table, image_size=64)
-    weights = difficulty_weights(rmd_train)
+    train_scores, rmd_test = rmd_scores(train_table, test_table, image_size=64)
+    weights = difficulty_weights(train_scores["rmd"])
     print(f"data + scores in {time.perf_counter() - start:.0f} s; mean(s) = {weights.mean():.3f}", flush=True)
 
     methods = {
@@ -166,13 +212,16 @@ def main() -> None:
         "er_matched": ("entropy_reg", {"beta": args.alpha * float(weights.mean())}),
         "proposed": ("proposed", {"alpha": args.alpha}),
     }
+    shifted = ("ce", "proposed")  # the seed-0 models evaluated under corruption
     output = Path(args.output)
     results: dict[str, list[dict]] = {m: [] for m in methods}
+    seed0_models = {}
+    proxy = None
     test_ids = test_table.column("id")
     for seed in range(args.seeds):
         for name, (loss, hparams) in methods.items():
             tic = time.perf_counter()
-            logits = train_and_predict(
+            model, logits = train_and_predict(
                 images,
                 labels,
                 weights,
@@ -204,25 +253,56 @@ def main() -> None:
                 f"({time.perf_counter() - tic:.0f} s)",
                 flush=True,
             )
+            if seed == 0 and name in shifted:
+                seed0_models[name] = model
+                save_checkpoint(
+                    output / f"model_{name}_seed0.pt",
+                    model=model,
+                    optimizer=None,
+                    scheduler=None,
+                    epoch=args.epochs,
+                    extra={"loss": loss, "hparams": hparams, "width": args.width, "classes": args.classes},
+                )
             if name == "ce" and seed == 0:
                 proxy = difficulty_proxy_test(
                     test_ids.to_pylist(), rmd_test, test_ids.to_pylist(), test_labels, logits, n_groups=5
                 )
-                (output / "proxy_ce_seed0.json").write_text(json.dumps(proxy.to_dict(), default=float))
+                write_json(output / "proxy_ce_seed0.json", proxy.to_dict())
     write_parquet_atomic(
-        pa.table(
-            {
-                "id": train_table.column("id"),
-                "label": labels,
-                "rmd": rmd_train,
-                "md": rmd_train,
-                "weight": weights,
-                "nearest_class": labels,
-            }
-        ),
+        pa.table({"id": train_table.column("id"), "label": labels, **train_scores, "weight": weights}),
         output / "train_scores.parquet",
-        metadata={"classes": [str(k) for k in range(args.classes)]},
+        metadata={"classes": [str(k) for k in range(args.classes)], "encoder": "efficientnet_lite0 (64 px)"},
     )
+
+    tic = time.perf_counter()
+    corruptions = CORRUPTIONS.names()
+    shift = {
+        name: corruption_eval(
+            seed0_models[name],
+            test_images,
+            test_labels,
+            corruptions=corruptions,
+            preprocess=normaliser(images),
+            batch_size=500,
+            seed=0,
+            preset="cifar",
+        )
+        for name in shifted
+    }
+    write_json(output / "corruption_seed0.json", shift)
+    shift_seconds = time.perf_counter() - tic
+    print(f"corruption eval in {shift_seconds:.0f} s", flush=True)
+    report = build_report(
+        runs={name: output / f"predictions_{name}_seed0.parquet" for name in methods},
+        scores_path=output / "train_scores.parquet",
+        source=f"parquet:{DATA / 'train.parquet'}",
+        corruption_results=shift,
+        proxy_results={"RMD, EfficientNet-Lite0 (CE model)": proxy},
+        output_dir=output / "report",
+        title="rmd-ray: CIFAR-10 classes 0-4, seed 0",
+        compare=list(shifted),
+    )
+    print("report:", report, flush=True)
 
     def cell(name, key, scale=100.0):
         values = np.array([r[key] for r in results[name]]) * scale
@@ -240,7 +320,9 @@ def main() -> None:
         for name in methods
     ]
     header = ["method", "ACC %", "ECE mass %", "ECE width %", "NLL", "conf - acc %"]
-    proxy = json.loads((output / "proxy_ce_seed0.json").read_text())
+    mean_ece = {
+        name: 100 * np.mean([r["ece_mass"] for r in rows_ if r["severity"] > 0]) for name, rows_ in shift.items()
+    }
     text = (
         f"# cifar10_reliability\n\n{machine_line()}; CIFAR-10 classes 0-{args.classes - 1}: "
         f"{len(labels):,} train / {len(test_labels):,} test images; ResNet-18 width {args.width}, CIFAR stem, "
@@ -249,11 +331,16 @@ def main() -> None:
         f"(mean s = {weights.mean():.3f}, so matched ER beta = {args.alpha * weights.mean():.4f}). "
         f"Total {time.perf_counter() - start:.0f} s.\n\n{markdown_table(header, rows)}\n\n"
         f"Difficulty proxy test (CE seed 0, test set split by RMD into 5 groups, hardest first): error rate "
-        f"{', '.join(f'{100 * e:.1f}%' for e in proxy['error_rate'])}; Spearman(RMD, loss) = {proxy['spearman']:.3f}.\n"
+        f"{', '.join(f'{100 * e:.1f}%' for e in proxy.error_rate)}; Spearman(RMD, loss) = {proxy.spearman:.3f}.\n\n"
+        f"Corruption shift (seed-0 models, all {len(test_labels):,} test images, {len(corruptions)} corruptions "
+        f"x 5 severities, CIFAR-10-C severity table, {shift_seconds:.0f} s): mean (min-max) over corruption "
+        f"types. Mean ECE mass over all corrupted sets: "
+        f"{', '.join(f'{name} {value:.2f}%' for name, value in mean_ece.items())}.\n\n"
+        f"{corruption_summary(shift)}\n"
     )
     print(text)
-    print("written to", write_result("cifar10_reliability.md", text))
-    (output / "results.json").write_text(json.dumps(results, default=float))
+    print("written to", write_result(args.results_name, text))
+    write_json(output / "results.json", results)
 
 
 if __name__ == "__main__":

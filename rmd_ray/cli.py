@@ -62,6 +62,12 @@ def _add_score_args(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="features.parquet of an earlier run on the same data: rescore without re-embedding",
     )
+    parser.add_argument(
+        "--scorer",
+        default=None,
+        help="scorer.npz of a training-set run: score this source under its Gaussians (a validation set "
+        "for the proxy test) instead of fitting new ones",
+    )
 
 
 def _score(args: argparse.Namespace, output: Path):
@@ -79,7 +85,16 @@ def _score(args: argparse.Namespace, output: Path):
         covariance=CovarianceConfig(shrinkage=args.shrinkage),
         weights=WeightConfig(temperature=args.temperature, c=args.c, normalization=args.normalization),
         features_cache=args.features_cache,
+        scorer=getattr(args, "scorer", None),
     )
+
+
+def _write_json(path: Path, value) -> Path:
+    from rmd_ray.core.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(value, indent=2, default=float))
+    return path
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -193,29 +208,106 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _int_list(text: str, *, what: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{what} must be comma-separated integers, got {text!r}") from None
+
+
+def _shift_and_proxy(
+    checkpoints: dict[str, str],
+    runs: dict[str, str],
+    args: argparse.Namespace,
+) -> tuple[dict[str, list[dict]], dict]:
+    """Corruption rows per checkpoint and proxy-test results per run (each empty when not asked for)."""
+    from rmd_ray.evaluation.proxy import proxy_test_from_files
+
+    shift: dict[str, list[dict]] = {}
+    if checkpoints:
+        from rmd_ray.data.readers import read_source
+        from rmd_ray.distributed.evaluation import checkpoint_corruption_eval
+
+        table = read_source(args.corruption_source, limit=args.corruption_limit)
+        names = [c for c in args.corruptions.split(",") if c] if args.corruptions else None
+        severities = _int_list(args.severities, what="--severities")
+        for name, checkpoint in checkpoints.items():
+            tic = time.perf_counter()
+            shift[name] = checkpoint_corruption_eval(
+                checkpoint, table, corruptions=names, severities=severities, preset=args.preset
+            )
+            corrupted = [r for r in shift[name] if r["severity"] > 0]
+            print(
+                f"corruption {name}: {len(corrupted)} (type, severity) sets of {table.num_rows} images, mean ECE "
+                f"mass {100 * sum(r['ece_mass'] for r in corrupted) / len(corrupted):.2f}% "
+                f"(clean {100 * shift[name][0]['ece_mass']:.2f}%), {time.perf_counter() - tic:.0f} s"
+            )
+    proxy = {}
+    if args.proxy_scores:
+        for name, path in runs.items():
+            proxy[name] = proxy_test_from_files(args.proxy_scores, path, n_groups=args.proxy_groups)
+            print(
+                f"proxy test {name}: error rate hardest -> easiest "
+                + " ".join(f"{100 * e:.1f}%" for e in proxy[name].error_rate)
+                + f" (Spearman {proxy[name].spearman:.3f})"
+            )
+    return shift, proxy
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from rmd_ray.evaluation.evaluate import evaluate_run
 
     runs = _parse_pairs(args.predictions, what="--predictions")
+    checkpoints = _parse_pairs(args.checkpoint, what="--checkpoint")
+    if checkpoints and not args.corruption_source:
+        raise ValueError(
+            "--checkpoint needs --corruption-source: the clean images to corrupt (e.g. fashion-mnist:test)"
+        )
+    if (checkpoints or args.proxy_scores) and not args.output:
+        raise ValueError("corruption and proxy results are written to files: pass --output DIR")
     results = {name: evaluate_run(path)["metrics"] for name, path in runs.items()}
     _print_table(results)
+    shift, proxy = _shift_and_proxy(checkpoints, runs, args)
     if args.output:
         output = Path(args.output)
-        output.mkdir(parents=True, exist_ok=True)
-        (output / "metrics.json").write_text(json.dumps(results, indent=2, default=float))
-        print(f"metrics: {output / 'metrics.json'}")
+        print(f"metrics: {_write_json(output / 'metrics.json', results)}")
+        if shift:
+            print(f"corruption: {_write_json(output / 'corruption.json', shift)}")
+        if proxy:
+            print(f"proxy: {_write_json(output / 'proxy.json', {k: v.to_dict() for k, v in proxy.items()})}")
     return 0
 
 
+def _read_json(path: str | None, *, what: str):
+    if path is None:
+        return None
+    file = Path(path)
+    if not file.is_file():
+        raise ValueError(f"{what} file {path!r} not found; write it with `rmd-ray evaluate --output DIR`")
+    try:
+        return json.loads(file.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{what} file {path!r} is not JSON: {err}") from None
+
+
 def cmd_report(args: argparse.Namespace) -> int:
+    from rmd_ray.evaluation.proxy import ProxyResult
     from rmd_ray.evaluation.report import build_report
 
+    proxy = _read_json(args.proxy, what="--proxy")
+    if proxy is not None:
+        if not isinstance(proxy, dict):
+            raise ValueError(f"--proxy {args.proxy!r} must hold an object {{run name: proxy result}}")
+        proxy = {name: ProxyResult.from_dict(value) for name, value in proxy.items()}
     path = build_report(
         runs=_parse_pairs(args.predictions, what="--predictions"),
         scores_path=args.scores,
         source=args.source,
+        corruption_results=_read_json(args.corruption, what="--corruption"),
+        proxy_results=proxy,
         output_dir=args.output,
         title=args.title,
+        compare=args.compare,
     )
     print(f"report: {path}")
     return 0
@@ -241,17 +333,52 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _shift_for_run(args: argparse.Namespace, result, runs: dict, checkpoints: dict, output: Path):
+    """Validation-set scores under the training Gaussians -> proxy test; corruption shift of each model."""
+    from rmd_ray.data.readers import read_source
+    from rmd_ray.distributed.scoring import EncoderSpec, ExtractConfig, run_scoring
+    from rmd_ray.evaluation.proxy import proxy_test_from_files
+
+    val_scores = run_scoring(
+        read_source(args.val_source, limit=args.val_limit),
+        output_dir=output / "val_scores",
+        encoder=EncoderSpec(args.encoder, checkpoint=args.checkpoint, image_size=args.image_size),
+        extract=ExtractConfig(batch_size=args.batch_size, num_actors=args.num_actors),
+        scorer=result.scorer_path,
+    )
+    proxy = {
+        name: proxy_test_from_files(val_scores.scores_path, path, n_groups=args.proxy_groups)
+        for name, path in runs.items()
+    }
+    shift = {}
+    if args.corruption_limit:
+        from rmd_ray.distributed.evaluation import checkpoint_corruption_eval
+
+        clean = read_source(args.val_source, limit=args.corruption_limit)
+        names = [c for c in args.corruptions.split(",") if c] if args.corruptions else None
+        severities = _int_list(args.severities, what="--severities")
+        shift = {
+            name: checkpoint_corruption_eval(
+                checkpoint, clean, corruptions=names, severities=severities, preset=args.preset
+            )
+            for name, checkpoint in checkpoints.items()
+        }
+        _write_json(output / "evaluate" / "corruption.json", shift)
+    _write_json(output / "evaluate" / "proxy.json", {k: v.to_dict() for k, v in proxy.items()})
+    return proxy, shift
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """The main job on the embedded default: score -> train (proposed and CE) -> evaluate -> report."""
     output = Path(args.output)
     start = time.perf_counter()
     result = _score(args, output / "scores")
     print(
-        f"[1/4 score] {result.rows_scored} of {result.rows_in} rows scored, {result.rows_error} errors, "
+        f"[1/5 score] {result.rows_scored} of {result.rows_in} rows scored, {result.rows_error} errors, "
         f"{time.perf_counter() - start:.0f} s -> {result.scores_path}"
     )
     args.train_source = args.source
-    runs, metrics = {}, {}
+    runs, metrics, checkpoints = {}, {}, {}
     for step, (name, loss, hparams) in enumerate(
         (("proposed", "proposed", {"alpha": args.alpha}), ("ce", "ce", {})), start=2
     ):
@@ -260,31 +387,53 @@ def cmd_run(args: argparse.Namespace) -> int:
             args, loss=loss, hparams=hparams, scores_path=result.scores_path, output=output / "train", run_name=name
         )
         runs[name], metrics[name] = trained.predictions_path, trained.test_metrics
-        print(f"[{step}/4 train {name}] {args.epochs} epochs, {time.perf_counter() - tic:.0f} s")
+        checkpoints[name] = trained.last_checkpoint
+        print(f"[{step}/5 train {name}] {args.epochs} epochs, {time.perf_counter() - tic:.0f} s")
+    tic = time.perf_counter()
+    proxy, shift = _shift_for_run(args, result, runs, checkpoints, output)
     from rmd_ray.data.label_issues import find_label_issues
     from rmd_ray.evaluation.report import build_report
 
     issues = find_label_issues(
         result.scores_path, source=args.source, top=32, output_dir=output / "label_issues", limit=args.limit
     )
+    print(
+        f"[4/5 evaluate] test set: {args.val_source} (first {args.val_limit} rows); corruption shift on the "
+        f"first {args.corruption_limit or 0}; {time.perf_counter() - tic:.0f} s"
+    )
+    _print_table(metrics)
+    for name, found in proxy.items():
+        print(
+            f"proxy test {name}: error rate hardest -> easiest " + " ".join(f"{100 * e:.1f}%" for e in found.error_rate)
+        )
+    for name, rows in shift.items():
+        corrupted = [r for r in rows if r["severity"] > 0]
+        print(
+            f"corruption {name}: mean ACC {100 * sum(r['acc'] for r in corrupted) / len(corrupted):.2f}%, "
+            f"mean ECE mass {100 * sum(r['ece_mass'] for r in corrupted) / len(corrupted):.2f}%"
+        )
     report = build_report(
         runs=runs,
         scores_path=result.scores_path,
         source=args.source,
+        corruption_results=shift or None,
+        proxy_results=proxy,
         output_dir=output / "report",
         title="rmd-ray main job: Fashion-MNIST",
     )
-    print(f"[4/4 evaluate] test set: {args.val_source} (first {args.val_limit} rows)")
-    _print_table(metrics)
+    print("[5/5 report]")
     summary = {
         "seconds": round(time.perf_counter() - start, 1),
         "scores": str(result.scores_path),
         "predictions": {k: str(v) for k, v in runs.items()},
+        "checkpoints": {k: str(v) for k, v in checkpoints.items()},
         "metrics": metrics,
+        "proxy": {k: v.to_dict() for k, v in proxy.items()},
+        "corruption": shift,
         "label_issues": str(issues.grid_path),
         "report": str(report),
     }
-    (output / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+    _write_json(output / "summary.json", summary)
     print(f"report: {report}\nlabel issues: {issues.grid_path}\nall results in {output}/ ({summary['seconds']:.0f} s)")
     return 0
 
@@ -318,6 +467,30 @@ def _add_train_args(
     parser.add_argument("--seed", type=int, default=0)
 
 
+def _add_shift_args(parser: argparse.ArgumentParser, *, with_checkpoint: bool = True) -> None:
+    if with_checkpoint:  # `run` evaluates the checkpoints it trains
+        parser.add_argument(
+            "--checkpoint",
+            action="append",
+            help="NAME=checkpoint (model.pt or a Ray checkpoint folder): evaluate it under corruption shift",
+        )
+        parser.add_argument(
+            "--corruption-source", default=None, help="clean images to corrupt (a source spec, e.g. the test set)"
+        )
+        parser.add_argument(
+            "--proxy-scores",
+            default=None,
+            help="scores.parquet of the evaluation set from `rmd-ray score --scorer` (the proxy test)",
+        )
+    parser.add_argument("--corruption-limit", type=int, default=None, help="first N rows of the corruption source")
+    parser.add_argument("--corruptions", default=None, help="comma-separated names (default: all 12)")
+    parser.add_argument("--severities", default="1,2,3,4,5", help="comma-separated, in 1..5")
+    parser.add_argument(
+        "--preset", default="auto", choices=["auto", "cifar", "imagenet"], help="severity table (auto: by image size)"
+    )
+    parser.add_argument("--proxy-groups", type=int, default=5, help="groups of the difficulty proxy test")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rmd-ray", description="Sample difficulty from pre-trained models, on Ray.")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -347,15 +520,23 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--output", required=True)
     train.set_defaults(func=cmd_train)
 
-    evaluate = sub.add_parser("evaluate", help="metrics of prediction files (ACC, ECE, NLL, detection, ...)")
+    evaluate = sub.add_parser(
+        "evaluate", help="metrics of prediction files (ACC, ECE, NLL, detection, ...), corruption shift, proxy test"
+    )
     evaluate.add_argument("--predictions", action="append", required=True, help="NAME=predictions.parquet")
-    evaluate.add_argument("--output", default=None)
+    _add_shift_args(evaluate)
+    evaluate.add_argument("--output", default=None, help="folder for metrics.json, corruption.json, proxy.json")
     evaluate.set_defaults(func=cmd_evaluate)
 
     report = sub.add_parser("report", help="a self-contained HTML report with figures")
     report.add_argument("--predictions", action="append", required=True, help="NAME=predictions.parquet")
-    report.add_argument("--scores", default=None)
+    report.add_argument("--scores", default=None, help="scores.parquet of the training set (weights, galleries)")
     report.add_argument("--source", default=None, help="the scored source, for image galleries")
+    report.add_argument("--corruption", default=None, help="corruption.json from `rmd-ray evaluate`")
+    report.add_argument("--proxy", default=None, help="proxy.json from `rmd-ray evaluate`")
+    report.add_argument(
+        "--compare", nargs=2, default=None, metavar=("A", "B"), help="runs whose accuracy-rejection gap is shaded"
+    )
     report.add_argument("--title", default="rmd-ray report")
     report.add_argument("--output", required=True)
     report.set_defaults(func=cmd_report)
@@ -371,10 +552,11 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="the main job on the embedded default: score, train (proposed, CE), evaluate")
     _add_score_args(run)
     _add_train_args(run, epochs=6, width=0.125, limit=None, val_limit=5_000, with_source=False)
+    _add_shift_args(run, with_checkpoint=False)
     _add_ray_args(run)
     run.add_argument("--alpha", type=float, default=0.3, help="alpha of the proposed loss")
     run.add_argument("--output", default="runs/demo")
-    run.set_defaults(func=cmd_run, limit=10_000)
+    run.set_defaults(func=cmd_run, limit=10_000, corruption_limit=1_000)
     return parser
 
 

@@ -28,6 +28,7 @@ def test_defaults_of_the_main_job():
     assert (args.source, args.encoder, args.image_size, args.limit) == ("fashion-mnist:train", "efficientnet_lite0",
                                                                          32, 10_000)
     assert (args.epochs, args.width, args.val_limit, args.alpha, args.shrinkage) == (6, 0.125, 5_000, 0.3, "ridge")
+    assert (args.corruption_limit, args.severities, args.preset, args.proxy_groups) == (1_000, "1,2,3,4,5", "auto", 5)
 
 
 def test_user_errors_print_one_line_and_exit_2(tmp_path, capsys):
@@ -63,3 +64,91 @@ def test_job_wrappers_join_the_cluster_and_add_smoke_settings():
         "train", "--address", "ray://h:10001", "--output", "o"]
     assert build_argv("evaluate", ["--predictions", "a=b"], smoke=[], default_output=None) == [
         "evaluate", "--predictions", "a=b"]
+
+
+def _folder_with_checkpoint(tmp_path):
+    """An ImageFolder of 18 PNGs, a checkpoint with its normalisation, predictions and validation scores."""
+    import torch
+    from PIL import Image
+
+    from rmd_ray.nn.engine import save_checkpoint
+    from rmd_ray.nn.models import build_model
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "val"
+    ids, labels = [], []
+    for k, name in enumerate("abc"):
+        (root / name).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)).save(root / name / f"{i}.png")
+            ids.append(f"{name}/{i}.png")
+            labels.append(k)
+    torch.manual_seed(0)
+    model = build_model("resnet18", num_classes=3, cifar_stem=True, width=0.0625)
+    ckpt = save_checkpoint(tmp_path / "ckpt" / "model.pt", model=model, optimizer=None, scheduler=None, epoch=1,
+                           extra={"mean": [0.5] * 3, "std": [0.25] * 3, "image_size": None})
+    logits = rng.normal(size=(18, 3)).astype(np.float32)
+    pred = write_parquet_atomic(pa.table({"id": ids, "label": labels,
+                                          "logits": pa.array(list(logits), pa.list_(pa.float32()))}),
+                                tmp_path / "pred.parquet")
+    scores = write_parquet_atomic(pa.table({"id": ids, "label": labels, "rmd": rng.normal(size=18)}),
+                                  tmp_path / "val_scores.parquet")
+    return root, ckpt, pred, scores
+
+
+def test_evaluate_writes_corruption_and_proxy_results_that_report_draws(tmp_path, capsys):
+    import json
+
+    from rmd_ray.data.readers import read_source
+    from rmd_ray.distributed.evaluation import checkpoint_corruption_eval
+    from rmd_ray.evaluation.proxy import proxy_test_from_files
+
+    root, ckpt, pred, scores = _folder_with_checkpoint(tmp_path)
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--predictions", f"m={pred}", "--checkpoint", f"m={ckpt.parent}",
+                 "--corruption-source", f"folder:{root}", "--corruptions", "contrast,pixelate",
+                 "--severities", "2,4", "--proxy-scores", str(scores), "--proxy-groups", "3",
+                 "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "corruption m: 4 (type, severity) sets of 18 images" in printed
+    assert "proxy test m: error rate hardest -> easiest" in printed
+    shift = json.loads((out / "corruption.json").read_text())
+    expected = checkpoint_corruption_eval(ckpt, read_source(f"folder:{root}"), corruptions=["contrast", "pixelate"],
+                                          severities=[2, 4])
+    assert shift == {"m": expected}
+    proxy = json.loads((out / "proxy.json").read_text())
+    assert proxy == {"m": json.loads(json.dumps(proxy_test_from_files(scores, pred, n_groups=3).to_dict()))}
+
+    assert main(["report", "--predictions", f"m={pred}", "--corruption", str(out / "corruption.json"),
+                 "--proxy", str(out / "proxy.json"), "--output", str(tmp_path / "report")]) == 0
+    page = (tmp_path / "report" / "report.html").read_text()
+    for section in ("corruption", "proxy"):
+        body = page.split(f'<section id="{section}">')[1].split("</section>")[0]
+        assert "<img" in body, section
+
+
+def test_evaluate_and_report_user_errors(tmp_path, capsys):
+    root, ckpt, pred, scores = _folder_with_checkpoint(tmp_path)
+    cases = [
+        (["evaluate", "--predictions", f"m={pred}", "--checkpoint", f"m={ckpt}", "--output", str(tmp_path)],
+         "--checkpoint needs --corruption-source"),
+        (["evaluate", "--predictions", f"m={pred}", "--proxy-scores", str(scores)],
+         "pass --output DIR"),
+        (["evaluate", "--predictions", f"m={pred}", "--checkpoint", f"m={ckpt}", "--corruption-source",
+          f"folder:{root}", "--severities", "1,x", "--output", str(tmp_path)],
+         "--severities must be comma-separated integers, got '1,x'"),
+        (["report", "--predictions", f"m={pred}", "--corruption", str(tmp_path / "none.json"), "--output",
+          str(tmp_path)], "--corruption file .* not found; write it with `rmd-ray evaluate --output DIR`"),
+        (["report", "--predictions", f"m={pred}", "--proxy", str(pred), "--output", str(tmp_path)],
+         "--proxy file .* is not JSON"),
+    ]
+    (tmp_path / "list.json").write_text("[1, 2]")
+    cases.append((["report", "--predictions", f"m={pred}", "--proxy", str(tmp_path / "list.json"), "--output",
+                   str(tmp_path)], r"must hold an object \{run name: proxy result\}"))
+    import re
+
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert re.search(message, err), (message, err)
+        assert err.count("\n") == 1

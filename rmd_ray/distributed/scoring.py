@@ -361,9 +361,33 @@ def fit_and_score(
         scorer_ref = ray.put(scorer)
         fourth = tuple(np.sum(ray.get([_block_fourth_moments.remote(r, scorer_ref) for r in refs]), axis=0))
     scorer.finalize(fourth_moments=fourth)
+    return scorer, _score_blocks(refs, scorer)
+
+
+def _score_blocks(refs: list[Any], scorer: DifficultyScorer) -> pa.Table:
     scorer_ref = ray.put(scorer)
     scored = pa.concat_tables(ray.get([_block_scores.remote(r, scorer_ref) for r in refs]))
-    return scorer, scored.sort_by([("id", "ascending"), ("view", "ascending")])
+    return scored.sort_by([("id", "ascending"), ("view", "ascending")])
+
+
+def score_with(features: pa.Table, scorer: DifficultyScorer, *, blocks: int = 4) -> pa.Table:
+    """Score every row with an already-fitted scorer (e.g. a validation set, for the proxy test).
+
+    Same output as :func:`fit_and_score`'s ``per_row``; the scorer's Gaussians are not refitted.
+    """
+    return _score_blocks([ray.put(p) for p in _split_blocks(features, blocks)], scorer)
+
+
+def _check_fitted_scorer(scorer: DifficultyScorer, *, encoder: str, resolution: int, classes: list[str]) -> None:
+    """A scorer fitted on other features or classes would give meaningless distances: compare its provenance."""
+    meta = getattr(scorer, "provenance_", None) or {}
+    now = {"encoder": encoder, "resolution": resolution, "classes": classes}
+    differ = [f"{k}: scorer {meta[k]!r} vs now {v!r}" for k, v in now.items() if k in meta and meta[k] != v]
+    if differ:
+        raise ValueError(
+            f"the scorer was fitted on other features ({'; '.join(differ)}); score with the encoder and "
+            "image size it was fitted with"
+        )
 
 
 def aggregate_views(per_row: pa.Table, *, n_views: int, weights: WeightConfig) -> pa.Table:
@@ -416,20 +440,36 @@ def run_scoring(
     n_classes: int | None = None,
     features_cache: str | Path | None = None,
     score_blocks: int | None = None,
+    scorer: DifficultyScorer | str | Path | None = None,
 ) -> ScoringResult:
     """Score every row of a reader table and write ``scores.parquet``, ``errors.parquet``,
     ``features.parquet`` (the cache) and ``scorer.npz`` to ``output_dir``.
 
     With ``features_cache`` (a ``features.parquet`` from an earlier run on the same data), extraction
     is skipped: rescoring with another T, normalisation or shrinkage does not re-embed.
+
+    With ``scorer`` (a fitted :class:`DifficultyScorer` or the ``scorer.npz`` of a training-set run),
+    nothing is fitted: the rows are scored under the training set's Gaussians, which is what the
+    difficulty proxy test needs for a validation set. ``covariance`` is then ignored (the scorer's
+    own is used) and its encoder and resolution must match ``encoder``. The weights are still
+    normalised over the rows scored here.
     """
     output_dir = Path(output_dir)
+    if scorer is not None and not isinstance(scorer, DifficultyScorer):
+        path = Path(scorer)
+        if not path.is_file():
+            raise ValueError(f"scorer file {str(path)!r} not found; pass the scorer.npz of a `rmd-ray score` run")
+        scorer = DifficultyScorer.load(path)
     # Build the encoder once on the driver: a bad name or checkpoint fails here, before any Ray stage,
     # and the provenance records the resolution actually used.
     built = encoder.build()
     resolution, feature_dim = built.image_size, built.feature_dim
     del built
     classes = table_classes(table)
+    if scorer is not None:
+        _check_fitted_scorer(scorer, encoder=encoder.name, resolution=resolution, classes=classes)
+        covariance = scorer.covariance
+        n_classes = scorer.n_classes
     n_classes = n_classes or len(classes)
     timings: dict[str, float] = {}
     fingerprint = dataset_fingerprint(table)
@@ -453,9 +493,13 @@ def run_scoring(
 
     start = time.perf_counter()
     actors = extract.num_actors or physical_cpus()
-    scorer, per_row = fit_and_score(
-        features, n_classes=n_classes, covariance=covariance, blocks=score_blocks or max(2, actors)
-    )
+    blocks = score_blocks or max(2, actors)
+    fitted_on = None
+    if scorer is None:
+        scorer, per_row = fit_and_score(features, n_classes=n_classes, covariance=covariance, blocks=blocks)
+    else:
+        per_row = score_with(features, scorer, blocks=blocks)
+        fitted_on = (getattr(scorer, "provenance_", None) or {}).get("dataset_fingerprint", "unknown")
     scores = aggregate_views(per_row, n_views=extract.n_views, weights=weights)
     timings["fit_and_score"] = time.perf_counter() - start
 
@@ -477,6 +521,7 @@ def run_scoring(
         "n_classes": n_classes,
         "classes": classes,
         "dataset_fingerprint": fingerprint,
+        "scorer_fitted_on": fitted_on or fingerprint,  # another dataset's fingerprint for validation scores
         "source": (table.schema.metadata or {}).get(b"source", b"").decode(),
         "package_version": __version__,
         "rows_in": rows_in,
@@ -492,10 +537,13 @@ def run_scoring(
         cache_meta = {k: metadata[k] for k in ("encoder", "checkpoint", "resolution", "n_views", "dataset_fingerprint")}
         cache_meta["decode_errors"] = decode_errors.to_pylist()
         features_path = write_parquet_atomic(features, output_dir / "features.parquet", metadata=cache_meta)
-    scorer_path = scorer.save(
-        output_dir / "scorer.npz",
-        provenance={k: metadata[k] for k in ("encoder", "resolution", "n_views", "dataset_fingerprint", "classes")},
-    )
+    provenance_keys = ("encoder", "resolution", "n_views", "dataset_fingerprint", "classes")
+    provenance = {k: metadata[k] for k in provenance_keys}
+    if fitted_on is not None:  # a given scorer keeps the record of the data it was fitted on
+        provenance.update(
+            {k: v for k, v in (getattr(scorer, "provenance_", None) or {}).items() if k in provenance_keys}
+        )
+    scorer_path = scorer.save(output_dir / "scorer.npz", provenance=provenance)
     return ScoringResult(
         scores_path, errors_path, features_path, scorer_path, rows_in, rows_scored, rows_error, timings
     )
@@ -533,4 +581,5 @@ __all__ = [
     "feature_matrix",
     "fit_and_score",
     "run_scoring",
+    "score_with",
 ]

@@ -205,9 +205,7 @@ class TrainConfig:
         if self.seed >= 2**31:
             raise ValueError(f"TrainConfig.seed must be < 2**31, got {self.seed}")
         if not _is_int(self.max_failures) or self.max_failures < -1:
-            raise ValueError(
-                f"TrainConfig.max_failures must be an int >= 0 (-1: no limit), got {self.max_failures!r}"
-            )
+            raise ValueError(f"TrainConfig.max_failures must be an int >= 0 (-1: no limit), got {self.max_failures!r}")
         cpw = self.cpus_per_worker
         if isinstance(cpw, bool) or not isinstance(cpw, numbers.Real) or not math.isfinite(cpw) or cpw <= 0:
             raise ValueError(f"TrainConfig.cpus_per_worker must be a number > 0 (e.g. 0.5), got {cpw!r}")
@@ -263,9 +261,7 @@ class TrainingResult:
 
 def _check_table(table: object, name: str) -> pa.Table:
     if not isinstance(table, pa.Table):
-        raise TypeError(
-            f"{name} must be a pyarrow.Table from rmd_ray.data.readers, got {type(table).__name__}"
-        )
+        raise TypeError(f"{name} must be a pyarrow.Table from rmd_ray.data.readers, got {type(table).__name__}")
     missing = [c for c in ("id", "label") if c not in table.column_names]
     if missing:
         raise ValueError(f"{name} has no column(s) {missing}; build it with an rmd_ray.data.readers reader")
@@ -276,9 +272,7 @@ def _check_table(table: object, name: str) -> pa.Table:
     return table
 
 
-def prepare_arrays(
-    table: pa.Table, *, image_size: int | None = None
-) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def prepare_arrays(table: pa.Table, *, image_size: int | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Decode every row once into a uint8 stack (float conversion and normalisation happen on workers).
 
     Parameters
@@ -626,17 +620,13 @@ def _train_worker(spec: _WorkerSpec) -> None:
             val = _evaluate(_inner(model), val_data, spec, device, mean, std)
             metrics.update({f"val_{k}": float(v) for k, v in evaluate_predictions(*val).items()})
         metrics["time_s"] = time.perf_counter() - tic
-        _report(
-            spec, rank, epoch, metrics, history, model, optimizer, scheduler, loss_fn, mean_list, std_list
-        )
+        _report(spec, rank, epoch, metrics, history, model, optimizer, scheduler, loss_fn, mean_list, std_list)
 
 
 def _evaluate(model, val_data, spec: _WorkerSpec, device, mean, std) -> tuple[np.ndarray, np.ndarray]:
     """Logits and labels over the whole validation set, one row per id (dedupe: padded shards repeat)."""
     batches = val_data.iter_torch_batches(batch_size=spec.config.batch_size, device=device)
-    ids, labels, logits = engine.predict(
-        model, _batches(batches, mean, std), device=device, amp=spec.config.amp
-    )
+    ids, labels, logits = engine.predict(model, _batches(batches, mean, std), device=device, amp=spec.config.amp)
     uniq, first = np.unique(ids, return_index=True)
     if len(uniq) != spec.n_val:
         raise RuntimeError(f"validation returned {len(uniq)} distinct ids, expected {spec.n_val}")
@@ -666,6 +656,7 @@ def _report(spec, rank, epoch, metrics, history, model, optimizer, scheduler, lo
                 "std": list(std),
                 "num_classes": spec.num_classes,
                 "seed": spec.config.seed,
+                "image_size": spec.config.image_size,  # the input size the model was trained at
             },
         )
         ray.train.report(
@@ -697,9 +688,7 @@ def _checkpoint_file(path: str | os.PathLike) -> Path:
     if p.is_dir():
         p = p / CHECKPOINT_FILE
     if not p.is_file():
-        raise ValueError(
-            f"resume_from={os.fspath(path)!r} is not a checkpoint file or a folder with {CHECKPOINT_FILE}"
-        )
+        raise ValueError(f"resume_from={os.fspath(path)!r} is not a checkpoint file or a folder with {CHECKPOINT_FILE}")
     return p
 
 
@@ -734,9 +723,7 @@ def _worker_error(err: BaseException, fatal_record: dict | None, ids: list[str])
                 record = failure.record
                 break
     if record is not None and record["kind"] == "nonfinite":
-        return NonFiniteLossError(
-            step=record["step"], ids=[ids[i] for i in record["ids"]], value=record["value"]
-        )
+        return NonFiniteLossError(step=record["step"], ids=[ids[i] for i in record["ids"]], value=record["value"])
     if record is not None:
         return ValueError(record["message"])
     failures = getattr(err, "worker_failures", None)
@@ -992,9 +979,7 @@ def run_training(
     return _finish(result, cfg, split_arrays, num_classes, storage, run_name)
 
 
-def _finish(
-    result, cfg: TrainConfig, split_arrays, num_classes: int, storage: Path, run_name: str
-) -> TrainingResult:
+def _finish(result, cfg: TrainConfig, split_arrays, num_classes: int, storage: Path, run_name: str) -> TrainingResult:
     """Driver side after ``fit()``: load the last checkpoint, predict val (and test), write Parquet."""
     from rmd_ray.core.metrics import evaluate_predictions
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,6 +78,35 @@ class ProxyResult:
             "n_samples": self.n_samples,
         }
 
+    @classmethod
+    def from_dict(cls, value: Any) -> ProxyResult:
+        """Inverse of :meth:`to_dict` (e.g. a ``proxy.json`` written by ``rmd-ray evaluate``).
+
+        Raises
+        ------
+        ValueError
+            A key is missing, the per-group lists differ in length or are empty.
+        """
+        keys = ("error_rate", "group_size", "score_mean", "spearman", "error_overall", "n_samples")
+        if not isinstance(value, Mapping) or any(k not in value for k in keys):
+            got = sorted(value) if isinstance(value, Mapping) else type(value).__name__
+            raise ValueError(f"a proxy result needs the keys {list(keys)} (ProxyResult.to_dict); got {got}")
+        groups = [np.asarray(value[k], dtype=float) for k in keys[:3]]
+        if any(g.ndim != 1 for g in groups) or len({g.shape[0] for g in groups}) != 1 or groups[0].shape[0] == 0:
+            raise ValueError(
+                "a proxy result's error_rate, group_size and score_mean must be non-empty lists of one "
+                f"length, got lengths {[g.size for g in groups]}"
+            )
+        spearman = value["spearman"]
+        return cls(
+            error_rate=groups[0],
+            group_size=groups[1].astype(np.int64),
+            score_mean=groups[2],
+            spearman=float("nan") if spearman is None else float(spearman),
+            error_overall=float(value["error_overall"]),
+            n_samples=int(value["n_samples"]),
+        )
+
 
 def _ids(values: Any, name: str) -> np.ndarray:
     arr = np.asarray(values, dtype=object)
@@ -98,9 +128,7 @@ def _join(score_ids: np.ndarray, pred_ids: np.ndarray) -> tuple[np.ndarray, np.n
     n_no_pred = score_ids.shape[0] - common.shape[0]
     n_no_score = pred_ids.shape[0] - common.shape[0]
     if n_no_pred or n_no_score:
-        example = (np.setdiff1d(score_ids, common)[:1] if n_no_pred else np.setdiff1d(pred_ids, common)[:1])[
-            0
-        ]
+        example = (np.setdiff1d(score_ids, common)[:1] if n_no_pred else np.setdiff1d(pred_ids, common)[:1])[0]
         raise ValueError(
             f"scores and predictions cover different samples: {n_no_pred} scored id(s) have no "
             f"prediction and {n_no_score} predicted id(s) have no score (e.g. {str(example)!r}); "
@@ -172,24 +200,19 @@ def difficulty_proxy_test(
     z = np.asarray(logits)
     y = np.asarray(labels)
     if z.dtype.kind not in "fiu" or z.ndim != 2 or z.shape[1] < 2:
-        raise ValueError(
-            f"logits must be a real (N, K) array with K >= 2, got dtype {z.dtype} shape {z.shape}"
-        )
+        raise ValueError(f"logits must be a real (N, K) array with K >= 2, got dtype {z.dtype} shape {z.shape}")
     if y.dtype.kind not in "iu" or y.ndim != 1:
         raise ValueError(f"labels must be a 1-D integer array, got dtype {y.dtype} shape {y.shape}")
     if not (z.shape[0] == y.shape[0] == pid.shape[0]):
         raise ValueError(
-            f"{pid.shape[0]} pred_ids, {y.shape[0]} labels and {z.shape[0]} logit rows; "
-            "pass one per prediction"
+            f"{pid.shape[0]} pred_ids, {y.shape[0]} labels and {z.shape[0]} logit rows; pass one per prediction"
         )
     z = z.astype(np.float64)
     if not np.isfinite(z).all():
         row = int(np.flatnonzero(~np.isfinite(z).all(axis=1))[0])
         raise ValueError(f"logits for id {str(pid[row])!r} hold NaN or inf; drop or repair that prediction")
     if y.min() < 0 or y.max() >= z.shape[1]:
-        raise ValueError(
-            f"labels must lie in 0..{z.shape[1] - 1} (one column per class), got {y.min()}..{y.max()}"
-        )
+        raise ValueError(f"labels must lie in 0..{z.shape[1] - 1} (one column per class), got {y.min()}..{y.max()}")
     _, si, pi = _join(sid, pid)
     s, z, y = s[si], z[pi], y[pi].astype(np.int64)
     if score_labels is not None:

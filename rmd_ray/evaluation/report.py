@@ -87,9 +87,7 @@ class _Section:
     body: str
 
     def html(self) -> str:
-        return (
-            f'<section id="{self.key}">\n<h2>{html.escape(SECTIONS[self.key])}</h2>\n{self.body}\n</section>'
-        )
+        return f'<section id="{self.key}">\n<h2>{html.escape(SECTIONS[self.key])}</h2>\n{self.body}\n</section>'
 
 
 def _figure(width: float, height: float, *, constrained: bool = True) -> Figure:
@@ -170,9 +168,7 @@ def _check_inputs(runs, compare, scores_path, temperatures, title) -> tuple[str,
         names = pq.read_schema(scores_path).names
         missing = [c for c in ("id", "label", "rmd") if c not in names]
         if missing:
-            raise ValueError(
-                f"scores file {str(scores_path)!r} lacks column(s) {missing}; pass a scores.parquet"
-            )
+            raise ValueError(f"scores file {str(scores_path)!r} lacks column(s) {missing}; pass a scores.parquet")
     temps = list(temperatures) if isinstance(temperatures, Sequence) else []
     if not temps or not all(isinstance(t, (int, float)) and not isinstance(t, bool) and t > 0 for t in temps):
         raise ValueError(f"temperatures must be a non-empty list of positive numbers, got {temperatures!r}")
@@ -205,8 +201,7 @@ def _metrics_section(results: dict[str, dict]) -> str:
     rows = []
     for i, run in enumerate(table["run"]):
         cells = "".join(
-            f'<td class="{"best" if m in best and table[m][i] == best[m] else ""}">'
-            f"{_fmt(m, table[m][i])}</td>"
+            f'<td class="{"best" if m in best and table[m][i] == best[m] else ""}">{_fmt(m, table[m][i])}</td>'
             for m in metrics
         )
         rows.append(f'<tr><td class="l">{html.escape(run)}</td><td>{table["n_samples"][i]}</td>{cells}</tr>')
@@ -236,9 +231,7 @@ def _metrics_section(results: dict[str, dict]) -> str:
         '<th>duplicates dropped</th><th class="l">file</th></tr>' + "".join(prov) + "</table>"
     )
     if len({r["ids_fingerprint"] for r in results.values()}) > 1:
-        out.append(
-            _note("The runs were evaluated on different sets of samples: their numbers are not comparable.")
-        )
+        out.append(_note("The runs were evaluated on different sets of samples: their numbers are not comparable."))
     return "\n".join(out)
 
 
@@ -270,9 +263,7 @@ def _reliability_panel(ax, diagram, ece: float, binning: str, color: str) -> Non
         )
     else:
         ax.plot(diagram.confidence, diagram.accuracy, "o-", color=color, ms=4, label="accuracy per bin")
-        ax.vlines(
-            diagram.confidence, diagram.accuracy, diagram.confidence, color="#d62728", lw=1.2, label="gap"
-        )
+        ax.vlines(diagram.confidence, diagram.accuracy, diagram.confidence, color="#d62728", lw=1.2, label="gap")
     name = "equal-mass" if binning == "mass" else "equal-width"
     ax.set_title(f"{name} bins, ECE = {100 * ece:.2f}%", fontsize=11)
     ax.set_xlim(0, 1)
@@ -290,9 +281,7 @@ def _reliability_section(results: dict[str, dict]) -> str:
         fig = _figure(8.6, 5.0)
         axes = fig.subplots(1, 2)
         for ax, binning in zip(axes, ("mass", "width")):
-            _reliability_panel(
-                ax, res["reliability"][binning], res["metrics"][f"ece_{binning}"], binning, _color(i)
-            )
+            _reliability_panel(ax, res["reliability"][binning], res["metrics"][f"ece_{binning}"], binning, _color(i))
         fig.suptitle(f"{run}  (accuracy {100 * res['metrics']['acc']:.2f}%)", fontsize=12)
         figs.append(f"<figure>{_img(fig, f'reliability diagrams of {run}')}</figure>")
     return f'<div class="grid">{"".join(figs)}</div>' + _caption(
@@ -336,12 +325,8 @@ def _corruption_section(results: dict[str, list[Mapping[str, Any]]]) -> str:
     methods = list(results)
     n_m = len(methods)
     width = 0.8 / n_m
-    severities = sorted(
-        {int(r["severity"]) for rows in results.values() for r in rows if int(r["severity"]) > 0}
-    )
-    n_types = {
-        m: len({r["corruption"] for r in rows if int(r["severity"]) > 0}) for m, rows in results.items()
-    }
+    severities = sorted({int(r["severity"]) for rows in results.values() for r in rows if int(r["severity"]) > 0})
+    n_types = {m: len({r["corruption"] for r in rows if int(r["severity"]) > 0}) for m, rows in results.items()}
     for ax, key in zip(axes, ("ece_mass", "ece_width")):
         handles = []
         for j, m in enumerate(methods):
@@ -374,8 +359,7 @@ def _corruption_section(results: dict[str, list[Mapping[str, Any]]]) -> str:
     axes[0].set_ylabel("ECE (%)")
     types = ", ".join(f"{m}: {n}" for m, n in n_types.items())
     return _img(fig, "ECE against corruption severity") + _caption(
-        f"Each box spans the corruption types at one severity (types per method: {types}); "
-        "diamonds: clean data."
+        f"Each box spans the corruption types at one severity (types per method: {types}); diamonds: clean data."
     )
 
 
@@ -413,16 +397,12 @@ def _scores(scores_path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict
     rmd = table.column("rmd").to_numpy(zero_copy_only=False).astype(np.float64)
     if not np.isfinite(rmd).all():
         bad = int((~np.isfinite(rmd)).sum())
-        raise ValueError(
-            f"scores file {str(scores_path)!r} has {bad} NaN/inf RMD value(s); rescore those samples"
-        )
+        raise ValueError(f"scores file {str(scores_path)!r} has {bad} NaN/inf RMD value(s); rescore those samples")
     ids = np.asarray(table.column("id").to_pylist(), dtype=object)
     return ids, table.column("label").to_numpy().astype(np.int64), rmd, read_metadata(scores_path)
 
 
-def gallery_selection(
-    ids: Any, labels: Any, rmd: Any, *, per_class: int
-) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+def gallery_selection(ids: Any, labels: Any, rmd: Any, *, per_class: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """Positions of the hardest and the easiest samples of every class, by RMD (paper Fig. 1).
 
     Parameters
@@ -454,6 +434,18 @@ def gallery_selection(
     return out
 
 
+def _label_decimals(values: np.ndarray) -> int:
+    """Decimals that keep the shown values apart: one more than the order of their spread, 1 to 6.
+
+    A fixed ``.1f`` prints ``-4.0`` for every image when RMD is nearly constant (e.g. fewer samples
+    than feature dimensions, where every in-sample distance is close to the same value).
+    """
+    spread = float(np.ptp(values)) if values.size else 0.0
+    if not np.isfinite(spread) or spread <= 0:
+        return 1
+    return int(np.clip(1 - math.floor(math.log10(spread)), 1, 6))
+
+
 def _gallery_section(scores, source: str, per_class: int, max_classes: int) -> str:
     ids, labels, rmd, meta = scores
     table = read_source(source)
@@ -466,9 +458,7 @@ def _gallery_section(scores, source: str, per_class: int, max_classes: int) -> s
             "computed from."
         )
     if not found.all():
-        notes.append(
-            _note(f"{int((~found).sum())} scored id(s) are missing from source {source!r} and are skipped.")
-        )
+        notes.append(_note(f"{int((~found).sum())} scored id(s) are missing from source {source!r} and are skipped."))
     names = list(meta.get("classes") or [])
     names += [str(k) for k in range(len(names), int(labels.max()) + 1)]
     chosen = gallery_selection(ids[found], labels[found], rmd[found], per_class=per_class)
@@ -511,12 +501,13 @@ def _gallery_section(scores, source: str, per_class: int, max_classes: int) -> s
     )
     for ax in grid.ravel():
         ax.set_axis_off()
+    decimals = _label_decimals(rmd[np.asarray(wanted, dtype=np.int64)])
     for r, (k, hard, easy) in enumerate(picks):
         cells = [(c, i) for c, i in enumerate(hard)] + [(per_class + 1 + c, i) for c, i in enumerate(easy)]
         for c, i in cells:
             ax = grid[r, c]
             ax.imshow(images[int(i)], interpolation="nearest")
-            ax.set_title(f"{rmd[i]:.1f}", fontsize=8, pad=2)
+            ax.set_title(f"{rmd[i]:.{decimals}f}", fontsize=8, pad=2)
         fig.text(
             (label_w - 0.12) / width,
             grid[r, 0].get_position().y0 + grid[r, 0].get_position().height / 2,
@@ -527,9 +518,7 @@ def _gallery_section(scores, source: str, per_class: int, max_classes: int) -> s
         )
     for first, text in ((0, "hardest (largest RMD)"), (per_class + 1, "easiest (smallest RMD)")):
         left, right = grid[0, first].get_position().x0, grid[0, first + per_class - 1].get_position().x1
-        fig.text(
-            (left + right) / 2, 1 - 0.2 / height, text, ha="center", va="center", fontsize=11, weight="bold"
-        )
+        fig.text((left + right) / 2, 1 - 0.2 / height, text, ha="center", va="center", fontsize=11, weight="bold")
     encoder = meta.get("encoder", "unknown encoder")
     return (
         "\n".join(notes)
@@ -549,9 +538,7 @@ def _weights_section(scores, temperatures: Sequence[float]) -> str:
     fig = _figure(3.0 * len(temperatures) + 0.6, 3.4)
     axes = fig.subplots(1, len(temperatures), squeeze=False)[0]
     for ax, t in zip(axes, temperatures):
-        s = difficulty_weights(
-            rmd, config=WeightConfig(temperature=float(t), c=c, normalization=normalization)
-        )
+        s = difficulty_weights(rmd, config=WeightConfig(temperature=float(t), c=c, normalization=normalization))
         ax.hist(s, bins=40, range=(0.0, 1.0), color="#1f77b4", alpha=0.85)
         ax.set_title(f"T = {t:g}   mean s = {s.mean():.3f}", fontsize=10)
         ax.set_xlabel("weight s")
@@ -632,9 +619,7 @@ def build_report(
     proxy = (
         None
         if proxy_results is None
-        else _check_named(
-            proxy_results, "proxy_results", lambda r: isinstance(r, ProxyResult), "a ProxyResult"
-        )
+        else _check_named(proxy_results, "proxy_results", lambda r: isinstance(r, ProxyResult), "a ProxyResult")
     )
     for name, value in (
         ("gallery_per_class", gallery_per_class),
@@ -645,9 +630,7 @@ def build_report(
 
     sections: list[_Section] = []
     results = {name: evaluate_run(path) for name, path in runs.items()}
-    no_runs = _note(
-        "No runs given: pass runs={name: predictions.parquet} (written by training) to enable this."
-    )
+    no_runs = _note("No runs given: pass runs={name: predictions.parquet} (written by training) to enable this.")
     sections.append(_Section("metrics", _metrics_section(results) if results else no_runs))
     sections.append(_Section("reliability", _reliability_section(results) if results else no_runs))
     sections.append(_Section("rejection", _rejection_section(results, compare) if results else no_runs))
@@ -676,13 +659,9 @@ def build_report(
     )
     scores = None if scores_path is None else _scores(Path(scores_path))
     if scores is None:
-        gallery = _note(
-            "Not shown: pass scores_path=<scores.parquet> and source=<reader spec of the scored images>."
-        )
+        gallery = _note("Not shown: pass scores_path=<scores.parquet> and source=<reader spec of the scored images>.")
     elif source is None:
-        gallery = _note(
-            "Not shown: pass source=<reader spec of the scored images> (e.g. 'fashion-mnist:train')."
-        )
+        gallery = _note("Not shown: pass source=<reader spec of the scored images> (e.g. 'fashion-mnist:train').")
     else:
         gallery = _gallery_section(scores, source, gallery_per_class, max_gallery_classes)
     sections.append(_Section("gallery", gallery))
@@ -692,8 +671,7 @@ def build_report(
             _weights_section(scores, temperatures)
             if scores
             else _note(
-                "Not shown: pass scores_path=<scores.parquet> (from `rmd-ray score`) to plot the "
-                "weights it implies."
+                "Not shown: pass scores_path=<scores.parquet> (from `rmd-ray score`) to plot the weights it implies."
             ),
         )
     )

@@ -46,6 +46,7 @@ __all__ = [
     "model_signature",
     "save_checkpoint",
     "load_checkpoint",
+    "model_from_checkpoint",
 ]
 
 _CKPT_FORMAT = "rmd-ray-checkpoint"
@@ -157,9 +158,7 @@ def _cosine(optimizer, config: OptimConfig, total_steps: int, steps_per_epoch: i
 
 @SCHEDULES.register("multistep")
 def _multistep(optimizer, config: OptimConfig, total_steps: int, steps_per_epoch: int) -> LRScheduler:
-    return MultiStepLR(
-        optimizer, milestones=[m * steps_per_epoch for m in config.milestones], gamma=config.gamma
-    )
+    return MultiStepLR(optimizer, milestones=[m * steps_per_epoch for m in config.milestones], gamma=config.gamma)
 
 
 def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.SGD:
@@ -178,20 +177,14 @@ def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.SGD:
     )
 
 
-def build_scheduler(
-    optimizer: torch.optim.Optimizer, config: OptimConfig, *, steps_per_epoch: int
-) -> LRScheduler:
+def build_scheduler(optimizer: torch.optim.Optimizer, config: OptimConfig, *, steps_per_epoch: int) -> LRScheduler:
     """Learning-rate scheduler stepped once per optimiser step (not per epoch).
 
     ``cosine``: lr_t = lr/2 (1 + cos(pi t / T)), T = epochs * steps_per_epoch. ``multistep``: lr
     times gamma at steps m * steps_per_epoch for each milestone m. ``train_one_epoch`` calls
     ``scheduler.step()`` after every batch, so ``scheduler.last_epoch`` is the global step count.
     """
-    if (
-        isinstance(steps_per_epoch, bool)
-        or not isinstance(steps_per_epoch, numbers.Integral)
-        or steps_per_epoch < 1
-    ):
+    if isinstance(steps_per_epoch, bool) or not isinstance(steps_per_epoch, numbers.Integral) or steps_per_epoch < 1:
         raise ValueError(f"steps_per_epoch must be an int >= 1, got {steps_per_epoch!r}")
     if not isinstance(config, OptimConfig):
         raise TypeError(f"config must be an OptimConfig, got {type(config).__name__}")
@@ -262,8 +255,7 @@ def _as_tensor(x: object, device: torch.device) -> Tensor:
 def _unpack(batch: object, device: torch.device, *, need_label: bool = True):
     if not isinstance(batch, Mapping):
         raise TypeError(
-            f"each batch must be a mapping with keys image, label, id (weight optional), "
-            f"got {type(batch).__name__}"
+            f"each batch must be a mapping with keys image, label, id (weight optional), got {type(batch).__name__}"
         )
     required = ("image", "label", "id") if need_label else ("image", "id")
     missing = [k for k in required if k not in batch]
@@ -271,9 +263,7 @@ def _unpack(batch: object, device: torch.device, *, need_label: bool = True):
         raise ValueError(f"batch is missing key(s) {missing}; it has {sorted(batch)}")
     images = _as_tensor(batch["image"], device)
     if images.ndim != 4 or not images.is_floating_point():
-        raise ValueError(
-            f"batch['image'] must be floating (B, C, H, W), got {images.dtype} {tuple(images.shape)}"
-        )
+        raise ValueError(f"batch['image'] must be floating (B, C, H, W), got {images.dtype} {tuple(images.shape)}")
     b = images.shape[0]
     ids = _as_tensor(batch["id"], device)
     labels = _as_tensor(batch["label"], device) if "label" in batch else None
@@ -360,9 +350,7 @@ def train_one_epoch(
             loss = loss_fn(logits, labels, weights=weights, ids=ids)
         # one host sync per step; a NaN caught after optimizer.step() would already be in the weights
         if not bool(torch.isfinite(loss)):
-            raise NonFiniteLossError(
-                step=start_step + steps, ids=ids.cpu().tolist(), value=float(loss.detach())
-            )
+            raise NonFiniteLossError(step=start_step + steps, ids=ids.cpu().tolist(), value=float(loss.detach()))
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -598,3 +586,51 @@ def load_checkpoint(
             raise ValueError(f"checkpoint {os.fspath(path)} holds no {name} state; pass {name}=None")
         obj.load_state_dict(payload[name])
     return {"epoch": payload["epoch"], "extra": payload["extra"], "signature": saved}
+
+
+def model_from_checkpoint(
+    path: str | os.PathLike, *, map_location: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict[str, object]]:
+    """Rebuild the model a checkpoint was saved from and load its weights (eval mode).
+
+    The architecture comes from the stored :func:`model_signature` (name, num_classes, width,
+    cifar_stem), so only models made by :func:`rmd_ray.nn.models.build_model` can be rebuilt;
+    :func:`load_checkpoint` then checks the parameter layout. ``path`` may be the ``model.pt`` file or
+    a Ray checkpoint folder holding it.
+
+    Returns
+    -------
+    model : torch.nn.Module
+    info : dict
+        ``epoch``, ``extra`` and ``signature`` as stored (``extra`` of a Ray Train checkpoint holds the
+        normalisation ``mean`` / ``std`` and ``image_size``).
+
+    Raises
+    ------
+    ValueError
+        Not a checkpoint, or one saved from a model :func:`build_model` cannot rebuild.
+    """
+    from rmd_ray.nn.models import MODELS, build_model
+
+    file = Path(path)
+    if file.is_dir():
+        file = file / "model.pt"
+    if not file.is_file():
+        raise ValueError(f"{os.fspath(path)!r} is not a checkpoint file or a folder with model.pt")
+    payload = torch.load(file, map_location=map_location, weights_only=True)
+    signature = payload.get("signature") if isinstance(payload, dict) else None
+    if not isinstance(signature, dict) or payload.get("format") != _CKPT_FORMAT:
+        raise ValueError(f"{os.fspath(file)} is not an rmd-ray checkpoint (write it with save_checkpoint)")
+    if signature.get("model") not in MODELS.names() or signature.get("num_classes") is None:
+        raise ValueError(
+            f"checkpoint {os.fspath(file)} was saved from {_describe(signature)}, which build_model cannot "
+            f"rebuild (known: {MODELS.names()}); build the model yourself and call load_checkpoint"
+        )
+    model = build_model(
+        str(signature["model"]),
+        num_classes=int(signature["num_classes"]),
+        cifar_stem=bool(signature["cifar_stem"]),
+        width=float(signature["width"]),
+    )
+    info = load_checkpoint(file, model=model, map_location=map_location)
+    return model.eval(), info

@@ -19,6 +19,7 @@ from rmd_ray.distributed.scoring import (
     ExtractConfig,
     dataset_fingerprint,
     feature_column,
+    feature_matrix,
     fit_and_score,
     run_scoring,
 )
@@ -169,6 +170,43 @@ def test_views_cache_and_rescoring(ray_local, tmp_path):
         )
     with pytest.raises(ValueError, match="not found; run without --features-cache"):
         run_scoring(table, output_dir=tmp_path / "bad", encoder=TINY, features_cache=tmp_path / "nope.parquet")
+
+
+def test_a_fitted_scorer_scores_a_validation_set_without_refitting(ray_local, tmp_path):
+    rng = np.random.default_rng(5)
+    images = rng.integers(0, 255, (120, 16, 16, 3), dtype=np.uint8)
+    labels = np.arange(120) % 3
+    images[labels == 2, :, :, 1] = 255
+    train = from_arrays(images[:80], labels[:80], classes=list("abc"))
+    val = from_arrays(images[80:], labels[80:], classes=list("abc"))
+    extract = ExtractConfig(batch_size=16, num_actors=1)
+    fitted = run_scoring(train, output_dir=tmp_path / "train", encoder=TINY, extract=extract,
+                         covariance=CovarianceConfig(shrinkage="oas"))
+    scored = run_scoring(val, output_dir=tmp_path / "val", encoder=TINY, extract=extract,
+                         covariance=CovarianceConfig(shrinkage="none"),  # ignored: the scorer's own is used
+                         scorer=fitted.scorer_path)
+    # reference: the training scorer applied in-process to the validation features
+    scorer = DifficultyScorer.load(fitted.scorer_path)
+    features = pq.read_table(scored.features_path).sort_by("id")
+    md_ref, rmd_ref = scorer.score(feature_matrix(features), features.column("label").to_numpy())
+    out = pq.read_table(scored.scores_path).sort_by("id")
+    assert out.column("id").to_pylist() == features.column("id").to_pylist()
+    np.testing.assert_allclose(out.column("md").to_numpy(), md_ref, rtol=1e-9)
+    np.testing.assert_allclose(out.column("rmd").to_numpy(), rmd_ref, rtol=1e-9, atol=1e-9 * np.abs(md_ref).max())
+    meta = read_metadata(scored.scores_path)
+    assert meta["shrinkage"] == "oas" and meta["scorer_fitted_on"] == dataset_fingerprint(train)
+    assert meta["dataset_fingerprint"] == dataset_fingerprint(val)
+    # the copy saved beside the validation scores still records the training data it was fitted on
+    assert DifficultyScorer.load(scored.scorer_path).provenance_["dataset_fingerprint"] == dataset_fingerprint(train)
+
+    with pytest.raises(ValueError, match=r"fitted on other features \(resolution: scorer 32 vs now 24\)"):
+        run_scoring(val, output_dir=tmp_path / "bad", encoder=EncoderSpec("tiny_cnn", image_size=24),
+                    extract=extract, scorer=fitted.scorer_path)
+    renamed = from_arrays(images[80:], labels[80:], classes=list("xyz"))
+    with pytest.raises(ValueError, match=r"classes: scorer \['a', 'b', 'c'\] vs now \['x', 'y', 'z'\]"):
+        run_scoring(renamed, output_dir=tmp_path / "bad", encoder=TINY, extract=extract, scorer=fitted.scorer_path)
+    with pytest.raises(ValueError, match="scorer file .* not found; pass the scorer.npz"):
+        run_scoring(val, output_dir=tmp_path / "bad", encoder=TINY, scorer=tmp_path / "nope.npz")
 
 
 def test_fingerprint_depends_on_content_not_order():

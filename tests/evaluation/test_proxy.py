@@ -71,6 +71,41 @@ def test_sides_are_joined_by_id_not_by_position():
     assert not np.array_equal(by_position.error_rate, reference.error_rate)
 
 
+def test_dict_round_trip_through_json():
+    import json
+
+    wrong = np.zeros(60, bool)
+    wrong[:15] = True
+    ids, rmd, labels, logits = _planted(wrong)
+    res = difficulty_proxy_test(ids, rmd, ids, labels, logits, n_groups=3)
+    back = ProxyResult.from_dict(json.loads(json.dumps(res.to_dict())))
+    for field in ("error_rate", "group_size", "score_mean"):
+        np.testing.assert_array_equal(getattr(back, field), getattr(res, field))
+    assert back.group_size.dtype == np.int64
+    assert (back.spearman, back.error_overall, back.n_samples) == (res.spearman, res.error_overall, res.n_samples)
+    nan_rho = ProxyResult.from_dict({**res.to_dict(), "spearman": None})
+    assert math.isnan(nan_rho.spearman)
+
+
+def test_from_dict_errors():
+    good = {
+        "error_rate": [0.5],
+        "group_size": [2],
+        "score_mean": [1.0],
+        "spearman": 0.1,
+        "error_overall": 0.5,
+        "n_samples": 2,
+    }
+    with pytest.raises(ValueError, match=r"needs the keys .*'n_samples'.*got \['error_rate'\]"):
+        ProxyResult.from_dict({"error_rate": [0.5]})
+    with pytest.raises(ValueError, match="needs the keys.*got list"):
+        ProxyResult.from_dict([0.5])
+    with pytest.raises(ValueError, match=r"non-empty lists of one length, got lengths \[2, 1, 1\]"):
+        ProxyResult.from_dict({**good, "error_rate": [0.5, 0.1]})
+    with pytest.raises(ValueError, match=r"got lengths \[0, 0, 0\]"):
+        ProxyResult.from_dict({**good, "error_rate": [], "group_size": [], "score_mean": []})
+
+
 def test_unequal_groups_follow_array_split():
     wrong = np.array([1, 1, 0, 0, 1, 0, 0, 0, 0, 1], bool)
     ids, rmd, labels, logits = _planted(wrong, seed=3)

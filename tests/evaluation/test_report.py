@@ -19,7 +19,7 @@ from PIL import Image
 from rmd_ray.data.io import write_parquet_atomic
 from rmd_ray.evaluation.evaluate import DuplicatePredictionsWarning, evaluate_run
 from rmd_ray.evaluation.proxy import difficulty_proxy_test
-from rmd_ray.evaluation.report import SECTIONS, build_report, gallery_selection
+from rmd_ray.evaluation.report import SECTIONS, _label_decimals, build_report, gallery_selection
 
 pytestmark = pytest.mark.filterwarnings("ignore::rmd_ray.evaluation.evaluate.DuplicatePredictionsWarning")
 CLASSES = ["cat", "dog", "fox"]
@@ -228,6 +228,21 @@ def test_gallery_selection_picks_extremes_per_class():
     assert easy.tolist() == [4, 2]  # rmd 0 then -3: the last is the easiest
     assert [p.tolist() for p in picks[1]] == [[5], [6]]  # 2 samples -> one per side
     assert [p.tolist() for p in picks[2]] == [[7], [7]]  # a class of one shows it on both sides
+
+
+@pytest.mark.parametrize(
+    ("values", "decimals", "shown"),
+    [
+        ([-12.3, 8.4, 0.5], 1, ["-12.3", "8.4", "0.5"]),  # spread 20.7: the default one decimal
+        ([-4.0012, -4.0042, -4.0030], 4, ["-4.0012", "-4.0042", "-4.0030"]),  # spread 0.003
+        ([2.0, 2.0], 1, ["2.0", "2.0"]),  # constant: nothing to separate
+        ([1.0, 1.0 + 1e-12], 6, ["1.000000", "1.000000"]),  # capped at 6
+        ([], 1, []),
+    ],
+)
+def test_gallery_labels_get_enough_decimals_to_tell_images_apart(values, decimals, shown):
+    assert _label_decimals(np.asarray(values)) == decimals
+    assert [f"{v:.{decimals}f}" for v in values] == shown
 
 
 def test_duplicates_in_runs_are_reported_in_the_table(tmp_path):

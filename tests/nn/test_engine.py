@@ -22,6 +22,7 @@ from rmd_ray.nn.engine import (
     build_optimizer,
     build_scheduler,
     load_checkpoint,
+    model_from_checkpoint,
     model_signature,
     predict,
     random_crop_flip,
@@ -77,9 +78,7 @@ def test_three_epochs_learn_a_separable_problem():
     sched = build_scheduler(opt, config, steps_per_epoch=8)
     loss_fn = build_loss("proposed", alpha=0.3)
     history = [
-        train_one_epoch(
-            model, _batches(images, labels, weights, epoch=e), loss_fn, opt, scheduler=sched, device="cpu"
-        )
+        train_one_epoch(model, _batches(images, labels, weights, epoch=e), loss_fn, opt, scheduler=sched, device="cpu")
         for e in range(3)
     ]
     assert [h["n"] for h in history] == [128] * 3
@@ -158,9 +157,7 @@ def test_nan_loss_raises_with_step_and_ids_before_stepping():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     opt = build_optimizer(model, OptimConfig(lr=0.1, epochs=1))
     batches = list(_batches(images, labels, weights, epoch=0))
-    with pytest.raises(
-        NonFiniteLossError, match=r"non-finite training loss \(nan\) at step 40; sample ids"
-    ) as err:
+    with pytest.raises(NonFiniteLossError, match=r"non-finite training loss \(nan\) at step 40; sample ids") as err:
         train_one_epoch(model, batches, build_loss("ce"), opt, device="cpu", start_step=40)
     assert isinstance(err.value, ValueError)
     assert err.value.step == 40
@@ -205,9 +202,7 @@ def test_infinite_loss_raises():
     model = Inf()
     opt = build_optimizer(model, OptimConfig(lr=0.1, epochs=1))
     with pytest.raises(NonFiniteLossError, match="at step 0"):
-        train_one_epoch(
-            model, _batches(images, labels, weights, epoch=0), build_loss("ce"), opt, device="cpu"
-        )
+        train_one_epoch(model, _batches(images, labels, weights, epoch=0), build_loss("ce"), opt, device="cpu")
 
 
 # ------------------------------------------------------------------ batch validation
@@ -346,9 +341,7 @@ def test_round_trip_restores_params_and_optimizer_state(tmp_path):
 
 
 def test_wrong_model_checkpoint_names_both_models(tmp_path):
-    path = save_checkpoint(
-        tmp_path / "r18.pt", model=_model(name="resnet18"), optimizer=None, scheduler=None, epoch=0
-    )
+    path = save_checkpoint(tmp_path / "r18.pt", model=_model(name="resnet18"), optimizer=None, scheduler=None, epoch=0)
     with pytest.raises(
         ValueError,
         match=r"saved from model resnet18 \(num_classes=4, width=0.125, cifar_stem=True"
@@ -364,10 +357,36 @@ def test_wrong_model_checkpoint_names_both_models(tmp_path):
         load_checkpoint(path, model=_model(), expected_signature=sig)
 
 
+@pytest.mark.parametrize("name", ["resnet18", "densenet121"])
+def test_model_from_checkpoint_rebuilds_architecture_and_weights(tmp_path, name):
+    torch.manual_seed(3)
+    model = build_model(name, num_classes=3, cifar_stem=True, width=0.0625).eval()
+    folder = tmp_path / "ray_checkpoint"
+    save_checkpoint(folder / "model.pt", model=model, optimizer=None, scheduler=None, epoch=7, extra={"mean": [0.5]})
+    x = torch.randn(5, 3, 16, 16)
+    for path in (folder, folder / "model.pt"):  # a Ray checkpoint folder or the file
+        rebuilt, info = model_from_checkpoint(path)
+        assert not rebuilt.training
+        assert model_signature(rebuilt) == model_signature(model)
+        assert info["epoch"] == 7 and info["extra"] == {"mean": [0.5]}
+        with torch.no_grad():
+            torch.testing.assert_close(rebuilt(x), model(x), rtol=0, atol=0)
+
+
+def test_model_from_checkpoint_errors(tmp_path):
+    with pytest.raises(ValueError, match="is not a checkpoint file or a folder with model.pt"):
+        model_from_checkpoint(tmp_path / "missing")
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(2)}, foreign)
+    with pytest.raises(ValueError, match="is not an rmd-ray checkpoint"):
+        model_from_checkpoint(foreign)
+    custom = save_checkpoint(tmp_path / "custom.pt", model=nn.Linear(2, 2), optimizer=None, scheduler=None, epoch=0)
+    with pytest.raises(ValueError, match="saved from Linear.*which build_model cannot rebuild.*call load_checkpoint"):
+        model_from_checkpoint(custom)
+
+
 def test_same_name_different_layout(tmp_path):
-    path = save_checkpoint(
-        tmp_path / "lin.pt", model=nn.Linear(4, 2), optimizer=None, scheduler=None, epoch=0
-    )
+    path = save_checkpoint(tmp_path / "lin.pt", model=nn.Linear(4, 2), optimizer=None, scheduler=None, epoch=0)
     with pytest.raises(
         ValueError,
         match=r"saved from model Linear .* \(same name and settings, but the parameter "

@@ -1,0 +1,104 @@
+"""Evaluate a Ray Train checkpoint under corruption shift, straight from a reader table.
+
+The checkpoint carries what evaluation needs besides the weights: the architecture (its model
+signature), the per-channel ``mean`` / ``std`` the model was trained with and the ``image_size`` its
+inputs were resized to. Images are decoded and resized exactly as in training
+(:func:`rmd_ray.distributed.training.prepare_arrays`), corrupted at that resolution (as CIFAR-10-C is
+at 32 px), then normalised. This runs in the calling process (the job's driver), like
+``run_training``'s final prediction: corruption is CPU work per image and the model is small next to it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from rmd_ray.data.corruptions import CORRUPTIONS, SEVERITIES
+from rmd_ray.distributed.training import _normalise, prepare_arrays
+from rmd_ray.evaluation.corruption import corruption_eval
+from rmd_ray.nn.engine import model_from_checkpoint
+
+__all__ = ["checkpoint_corruption_eval", "corruption_preset"]
+
+#: Largest image side that uses the CIFAR-10-C severity table under ``preset="auto"``.
+CIFAR_PRESET_MAX_SIDE = 64
+
+
+def corruption_preset(height: int, width: int, preset: str = "auto") -> str:
+    """``"auto"``: the CIFAR-10-C table for images up to 64 px a side, ImageNet-C's above."""
+    if preset != "auto":
+        return preset
+    return "cifar" if max(height, width) <= CIFAR_PRESET_MAX_SIDE else "imagenet"
+
+
+def checkpoint_corruption_eval(
+    checkpoint: str | os.PathLike[str],
+    table: pa.Table,
+    *,
+    corruptions: Sequence[str] | None = None,
+    severities: Sequence[int] = SEVERITIES,
+    preset: str = "auto",
+    batch_size: int = 256,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> list[dict[str, Any]]:
+    """:func:`rmd_ray.evaluation.corruption.corruption_eval` of a checkpoint on a reader table.
+
+    Parameters
+    ----------
+    checkpoint : path
+        ``model.pt`` or a Ray checkpoint folder from ``run_training`` (``TrainResult.last_checkpoint``).
+    table : pyarrow.Table
+        A reader table (``id``, ``label``, an image column); every row must decode.
+    corruptions : sequence of str, optional
+        Default: every name in :data:`rmd_ray.data.corruptions.CORRUPTIONS`.
+    severities, batch_size, seed, device
+        As in :func:`corruption_eval`.
+    preset : {"auto", "cifar", "imagenet"}
+        Severity table; ``"auto"`` picks it from the model's input size (:func:`corruption_preset`).
+
+    Returns
+    -------
+    list of dict
+        ``{"corruption", "severity", "acc", "ece_mass", "ece_width"}``: the clean row first.
+
+    Raises
+    ------
+    ValueError
+        The checkpoint cannot be rebuilt or lacks the normalisation statistics; an image does not
+        decode; bad corruption names or severities (from :func:`corruption_eval`).
+    """
+    model, info = model_from_checkpoint(checkpoint, map_location="cpu")
+    extra = info["extra"] if isinstance(info["extra"], dict) else {}
+    if "mean" not in extra or "std" not in extra:
+        raise ValueError(
+            f"checkpoint {os.fspath(checkpoint)} holds no normalisation mean/std in its extra; evaluate "
+            "checkpoints written by rmd_ray.distributed.training.run_training, or call corruption_eval "
+            "with your own preprocess"
+        )
+    images, labels, _ = prepare_arrays(table, image_size=extra.get("image_size"))
+    images = np.ascontiguousarray(images.transpose(0, 2, 3, 1))  # (N, H, W, 3): the corruptions' layout
+    # the same arithmetic as training's input pipeline, so clean accuracy matches its predictions
+    mean = torch.tensor(extra["mean"], dtype=torch.float32).mul_(255).view(1, -1, 1, 1)
+    std = torch.tensor(extra["std"], dtype=torch.float32).mul_(255).view(1, -1, 1, 1)
+
+    def preprocess(batch: np.ndarray) -> torch.Tensor:
+        return _normalise(torch.from_numpy(batch).permute(0, 3, 1, 2), mean, std)
+
+    return corruption_eval(
+        model.to(device),
+        images,
+        labels,
+        corruptions=list(corruptions) if corruptions is not None else CORRUPTIONS.names(),
+        severities=severities,
+        preprocess=preprocess,
+        batch_size=batch_size,
+        seed=seed,
+        preset=corruption_preset(images.shape[1], images.shape[2], preset),
+        device=device,
+    )
