@@ -4,8 +4,8 @@ ECE of trained checkpoints under 12 corruptions x 5 severities; written to metri
 corruption.json for `rmd-ray report`.
 
     ray job submit --working-dir . -- python jobs/evaluate.py \
-        --predictions proposed=/shared/train/predictions_test.parquet \
-        --predictions ce=/shared/ce/predictions_test.parquet \
+        --predictions proposed=/shared/train/proposed/predictions_test.parquet \
+        --predictions ce=/shared/ce/ce/predictions_test.parquet \
         --proxy-scores /shared/test_scores/scores.parquet \
         --checkpoint proposed=/shared/train/<run>/<checkpoint> --checkpoint ce=/shared/ce/<run>/<checkpoint> \
         --corruption-source parquet:/shared/cifar10/test.parquet

@@ -6,7 +6,7 @@ Data flow (the string ``id`` of every row is kept; Ray Data does not preserve or
     scores.parquet --join_weights (by id, never by position)--> s in [0, 1]   (losses that need it)
     arrays --list of Arrow blocks, materialised BEFORE fit--> Ray datasets "train" (split) / "val" (not)
     TorchTrainer: train_loop_per_worker = thin glue around rmd_ray.nn (build, resume, epochs, report)
-    driver: last checkpoint --engine.load_checkpoint(weights_only)--> predictions_<split>.parquet
+    driver: last checkpoint --engine.load_checkpoint(weights_only)--> <run_name>/predictions_<split>.parquet
 
 Inside Ray the row's ``id`` column is its int64 position in the arrays (what ``engine`` and the ``crl``
 loss expect); the driver maps positions back to the string ids in every output and error message.
@@ -798,8 +798,8 @@ def run_training(
         weights (``proposed``), joined by id; ignored by the others.
     config : TrainConfig
     output_dir : path
-        Ray storage path: checkpoints go to ``<output_dir>/<run_name>/``, predictions to
-        ``<output_dir>/predictions_<split>.parquet``. On a multi-node cluster it must be shared
+        Ray storage path: checkpoints and predictions (``predictions_<split>.parquet``) go to
+        ``<output_dir>/<run_name>/``. On a multi-node cluster it must be shared
         storage. Running again with the same ``output_dir`` and ``run_name`` continues that run
         from its latest checkpoint (Ray Train restores the run).
     run_name : str
@@ -1021,7 +1021,9 @@ def _finish(result, cfg: TrainConfig, split_arrays, num_classes: int, storage: P
         logits, labels = _predict_arrays(
             model, images, labels, extra["mean"], extra["std"], batch_size=cfg.batch_size, device=device
         )
-        path = storage / f"predictions_{split}.parquet"
+        # beside the run's checkpoints: two runs sharing an output_dir (the main job's proposed and CE)
+        # must not overwrite each other's predictions
+        path = storage / run_name / f"predictions_{split}.parquet"
         predictions[split] = write_parquet_atomic(
             _predictions_table(ids, labels, logits), path, metadata={**meta, "split": split}
         )

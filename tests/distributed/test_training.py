@@ -127,7 +127,7 @@ def test_training_learns_and_predicts_every_test_id_once(ce_run):
     assert 0 <= result.final_val["ece_mass"] <= 1 and 0 <= result.final_val["ece_width"] <= 1
     assert result.final_val == {k[4:]: v for k, v in result.epochs[-1].items() if k.startswith("val_")}
 
-    assert result.predictions_path == out / "predictions_test.parquet" == result.predictions["test"]
+    assert result.predictions_path == out / "ce" / "predictions_test.parquet" == result.predictions["test"]
     pred = pq.read_table(result.predictions_path)
     assert pred.schema.field("logits").type == pa.list_(pa.float32())
     test_ids = TEST.column("id").to_pylist()
@@ -193,7 +193,7 @@ def test_killed_worker_resumes_and_proposed_with_zero_weights_equals_ce(ce_run, 
 
     assert [e["train_loss"] for e in result.epochs] == [e["train_loss"] for e in ce.epochs]
     assert result.final_val["nll"] == ce.final_val["nll"]
-    assert result.predictions_path == tmp_path / "predictions_val.parquet"  # no test table given
+    assert result.predictions_path == tmp_path / "proposed" / "predictions_val.parquet"  # no test table given
 
 
 @pytest.mark.slow  # a Ray Train fit: ~20-40 s of start-up alone on 2 shared cores
