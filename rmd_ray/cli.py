@@ -215,43 +215,37 @@ def _int_list(text: str, *, what: str) -> list[int]:
         raise ValueError(f"{what} must be comma-separated integers, got {text!r}") from None
 
 
-def _shift_and_proxy(
-    checkpoints: dict[str, str],
-    runs: dict[str, str],
-    args: argparse.Namespace,
-) -> tuple[dict[str, list[dict]], dict]:
-    """Corruption rows per checkpoint and proxy-test results per run (each empty when not asked for)."""
+def _corruption_results(checkpoints: dict[str, str], table, args: argparse.Namespace) -> dict[str, list[dict]]:
+    """Corruption rows (clean first) of each checkpoint on ``table``, as --corruptions / --severities / --preset say."""
+    from rmd_ray.distributed.evaluation import checkpoint_corruption_eval
+
+    names = [c for c in args.corruptions.split(",") if c] if args.corruptions else None
+    severities = _int_list(args.severities, what="--severities")
+    return {
+        name: checkpoint_corruption_eval(
+            checkpoint, table, corruptions=names, severities=severities, preset=args.preset
+        )
+        for name, checkpoint in checkpoints.items()
+    }
+
+
+def _proxy_results(scores_path, runs: dict[str, str], *, n_groups: int) -> dict:
     from rmd_ray.evaluation.proxy import proxy_test_from_files
 
-    shift: dict[str, list[dict]] = {}
-    if checkpoints:
-        from rmd_ray.data.readers import read_source
-        from rmd_ray.distributed.evaluation import checkpoint_corruption_eval
+    return {name: proxy_test_from_files(scores_path, path, n_groups=n_groups) for name, path in runs.items()}
 
-        table = read_source(args.corruption_source, limit=args.corruption_limit)
-        names = [c for c in args.corruptions.split(",") if c] if args.corruptions else None
-        severities = _int_list(args.severities, what="--severities")
-        for name, checkpoint in checkpoints.items():
-            tic = time.perf_counter()
-            shift[name] = checkpoint_corruption_eval(
-                checkpoint, table, corruptions=names, severities=severities, preset=args.preset
-            )
-            corrupted = [r for r in shift[name] if r["severity"] > 0]
-            print(
-                f"corruption {name}: {len(corrupted)} (type, severity) sets of {table.num_rows} images, mean ECE "
-                f"mass {100 * sum(r['ece_mass'] for r in corrupted) / len(corrupted):.2f}% "
-                f"(clean {100 * shift[name][0]['ece_mass']:.2f}%), {time.perf_counter() - tic:.0f} s"
-            )
-    proxy = {}
-    if args.proxy_scores:
-        for name, path in runs.items():
-            proxy[name] = proxy_test_from_files(args.proxy_scores, path, n_groups=args.proxy_groups)
-            print(
-                f"proxy test {name}: error rate hardest -> easiest "
-                + " ".join(f"{100 * e:.1f}%" for e in proxy[name].error_rate)
-                + f" (Spearman {proxy[name].spearman:.3f})"
-            )
-    return shift, proxy
+
+def _print_shift_and_proxy(shift: dict[str, list[dict]], proxy: dict) -> None:
+    for name, found in proxy.items():
+        print(
+            f"proxy test {name}: error rate hardest -> easiest " + " ".join(f"{100 * e:.1f}%" for e in found.error_rate)
+        )
+    for name, rows in shift.items():
+        corrupted = [r for r in rows if r["severity"] > 0]
+        print(
+            f"corruption {name}: mean ACC {100 * sum(r['acc'] for r in corrupted) / len(corrupted):.2f}%, "
+            f"mean ECE mass {100 * sum(r['ece_mass'] for r in corrupted) / len(corrupted):.2f}%"
+        )
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -267,7 +261,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise ValueError("corruption and proxy results are written to files: pass --output DIR")
     results = {name: evaluate_run(path)["metrics"] for name, path in runs.items()}
     _print_table(results)
-    shift, proxy = _shift_and_proxy(checkpoints, runs, args)
+    shift = {}
+    if checkpoints:
+        from rmd_ray.data.readers import read_source
+
+        shift = _corruption_results(checkpoints, read_source(args.corruption_source, limit=args.corruption_limit), args)
+    proxy = _proxy_results(args.proxy_scores, runs, n_groups=args.proxy_groups) if args.proxy_scores else {}
+    _print_shift_and_proxy(shift, proxy)
     if args.output:
         output = Path(args.output)
         print(f"metrics: {_write_json(output / 'metrics.json', results)}")
@@ -337,7 +337,6 @@ def _shift_for_run(args: argparse.Namespace, result, runs: dict, checkpoints: di
     """Validation-set scores under the training Gaussians -> proxy test; corruption shift of each model."""
     from rmd_ray.data.readers import read_source
     from rmd_ray.distributed.scoring import EncoderSpec, ExtractConfig, run_scoring
-    from rmd_ray.evaluation.proxy import proxy_test_from_files
 
     val_scores = run_scoring(
         read_source(args.val_source, limit=args.val_limit),
@@ -346,25 +345,12 @@ def _shift_for_run(args: argparse.Namespace, result, runs: dict, checkpoints: di
         extract=ExtractConfig(batch_size=args.batch_size, num_actors=args.num_actors),
         scorer=result.scorer_path,
     )
-    proxy = {
-        name: proxy_test_from_files(val_scores.scores_path, path, n_groups=args.proxy_groups)
-        for name, path in runs.items()
-    }
+    proxy = _proxy_results(val_scores.scores_path, runs, n_groups=args.proxy_groups)
+    _write_json(output / "evaluate" / "proxy.json", {k: v.to_dict() for k, v in proxy.items()})
     shift = {}
     if args.corruption_limit:
-        from rmd_ray.distributed.evaluation import checkpoint_corruption_eval
-
-        clean = read_source(args.val_source, limit=args.corruption_limit)
-        names = [c for c in args.corruptions.split(",") if c] if args.corruptions else None
-        severities = _int_list(args.severities, what="--severities")
-        shift = {
-            name: checkpoint_corruption_eval(
-                checkpoint, clean, corruptions=names, severities=severities, preset=args.preset
-            )
-            for name, checkpoint in checkpoints.items()
-        }
+        shift = _corruption_results(checkpoints, read_source(args.val_source, limit=args.corruption_limit), args)
         _write_json(output / "evaluate" / "corruption.json", shift)
-    _write_json(output / "evaluate" / "proxy.json", {k: v.to_dict() for k, v in proxy.items()})
     return proxy, shift
 
 
@@ -402,16 +388,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"first {args.corruption_limit or 0}; {time.perf_counter() - tic:.0f} s"
     )
     _print_table(metrics)
-    for name, found in proxy.items():
-        print(
-            f"proxy test {name}: error rate hardest -> easiest " + " ".join(f"{100 * e:.1f}%" for e in found.error_rate)
-        )
-    for name, rows in shift.items():
-        corrupted = [r for r in rows if r["severity"] > 0]
-        print(
-            f"corruption {name}: mean ACC {100 * sum(r['acc'] for r in corrupted) / len(corrupted):.2f}%, "
-            f"mean ECE mass {100 * sum(r['ece_mass'] for r in corrupted) / len(corrupted):.2f}%"
-        )
+    _print_shift_and_proxy(shift, proxy)
     report = build_report(
         runs=runs,
         scores_path=result.scores_path,

@@ -110,14 +110,20 @@ def test_evaluate_writes_corruption_and_proxy_results_that_report_draws(tmp_path
                  "--severities", "2,4", "--proxy-scores", str(scores), "--proxy-groups", "3",
                  "--output", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "corruption m: 4 (type, severity) sets of 18 images" in printed
-    assert "proxy test m: error rate hardest -> easiest" in printed
     shift = json.loads((out / "corruption.json").read_text())
+    corrupted = [r for r in shift["m"] if r["severity"] > 0]
+    assert len(corrupted) == 4
+    mean_acc = 100 * np.mean([r["acc"] for r in corrupted])
+    mean_ece = 100 * np.mean([r["ece_mass"] for r in corrupted])
+    assert f"corruption m: mean ACC {mean_acc:.2f}%, mean ECE mass {mean_ece:.2f}%" in printed
     expected = checkpoint_corruption_eval(ckpt, read_source(f"folder:{root}"), corruptions=["contrast", "pixelate"],
                                           severities=[2, 4])
     assert shift == {"m": expected}
     proxy = json.loads((out / "proxy.json").read_text())
-    assert proxy == {"m": json.loads(json.dumps(proxy_test_from_files(scores, pred, n_groups=3).to_dict()))}
+    expected_proxy = proxy_test_from_files(scores, pred, n_groups=3)
+    assert proxy == {"m": json.loads(json.dumps(expected_proxy.to_dict()))}
+    rates = " ".join(f"{100 * e:.1f}%" for e in expected_proxy.error_rate)
+    assert f"proxy test m: error rate hardest -> easiest {rates}" in printed
 
     assert main(["report", "--predictions", f"m={pred}", "--corruption", str(out / "corruption.json"),
                  "--proxy", str(out / "proxy.json"), "--output", str(tmp_path / "report")]) == 0

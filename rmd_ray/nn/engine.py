@@ -552,6 +552,19 @@ def load_checkpoint(
     dict
         ``epoch`` (finished epochs), ``extra`` and ``signature`` as stored.
     """
+    return _restore(
+        _read_payload(path, map_location),
+        path,
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        expected_signature=expected_signature,
+        loss_fn=loss_fn,
+        grad_scaler=grad_scaler,
+    )
+
+
+def _read_payload(path: str | os.PathLike, map_location: str | torch.device) -> dict:
     payload = torch.load(path, map_location=map_location, weights_only=True)
     if not isinstance(payload, dict) or payload.get("format") != _CKPT_FORMAT:
         raise ValueError(f"{os.fspath(path)} is not an rmd-ray checkpoint (write it with save_checkpoint)")
@@ -560,6 +573,10 @@ def load_checkpoint(
             f"{os.fspath(path)} has checkpoint version {payload.get('version')!r}; "
             f"this code reads version {_CKPT_VERSION}"
         )
+    return payload
+
+
+def _restore(payload: dict, path, *, model, optimizer, scheduler, expected_signature, loss_fn, grad_scaler) -> dict:
     m = _unwrap(model)
     saved = payload["signature"]
     expected = dict(expected_signature) if expected_signature is not None else model_signature(m)
@@ -617,9 +634,9 @@ def model_from_checkpoint(
         file = file / "model.pt"
     if not file.is_file():
         raise ValueError(f"{os.fspath(path)!r} is not a checkpoint file or a folder with model.pt")
-    payload = torch.load(file, map_location=map_location, weights_only=True)
-    signature = payload.get("signature") if isinstance(payload, dict) else None
-    if not isinstance(signature, dict) or payload.get("format") != _CKPT_FORMAT:
+    payload = _read_payload(file, map_location)  # read once: weights can be hundreds of MB
+    signature = payload.get("signature")
+    if not isinstance(signature, dict):
         raise ValueError(f"{os.fspath(file)} is not an rmd-ray checkpoint (write it with save_checkpoint)")
     if signature.get("model") not in MODELS.names() or signature.get("num_classes") is None:
         raise ValueError(
@@ -632,5 +649,14 @@ def model_from_checkpoint(
         cifar_stem=bool(signature["cifar_stem"]),
         width=float(signature["width"]),
     )
-    info = load_checkpoint(file, model=model, map_location=map_location)
+    info = _restore(
+        payload,
+        file,
+        model=model,
+        optimizer=None,
+        scheduler=None,
+        expected_signature=None,
+        loss_fn=None,
+        grad_scaler=None,
+    )
     return model.eval(), info
