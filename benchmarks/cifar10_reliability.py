@@ -26,7 +26,6 @@ Run: python benchmarks/cifar10_reliability.py [--seeds 3] [--epochs 20]
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -141,13 +140,6 @@ def train_and_predict(images, labels, weights, test_images, test_labels, *, loss
     return model, logits
 
 
-def write_json(path: Path, value) -> None:
-    from rmd_ray.core.atomic import atomic_path
-
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(value, default=float))
-
-
 def corruption_summary(rows_by_method: dict[str, list[dict]]) -> str:
     """Markdown table: ACC and equal-mass ECE per severity, mean (min-max) over corruption types."""
     severities = sorted({r["severity"] for rows in rows_by_method.values() for r in rows})
@@ -190,6 +182,7 @@ def main() -> None:
     import torch
 
     from rmd_ray.core import difficulty_weights
+    from rmd_ray.core.atomic import write_json_atomic
     from rmd_ray.core.metrics import evaluate_predictions, softmax
     from rmd_ray.data.corruptions import CORRUPTIONS
     from rmd_ray.data.io import write_parquet_atomic
@@ -267,7 +260,7 @@ def main() -> None:
                 proxy = difficulty_proxy_test(
                     test_ids.to_pylist(), rmd_test, test_ids.to_pylist(), test_labels, logits, n_groups=5
                 )
-                write_json(output / "proxy_ce_seed0.json", proxy.to_dict())
+                write_json_atomic(output / "proxy_ce_seed0.json", proxy.to_dict())
     write_parquet_atomic(
         pa.table({"id": train_table.column("id"), "label": labels, **train_scores, "weight": weights}),
         output / "train_scores.parquet",
@@ -289,7 +282,7 @@ def main() -> None:
         )
         for name in shifted
     }
-    write_json(output / "corruption_seed0.json", shift)
+    write_json_atomic(output / "corruption_seed0.json", shift)
     shift_seconds = time.perf_counter() - tic
     print(f"corruption eval in {shift_seconds:.0f} s", flush=True)
     report = build_report(
@@ -340,7 +333,7 @@ def main() -> None:
     )
     print(text)
     print("written to", write_result(args.results_name, text))
-    write_json(output / "results.json", results)
+    write_json_atomic(output / "results.json", results)
 
 
 if __name__ == "__main__":

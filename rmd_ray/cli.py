@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from rmd_ray.core import CovarianceConfig, WeightConfig
+from rmd_ray.core.atomic import write_json_atomic
 from rmd_ray.core.covariance import SHRINKAGE
 from rmd_ray.core.weights import NORMALIZATIONS
 
@@ -87,14 +88,6 @@ def _score(args: argparse.Namespace, output: Path):
         features_cache=args.features_cache,
         scorer=getattr(args, "scorer", None),
     )
-
-
-def _write_json(path: Path, value) -> Path:
-    from rmd_ray.core.atomic import atomic_path
-
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(value, indent=2, default=float))
-    return path
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -270,11 +263,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _print_shift_and_proxy(shift, proxy)
     if args.output:
         output = Path(args.output)
-        print(f"metrics: {_write_json(output / 'metrics.json', results)}")
+        print(f"metrics: {write_json_atomic(output / 'metrics.json', results)}")
         if shift:
-            print(f"corruption: {_write_json(output / 'corruption.json', shift)}")
+            print(f"corruption: {write_json_atomic(output / 'corruption.json', shift)}")
         if proxy:
-            print(f"proxy: {_write_json(output / 'proxy.json', {k: v.to_dict() for k, v in proxy.items()})}")
+            print(f"proxy: {write_json_atomic(output / 'proxy.json', {k: v.to_dict() for k, v in proxy.items()})}")
     return 0
 
 
@@ -346,11 +339,11 @@ def _shift_for_run(args: argparse.Namespace, result, runs: dict, checkpoints: di
         scorer=result.scorer_path,
     )
     proxy = _proxy_results(val_scores.scores_path, runs, n_groups=args.proxy_groups)
-    _write_json(output / "evaluate" / "proxy.json", {k: v.to_dict() for k, v in proxy.items()})
+    write_json_atomic(output / "evaluate" / "proxy.json", {k: v.to_dict() for k, v in proxy.items()})
     shift = {}
     if args.corruption_limit:
         shift = _corruption_results(checkpoints, read_source(args.val_source, limit=args.corruption_limit), args)
-        _write_json(output / "evaluate" / "corruption.json", shift)
+        write_json_atomic(output / "evaluate" / "corruption.json", shift)
     return proxy, shift
 
 
@@ -410,7 +403,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         "label_issues": str(issues.grid_path),
         "report": str(report),
     }
-    _write_json(output / "summary.json", summary)
+    write_json_atomic(output / "summary.json", summary)
     print(f"report: {report}\nlabel issues: {issues.grid_path}\nall results in {output}/ ({summary['seconds']:.0f} s)")
     return 0
 

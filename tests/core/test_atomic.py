@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from rmd_ray.core.atomic import atomic_path
+from rmd_ray.core.atomic import atomic_path, write_json_atomic
 
 
 def test_success_replaces_and_sets_umask_mode(tmp_path):
@@ -30,3 +30,16 @@ def test_failure_keeps_previous_file_and_leaves_no_temp(tmp_path):
         raise RuntimeError("boom")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_write_json_atomic_round_trips_numpy_scalars_and_keeps_the_old_file_on_bad_values(tmp_path):
+    import json
+
+    import numpy as np
+
+    path = write_json_atomic(tmp_path / "sub" / "r.json", {"acc": np.float64(0.5), "rows": [1, 2]})
+    assert json.loads(path.read_text()) == {"acc": 0.5, "rows": [1, 2]}
+    with pytest.raises(TypeError):
+        write_json_atomic(path, {"bad": object()})
+    assert json.loads(path.read_text()) == {"acc": 0.5, "rows": [1, 2]}
+    assert sorted(p.name for p in path.parent.iterdir()) == ["r.json"]
