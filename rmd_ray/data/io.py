@@ -1,39 +1,47 @@
-"""Atomic Parquet output with JSON provenance metadata."""
+"""Atomic Parquet output with JSON provenance metadata, for local paths and object-store URIs.
+
+Thin wrappers over :mod:`rmd_ray.data.storage` that keep this module's historical return type:
+a :class:`~pathlib.Path` for local output, the URI string for object-store output.
+"""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from rmd_ray.core.atomic import atomic_path
+from rmd_ray.data import storage
+from rmd_ray.data.storage import METADATA_KEY
 
-METADATA_KEY = b"rmd_ray"
+__all__ = ["METADATA_KEY", "read_metadata", "write_parquet_atomic"]
 
 
 def write_parquet_atomic(
     table: pa.Table, path: str | os.PathLike[str], *, metadata: dict[str, Any] | None = None
-) -> Path:
-    """Write ``table`` to ``path`` via a temporary file in the same folder and ``os.replace``.
+) -> Path | str:
+    """Write ``table`` to ``path`` (a local path or an ``s3://``/``gs://`` URI) so it is never half-visible.
 
-    A reader never sees a half-written file, and a crash leaves the previous file intact.
-    ``metadata`` is stored as JSON under the schema key ``rmd_ray`` (see :func:`read_metadata`).
+    Locally: a temporary file in the same folder and ``os.replace``; a crash leaves the previous file
+    intact. On an object store: serialised in memory, then one upload, visible only once complete
+    (see :func:`rmd_ray.data.storage.write_parquet_atomic`). ``metadata`` is stored as JSON under the
+    schema key ``rmd_ray`` (see :func:`read_metadata`).
+
+    Returns
+    -------
+    pathlib.Path or str
+        ``Path(path)`` for a local path (a ``file://`` URI gives its absolute path), the URI itself for
+        an object store.
     """
-    path = Path(path)
-    if metadata is not None:
-        existing = dict(table.schema.metadata or {})
-        existing[METADATA_KEY] = json.dumps(metadata, default=str).encode()
-        table = table.replace_schema_metadata(existing)
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
-    return path
+    written = storage.write_parquet_atomic(table, path, metadata=metadata)
+    if storage.is_remote(path):
+        return written
+    if isinstance(path, str) and path.lower().startswith("file:"):
+        return Path(storage.resolve(path)[1])
+    return Path(path)
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The provenance dict written by :func:`write_parquet_atomic` (empty if none)."""
-    raw = (pq.read_schema(path).metadata or {}).get(METADATA_KEY)
-    return json.loads(raw) if raw else {}
+    """The provenance dict written by :func:`write_parquet_atomic` (empty if none), for any location."""
+    return storage.read_parquet_metadata(path)

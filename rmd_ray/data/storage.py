@@ -1,0 +1,490 @@
+"""Local paths and object-store URIs behind one small API, with writes that are never half-visible.
+
+Every input and output of rmd-ray may be a local path (relative or absolute), a ``file://`` URI, or an
+object-store URI understood by :meth:`pyarrow.fs.FileSystem.from_uri`:
+
+* ``s3://bucket/key?endpoint_override=http://host:port&region=us-east-1`` -- the query string carries
+  the S3 options pyarrow accepts in a URI (``endpoint_override``, ``scheme``, ``region``,
+  ``allow_bucket_creation``, ``allow_bucket_deletion``, ``allow_delayed_open``, ``tls_ca_file_path``...);
+  credentials come from the environment (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``) or the
+  usual AWS configuration chain, never from rmd-ray.
+* ``gs://bucket/key`` (or ``gcs://``) for Google Cloud Storage.
+
+Because ``?`` starts an object-store URI's query, it is a glob wildcard only in local patterns; use
+``[...]`` for a one-character wildcard in an object-store pattern.
+
+Atomicity: a local write goes to a temporary file beside the target and is renamed over it
+(:func:`rmd_ray.core.atomic.atomic_path`). An object store has no rename, but an object becomes visible
+whole, and only once its upload completes; the payload is therefore serialised in memory first and
+sent in one upload, so a failure while producing it sends nothing and the previous object stays.
+
+This module sits in the torch layer but imports only pyarrow, the standard library and
+:mod:`rmd_ray.core`, so Ray workers, the CLI and the evaluation code can all share it cheaply.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import posixpath
+import re
+import threading
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlencode
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from rmd_ray.core.atomic import atomic_path
+
+__all__ = [
+    "METADATA_KEY",
+    "delete",
+    "exists",
+    "glob",
+    "is_dir",
+    "is_file",
+    "is_remote",
+    "join",
+    "list_files",
+    "makedirs",
+    "open_input",
+    "read_bytes",
+    "read_json",
+    "read_parquet",
+    "read_parquet_metadata",
+    "resolve",
+    "write_bytes_atomic",
+    "write_json_atomic",
+    "write_parquet_atomic",
+]
+
+METADATA_KEY = b"rmd_ray"
+
+_ACCEPTED = (
+    "a local path, file:///absolute/path, s3://bucket/key[?endpoint_override=http://host:port&region=...], "
+    "or gs://bucket/key"
+)
+_REMOTE_SCHEMES = frozenset({"s3", "gs", "gcs"})
+# A scheme needs two or more characters, so a Windows drive ("C:/data") stays a local path.
+_URI_RE = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]+):(?P<rest>.*)$", re.DOTALL)
+_GLOB_MAGIC = re.compile(r"[*?\[]")
+
+_cache_lock = threading.Lock()
+_fs_cache: dict[tuple, pafs.FileSystem] = {}
+_local_fs = pafs.LocalFileSystem()
+
+
+@dataclass(frozen=True)
+class _Location:
+    """A parsed ``uri``: ``scheme`` is ``""`` for a plain local path.
+
+    ``prefix`` + ``path`` + ``suffix`` rebuilds the URI (``suffix`` is ``"?query"`` or ``""``), which
+    lets results keep the caller's form, and ``path`` is the path inside the filesystem.
+    """
+
+    scheme: str
+    prefix: str
+    path: str
+    suffix: str
+    query: str = ""
+    userinfo: str = ""
+
+    @property
+    def remote(self) -> bool:
+        return self.scheme in _REMOTE_SCHEMES
+
+    def with_path(self, path: str) -> str:
+        return f"{self.prefix}{path}{self.suffix}"
+
+
+def _bad(uri: object, why: str) -> ValueError:
+    return ValueError(f"Unsupported storage location {_redact(str(uri))!r}: {why}. Accepted forms: {_ACCEPTED}.")
+
+
+def _redact(uri: str) -> str:
+    # s3://KEY:SECRET@bucket/... is valid for pyarrow: never echo the credentials in an error.
+    return re.sub(r"^([A-Za-z][A-Za-z0-9+.\-]+://)[^/@?]*@", r"\1***@", uri)
+
+
+def _parse(uri: str | os.PathLike[str]) -> _Location:
+    if isinstance(uri, os.PathLike):
+        uri = os.fspath(uri)
+    if not isinstance(uri, str):
+        raise TypeError(f"expected a str or os.PathLike location, got {type(uri).__name__}")
+    if not uri:
+        raise _bad(uri, "empty location")
+    match = _URI_RE.match(uri)
+    if match is None:
+        return _Location("", "", uri, "")
+    scheme, rest = match["scheme"].lower(), match["rest"]
+    if scheme == "file":
+        if rest.startswith("//"):
+            authority, slash, path = rest[2:].partition("/")
+            if authority not in ("", "localhost"):
+                raise _bad(uri, f"a file URI names no host (got {authority!r})")
+            if not slash:
+                raise _bad(uri, "a file URI needs an absolute path")
+            return _Location("file", uri[: len(uri) - len(path) - 1], "/" + path, "")
+        if rest.startswith("/"):
+            return _Location("file", uri[: len(uri) - len(rest)], rest, "")
+        raise _bad(uri, "a file URI needs an absolute path")
+    if scheme not in _REMOTE_SCHEMES:
+        if rest.startswith("//"):
+            raise _bad(uri, f"unknown scheme {scheme!r}")
+        return _Location("", "", uri, "")  # "name:with:colons" is an ordinary relative path
+    if not rest.startswith("//"):
+        raise _bad(uri, f"expected {scheme}://bucket/key")
+    body, qmark, query = rest[2:].partition("?")
+    if "#" in body or "#" in query:
+        raise _bad(uri, "fragments ('#') are not supported")
+    userinfo, at, hostpath = body.rpartition("@") if "@" in body.split("/", 1)[0] else ("", "", body)
+    bucket = hostpath.split("/", 1)[0]
+    if not bucket:
+        raise _bad(uri, "missing bucket name")
+    prefix = f"{uri[: len(match['scheme']) + 3]}{userinfo}{at}"
+    return _Location(scheme, prefix, hostpath, qmark + query, query, userinfo)
+
+
+def _fs_path(loc: _Location) -> str:
+    if loc.scheme == "":
+        return os.path.abspath(loc.path)
+    if loc.scheme == "file":
+        return os.path.normpath(unquote(loc.path))
+    # pyarrow decodes percent-escapes in the URI path; strip "/" so "bkt/x/" and "bkt/x" name one thing.
+    return unquote(loc.path).rstrip("/")
+
+
+def _remote_fs(uri: str, loc: _Location) -> pafs.FileSystem:
+    params = parse_qsl(loc.query, keep_blank_values=True)
+    names = {name for name, _ in params}
+    if loc.scheme == "s3" and "allow_delayed_open" not in names:
+        # With delayed open an object smaller than one upload part goes out as a single PutObject
+        # at close (one round trip, nothing before the data is complete). Without it pyarrow always
+        # opens a multipart upload, which also trips S3 emulators with a non-standard
+        # CompleteMultipartUpload reply (moto 5.2.0-5.2.1).
+        params.append(("allow_delayed_open", "true"))
+    key: tuple = (loc.scheme, loc.userinfo, tuple(sorted(params)))
+    if loc.scheme == "s3" and not names & {"region", "endpoint_override"}:
+        # Without either, pyarrow looks the region up from the bucket: the filesystem is per bucket.
+        key += (loc.path.split("/", 1)[0],)
+    with _cache_lock:
+        cached = _fs_cache.get(key)
+    if cached is not None:
+        return cached
+    query = urlencode(params, safe=":/")  # pyarrow percent-decodes option values, as parse_qsl did
+    bucket = loc.path.split("/", 1)[0]
+    try:
+        fs, _ = pafs.FileSystem.from_uri(f"{loc.prefix}{bucket}?{query}" if query else f"{loc.prefix}{bucket}")
+    except (pa.ArrowInvalid, ValueError) as exc:
+        raise _bad(uri, str(exc)) from exc
+    with _cache_lock:
+        return _fs_cache.setdefault(key, fs)
+
+
+def resolve(uri: str | os.PathLike[str]) -> tuple[pafs.FileSystem, str]:
+    """The pyarrow filesystem and in-filesystem path that ``uri`` names.
+
+    Parameters
+    ----------
+    uri : str or os.PathLike
+        A local path (relative paths are made absolute), ``file:///abs/path``, ``s3://bucket/key?options``
+        or ``gs://bucket/key``. The query string of an object-store URI carries the options that
+        :meth:`pyarrow.fs.FileSystem.from_uri` accepts, e.g. ``endpoint_override=http://127.0.0.1:9000``.
+
+    Returns
+    -------
+    tuple of (pyarrow.fs.FileSystem, str)
+        The filesystem -- cached per scheme and options, so repeated calls are cheap and share one S3
+        client -- and the path inside it (``bucket/key`` for an object store, without a trailing ``/``).
+
+    Raises
+    ------
+    ValueError
+        For a malformed URI, an unknown scheme or an option pyarrow rejects; the message names the URI
+        (credentials masked) and the accepted forms.
+    """
+    loc = _parse(uri)
+    if not loc.remote:
+        return _local_fs, _fs_path(loc)
+    return _remote_fs(os.fspath(uri), loc), _fs_path(loc)
+
+
+def is_remote(uri: str | os.PathLike[str]) -> bool:
+    """Whether ``uri`` names an object store (``s3://``, ``gs://``) rather than the local filesystem."""
+    return _parse(uri).remote
+
+
+def join(uri: str | os.PathLike[str], *parts: str) -> str:
+    """Append path ``parts`` to ``uri``, keeping an object-store URI's ``?query`` at the end.
+
+    ``join("s3://b/x?endpoint_override=E", "scores", "a.parquet")`` is
+    ``"s3://b/x/scores/a.parquet?endpoint_override=E"``. Local paths follow :func:`os.path.join`.
+    """
+    loc = _parse(uri)
+    if loc.scheme == "":
+        return os.path.join(loc.path, *parts)
+    # Leading "/" in a part would make posixpath.join drop the bucket: URI parts are always relative.
+    cleaned = [p.strip("/") for p in parts if p.strip("/")]
+    path = loc.path.rstrip("/") if loc.path.strip("/") else loc.path
+    return loc.with_path(posixpath.join(path, *cleaned) if cleaned else loc.path)
+
+
+def _info(uri: str | os.PathLike[str]) -> pafs.FileInfo:
+    fs, path = resolve(uri)
+    return fs.get_file_info(path)
+
+
+def exists(uri: str | os.PathLike[str]) -> bool:
+    """Whether ``uri`` is an existing file or directory (on S3: an object or a non-empty prefix)."""
+    return _info(uri).type != pafs.FileType.NotFound
+
+
+def is_dir(uri: str | os.PathLike[str]) -> bool:
+    """Whether ``uri`` is a directory; on an object store, a bucket or a prefix with objects under it."""
+    return _info(uri).type == pafs.FileType.Directory
+
+
+def is_file(uri: str | os.PathLike[str]) -> bool:
+    """Whether ``uri`` is a regular file (an object, on an object store)."""
+    return _info(uri).type == pafs.FileType.File
+
+
+def makedirs(uri: str | os.PathLike[str]) -> None:
+    """Create the local directory ``uri`` and its parents; a no-op on object stores.
+
+    Object stores have no directories, only key prefixes that exist while objects are under them;
+    writing a marker object would make an empty "directory" that other tools see as a file.
+    """
+    fs, path = resolve(uri)
+    if isinstance(fs, pafs.LocalFileSystem):
+        fs.create_dir(path, recursive=True)
+
+
+def _listing(fs: pafs.FileSystem, path: str, *, recursive: bool) -> list[pafs.FileInfo]:
+    try:
+        return fs.get_file_info(pafs.FileSelector(path, recursive=recursive, allow_not_found=True))
+    except (FileNotFoundError, NotADirectoryError):
+        return []  # a file, or a local path that is not a directory: nothing "under" it
+
+
+def _relative(base: str, path: str) -> str:
+    return path[len(base.rstrip("/")) + 1 :] if base.rstrip("/") else path.lstrip("/")
+
+
+def list_files(uri: str | os.PathLike[str], *, suffix: str | None = None, recursive: bool = False) -> list[str]:
+    """Files directly under ``uri`` (all files below it if ``recursive``), as sorted locations.
+
+    Parameters
+    ----------
+    uri : str or os.PathLike
+        A directory (a prefix, on an object store). A missing directory gives ``[]``.
+    suffix : str, optional
+        Keep only names ending with it, e.g. ``".parquet"``.
+    recursive : bool, default False
+        Descend into subdirectories.
+
+    Returns
+    -------
+    list of str
+        Locations in the same form as ``uri`` (same scheme, same ``?query``), sorted by path. Names that
+        start with ``.`` -- at any level -- are skipped: they are temporary files of atomic writes
+        or hidden files.
+    """
+    fs, base = resolve(uri)
+    rels = []
+    for info in _listing(fs, base, recursive=recursive):
+        if info.type != pafs.FileType.File:
+            continue
+        rel = _relative(base, info.path)
+        if any(part.startswith(".") for part in rel.split("/")):
+            continue
+        if suffix is not None and not rel.endswith(suffix):
+            continue
+        rels.append(rel)
+    return [join(uri, *rel.split("/")) for rel in sorted(rels)]
+
+
+def glob(pattern: str | os.PathLike[str]) -> list[str]:
+    """Files matching a shell pattern, sorted by path; ``[]`` when nothing matches.
+
+    The pattern is matched per path component with :func:`fnmatch.fnmatchcase` (``*`` does not cross
+    ``/``), below the last directory without wildcards: ``"/x/train-*.parquet"`` or
+    ``"s3://b/data/*/part-[0-9].parquet?endpoint_override=..."``. As in the shell, a component starting
+    with ``.`` matches only a pattern component that starts with ``.``. A pattern without wildcards
+    gives ``[pattern]`` if it is a file.
+    """
+    loc = _parse(pattern)
+    if loc.scheme == "":
+        components = loc.path.replace(os.sep, "/").split("/")
+    else:
+        components = loc.path.split("/")
+    first = next((i for i, part in enumerate(components) if _GLOB_MAGIC.search(part)), None)
+    if first is None:
+        return [os.fspath(pattern)] if is_file(pattern) else []
+    if loc.remote and first == 0:
+        raise _bad(pattern, "wildcards in the bucket name are not supported")
+    fixed, wild = components[:first], components[first:]
+    if loc.scheme == "":
+        base = "/".join(fixed) or ("/" if loc.path.startswith(("/", os.sep)) and first else "")
+    else:
+        base = "/".join(fixed)
+    base_uri = loc.with_path(base) if loc.scheme else (base or ".")
+    fs, fs_base = resolve(base_uri)
+    rels = []
+    for info in _listing(fs, fs_base, recursive=len(wild) > 1):
+        if info.type != pafs.FileType.File:
+            continue
+        parts = _relative(fs_base, info.path).split("/")
+        if len(parts) != len(wild):
+            continue
+        if all(
+            fnmatch.fnmatchcase(part, pat) and (not part.startswith(".") or pat.startswith("."))
+            for part, pat in zip(parts, wild)
+        ):
+            rels.append(parts)
+    rels.sort()
+    if loc.scheme == "" and not base:
+        return ["/".join(parts) if os.sep == "/" else os.path.join(*parts) for parts in rels]
+    return [join(base_uri, *parts) for parts in rels]
+
+
+def open_input(uri: str | os.PathLike[str]) -> pa.NativeFile:
+    """A seekable pyarrow file open for reading, e.g. for :class:`pyarrow.parquet.ParquetFile`.
+
+    The caller closes it (use it as a context manager).
+    """
+    fs, path = resolve(uri)
+    return fs.open_input_file(path)
+
+
+def read_bytes(uri: str | os.PathLike[str]) -> bytes:
+    """The whole content of the file ``uri``; raises :class:`FileNotFoundError` if it is missing."""
+    fs, path = resolve(uri)
+    with fs.open_input_stream(path) as stream:
+        return stream.read()
+
+
+def write_bytes_atomic(uri: str | os.PathLike[str], data: bytes | bytearray | memoryview | pa.Buffer) -> str:
+    """Write ``data`` to ``uri`` so that readers see the previous content or the new one, never a mix.
+
+    Locally the bytes go to a temporary file in the target's folder (created if needed), renamed over
+    the target with :func:`os.replace`. On an object store there is no rename, and none is needed: an
+    object becomes visible whole, and only when its upload completes (the single PUT, or the final
+    CompleteMultipartUpload of a large object), so the bytes are sent in one upload and a failed upload
+    leaves the previous object in place.
+
+    Returns
+    -------
+    str
+        ``uri`` as given (``os.fspath`` of a path).
+    """
+    fs, path = resolve(uri)
+    if isinstance(fs, pafs.LocalFileSystem):
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(data)
+    else:
+        stream = fs.open_output_stream(path)
+        # Not a "with" block: its __exit__ closes, i.e. completes the upload, even while an exception
+        # propagates. The payload is whole in memory, so close() runs only once all of it is accepted.
+        stream.write(data)
+        stream.close()
+    return os.fspath(uri)
+
+
+def read_json(uri: str | os.PathLike[str]) -> Any:
+    """The JSON value stored in ``uri``."""
+    return json.loads(read_bytes(uri))
+
+
+def write_json_atomic(uri: str | os.PathLike[str], value: Any) -> str:
+    """Write ``value`` as indented JSON through :func:`write_bytes_atomic`; NumPy scalars become floats.
+
+    The value is serialised before anything is opened, so a value JSON cannot represent raises
+    :class:`TypeError` or :class:`ValueError` and leaves no file (and the previous one intact).
+    """
+    text = json.dumps(value, indent=2, default=float)
+    return write_bytes_atomic(uri, text.encode("utf-8"))
+
+
+def _with_metadata(table: pa.Table, metadata: dict[str, Any] | None) -> pa.Table:
+    if metadata is None:
+        return table
+    existing = dict(table.schema.metadata or {})
+    # default=str, as rmd_ray.data.io always did: provenance may hold paths and other non-JSON values.
+    existing[METADATA_KEY] = json.dumps(metadata, default=str).encode()
+    return table.replace_schema_metadata(existing)
+
+
+def write_parquet_atomic(
+    table: pa.Table, uri: str | os.PathLike[str], *, metadata: dict[str, Any] | None = None
+) -> str:
+    """Write ``table`` as zstd Parquet to ``uri``, never half-visible.
+
+    Parameters
+    ----------
+    table : pyarrow.Table
+        The rows to write.
+    uri : str or os.PathLike
+        Target file: a local path or an object-store URI.
+    metadata : dict, optional
+        Provenance stored as JSON under the schema metadata key ``rmd_ray``
+        (read back by :func:`read_parquet_metadata`).
+
+    Returns
+    -------
+    str
+        ``uri`` as given.
+
+    Notes
+    -----
+    Locally the file is written to a temporary sibling and renamed (see
+    :func:`rmd_ray.core.atomic.atomic_path`). For an object store the file is first written to an
+    in-memory buffer and uploaded with :func:`write_bytes_atomic`: if writing fails midway nothing is
+    uploaded, and the object appears only once the upload completes.
+    """
+    table = _with_metadata(table, metadata)
+    fs, path = resolve(uri)
+    if isinstance(fs, pafs.LocalFileSystem):
+        with atomic_path(path) as tmp:
+            pq.write_table(table, tmp, compression="zstd")
+        return os.fspath(uri)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    return write_bytes_atomic(uri, sink.getvalue())
+
+
+def read_parquet(uri: str | os.PathLike[str], *, columns: list[str] | None = None) -> pa.Table:
+    """Read one Parquet file, optionally only ``columns`` (in that order)."""
+    with open_input(uri) as source:
+        return pq.read_table(source, columns=columns)
+
+
+def read_parquet_metadata(uri: str | os.PathLike[str]) -> dict[str, Any]:
+    """The provenance dict written by :func:`write_parquet_atomic` (``{}`` if none); reads only the footer."""
+    with open_input(uri) as source:
+        raw = (pq.read_schema(source).metadata or {}).get(METADATA_KEY)
+    return json.loads(raw) if raw else {}
+
+
+def delete(uri: str | os.PathLike[str]) -> None:
+    """Remove the file ``uri``, or the directory (prefix) ``uri`` with everything below it.
+
+    A missing location is not an error. Deleting a whole bucket URI empties the bucket but keeps it:
+    buckets are created and removed by whoever owns the account, not by rmd-ray.
+    """
+    fs, path = resolve(uri)
+    info = fs.get_file_info(path)
+    try:
+        if info.type == pafs.FileType.File:
+            fs.delete_file(path)
+        elif info.type == pafs.FileType.Directory:
+            if not isinstance(fs, pafs.LocalFileSystem) and "/" not in path:
+                fs.delete_dir_contents(path)
+            else:
+                fs.delete_dir(path)
+    except FileNotFoundError:
+        pass  # removed concurrently: the outcome the caller asked for

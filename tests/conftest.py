@@ -1,0 +1,73 @@
+"""Fixtures shared by the whole suite: a real S3-compatible server for the storage tests.
+
+``s3_server`` runs moto's S3 server in a thread of this process, bound to 127.0.0.1 only, so object-store
+code is tested against real HTTP requests from pyarrow's own S3 client (never a mocked client). It starts
+on first use only: a run that never asks for it never imports moto.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+_AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    # No instance-metadata lookups: they time out slowly off EC2.
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+# Settings from the developer's shell that would send requests elsewhere or with other credentials.
+_AWS_UNSET = ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION")
+
+
+@dataclass(frozen=True)
+class S3Server:
+    """A running S3-compatible server: its ``endpoint`` and a way to get a fresh bucket URI."""
+
+    endpoint: str
+
+    @property
+    def query(self) -> str:
+        """The URI query that points pyarrow at this server (credentials come from the environment)."""
+        return f"endpoint_override={self.endpoint}&region=us-east-1"
+
+    def bucket(self, name: str) -> str:
+        """Create bucket ``name`` (if needed) and return its base URI, ``s3://name?endpoint_override=...``."""
+        import boto3
+
+        client = boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1")
+        try:
+            client.create_bucket(Bucket=name)
+        except client.exceptions.BucketAlreadyOwnedByYou:
+            pass
+        return f"s3://{name}?{self.query}"
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """moto's S3 server on 127.0.0.1 for the session, with dummy AWS credentials in ``os.environ``.
+
+    Usage: ``base = s3_server.bucket("my-bucket")`` then ``storage.join(base, "dir", "file.parquet")``.
+    """
+    server_mod = pytest.importorskip("moto.server", reason="moto[server] is in the dev extra")
+    pytest.importorskip("boto3")
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in _AWS_ENV.items():
+            env.setenv(name, value)
+        for name in _AWS_UNSET:
+            env.delenv(name, raising=False)
+        # werkzeug logs one line per request: noise in a failing test's captured output.
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        # Port 0: the server binds a free port on 127.0.0.1 itself, so no other process can take it
+        # between "find a free port" and "bind".
+        server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        server.start()
+        try:
+            host, port = server.get_host_and_port()
+            yield S3Server(endpoint=f"http://{host}:{port}")
+        finally:
+            server.stop()
