@@ -40,7 +40,8 @@ def _add_score_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--source",
         default=DEFAULT_SOURCE,
-        help="fashion-mnist:train | parquet:/path | folder:/path | cifar-pickle:/path:train",
+        help="fashion-mnist:train | parquet:PATH-DIR-GLOB-OR-URI | folder:ROOT-OR-URI | imagenet-val:ROOT | "
+        "cifar-pickle:/path:train",
     )
     parser.add_argument("--limit", type=int, default=None, help="keep the first N rows of the source")
     parser.add_argument("--encoder", default="efficientnet_lite0", help="encoder registry name")
@@ -69,33 +70,60 @@ def _add_score_args(parser: argparse.ArgumentParser) -> None:
         help="scorer.npz of a training-set run: score this source under its Gaussians (a validation set "
         "for the proxy test) instead of fitting new ones",
     )
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="re-embed everything; by default a run resumes from the features an interrupted run left in --output",
+    )
 
 
-def _score(args: argparse.Namespace, output: Path):
-    from rmd_ray.data.readers import read_source
+def _progress_printer(stage: str):
+    """A progress callback that prints one line every few seconds (a log file, not a redraw)."""
+    state = {"last": 0.0, "start": time.perf_counter()}
+
+    def report(done: int, total: int) -> None:
+        now = time.perf_counter()
+        if now - state["last"] < 5.0 and done < total:
+            return
+        state["last"] = now
+        elapsed = now - state["start"]
+        rate = done / elapsed if elapsed > 0 else 0.0
+        eta = (total - done) / rate if rate > 0 else float("nan")
+        print(f"  [{stage}] {done}/{total} rows, {rate:.0f} rows/s, ETA {eta:.0f} s", flush=True)
+
+    return report
+
+
+def _score(args: argparse.Namespace, output: str, *, source: str | None = None, limit: int | None = None,
+           scorer: str | None = None, fresh: bool | None = None):
     from rmd_ray.distributed.runtime import init_ray
     from rmd_ray.distributed.scoring import EncoderSpec, ExtractConfig, run_scoring
+    from rmd_ray.distributed.sources import check_source_spec
 
-    table = read_source(args.source, limit=args.limit)
+    check_source_spec(source or args.source)  # a typo fails before Ray starts
     init_ray(args.address, num_cpus=args.num_cpus)
     return run_scoring(
-        table,
+        source or args.source,
+        limit=args.limit if limit is None else limit,
         output_dir=output,
         encoder=EncoderSpec(args.encoder, checkpoint=args.checkpoint, image_size=args.image_size),
         extract=ExtractConfig(batch_size=args.batch_size, num_actors=args.num_actors, n_views=args.n_views),
         covariance=CovarianceConfig(shrinkage=args.shrinkage),
         weights=WeightConfig(temperature=args.temperature, c=args.c, normalization=args.normalization),
-        features_cache=args.features_cache,
-        scorer=getattr(args, "scorer", None),
+        features_cache=args.features_cache if source is None else None,
+        scorer=scorer if scorer is not None else getattr(args, "scorer", None),
+        fresh=args.fresh if fresh is None else fresh,
+        progress=_progress_printer("embed"),
     )
 
 
 def cmd_score(args: argparse.Namespace) -> int:
     start = time.perf_counter()
-    result = _score(args, Path(args.output))
+    result = _score(args, args.output)
+    reused = f", {result.shards_reused} shards reused from an earlier run" if result.shards_reused else ""
     print(
         f"scored {result.rows_scored} of {result.rows_in} rows ({result.rows_error} in the errors table) "
-        f"in {time.perf_counter() - start:.1f} s"
+        f"in {time.perf_counter() - start:.1f} s{reused}"
     )
     print(f"scores:   {result.scores_path}")
     print(f"errors:   {result.errors_path}")
@@ -329,14 +357,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
 def _shift_for_run(args: argparse.Namespace, result, runs: dict, checkpoints: dict, output: Path):
     """Validation-set scores under the training Gaussians -> proxy test; corruption shift of each model."""
     from rmd_ray.data.readers import read_source
-    from rmd_ray.distributed.scoring import EncoderSpec, ExtractConfig, run_scoring
 
-    val_scores = run_scoring(
-        read_source(args.val_source, limit=args.val_limit),
-        output_dir=output / "val_scores",
-        encoder=EncoderSpec(args.encoder, checkpoint=args.checkpoint, image_size=args.image_size),
-        extract=ExtractConfig(batch_size=args.batch_size, num_actors=args.num_actors),
-        scorer=result.scorer_path,
+    val_scores = _score(
+        args, str(output / "val_scores"), source=args.val_source, limit=args.val_limit, scorer=result.scorer_path
     )
     proxy = _proxy_results(val_scores.scores_path, runs, n_groups=args.proxy_groups)
     write_json_atomic(output / "evaluate" / "proxy.json", {k: v.to_dict() for k, v in proxy.items()})
@@ -351,7 +374,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """The main job on the embedded default: score -> train (proposed and CE) -> evaluate -> report."""
     output = Path(args.output)
     start = time.perf_counter()
-    result = _score(args, output / "scores")
+    result = _score(args, str(output / "scores"))
     print(
         f"[1/5 score] {result.rows_scored} of {result.rows_in} rows scored, {result.rows_error} errors, "
         f"{time.perf_counter() - start:.0f} s -> {result.scores_path}"

@@ -43,5 +43,8 @@ def write_parquet_atomic(
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The provenance dict written by :func:`write_parquet_atomic` (empty if none), for any location."""
-    return storage.read_parquet_metadata(path)
+    """The provenance dict written by :func:`write_parquet_atomic` (empty if none), for any location;
+    for a parts directory (:mod:`rmd_ray.data.parts`), its manifest's."""
+    from rmd_ray.data.parts import read_table_metadata  # parts imports storage only: no cycle at run time
+
+    return read_table_metadata(path)

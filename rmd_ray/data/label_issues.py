@@ -1,32 +1,31 @@
 """Beyond the paper: rank training samples by RMD to find likely label errors.
 
 A mislabelled sample sits far from its given class and near another one, so its RMD is large
-(DESIGN.md section 1.3). We list the top-``k`` by RMD with the given label and the class whose mean
+(docs/design.md 1.3). We list the top-``k`` by RMD with the given label and the class whose mean
 is nearest under the shared covariance, and draw their images in a grid for a person to check.
 """
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from rmd_ray.core.atomic import atomic_path
+from rmd_ray.data import storage
 from rmd_ray.data.decode import DecodeError, decode_image
-from rmd_ray.data.io import read_metadata, write_parquet_atomic
-from rmd_ray.data.readers import read_source
+from rmd_ray.data.parts import iter_parts, read_table_metadata
+from rmd_ray.data.readers import fetch_rows_by_id
 
 
 @dataclass(frozen=True)
 class LabelIssueReport:
-    table_path: Path
-    grid_path: Path
+    table_path: str
+    grid_path: str
     n_written: int
 
 
@@ -74,40 +73,64 @@ def find_label_issues(
     limit: int | None = None,
     grid_columns: int = 8,
 ) -> LabelIssueReport:
-    """Write ``label_issues.parquet`` + ``.csv`` and ``label_issues.png`` (a grid of the suspects)."""
-    scores_path = Path(scores_path)
-    if not scores_path.is_file():
-        raise ValueError(f"scores file {str(scores_path)!r} not found; run `rmd-ray score` first")
-    meta = read_metadata(scores_path)
-    suspects = rank_suspects(pq.read_table(scores_path), top=top, classes=list(meta.get("classes", [])))
-    output_dir = Path(output_dir)
-    table_path = write_parquet_atomic(suspects, output_dir / "label_issues.parquet", metadata=meta)
-    _write_csv_atomic(suspects, output_dir / "label_issues.csv")
-    images = _images_by_id(source, set(suspects.column("id").to_pylist()), limit=limit)
-    grid_path = _draw_grid(suspects, images, output_dir / "label_issues.png", columns=grid_columns)
+    """Write ``label_issues.parquet`` + ``.csv`` and ``label_issues.png`` (a grid of the suspects).
+
+    The scores (a parts directory or one file, any URI) are streamed one part at a time keeping the
+    running top ``top``, so memory does not grow with the dataset; only the suspects' images are read
+    from ``source``. ``limit`` is accepted for symmetry with scoring and has no effect: ids select rows.
+    """
+    del limit  # the suspects are found by id, whatever prefix of the source was scored
+    scores_path = str(scores_path)
+    if not storage.exists(scores_path):
+        raise ValueError(f"scores file {scores_path!r} not found; run `rmd-ray score` first")
+    meta = read_table_metadata(scores_path)
+    classes = list(meta.get("classes", []))
+    best: pa.Table | None = None
+    columns = ["id", "label", "rmd", "md", "weight", "nearest_class"]
+    for part in iter_parts(scores_path):
+        missing = set(columns) - set(part.column_names)
+        if missing:
+            raise ValueError(
+                f"scores table lacks columns {sorted(missing)}: pass the scores.parquet of `rmd-ray score`"
+            )
+        part = part.select(columns)
+        merged = part if best is None else pa.concat_tables([best, part])
+        order = pc.sort_indices(merged, sort_keys=[("rmd", "descending"), ("id", "ascending")])
+        best = merged.take(order[: min(top, merged.num_rows)])
+    if best is None:
+        raise ValueError(f"scores {scores_path!r} hold no rows")
+    suspects = rank_suspects(best, top=top, classes=classes)
+    output_dir = str(output_dir)
+    table_path = storage.write_parquet_atomic(
+        suspects, storage.join(output_dir, "label_issues.parquet"), metadata=meta
+    )
+    _write_csv_atomic(suspects, storage.join(output_dir, "label_issues.csv"))
+    images = _images_by_id(source, suspects.column("id").to_pylist())
+    grid_path = _draw_grid(suspects, images, storage.join(output_dir, "label_issues.png"), columns=grid_columns)
     return LabelIssueReport(table_path, grid_path, suspects.num_rows)
 
 
-def _images_by_id(source: str, wanted: set[str], *, limit: int | None) -> dict[str, object]:
-    table = read_source(source, limit=limit)
-    rows = table.filter(pc.is_in(table.column("id"), pa.array(sorted(wanted), pa.string())))
+def _images_by_id(source: str, wanted: list[str]) -> dict[str, object]:
     images = {}
-    for row in rows.to_pylist():
+    for row in fetch_rows_by_id(source, wanted).to_pylist():
         try:
+            if row.get("path") is not None and storage.is_remote(row["path"]):
+                row = {**row, "image": storage.read_bytes(row["path"]), "path": None}
             images[row["id"]] = decode_image(row)
-        except DecodeError:  # it is in the errors table already; draw an empty cell
+        except (DecodeError, OSError):  # it is in the errors table already; draw an empty cell
             continue
     return images
 
 
-def _write_csv_atomic(table: pa.Table, path: Path) -> None:
+def _write_csv_atomic(table: pa.Table, uri: str) -> None:
     import pyarrow.csv as pacsv
 
-    with atomic_path(path) as tmp:
-        pacsv.write_csv(table, tmp)
+    buffer = pa.BufferOutputStream()
+    pacsv.write_csv(table, buffer)
+    storage.write_bytes_atomic(uri, buffer.getvalue())
 
 
-def _draw_grid(suspects: pa.Table, images: dict[str, object], path: Path, *, columns: int) -> Path:
+def _draw_grid(suspects: pa.Table, images: dict[str, object], path: str, *, columns: int) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -133,7 +156,7 @@ def _draw_grid(suspects: pa.Table, images: dict[str, object], path: Path, *, col
         )
     fig.suptitle("Hardest training samples by RMD (red: nearest class differs from the given label)", fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / (2.2 * rows)))  # leave the suptitle its own strip
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=110, format="png")
     plt.close(fig)
-    return path
+    return storage.write_bytes_atomic(path, buffer.getvalue())

@@ -42,6 +42,7 @@ from rmd_ray.core.atomic import atomic_path
 
 __all__ = [
     "METADATA_KEY",
+    "basename",
     "delete",
     "exists",
     "glob",
@@ -49,6 +50,7 @@ __all__ = [
     "is_file",
     "is_remote",
     "join",
+    "list_dirs",
     "list_files",
     "makedirs",
     "open_input",
@@ -488,3 +490,22 @@ def delete(uri: str | os.PathLike[str]) -> None:
                 fs.delete_dir(path)
     except FileNotFoundError:
         pass  # removed concurrently: the outcome the caller asked for
+
+
+def list_dirs(uri: str | os.PathLike[str]) -> list[str]:
+    """Sub-directories directly under ``uri`` (prefixes, on an object store), as sorted locations.
+
+    Names starting with ``.`` are skipped, as :func:`list_files` skips hidden files.
+    """
+    fs, base = resolve(uri)
+    names = sorted(
+        _relative(base, info.path)
+        for info in _listing(fs, base, recursive=False)
+        if info.type == pafs.FileType.Directory
+    )
+    return [join(uri, name) for name in names if name and not name.startswith(".")]
+
+
+def basename(uri: str | os.PathLike[str]) -> str:
+    """The last path component of a location, without any ``?query``."""
+    return resolve(uri)[1].rstrip("/").rsplit("/", 1)[-1]

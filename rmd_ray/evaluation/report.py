@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
@@ -29,9 +28,11 @@ from matplotlib.patches import Patch
 from rmd_ray.core.atomic import atomic_path
 from rmd_ray.core.config import WeightConfig
 from rmd_ray.core.weights import difficulty_weights
+from rmd_ray.data import storage
 from rmd_ray.data.decode import DecodeError, decode_image
 from rmd_ray.data.io import read_metadata
-from rmd_ray.data.readers import read_source
+from rmd_ray.data.parts import part_uris, read_table
+from rmd_ray.data.readers import fetch_rows_by_id
 from rmd_ray.evaluation.evaluate import TABLE_METRICS, evaluate_run, metrics_table
 from rmd_ray.evaluation.proxy import ProxyResult
 
@@ -163,9 +164,9 @@ def _check_inputs(runs, compare, scores_path, temperatures, title) -> tuple[str,
     ):
         raise ValueError(f"compare must name two different runs from {list(runs)}, got {compare!r}")
     if scores_path is not None:
-        if not Path(scores_path).is_file():
+        if not storage.exists(scores_path):
             raise FileNotFoundError(f"scores file not found: {str(scores_path)!r}")
-        names = pq.read_schema(scores_path).names
+        names = storage.read_parquet(part_uris(scores_path)[0], columns=None).schema.names
         missing = [c for c in ("id", "label", "rmd") if c not in names]
         if missing:
             raise ValueError(f"scores file {str(scores_path)!r} lacks column(s) {missing}; pass a scores.parquet")
@@ -392,8 +393,8 @@ def _proxy_section(results: dict[str, ProxyResult]) -> str:
     )
 
 
-def _scores(scores_path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-    table = pq.read_table(scores_path, columns=["id", "label", "rmd"])
+def _scores(scores_path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+    table = read_table(scores_path, columns=["id", "label", "rmd"])
     rmd = table.column("rmd").to_numpy(zero_copy_only=False).astype(np.float64)
     if not np.isfinite(rmd).all():
         bad = int((~np.isfinite(rmd)).sum())
@@ -446,33 +447,64 @@ def _label_decimals(values: np.ndarray) -> int:
     return int(np.clip(1 - math.floor(math.log10(spread)), 1, 6))
 
 
+def _gallery_picks(
+    ids: np.ndarray, labels: np.ndarray, rmd: np.ndarray, usable: np.ndarray, *, per_class: int, max_classes: int
+) -> tuple[list[tuple[int, np.ndarray, np.ndarray]], str]:
+    """(class, hardest positions, easiest positions) for the classes shown, and a note on the choice."""
+    rows = np.flatnonzero(usable)
+    chosen = gallery_selection(ids[rows], labels[rows], rmd[rows], per_class=per_class)
+    note = ""
+    if len(chosen) > max_classes:
+        # With many classes (ImageNet: 1000) the first few by index say little; show the classes whose
+        # samples are hardest on average, where label problems and confusions concentrate.
+        means = {k: float(rmd[rows][labels[rows] == k].mean()) for k in chosen}
+        keep = sorted(sorted(chosen, key=lambda k: (-means[k], k))[:max_classes])
+        note = _note(
+            f"Showing the {max_classes} of {len(chosen)} classes with the highest mean RMD (hardest on average)."
+        )
+        chosen = {k: chosen[k] for k in keep}
+    return [(k, rows[h], rows[e]) for k, (h, e) in chosen.items()], note
+
+
 def _gallery_section(scores, source: str, per_class: int, max_classes: int) -> str:
     ids, labels, rmd, meta = scores
-    table = read_source(source)
-    position = {i: k for k, i in enumerate(table.column("id").to_pylist())}
-    found = np.array([i in position for i in ids])
-    notes = []
-    if not found.any():
+    names = list(meta.get("classes") or [])
+    names += [str(k) for k in range(len(names), int(labels.max()) + 1)]
+    notes: list[str] = []
+    # Only the selected images are read from the source (a lazy source may be ImageNet-sized): an id
+    # the source lacks is dropped and the selection redone without it, a few rounds at most.
+    usable = np.ones(len(ids), dtype=bool)
+    by_id: dict[str, dict] = {}
+    for _ in range(4):
+        picks, note = _gallery_picks(ids, labels, rmd, usable, per_class=per_class, max_classes=max_classes)
+        wanted = sorted({int(i) for _, h, e in picks for i in np.r_[h, e]})
+        need = [ids[i] for i in wanted if ids[i] not in by_id]
+        by_id.update({row["id"]: row for row in fetch_rows_by_id(source, need).to_pylist()})
+        missing = [i for i in wanted if ids[i] not in by_id]
+        if not missing:
+            break
+        usable[missing] = False
+        if not usable.any():
+            break
+    if not by_id or not usable.any():
         return _note(
             f"None of the {len(ids)} scored ids occur in source {source!r}: pass the source the scores were "
             "computed from."
         )
-    if not found.all():
-        notes.append(_note(f"{int((~found).sum())} scored id(s) are missing from source {source!r} and are skipped."))
-    names = list(meta.get("classes") or [])
-    names += [str(k) for k in range(len(names), int(labels.max()) + 1)]
-    chosen = gallery_selection(ids[found], labels[found], rmd[found], per_class=per_class)
-    if len(chosen) > max_classes:
-        notes.append(_note(f"Showing the first {max_classes} of {len(chosen)} classes."))
-    rows_of_found = np.flatnonzero(found)
-    picks = [(k, rows_of_found[h], rows_of_found[e]) for k, (h, e) in list(chosen.items())[:max_classes]]
-    wanted = sorted({int(i) for _, h, e in picks for i in np.r_[h, e]})
-    rows = table.take([position[ids[i]] for i in wanted]).to_pylist()
+    if (~usable).any():
+        dropped = int((~usable).sum())
+        notes.append(_note(f"{dropped} scored id(s) are missing from source {source!r} and are skipped."))
+    if note:
+        notes.append(note)
+    wanted = [i for i in wanted if ids[i] in by_id]
+    rows = [by_id[ids[i]] for i in wanted]
     images, undecodable = {}, 0
     for i, row in zip(wanted, rows):
         try:
+            if row.get("path") is not None and storage.is_remote(row["path"]):
+                row = {**row, "image": storage.read_bytes(row["path"]), "path": None}
             images[i] = np.asarray(decode_image(row))
-        except DecodeError:  # shown as a grey tile; the page is still worth having
+        except (DecodeError, OSError):  # shown as a grey tile; the page is still worth having
             images[i] = np.full((8, 8, 3), 200, dtype=np.uint8)
             undecodable += 1
     if undecodable:
@@ -657,7 +689,7 @@ def build_report(
             ),
         )
     )
-    scores = None if scores_path is None else _scores(Path(scores_path))
+    scores = None if scores_path is None else _scores(str(scores_path))
     if scores is None:
         gallery = _note("Not shown: pass scores_path=<scores.parquet> and source=<reader spec of the scored images>.")
     elif source is None:

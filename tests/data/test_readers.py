@@ -455,3 +455,11 @@ def test_validate_labels_partition_property(labels, n_classes):
     assert all(0 <= v < n_classes for v in good.column("label").to_pylist())
     expected_bad = [f"r{i}" for i, v in enumerate(labels) if not 0 <= v < n_classes]
     assert errors.column("id").to_pylist() == expected_bad
+
+
+def test_image_extensions_are_torchvisions():
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    from rmd_ray.data.readers import IMAGE_EXTENSIONS
+
+    assert IMAGE_EXTENSIONS == tuple(e.lower() for e in IMG_EXTENSIONS)

@@ -16,7 +16,9 @@ os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 
 
 @pytest.fixture(scope="session")
-def ray_local():
+def ray_local(s3_server):
+    # s3_server first: it sets the (dummy) AWS credentials in the environment, which the Ray workers
+    # started here inherit, so tasks can reach the loopback S3 server.
     ray = pytest.importorskip("ray")
     started = False
     if not ray.is_initialized():

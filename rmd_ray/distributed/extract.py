@@ -1,0 +1,467 @@
+"""Pass 1 of scoring: embed every shard of a source with Ray Data and write the features as parts.
+
+Data flow (an ``id`` column travels end to end; Ray Data does not keep order, docs/design.md section 6)::
+
+    shard plan --read (tasks: Parquet row groups, class-directory listings)--> rows + label errors
+      --decode + geometry (CPU tasks, uint8 out)--> embed (actor pool, GPU when present)
+      --write (tasks)--> features.parquet/part-<attempt>-<hash>.parquet ; (shard, rows) back to the driver
+    driver: a shard's rows all written -> features.parquet/_shards/<shard>.json (the completion record)
+
+A run killed at any point and started again with the same command skips every shard that has a
+completion record and embeds the rest; rows that a killed attempt wrote for a shard it never
+finished are dropped from its parts at the end (a row is kept only if its part's attempt is the one
+named by its shard's record), so no row is lost or doubled. ``fresh=True`` starts over.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import ray
+
+from rmd_ray.data import storage
+from rmd_ray.data.parts import write_manifest
+from rmd_ray.distributed.runtime import physical_cpus, worker_setup
+from rmd_ray.distributed.sources import Shard, ShardedSource, combine_digests, read_shard, shard_digest
+from rmd_ray.nn.encoders import DEFAULT_ENCODER, Encoder, build_encoder
+
+log = logging.getLogger("rmd_ray.scoring")
+
+__all__ = ["EmbedActor", "EmbedResult", "EncoderSpec", "ExtractConfig", "embed_source", "feature_column"]
+
+RUN_RECORD = "_run.json"
+SHARDS_DIR = "_shards"
+
+
+# ------------------------------------------------------------------------------------------- configs
+@dataclass(frozen=True)
+class EncoderSpec:
+    """What every actor needs to rebuild the same frozen encoder (the model itself never travels)."""
+
+    name: str = DEFAULT_ENCODER
+    checkpoint: str | None = None
+    image_size: int | None = None
+    pretrained: bool = True
+
+    def build(self) -> Encoder:
+        return build_encoder(
+            self.name, checkpoint=self.checkpoint, image_size=self.image_size, pretrained=self.pretrained
+        )
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """How feature extraction is spread over the cluster.
+
+    Parameters
+    ----------
+    batch_size : int
+        Images per encoder call.
+    num_actors : int, optional
+        Encoder actors; default one per GPU when the cluster has GPUs, else one per physical CPU.
+    gpus_per_actor : float, optional
+        Default 1 when the cluster has GPUs, else 0.
+    n_views : int
+        1: each image once, unaugmented. V > 1: V augmented views per image (random resized crop +
+        flip, seeded by (id, view)); the Gaussians are fitted on all views and scores averaged.
+    seed : int
+        Base seed of the view augmentations.
+    write_rows : int
+        Rows per features part file.
+    decode_cpus : float
+        Logical CPUs each decode task asks for.
+    """
+
+    batch_size: int = 64
+    num_actors: int | None = None
+    gpus_per_actor: float | None = None
+    n_views: int = 1
+    seed: int = 0
+    write_rows: int = 4096
+    decode_cpus: float = 0.5
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "n_views", "write_rows"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        if self.num_actors is not None and (not isinstance(self.num_actors, int) or self.num_actors < 1):
+            raise ValueError(f"num_actors must be an int >= 1 or None, got {self.num_actors!r}")
+        if self.gpus_per_actor is not None and not (0 <= self.gpus_per_actor):
+            raise ValueError(f"gpus_per_actor must be >= 0, got {self.gpus_per_actor!r}")
+        if not 0 < self.decode_cpus <= 64:
+            raise ValueError(f"decode_cpus must be in (0, 64], got {self.decode_cpus!r}")
+
+
+@dataclass(frozen=True)
+class EmbedResult:
+    """What pass 1 left in ``features_dir`` and how it got there."""
+
+    features_dir: str
+    attempt: str
+    shards_done_before: int
+    shards_embedded: int
+    rows: int
+    dataset_fingerprint: str
+    nodes: tuple[str, ...]
+    seconds: float
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------------ stages
+def _read_stage(batch: pa.Table, *, plan: dict[int, Shard], classes: tuple[str, ...]) -> pa.Table:
+    """Shard indices -> their rows, with ``error``/``stage`` for invalid labels and the shard's digest."""
+    tables = []
+    for index in batch.column("shard").to_pylist():
+        table = read_shard(plan[index], classes=classes)
+        labels = table.column("label")
+        bad = pc.fill_null(pc.or_kleene(pc.less(labels, 0), pc.greater_equal(labels, len(classes))), True)
+        reasons = [
+            "" if not b else ("label missing" if v is None else f"label {v} outside 0..{len(classes) - 1}")
+            for b, v in zip(bad.to_pylist(), labels.to_pylist())
+        ]
+        table = table.append_column("error", pa.array(reasons, pa.string()))
+        table = table.append_column("stage", pa.array(["label" if r else "" for r in reasons], pa.string()))
+        digest = shard_digest(table)
+        tables.append(table.append_column("shard_digest", pa.array([digest] * table.num_rows, pa.string())))
+    return pa.concat_tables(tables, promote_options="default")
+
+
+@functools.lru_cache(maxsize=4)
+def _preprocessing(spec: EncoderSpec) -> tuple[Any, Callable[..., Any]]:
+    # Cached per worker process (Ray reuses them): the encoder is built once for its preprocessing
+    # and only the transforms are kept, so the model's memory is released.
+    from rmd_ray.nn.encoders import split_preprocess
+
+    preprocess = spec.build().preprocess
+    return split_preprocess(preprocess), preprocess
+
+
+def _decode_stage(batch: pa.Table, *, spec: EncoderSpec, n_views: int, seed: int) -> dict[str, np.ndarray]:
+    """CPU stage: decode, augment views, resize/crop to uint8; undecodable rows come out flagged."""
+    from rmd_ray.data.decode import DecodeError, augment, decode_image, view_seed
+
+    worker_setup()
+    split, preprocess = _preprocessing(spec)
+    rows = batch.drop_columns([c for c in ("shard_rows", "shard_digest") if c in batch.column_names]).to_pylist()
+    errors = batch.column("error").to_pylist()
+    stages = batch.column("stage").to_pylist()
+    images: list[np.ndarray | None] = []
+    for i, row in enumerate(rows):
+        if errors[i]:
+            images.append(None)
+            continue
+        try:
+            image = decode_image(_with_remote_bytes(row))
+        except DecodeError as err:
+            errors[i], stages[i] = str(err), "decode"
+            images.append(None)
+            continue
+        views = [image] if n_views == 1 else [
+            augment(image, seed=view_seed(row["id"], v, seed=seed)) for v in range(n_views)
+        ]
+        images.append(np.stack([split.to_uint8(v) if split else preprocess(v).numpy() for v in views]))
+    shape, dtype = _image_shape(spec, n_views, split)
+    stacked = np.zeros((len(rows), *shape), dtype=dtype)
+    for i, image in enumerate(images):
+        if image is not None:
+            stacked[i] = image
+    return {
+        "id": np.asarray(batch.column("id").to_pylist(), dtype=object),
+        "label": batch.column("label").fill_null(-1).to_numpy(),
+        "shard": batch.column("shard").to_numpy(),
+        "shard_rows": batch.column("shard_rows").to_numpy(),
+        "shard_digest": np.asarray(batch.column("shard_digest").to_pylist(), dtype=object),
+        "image": stacked,
+        "error": np.asarray(errors, dtype=object),
+        "stage": np.asarray(stages, dtype=object),
+    }
+
+
+@functools.lru_cache(maxsize=4)
+def _image_shape(spec: EncoderSpec, n_views: int, split: Any) -> tuple[tuple[int, ...], Any]:
+    from PIL import Image
+
+    _, preprocess = _preprocessing(spec)
+    probe = Image.new("RGB", (spec.image_size or 224, spec.image_size or 224))
+    if split is not None:
+        return (n_views, *split.to_uint8(probe).shape), np.uint8
+    return (n_views, *preprocess(probe).shape), np.float32
+
+
+def _with_remote_bytes(row: dict[str, Any]) -> dict[str, Any]:
+    """A ``path`` on an object store is read here, so decoding sees bytes; local paths decode as they are."""
+    from rmd_ray.data.decode import DecodeError
+
+    path = row.get("path")
+    if path is None or not storage.is_remote(path):
+        return row
+    try:
+        data = storage.read_bytes(path)
+    except (FileNotFoundError, OSError) as err:
+        raise DecodeError(f"cannot read {path}: {err}") from None
+    return {**row, "path": None, "image": data}
+
+
+class EmbedActor:
+    """Callable class for ``map_batches``: the encoder is built once per actor, in ``__init__``."""
+
+    def __init__(self, spec: EncoderSpec) -> None:
+        import torch
+
+        from rmd_ray.nn.encoders import split_preprocess
+
+        worker_setup()
+        self.encoder = spec.build()
+        self.split = split_preprocess(self.encoder.preprocess)
+        self.device = torch.device("cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu")
+        self.encoder.model.to(self.device)
+        self.node = ray.get_runtime_context().get_node_id()
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
+        ok = batch["error"] == ""
+        n, n_views = len(ok), batch["image"].shape[1]
+        dim = self.encoder.feature_dim
+        features = np.zeros((n, n_views * dim), dtype=np.float32)
+        if ok.any():
+            images = np.ascontiguousarray(batch["image"][ok])
+            images = torch.from_numpy(images.reshape(-1, *images.shape[2:])).to(self.device, non_blocking=True)
+            if self.split is not None:
+                images = self.split.normalize(images)
+            with torch.inference_mode(), torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
+                out = self.encoder.model(images)
+            features[ok] = out.float().cpu().numpy().reshape(int(ok.sum()), n_views * dim)
+        out_batch = {k: v for k, v in batch.items() if k != "image"}
+        out_batch["features"] = features
+        out_batch["node"] = np.asarray([self.node] * n, dtype=object)
+        return out_batch
+
+
+def feature_column(features: np.ndarray) -> pa.FixedSizeListArray:
+    """(N, D) float32 -> fixed_size_list<float32>[D]."""
+    features = np.ascontiguousarray(features, dtype=np.float32)
+    return pa.FixedSizeListArray.from_arrays(pa.array(features.reshape(-1)), features.shape[1])
+
+
+def _write_stage(batch: dict[str, np.ndarray], *, features_dir: str, attempt: str) -> dict[str, np.ndarray]:
+    """Write one features part; return (shard, rows, digest) per shard in it and the embedding nodes."""
+    ids = [str(i) for i in batch["id"]]
+    labels = batch["label"].astype(np.int64)
+    table = pa.table(
+        {
+            "id": pa.array(ids, pa.string()),
+            "label": pa.array(labels, pa.int64(), mask=labels < 0),
+            "shard": pa.array(batch["shard"].astype(np.int64)),
+            "features": feature_column(batch["features"]),
+            "error": pa.array([str(e) for e in batch["error"]], pa.string()),
+            "stage": pa.array([str(s) for s in batch["stage"]], pa.string()),
+        }
+    )
+    # The name hashes the rows, so a retried task (a node lost mid-run) rewrites the same file.
+    name = f"part-{attempt}-{hashlib.sha256(chr(0).join(ids).encode()).hexdigest()[:16]}.parquet"
+    storage.write_parquet_atomic(table, storage.join(features_dir, name))
+    shards, first, counts = np.unique(batch["shard"], return_index=True, return_counts=True)
+    nodes = ",".join(sorted({str(n) for n in batch["node"]}))
+    return {
+        "shard": shards.astype(np.int64),
+        "rows": counts.astype(np.int64),
+        "shard_rows": batch["shard_rows"][first].astype(np.int64),
+        "digest": np.asarray([batch["shard_digest"][i] for i in first], dtype=object),
+        "nodes": np.asarray([nodes] * len(shards), dtype=object),
+    }
+
+
+# -------------------------------------------------------------------------------------------- driver
+def _run_signature(source: ShardedSource, encoder: EncoderSpec, extract: ExtractConfig, resolution: int) -> dict:
+    return {
+        "encoder": encoder.name,
+        "checkpoint": encoder.checkpoint,
+        "pretrained": encoder.pretrained,
+        "resolution": resolution,
+        "n_views": extract.n_views,
+        "seed": extract.seed,
+        "plan": source.plan_fingerprint(),
+        "classes": list(source.classes),
+    }
+
+
+def _load_records(features_dir: str) -> dict[int, dict[str, Any]]:
+    shards_dir = storage.join(features_dir, SHARDS_DIR)
+    if not storage.is_dir(shards_dir):
+        return {}
+    records = {}
+    for uri in storage.list_files(shards_dir, suffix=".json"):
+        record = storage.read_json(uri)
+        records[int(record["shard"])] = record
+    return records
+
+
+def _prepare(features_dir: str, signature: dict, *, fresh: bool) -> dict[int, dict[str, Any]]:
+    """Start or resume: check the run record, return the completion records already there."""
+    run_uri = storage.join(features_dir, RUN_RECORD)
+    if fresh and storage.exists(features_dir):
+        storage.delete(features_dir)
+    if storage.is_file(run_uri):
+        before = storage.read_json(run_uri)
+        differ = {k: (before.get(k), v) for k, v in signature.items() if before.get(k) != v}
+        if differ:
+            detail = "; ".join(f"{k}: there {a!r} vs now {b!r}" for k, (a, b) in differ.items() if k != "classes")
+            raise ValueError(
+                f"{features_dir!r} holds features of another run ({detail or 'other classes'}); pass --fresh "
+                "(fresh=True) to re-embed into it, or another --output"
+            )
+        return _load_records(features_dir)
+    storage.makedirs(features_dir)
+    storage.write_json_atomic(run_uri, signature)
+    return {}
+
+
+def _record(features_dir: str, shard: int, *, attempt: str, rows: int, digest: str) -> None:
+    value = {"shard": shard, "attempt": attempt, "rows": rows, "digest": digest}
+    storage.write_json_atomic(storage.join(features_dir, SHARDS_DIR, f"{shard:07d}.json"), value)
+
+
+def _actor_resources(extract: ExtractConfig) -> tuple[int, float]:
+    resources = ray.cluster_resources()
+    gpus = extract.gpus_per_actor
+    if gpus is None:
+        gpus = 1.0 if resources.get("GPU", 0) > 0 else 0.0
+    if extract.num_actors:
+        return extract.num_actors, gpus
+    if gpus:
+        return max(1, int(resources["GPU"] // gpus)), gpus
+    cpus = int(resources.get("CPU", 1))
+    nodes = max(1, sum(1 for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0))
+    # One actor per physical core locally; on a cluster, all but one CPU per node (decode needs CPU too).
+    return max(1, min(physical_cpus(), cpus - 1) if nodes == 1 else cpus - nodes), 0.0
+
+
+def embed_source(
+    source: ShardedSource,
+    *,
+    features_dir: str,
+    encoder: EncoderSpec,
+    extract: ExtractConfig,
+    resolution: int,
+    feature_dim: int,
+    fresh: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> EmbedResult:
+    """Embed every shard of ``source`` not yet done into ``features_dir`` (any URI); resumable.
+
+    Returns once every shard has a completion record, the parts hold each row exactly once and the
+    directory's manifest is written.
+    """
+    start = time.perf_counter()
+    signature = _run_signature(source, encoder, extract, resolution)
+    records = _prepare(features_dir, signature, fresh=fresh)
+    plan = {s.index: s for s in source.shards}
+    done_before = {i for i in records if i in plan}
+    pending = [s for s in source.shards if s.index not in done_before]
+    attempt = uuid.uuid4().hex[:12]
+    nodes: set[str] = set()
+    total = source.n_rows
+    rows_done = sum(records[i]["rows"] for i in done_before)
+    non_empty = [s for s in pending if s.n_rows > 0]
+    if non_empty:
+        log.info("embedding %d shards (%d done before) with %s", len(non_empty), len(done_before), encoder.name)
+        actors, gpus = _actor_resources(extract)
+        ds = ray.data.from_items([{"shard": s.index} for s in non_empty], override_num_blocks=len(non_empty))
+        ds = ds.map_batches(
+            _read_stage, fn_kwargs={"plan": {s.index: s for s in non_empty}, "classes": source.classes},
+            batch_size=1, batch_format="pyarrow", num_cpus=extract.decode_cpus,
+        )
+        ds = ds.map_batches(
+            _decode_stage, fn_kwargs={"spec": encoder, "n_views": extract.n_views, "seed": extract.seed},
+            batch_size=extract.batch_size, batch_format="pyarrow", num_cpus=extract.decode_cpus,
+        )
+        ds = ds.map_batches(
+            EmbedActor, fn_constructor_kwargs={"spec": encoder}, compute=ray.data.ActorPoolStrategy(size=actors),
+            batch_size=extract.batch_size, batch_format="numpy", num_cpus=0 if gpus else 1, num_gpus=gpus,
+        )
+        ds = ds.map_batches(
+            _write_stage, fn_kwargs={"features_dir": features_dir, "attempt": attempt},
+            batch_size=extract.write_rows, batch_format="numpy", num_cpus=0.25,
+        )
+        counts: dict[int, int] = {}
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            for shard, rows, shard_rows, digest, node_list in zip(
+                batch["shard"], batch["rows"], batch["shard_rows"], batch["digest"], batch["nodes"]
+            ):
+                shard = int(shard)
+                counts[shard] = counts.get(shard, 0) + int(rows)
+                nodes.update(str(node_list).split(","))
+                rows_done += int(rows)
+                if counts[shard] == int(shard_rows):
+                    _record(features_dir, shard, attempt=attempt, rows=int(shard_rows), digest=str(digest))
+                    records[shard] = {"shard": shard, "attempt": attempt, "rows": int(shard_rows), "digest": digest}
+                elif counts[shard] > int(shard_rows):
+                    raise RuntimeError(f"shard {shard} produced {counts[shard]} rows for {shard_rows} inputs")
+            if progress is not None:
+                progress(rows_done, total)
+    for shard in pending:
+        if shard.index not in records:
+            if shard.n_rows:
+                got = counts.get(shard.index, 0)
+                raise RuntimeError(f"shard {shard.index} ({shard.key()}): {got} of {shard.n_rows} rows came back")
+            empty_digest = shard_digest(pa.table({"id": pa.array([], pa.string()), "label": pa.array([], pa.int64())}))
+            _record(features_dir, shard.index, attempt=attempt, rows=0, digest=empty_digest)
+            records[shard.index] = {"shard": shard.index, "attempt": attempt, "rows": 0, "digest": empty_digest}
+    parts = _drop_unfinished_rows(features_dir, records)
+    fingerprint = combine_digests([records[s.index]["digest"] for s in source.shards])
+    metadata = {
+        **signature,
+        "feature_dim": feature_dim,
+        "dataset_fingerprint": fingerprint,
+        "source": source.description,
+        "rows": sum(records[s.index]["rows"] for s in source.shards),
+    }
+    write_manifest(features_dir, parts, rows=metadata["rows"], metadata=metadata)
+    return EmbedResult(
+        features_dir, attempt, len(done_before), len(pending), metadata["rows"], fingerprint,
+        tuple(sorted(n for n in nodes if n)), time.perf_counter() - start, metadata,
+    )
+
+
+@ray.remote(num_cpus=0.25)
+def _filter_part(uri: str, keep_attempt_by_shard: dict[int, str], attempt: str) -> int:
+    """Keep the rows of a killed attempt's part whose shard that attempt finished; return rows kept."""
+    table = storage.read_parquet(uri)
+    shards = table.column("shard").to_numpy()
+    keep = np.asarray([keep_attempt_by_shard.get(int(s)) == attempt for s in shards], dtype=bool)
+    if keep.all():
+        return table.num_rows
+    if not keep.any():
+        storage.delete(uri)
+        return 0
+    storage.write_parquet_atomic(table.filter(pa.array(keep)), uri)
+    return int(keep.sum())
+
+
+def _drop_unfinished_rows(features_dir: str, records: dict[int, dict[str, Any]]) -> list[str]:
+    """Make every row appear once: filter the parts of earlier attempts by the shard records."""
+    names = [storage.basename(u) for u in storage.list_files(features_dir, suffix=".parquet")]
+    names = [n for n in names if n.startswith("part-")]
+    attempts = {n: n.split("-")[1] for n in names}
+    finishing = {r["attempt"] for r in records.values()}
+    keep_by_shard = {shard: r["attempt"] for shard, r in records.items()}
+    # Parts of the newest attempt hold only shards it finished; older attempts may hold unfinished ones.
+    check = [n for n in names if len(finishing) > 1 or attempts[n] not in finishing]
+    if check:
+        kept = ray.get([
+            _filter_part.remote(storage.join(features_dir, n), keep_by_shard, attempts[n]) for n in check
+        ])
+        names = [n for n in names if n not in check] + [n for n, k in zip(check, kept) if k]
+    return sorted(names)
