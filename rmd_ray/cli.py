@@ -71,6 +71,12 @@ def _add_score_args(parser: argparse.ArgumentParser) -> None:
         "for the proxy test) instead of fitting new ones",
     )
     parser.add_argument(
+        "--shard-rows",
+        type=int,
+        default=2048,
+        help="rows per shard, the unit a killed run resumes from (row groups and class folders stay whole)",
+    )
+    parser.add_argument(
         "--fresh",
         action="store_true",
         help="re-embed everything; by default a run resumes from the features an interrupted run left in --output",
@@ -113,6 +119,7 @@ def _score(args: argparse.Namespace, output: str, *, source: str | None = None, 
         features_cache=args.features_cache if source is None else None,
         scorer=scorer if scorer is not None else getattr(args, "scorer", None),
         fresh=args.fresh if fresh is None else fresh,
+        shard_rows=args.shard_rows,
         progress=_progress_printer("embed"),
     )
 

@@ -348,6 +348,52 @@ def _actor_resources(extract: ExtractConfig) -> tuple[int, float]:
     return max(1, min(physical_cpus(), cpus - 1) if nodes == 1 else cpus - nodes), 0.0
 
 
+def _embed_pending(
+    shards: list[Shard],
+    *,
+    classes: tuple[str, ...],
+    features_dir: str,
+    encoder: EncoderSpec,
+    extract: ExtractConfig,
+    attempt: str,
+    records: dict[int, dict[str, Any]],
+    on_rows: Callable[[int, str], None],
+) -> None:
+    """One Ray Data execution over ``shards``; completion records are written as shards finish."""
+    actors, gpus = _actor_resources(extract)
+    ds = ray.data.from_items([{"shard": s.index} for s in shards], override_num_blocks=len(shards))
+    ds = ds.map_batches(
+        _read_stage, fn_kwargs={"plan": {s.index: s for s in shards}, "classes": classes},
+        batch_size=1, batch_format="pyarrow", num_cpus=extract.decode_cpus,
+    )
+    ds = ds.map_batches(
+        _decode_stage, fn_kwargs={"spec": encoder, "n_views": extract.n_views, "seed": extract.seed},
+        batch_size=extract.batch_size, batch_format="pyarrow", num_cpus=extract.decode_cpus,
+    )
+    ds = ds.map_batches(
+        EmbedActor, fn_constructor_kwargs={"spec": encoder}, compute=ray.data.ActorPoolStrategy(size=actors),
+        batch_size=extract.batch_size, batch_format="numpy", num_cpus=0 if gpus else 1, num_gpus=gpus,
+        scheduling_strategy="SPREAD",  # one encoder per node before two on one: every node's CPUs/GPUs work
+    )
+    ds = ds.map_batches(
+        _write_stage, fn_kwargs={"features_dir": features_dir, "attempt": attempt},
+        batch_size=extract.write_rows, batch_format="numpy", num_cpus=0.25,
+    )
+    counts: dict[int, int] = {}
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        for shard, rows, shard_rows, digest, nodes in zip(
+            batch["shard"], batch["rows"], batch["shard_rows"], batch["digest"], batch["nodes"]
+        ):
+            shard, rows, shard_rows = int(shard), int(rows), int(shard_rows)
+            counts[shard] = counts.get(shard, 0) + rows
+            on_rows(rows, str(nodes))
+            if counts[shard] == shard_rows:
+                _record(features_dir, shard, attempt=attempt, rows=shard_rows, digest=str(digest))
+                records[shard] = {"shard": shard, "attempt": attempt, "rows": shard_rows, "digest": str(digest)}
+            elif counts[shard] > shard_rows:
+                raise RuntimeError(f"shard {shard} produced {counts[shard]} rows for {shard_rows} inputs")
+
+
 def embed_source(
     source: ShardedSource,
     *,
@@ -358,67 +404,57 @@ def embed_source(
     feature_dim: int,
     fresh: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    max_attempts: int = 3,
 ) -> EmbedResult:
     """Embed every shard of ``source`` not yet done into ``features_dir`` (any URI); resumable.
 
     Returns once every shard has a completion record, the parts hold each row exactly once and the
-    directory's manifest is written.
+    directory's manifest is written. When an execution fails part-way (a node lost with blocks Ray
+    cannot rebuild, say), it is started again on the shards still without a record, up to
+    ``max_attempts`` executions in all, exactly as a rerun of the command would.
     """
     start = time.perf_counter()
     signature = _run_signature(source, encoder, extract, resolution)
     records = _prepare(features_dir, signature, fresh=fresh)
-    plan = {s.index: s for s in source.shards}
+    plan = {s.index for s in source.shards}
     done_before = {i for i in records if i in plan}
-    pending = [s for s in source.shards if s.index not in done_before]
-    attempt = uuid.uuid4().hex[:12]
-    nodes: set[str] = set()
     total = source.n_rows
-    rows_done = sum(records[i]["rows"] for i in done_before)
-    non_empty = [s for s in pending if s.n_rows > 0]
-    if non_empty:
-        log.info("embedding %d shards (%d done before) with %s", len(non_empty), len(done_before), encoder.name)
-        actors, gpus = _actor_resources(extract)
-        ds = ray.data.from_items([{"shard": s.index} for s in non_empty], override_num_blocks=len(non_empty))
-        ds = ds.map_batches(
-            _read_stage, fn_kwargs={"plan": {s.index: s for s in non_empty}, "classes": source.classes},
-            batch_size=1, batch_format="pyarrow", num_cpus=extract.decode_cpus,
-        )
-        ds = ds.map_batches(
-            _decode_stage, fn_kwargs={"spec": encoder, "n_views": extract.n_views, "seed": extract.seed},
-            batch_size=extract.batch_size, batch_format="pyarrow", num_cpus=extract.decode_cpus,
-        )
-        ds = ds.map_batches(
-            EmbedActor, fn_constructor_kwargs={"spec": encoder}, compute=ray.data.ActorPoolStrategy(size=actors),
-            batch_size=extract.batch_size, batch_format="numpy", num_cpus=0 if gpus else 1, num_gpus=gpus,
-        )
-        ds = ds.map_batches(
-            _write_stage, fn_kwargs={"features_dir": features_dir, "attempt": attempt},
-            batch_size=extract.write_rows, batch_format="numpy", num_cpus=0.25,
-        )
-        counts: dict[int, int] = {}
-        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-            for shard, rows, shard_rows, digest, node_list in zip(
-                batch["shard"], batch["rows"], batch["shard_rows"], batch["digest"], batch["nodes"]
-            ):
-                shard = int(shard)
-                counts[shard] = counts.get(shard, 0) + int(rows)
-                nodes.update(str(node_list).split(","))
-                rows_done += int(rows)
-                if counts[shard] == int(shard_rows):
-                    _record(features_dir, shard, attempt=attempt, rows=int(shard_rows), digest=str(digest))
-                    records[shard] = {"shard": shard, "attempt": attempt, "rows": int(shard_rows), "digest": digest}
-                elif counts[shard] > int(shard_rows):
-                    raise RuntimeError(f"shard {shard} produced {counts[shard]} rows for {shard_rows} inputs")
-            if progress is not None:
-                progress(rows_done, total)
-    for shard in pending:
-        if shard.index not in records:
-            if shard.n_rows:
-                got = counts.get(shard.index, 0)
-                raise RuntimeError(f"shard {shard.index} ({shard.key()}): {got} of {shard.n_rows} rows came back")
-            empty_digest = shard_digest(pa.table({"id": pa.array([], pa.string()), "label": pa.array([], pa.int64())}))
-            _record(features_dir, shard.index, attempt=attempt, rows=0, digest=empty_digest)
-            records[shard.index] = {"shard": shard.index, "attempt": attempt, "rows": 0, "digest": empty_digest}
+    state = {"rows": sum(records[i]["rows"] for i in done_before)}
+    nodes: set[str] = set()
+
+    def on_rows(rows: int, node_list: str) -> None:
+        state["rows"] += rows
+        nodes.update(n for n in node_list.split(",") if n)
+        if progress is not None:
+            progress(state["rows"], total)
+
+    attempts = []
+    for execution in range(max_attempts):
+        pending = [s for s in source.shards if s.index not in records and s.n_rows > 0]
+        if not pending:
+            break
+        attempt = uuid.uuid4().hex[:12]
+        attempts.append(attempt)
+        log.info("embedding %d shards (%d done before) with %s", len(pending), len(records), encoder.name)
+        state["rows"] = sum(r["rows"] for i, r in records.items() if i in plan)
+        try:
+            _embed_pending(
+                pending, classes=source.classes, features_dir=features_dir, encoder=encoder, extract=extract,
+                attempt=attempt, records=records, on_rows=on_rows,
+            )
+        except (ray.exceptions.RayError, OSError) as err:
+            if execution + 1 == max_attempts:
+                raise
+            log.warning("embedding stopped (%s); resuming from the completion records", type(err).__name__)
+    attempt = attempts[-1] if attempts else uuid.uuid4().hex[:12]
+    empty_digest = shard_digest(pa.table({"id": pa.array([], pa.string()), "label": pa.array([], pa.int64())}))
+    for shard in source.shards:
+        if shard.index in records:
+            continue
+        if shard.n_rows:
+            raise RuntimeError(f"shard {shard.index} ({shard.key()}) has no completion record after the run")
+        _record(features_dir, shard.index, attempt=attempt, rows=0, digest=empty_digest)
+        records[shard.index] = {"shard": shard.index, "attempt": attempt, "rows": 0, "digest": empty_digest}
     parts = _drop_unfinished_rows(features_dir, records)
     fingerprint = combine_digests([records[s.index]["digest"] for s in source.shards])
     metadata = {
@@ -430,8 +466,8 @@ def embed_source(
     }
     write_manifest(features_dir, parts, rows=metadata["rows"], metadata=metadata)
     return EmbedResult(
-        features_dir, attempt, len(done_before), len(pending), metadata["rows"], fingerprint,
-        tuple(sorted(n for n in nodes if n)), time.perf_counter() - start, metadata,
+        features_dir, attempt, len(done_before), len(source.shards) - len(done_before), metadata["rows"],
+        fingerprint, tuple(sorted(nodes)), time.perf_counter() - start, metadata,
     )
 
 

@@ -33,7 +33,7 @@ from rmd_ray.data import storage
 from rmd_ray.data.parts import part_uris, read_table_metadata, write_manifest
 from rmd_ray.distributed.extract import EmbedActor, EncoderSpec, ExtractConfig, embed_source, feature_column
 from rmd_ray.distributed.passes import copy_part, fit_scorer, id_hashes, part_scores, weigh_part
-from rmd_ray.distributed.sources import ShardedSource, open_source, source_from_table
+from rmd_ray.distributed.sources import DEFAULT_SHARD_ROWS, ShardedSource, open_source, source_from_table
 from rmd_ray.distributed.table_scoring import (
     ERROR_SCHEMA,
     _check_fitted_scorer,
@@ -194,6 +194,7 @@ def run_scoring(
     features_cache: str | os.PathLike[str] | None = None,
     scorer: DifficultyScorer | str | os.PathLike[str] | None = None,
     limit: int | None = None,
+    shard_rows: int = DEFAULT_SHARD_ROWS,
     fresh: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> ScoringResult:
@@ -212,6 +213,10 @@ def run_scoring(
         A fitted scorer (the ``scorer.npz`` of a training-set run): nothing is fitted and the rows
         are scored under its Gaussians (the difficulty proxy test needs this for a validation set).
         ``covariance`` is then ignored; its encoder, resolution and classes must match.
+    limit : int, optional
+        Score only the first ``limit`` rows of a source spec.
+    shard_rows : int
+        Rows per shard, the unit of resumption (Parquet row groups and class directories are never split).
     fresh : bool
         Ignore features a killed run left in ``output_dir`` (default: resume from them).
     progress : callable, optional
@@ -220,9 +225,9 @@ def run_scoring(
     output_dir = str(output_dir)
     timings: dict[str, float] = {}
     if isinstance(source, pa.Table):
-        source = source_from_table(source)
+        source = source_from_table(source, shard_rows=shard_rows)
     elif isinstance(source, str):
-        source = open_source(source, limit=limit)
+        source = open_source(source, limit=limit, shard_rows=shard_rows)
     fitted = None if scorer is None else _load_scorer(scorer)
     # Build the encoder once on the driver: a bad name or checkpoint fails before any Ray stage, and
     # the provenance records the resolution actually used.
