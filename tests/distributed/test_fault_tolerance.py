@@ -16,10 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_sources_at_scale import _parquet_dir
 
 from rmd_ray.data.parts import read_table
-
-from test_sources_at_scale import _parquet_dir
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(420)]
 HERE = Path(__file__).parent
@@ -108,8 +107,10 @@ def test_multi_node_scoring_uses_both_nodes_and_survives_losing_one(ray_local, t
     from rmd_ray.core import CovarianceConfig
     from rmd_ray.distributed.scoring import EncoderSpec, ExtractConfig, run_scoring
 
-    local = run_scoring(source, output_dir=tmp_path / "local", encoder=EncoderSpec("efficientnet_lite0", image_size=32),
-                        extract=ExtractConfig(batch_size=8, num_actors=1), covariance=CovarianceConfig(shrinkage="ridge"))
+    local = run_scoring(
+        source, output_dir=tmp_path / "local", encoder=EncoderSpec("efficientnet_lite0", image_size=32),
+        extract=ExtractConfig(batch_size=8, num_actors=1), covariance=CovarianceConfig(shrinkage="ridge"),
+    )
     reference = {r["id"]: r["rmd"] for r in read_table(local.scores_path).to_pylist()}
     got = dict(zip(plain["ids"], plain["rmd"]))
     assert sorted(got) == sorted(reference)
