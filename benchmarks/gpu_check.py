@@ -1,0 +1,232 @@
+"""The one prepared GPU check: run it when a GPU machine is lent; it finishes in under 8 minutes.
+
+Each line measures a ratio against a baseline in the same run:
+
+1. statistics: CuPy ``batch_stats`` equals NumPy's to 1e-10 relative on 200,000 x 512 float32
+   features with K = 1,000 classes (counts, means, pooled scatter);
+2. statistics rate: CuPy statistics rows/s as a fraction of CuPy's own float64 X^T X rate on the
+   same chunks (the floor of any exact scatter);
+3. encoder: EfficientNet-Lite0 images/s through rmd-ray's pass 1 with a GPU actor (Ray Data decode
+   tasks on the CPUs) against a plain torch loop on the same GPU fed by a DataLoader with as many
+   decode workers as CPUs (target >= 0.9x);
+4. training step with AMP (ResNet-18, batch 256, 32 px): proposed loss against CE (target <= 1.03x).
+
+``--dry-run`` runs every part at toy sizes on the CPU (parts that need CuPy or CUDA say so and are
+skipped): how this script is tested on machines without a GPU.
+
+Run: python benchmarks/gpu_check.py [--dry-run]   (writes benchmarks/results/gpu_check.md)
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine_line, markdown_table, write_result  # noqa: E402
+
+
+def _sync() -> None:
+    try:
+        import cupy
+
+        cupy.cuda.Device().synchronize()
+    except Exception:  # noqa: BLE001 - no CuPy/GPU: nothing to wait for
+        pass
+
+
+def check_statistics(n: int, d: int, k: int, chunk: int) -> list[list[str]]:
+    from rmd_ray.core._xp import cupy_available
+    from rmd_ray.core.stats import batch_stats, merge_all
+
+    if not cupy_available():
+        return [["CuPy statistics", "skipped: CuPy or a GPU is missing (pip install -e '.[gpu]')", "", ""]]
+    import cupy
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, k, n)
+    feats = (rng.normal(size=(k, d))[labels] + rng.normal(size=(n, d)) + 5.0).astype(np.float32)
+    chunks = [(feats[i : i + chunk], labels[i : i + chunk]) for i in range(0, n, chunk)]
+    cpu = merge_all(batch_stats(f, y, n_classes=k) for f, y in chunks)
+    gpu_chunks = [(cupy.asarray(f), cupy.asarray(y)) for f, y in chunks]
+    gpu = merge_all(batch_stats(f, y, n_classes=k) for f, y in gpu_chunks).to_numpy()  # warm-up + result
+    rel = max(
+        float(np.max(np.abs(gpu.means - cpu.means)) / np.max(np.abs(cpu.means))),
+        float(np.max(np.abs(gpu.scatter - cpu.scatter)) / np.max(np.abs(cpu.scatter))),
+    )
+    _sync()
+    start = time.perf_counter()
+    merge_all(batch_stats(f, y, n_classes=k) for f, y in gpu_chunks).to_numpy()
+    _sync()
+    stats_rate = n / (time.perf_counter() - start)
+    start = time.perf_counter()
+    for f, _ in gpu_chunks:
+        x = f.astype(cupy.float64)
+        x.T @ x
+    _sync()
+    gemm_rate = n / (time.perf_counter() - start)
+    return [
+        ["CuPy vs NumPy statistics", f"{n:,} x {d}, K = {k}", f"max rel. diff {rel:.1e}",
+         "<= 1e-10: " + ("met" if rel <= 1e-10 else "NOT met")],
+        ["CuPy statistics rate", f"{stats_rate / 1e6:.2f} M rows/s vs float64 X^T X {gemm_rate / 1e6:.2f} M rows/s",
+         f"{100 * stats_rate / gemm_rate:.0f}% of the GEMM rate", ">= 70%"],
+    ]
+
+
+def _jpeg_parquet(path: Path, n: int, size: int) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    images = []
+    for i in range(n):
+        buffer = io.BytesIO()
+        pixels = (rng.normal(128, 40, (size, size, 3)) + 40 * (i % 10)).clip(0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(buffer, format="JPEG", quality=85)
+        images.append(buffer.getvalue())
+    table = pa.table({"id": [f"{i:06d}" for i in range(n)], "label": pa.array(np.arange(n) % 10, pa.int64()),
+                      "image": images})
+    pq.write_table(table, path, row_group_size=512)
+    return path
+
+
+def check_encoder(n: int, image_size: int, batch_size: int, workdir: Path) -> list[list[str]]:
+    import os
+
+    import ray
+    import torch
+    from torch.utils.data import DataLoader
+
+    from rmd_ray.data.decode import decode_image
+    from rmd_ray.distributed.extract import EncoderSpec, ExtractConfig, embed_source
+    from rmd_ray.distributed.runtime import init_ray
+    from rmd_ray.distributed.sources import open_source
+    from rmd_ray.nn.encoders import build_encoder
+
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda" if cuda else "cpu")
+    path = _jpeg_parquet(workdir / "images.parquet", n, 256)
+    cpus = os.cpu_count() or 2
+
+    class Images:
+        def __init__(self, preprocess) -> None:
+            import pyarrow.parquet as pq
+
+            self.images = pq.read_table(path, columns=["image"]).column("image").to_pylist()
+            self.preprocess = preprocess
+
+        def __len__(self) -> int:
+            return len(self.images)
+
+        def __getitem__(self, i: int):
+            return self.preprocess(decode_image({"id": str(i), "label": 0, "image": self.images[i]}))
+
+    start = time.perf_counter()
+    encoder = build_encoder("efficientnet_lite0", image_size=image_size)
+    model = encoder.model.to(device)
+    loader = DataLoader(Images(encoder.preprocess), batch_size=batch_size, num_workers=max(1, cpus - 1),
+                        pin_memory=cuda, prefetch_factor=4)
+    done = 0
+    with torch.inference_mode(), torch.autocast(device.type, enabled=cuda):
+        for images in loader:
+            done += len(model(images.to(device, non_blocking=True)))
+    plain = time.perf_counter() - start
+    assert done == n
+
+    init_ray(include_dashboard=False, log_to_driver=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    start = time.perf_counter()
+    result = embed_source(
+        open_source(f"parquet:{path}"), features_dir=str(workdir / "features.parquet"),
+        encoder=EncoderSpec("efficientnet_lite0", image_size=image_size),
+        extract=ExtractConfig(batch_size=batch_size, num_actors=1, gpus_per_actor=1.0 if cuda else 0.0),
+        resolution=image_size, feature_dim=1280,
+    )
+    piped = time.perf_counter() - start
+    assert result.rows == n
+    where = "GPU" if cuda else "CPU (no CUDA: dry run)"
+    return [
+        ["plain torch loop + DataLoader", f"{max(1, cpus - 1)} decode workers, model on {where}",
+         f"{n / plain:.0f} images/s", ""],
+        ["rmd-ray pass 1", f"1 encoder actor on {where}, decode tasks on {cpus} CPUs",
+         f"{n / piped:.0f} images/s", f"{plain / piped:.2f}x the plain loop (target >= 0.9x)"],
+    ]
+
+
+def check_amp_step(batch: int, steps: int) -> list[list[str]]:
+    import torch
+
+    from rmd_ray.nn.losses import build_loss
+    from rmd_ray.nn.models import build_model
+
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda" if cuda else "cpu")
+    model = build_model("resnet18", num_classes=10, width=1.0, cifar_stem=True).to(device)
+    optim = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    scaler = torch.amp.GradScaler(enabled=cuda)
+    x = torch.randn(batch, 3, 32, 32, device=device)
+    y = torch.randint(0, 10, (batch,), device=device)
+    w = torch.rand(batch, device=device)
+    losses = {"ce": build_loss("ce"), "proposed": build_loss("proposed", alpha=0.3)}
+
+    def step(loss_fn, weighted: bool) -> None:
+        with torch.autocast(device.type, enabled=cuda):
+            logits = model(x)
+            loss = loss_fn(logits.float(), y, weights=w) if weighted else loss_fn(logits.float(), y)
+        optim.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optim)
+        scaler.update()
+
+    times = {"ce": [], "proposed": []}
+    for name in ("ce", "proposed"):
+        for _ in range(3):
+            step(losses[name], name == "proposed")
+    for _ in range(steps):  # interleaved pairs: drift affects both
+        for name in ("ce", "proposed"):
+            if cuda:
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            step(losses[name], name == "proposed")
+            if cuda:
+                torch.cuda.synchronize()
+            times[name].append(time.perf_counter() - start)
+    ratio = float(np.median(np.asarray(times["proposed"]) / np.asarray(times["ce"])))
+    where = "GPU, AMP" if cuda else "CPU (dry run, no AMP)"
+    return [["training step, proposed vs CE", f"ResNet-18, batch {batch}, 32 px, {where}",
+             f"{1e3 * np.median(times['ce']):.1f} ms vs {1e3 * np.median(times['proposed']):.1f} ms",
+             f"{ratio:.3f}x (target <= 1.03x)"]]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dry-run", action="store_true", help="toy sizes on the CPU: checks the script runs")
+    args = parser.parse_args()
+    dry = args.dry_run
+    rows: list[list[str]] = []
+    start = time.perf_counter()
+    rows += check_statistics(4_000 if dry else 200_000, 64 if dry else 512, 50 if dry else 1000,
+                             1_000 if dry else 65_536)
+    workdir = Path(tempfile.mkdtemp(prefix="rmd_gpu_check_"))
+    try:
+        rows += check_encoder(256 if dry else 20_000, 32 if dry else 224, 32 if dry else 256, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    rows += check_amp_step(16 if dry else 256, 3 if dry else 50)
+    table = markdown_table(["check", "setting", "measured", "target"], rows)
+    text = (f"# gpu_check{' (dry run on CPU: sizes are toys, not results)' if dry else ''}\n\n"
+            f"{machine_line()}; {time.perf_counter() - start:.0f} s in all\n\n{table}\n")
+    print(text)
+    print("written to", write_result("gpu_check_dry_run.md" if dry else "gpu_check.md", text))
+
+
+if __name__ == "__main__":
+    main()
