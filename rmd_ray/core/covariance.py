@@ -6,7 +6,8 @@ with a chosen by:
 - ``none``:  a = 0.
 - ``ridge``: S + eps * mu * I (scale-aware: eps is relative to the mean eigenvalue).
 - ``oas``:   Chen et al. (2010) oracle approximating shrinkage, the formula of scikit-learn's ``OAS``:
-  a = min(1, (m2 + mu^2) / ((n + 1)(m2 - mu^2/d))), m2 = mean(S**2). Needs only S and n.
+  a = min(1, (m2 + mu^2) / ((n + 1)(m2 - mu^2/d))), m2 = mean(S**2), clamped to [0, 1] (an isotropic
+  S makes the denominator a rounding residue of either sign). Needs only S and n.
 - ``ledoit_wolf``: Ledoit & Wolf (2004), the formula of scikit-learn's ``ledoit_wolf_shrinkage``:
   beta = (sum_i ||x_i||^4 / n - ||S||_F^2) / (d n), delta = (||S||_F^2 - trace(S)^2/d) / d,
   a = min(beta, delta) / delta. Needs the fourth-moment sum sum_i ||x_i||^4 of the centred samples
@@ -74,8 +75,15 @@ def _oas_coefficient(inp: ShrinkageInput) -> float:
     mu = _trace_mean(cov)
     mean_sq = float((cov**2).mean())
     numerator = mean_sq + mu**2
+    # mean_sq - mu^2/d = (mean of squared eigenvalues - squared mean eigenvalue) / d >= 0, zero for an
+    # isotropic S. Rounding leaves a tiny value of either sign there, and the ratio then reaches
+    # +-1e15: clamp to [0, 1] (an isotropic S is its own target, so a = 1 changes nothing).
+    # scikit-learn's OAS has the same flaw (it only caps at 1): on an isotropic S its shrinkage_ can be
+    # a huge negative number.
     denominator = (inp.n_samples + 1) * (mean_sq - mu**2 / d)
-    return 1.0 if denominator == 0 else min(numerator / denominator, 1.0)
+    if denominator <= 0:
+        return 1.0
+    return min(max(numerator / denominator, 0.0), 1.0)
 
 
 @SHRINKAGE.register("ledoit_wolf")

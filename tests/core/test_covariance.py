@@ -89,3 +89,26 @@ def test_zero_covariance_is_finite():
     with pytest.warns(SingularCovarianceWarning):
         whitening, singular = whitening_matrix(np.zeros((4, 4)))
     assert singular and np.array_equal(whitening, np.zeros((4, 4)))
+
+
+@pytest.mark.parametrize(("d", "c"), [(7, 0.7), (7, 1.3), (10, 0.1), (3, 0.5)])
+def test_oas_coefficient_is_clamped_for_an_isotropic_covariance(d, c):
+    """Rows +-c e_j: the scatter is exactly 2 c^2 I, and the OAS denominator a rounding residue that
+    gave coefficients like -3e15 (scikit-learn's OAS has the same flaw)."""
+    x = np.vstack([np.eye(d) * c, -np.eye(d) * c])
+    cov = x.T @ x / len(x)
+    assert np.array_equal(cov, np.diag(np.diag(cov))) and np.ptp(np.diag(cov)) == 0  # exactly isotropic
+    shrunk, coefficient = apply_shrinkage(cov, method="oas", n_samples=len(x))
+    assert 0.0 <= coefficient <= 1.0
+    assert np.isfinite(shrunk).all()
+    # an isotropic covariance is its own shrinkage target: any coefficient in [0, 1] leaves it unchanged
+    np.testing.assert_allclose(shrunk, cov, rtol=1e-14, atol=0)
+
+
+@pytest.mark.parametrize("scale", [0.1, 1 / 3, 1.1, 2.3, 1e-3, 1e4])
+def test_oas_coefficient_stays_in_unit_interval_for_scaled_identities(scale):
+    for d in (3, 5, 7, 10, 20, 64):
+        shrunk, coefficient = apply_shrinkage(np.eye(d) * scale, method="oas", n_samples=100)
+        assert 0.0 <= coefficient <= 1.0, (d, coefficient)
+        np.testing.assert_allclose(shrunk, np.eye(d) * scale, rtol=1e-14)
+
