@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from sklearn.covariance import OAS, LedoitWolf
@@ -112,3 +114,17 @@ def test_oas_coefficient_stays_in_unit_interval_for_scaled_identities(scale):
         assert 0.0 <= coefficient <= 1.0, (d, coefficient)
         np.testing.assert_allclose(shrunk, np.eye(d) * scale, rtol=1e-14)
 
+
+def test_whitening_with_a_structural_rank_bound_warns_and_keeps_that_many_directions(centred):
+    cov = centred.T @ centred / len(centred)  # full rank numerically
+    with pytest.warns(SingularCovarianceWarning, match="rank at most 15 by construction.*shrinkage='ledoit_wolf'"):
+        whitening, singular = whitening_matrix(cov, max_rank=15)
+    assert singular and np.linalg.matrix_rank(whitening) == 15
+    values, vectors = np.linalg.eigh(cov)
+    top = vectors[:, 5:]
+    np.testing.assert_allclose(whitening.T @ whitening, top @ np.diag(1 / values[5:]) @ top.T, rtol=1e-8, atol=1e-12)
+    # a bound of d (full rank possible) changes nothing: the Cholesky path, no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        full, singular = whitening_matrix(cov, max_rank=20)
+    assert not singular and np.array_equal(full, whitening_matrix(cov)[0])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -234,3 +235,30 @@ def test_float32_features_near_1e20_fit_and_score_like_rescaled_ones():
     np.testing.assert_allclose(md, md_ref, rtol=1e-9)
     np.testing.assert_allclose(rmd, rmd_ref, rtol=0, atol=1e-9 * np.abs(md_ref).max())
 
+
+def test_rank_condition_counts_the_fitted_class_means():
+    """N = 12 > d = 10 passed the old n <= d check, but the pooled within-class scatter has rank
+    N - K = 8 < 10: every sample got MD = 8.0 with no error."""
+    rng = np.random.default_rng(23)
+    features = rng.normal(size=(12, 10))
+    labels = np.arange(12) % 4
+    with pytest.raises(ValueError, match="rank at most N - classes = 8 < d.*shrinkage='ledoit_wolf'.*14 samples"):
+        DifficultyScorer(n_classes=4).fit(features, labels)
+    with pytest.raises(ValueError, match="class-agnostic covariance has rank at most N - 1 = 9 < d"):
+        DifficultyScorer(n_classes=1).fit(features[:10], np.zeros(10, dtype=np.int64))
+    # Streaming cannot refuse up front: finalize warns, naming the fix, and inverts only the 8
+    # directions the scatter can have, even with an rcond that would let rounding noise through.
+    for rcond in (1e-10, 1e-300):
+        scorer = DifficultyScorer(n_classes=4, covariance=CovarianceConfig(rcond=rcond))
+        scorer.partial_fit(features[:5], labels[:5]).partial_fit(features[5:], labels[5:])
+        with pytest.warns(SingularCovarianceWarning, match="rank at most 8 by construction.*shrinkage='ledoit_wolf'"):
+            scorer.finalize()
+        assert scorer.singular_ == {"within": True, "global": False}
+        assert np.linalg.matrix_rank(scorer.whitening_) == 8
+    # the named fix works: no warning, full rank, distances that vary with the data
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fixed = DifficultyScorer(n_classes=4, covariance=CovarianceConfig(shrinkage="ledoit_wolf"))
+        fixed.fit(features, labels)
+    md, _ = fixed.score(features, labels)
+    assert fixed.singular_ == {"within": False, "global": False} and np.ptp(md) > 0.1
