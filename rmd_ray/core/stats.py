@@ -127,14 +127,17 @@ def _block_rows(xp: Any, n: int, d: int) -> int:
     return max(_MIN_BLOCK_ROWS, _BLOCK_VALUES // d)
 
 
-def _add_gram(xp: Any, gram: Any, rows: Any) -> Any:
-    """gram += rows^T rows. On NumPy only the lower triangle is updated (see :func:`_symmetric`)."""
+def _add_gram(xp: Any, gram: Any, rows: Any, *, alpha: float = 1.0) -> Any:
+    """gram += alpha rows^T rows for an F-ordered float64 (d, d) gram and C-ordered (m, d) rows.
+
+    On NumPy only the lower triangle is updated (see :func:`_symmetric`).
+    """
     if xp is np:
         from scipy.linalg.blas import dsyrk
 
         # rows.T is F-contiguous, so BLAS reads the block in place; dsyrk does half the flops of a GEMM
-        return dsyrk(1.0, rows.T, beta=1.0, c=gram, trans=0, lower=1, overwrite_c=1)
-    gram += rows.T @ rows  # pragma: no cover - GPU only
+        return dsyrk(alpha, rows.T, beta=1.0, c=gram, trans=0, lower=1, overwrite_c=1)
+    gram += alpha * (rows.T @ rows)  # pragma: no cover - GPU only
     return gram  # pragma: no cover - GPU only
 
 
@@ -144,51 +147,61 @@ def _symmetric(xp: Any, gram: Any) -> Any:
     return xp.ascontiguousarray(lower + xp.tril(gram, -1).T)
 
 
-def _add_segment_sums(xp: Any, sums: Any, rows: Any, row_labels: Any) -> None:
-    """sums[k] += sum of the rows labelled k, for rows sorted by label (a few contiguous runs)."""
-    if xp is np:
-        from scipy import sparse
-    else:  # pragma: no cover - GPU only
-        from cupyx.scipy import sparse
+def _add_run_sums(sparse: Any, xp: Any, sums: Any, rows: Any, run_labels: Any, bounds: Any) -> None:
+    """sums[run_labels[j]] += rows[bounds[j]:bounds[j + 1]].sum(axis=0) for each run j of equal labels.
+
+    A (runs, m) indicator in CSR form, built directly: a (K, m) one-hot would write a K x d result per
+    block, which at K = 1000 cost more than the sums themselves.
+    """
     m = rows.shape[0]
-    run_start = xp.ones(m, dtype=bool)
-    run_start[1:] = row_labels[1:] != row_labels[:-1]
-    starts = xp.flatnonzero(run_start)
-    indptr = xp.concatenate([starts, xp.asarray([m], dtype=starts.dtype)])
-    # A (runs, m) indicator in CSR form built directly: a (K, m) one-hot would write a K x d result
-    # per block, which at K = 1000 cost more than the sums themselves.
-    runs = sparse.csr_matrix((xp.ones(m), xp.arange(m), indptr), shape=(starts.shape[0], m))
-    sums[row_labels[starts]] += runs @ rows  # run labels are distinct: sorted rows, one run per class
+    runs = sparse.csr_matrix((xp.ones(m), xp.arange(m), bounds), shape=(bounds.shape[0] - 1, m))
+    sums[run_labels] += runs @ rows  # distinct labels: the rows are sorted, so one run per class
 
 
 def _batch_stats(features: Any, labels: Any, n_classes: int) -> ClassStats:
     xp = array_module(features, labels)
+    if xp is np:
+        from scipy import sparse
+    else:  # pragma: no cover - GPU only
+        from cupyx.scipy import sparse
     n, d = features.shape
     counts = xp.bincount(labels, minlength=n_classes).astype(xp.int64)
     # Sorting by label (stable, so the result is deterministic) makes each block a few class runs,
-    # which a tiny run-indicator sums; the anchors are each class's first row.
+    # which a tiny run indicator sums; the anchors are each class's first row.
     order = xp.argsort(labels, kind="stable") if xp is np else xp.argsort(labels)
     sorted_labels = labels[order]
     first = xp.cumsum(counts) - counts
     present = counts > 0
     anchors = xp.zeros((n_classes, d), dtype=xp.float64)
     anchors[present] = features[order[first[present]]]
+    block = _block_rows(xp, n, d)
+    # run starts in sorted order, cut at block boundaries too, so that each run lies in one block
+    run_start = xp.zeros(n + 1, dtype=bool)
+    run_start[first[present]] = True
+    run_start[0:n:block] = True
+    run_start[n] = True
+    cuts = to_numpy(xp.flatnonzero(run_start))
+    cuts_xp = xp.asarray(cuts)
+    run_labels = sorted_labels[cuts_xp[:-1]]
     sums = xp.zeros((n_classes, d), dtype=xp.float64)
     gram = xp.zeros((d, d), dtype=xp.float64, order="F")
-    block = _block_rows(xp, n, d)
     buffer = xp.empty((min(block, n), d), dtype=xp.float64)
+    run = 0
     for start in range(0, n, block):
         stop = min(start + block, n)
         rows = buffer[: stop - start]
-        row_labels = sorted_labels[start:stop]
         # the float64 cast happens here, fused with the centring: nothing is summed in the input dtype
-        xp.subtract(features[order[start:stop]], anchors[row_labels], out=rows)
+        xp.subtract(features[order[start:stop]], anchors[sorted_labels[start:stop]], out=rows)
         gram = _add_gram(xp, gram, rows)
-        _add_segment_sums(xp, sums, rows, row_labels)
+        end = run + int(np.searchsorted(cuts[run:], stop))  # runs of this block: cuts[run] .. cuts[end]
+        _add_run_sums(sparse, xp, sums, rows, run_labels[run:end], cuts_xp[run : end + 1] - start)
+        run = end
     offsets = sums / xp.maximum(counts, 1)[:, None].astype(xp.float64)
     means = anchors + offsets
+    # W = S - sum_k n_k o_k o_k^T, as one more symmetric rank-k update with negative weight
     with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported just below
-        scatter = _symmetric(xp, gram) - (offsets * counts[:, None].astype(xp.float64)).T @ offsets
+        gram = _add_gram(xp, gram, offsets * xp.sqrt(counts.astype(xp.float64))[:, None], alpha=-1.0)
+        scatter = _symmetric(xp, gram)
     if not bool(xp.isfinite(scatter).all()):
         largest = float(xp.abs(features).max())
         raise ValueError(
@@ -223,7 +236,9 @@ def merge_stats(a: ClassStats, b: ClassStats) -> ClassStats:
     delta = b.means - a.means
     means = a.means + delta * (n_b / safe_n)[:, None]
     weight = n_a * n_b / safe_n
-    scatter = a.scatter + b.scatter + (delta * weight[:, None]).T @ delta
+    # the between-shard term as a symmetric rank-K update (half a GEMM's flops; K = 1000 here)
+    gram = xp.asfortranarray(a.scatter + b.scatter)
+    scatter = _symmetric(xp, _add_gram(xp, gram, delta * xp.sqrt(weight)[:, None]))
     return ClassStats(a.counts + b.counts, means, scatter)
 
 
