@@ -2,13 +2,16 @@
 
 Rates are compared as ratios in one process, so a noisy shared machine moves both sides together.
 
-- GEMM rate: the machine's X^T X on the same float32 chunks (the floor of any exact method).
+- X^T X floor: the machine's float64 X^T X on the same chunks, already cast to float64 (the faster of
+  np.dot and the @ operator, both of which call a symmetric rank-k update here). The statistics are
+  computed in float64 whatever the input dtype (DESIGN.md section 2), so no exact method beats it; ours
+  also pays for the cast, the class-wise centring and the class sums, from float32 chunks.
 - scikit-learn LinearDiscriminantAnalysis(store_covariance=True): the shared within-class covariance.
 - np.cov: the class-agnostic covariance only.
 - Peak memory (tracemalloc, which sees NumPy's allocations) streaming N = 1,281,167 x 512, K = 1000
   (ImageNet-1k train) against N / 10: it must not grow with N.
 
-Targets: >= 70% of the GEMM rate, >= 3x faster than the LDA fit, peak memory independent of N.
+Targets: >= 70% of the float64 X^T X rate, >= 3x faster than the LDA fit, peak memory independent of N.
 Run: python benchmarks/stats_throughput.py [--quick]
 """
 
@@ -78,18 +81,29 @@ def main() -> None:
     rng = np.random.default_rng(0)
     chunks = [make_chunk(rng, chunk_rows, d, k) for _ in range(2)]
 
-    # (a) the GEMM floor on identical chunks: X^T X per chunk (float32 through BLAS), the faster of
-    # np.dot and the @ operator (they differ by several x here for a transposed operand)
+    # (a) the float64 X^T X floor on identical chunks (cast beforehand, outside the timing), the faster
+    # of np.dot and the @ operator (they have differed by several x for a transposed operand). The
+    # three timings are interleaved so that load from other users hits all of them alike.
+    chunks64 = [features.astype(np.float64) for features, _ in chunks]
+
     def gemm_only(op):
         def run():
             for i in range(n_rate // chunk_rows):
-                x = chunks[i % 2][0]
+                x = chunks64[i % 2]
                 op(x.T, x)
 
         return run
 
-    t_gemm = min(best_time(gemm_only(np.dot)), best_time(gemm_only(np.matmul)))
-    t_ours = best_time(lambda: stream(chunks, n_classes=k, n_rows=n_rate, chunk_rows=chunk_rows))
+    timed = {
+        "dot": gemm_only(np.dot),
+        "matmul": gemm_only(np.matmul),
+        "ours": lambda: stream(chunks, n_classes=k, n_rows=n_rate, chunk_rows=chunk_rows),
+    }
+    best = dict.fromkeys(timed, float("inf"))
+    for _ in range(5):
+        for name, fn in timed.items():
+            best[name] = min(best[name], best_time(fn, repeat=1))
+    t_gemm, t_ours = min(best["dot"], best["matmul"]), best["ours"]
 
     # (b), (c) in-memory baselines on the same data
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
@@ -112,10 +126,10 @@ def main() -> None:
         [
             "streaming stats (ours), K=1000",
             f"{n_rate / t_ours / 1e6:.3f} M rows/s",
-            f"{gemm_fraction:.0%} of GEMM",
+            f"{gemm_fraction:.0%} of float64 X^T X",
             ">= 70%",
         ],
-        ["X^T X GEMM floor, same chunks", f"{n_rate / t_gemm / 1e6:.3f} M rows/s", "100%", ""],
+        ["float64 X^T X floor, same chunks", f"{n_rate / t_gemm / 1e6:.3f} M rows/s", "100%", ""],
         [f"ours in memory, N={n_lda:,}, K=100", f"{t_ours_lda:.2f} s", f"{speedup_lda:.1f}x faster than LDA", ">= 3x"],
         ["sklearn LDA(store_covariance=True)", f"{t_lda:.2f} s", f"max rel diff {agreement:.1e}", ""],
         ["np.cov (class-agnostic only)", f"{t_cov:.2f} s", "", ""],
@@ -131,7 +145,7 @@ def main() -> None:
     table = markdown_table(["measure", "value", "vs baseline", "target"], rows)
     text = (
         f"# stats_throughput ({'quick' if args.quick else 'full'})\n\n{machine_line()}; BLAS: {blas}; "
-        f"d={d}, chunks of {chunk_rows} float32 rows\n\n{table}\n"
+        f"d={d}, chunks of {chunk_rows} float32 rows (statistics in float64)\n\n{table}\n"
     )
     print(text)
     if not args.quick:

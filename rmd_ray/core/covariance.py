@@ -6,7 +6,8 @@ with a chosen by:
 - ``none``:  a = 0.
 - ``ridge``: S + eps * mu * I (scale-aware: eps is relative to the mean eigenvalue).
 - ``oas``:   Chen et al. (2010) oracle approximating shrinkage, the formula of scikit-learn's ``OAS``:
-  a = min(1, (m2 + mu^2) / ((n + 1)(m2 - mu^2/d))), m2 = mean(S**2). Needs only S and n.
+  a = min(1, (m2 + mu^2) / ((n + 1)(m2 - mu^2/d))), m2 = mean(S**2), clamped to [0, 1] (an isotropic
+  S makes the denominator a rounding residue of either sign). Needs only S and n.
 - ``ledoit_wolf``: Ledoit & Wolf (2004), the formula of scikit-learn's ``ledoit_wolf_shrinkage``:
   beta = (sum_i ||x_i||^4 / n - ||S||_F^2) / (d n), delta = (||S||_F^2 - trace(S)^2/d) / d,
   a = min(beta, delta) / delta. Needs the fourth-moment sum sum_i ||x_i||^4 of the centred samples
@@ -74,8 +75,15 @@ def _oas_coefficient(inp: ShrinkageInput) -> float:
     mu = _trace_mean(cov)
     mean_sq = float((cov**2).mean())
     numerator = mean_sq + mu**2
+    # mean_sq - mu^2/d = (mean of squared eigenvalues - squared mean eigenvalue) / d >= 0, zero for an
+    # isotropic S. Rounding leaves a tiny value of either sign there, and the ratio then reaches
+    # +-1e15: clamp to [0, 1] (an isotropic S is its own target, so a = 1 changes nothing).
+    # scikit-learn's OAS has the same flaw (it only caps at 1): on an isotropic S its shrinkage_ can be
+    # a huge negative number.
     denominator = (inp.n_samples + 1) * (mean_sq - mu**2 / d)
-    return 1.0 if denominator == 0 else min(numerator / denominator, 1.0)
+    if denominator <= 0:
+        return 1.0
+    return min(max(numerator / denominator, 0.0), 1.0)
 
 
 @SHRINKAGE.register("ledoit_wolf")
@@ -147,7 +155,9 @@ def _solve_triangular_identity(xp: Any, lower: Any) -> Any:
     return solve_triangular(lower, eye, lower=True)
 
 
-def whitening_matrix(covariance: Any, *, rcond: float = 1e-10, what: str = "covariance") -> tuple[Any, bool]:
+def whitening_matrix(
+    covariance: Any, *, rcond: float = 1e-10, what: str = "covariance", max_rank: int | None = None
+) -> tuple[Any, bool]:
     """A (d, d) such that ||A (f - mu)||^2 is the squared Mahalanobis distance under ``covariance``.
 
     Parameters
@@ -157,6 +167,11 @@ def whitening_matrix(covariance: Any, *, rcond: float = 1e-10, what: str = "cova
         Eigenvalues at or below ``rcond * lambda_max`` count as zero.
     what : str
         Name of the covariance, used in the warning.
+    max_rank : int, optional
+        The rank the covariance can have at most by construction: N - 1 for a scatter about one mean
+        of N samples, N - K' about the means of K' non-empty classes. Below d the covariance is
+        singular whatever rounding left in its null space, so it is treated as singular (warning,
+        pseudo-inverse on at most ``max_rank`` directions) even when its eigenvalues pass ``rcond``.
 
     Returns
     -------
@@ -166,10 +181,12 @@ def whitening_matrix(covariance: Any, *, rcond: float = 1e-10, what: str = "cova
         True when the fallback was used (a :class:`SingularCovarianceWarning` was issued).
     """
     xp = array_module(covariance)
+    d = covariance.shape[0]
+    rank_deficient = max_rank is not None and max_rank < d
     eigenvalues = xp.linalg.eigvalsh(covariance)
     largest = float(eigenvalues[-1])
     smallest = float(eigenvalues[0])
-    if largest > 0 and smallest > rcond * largest:
+    if not rank_deficient and largest > 0 and smallest > rcond * largest:
         try:
             lower = xp.linalg.cholesky(covariance)
         except Exception:  # LinAlgError; numerically indefinite despite eigvalsh: use the fallback
@@ -178,16 +195,25 @@ def whitening_matrix(covariance: Any, *, rcond: float = 1e-10, what: str = "cova
             if bool(xp.isfinite(lower).all()):  # CuPy signals failure with NaNs, not an exception
                 return _solve_triangular_identity(xp, lower), False
     kept = int((eigenvalues > rcond * max(largest, 0.0)).sum()) if largest > 0 else 0
-    ratio = smallest / largest if largest > 0 else 0.0
+    if rank_deficient:
+        kept = min(kept, max(max_rank, 0))
+        cause = (
+            f"it has rank at most {max(max_rank, 0)} by construction (fewer samples than dimensions plus "
+            "fitted means), so distances of the training samples reflect the sample count, not the data"
+        )
+    else:
+        ratio = smallest / largest if largest > 0 else 0.0
+        cause = f"{d - kept} eigenvalue(s) <= rcond*max (ratio {ratio:.2e})"
     warnings.warn(
-        f"the {what} ({covariance.shape[0]}x{covariance.shape[0]}) is singular or near-singular: "
-        f"{covariance.shape[0] - kept} eigenvalue(s) <= rcond*max (ratio {ratio:.2e}); "
-        "Mahalanobis distances ignore those directions. Use shrinkage='ledoit_wolf' (or 'oas', or 'ridge') "
-        "to regularise it, or give more samples than feature dimensions.",
+        f"the {what} ({d}x{d}) is singular or near-singular: {cause}; "
+        "Mahalanobis distances ignore the null directions. Use shrinkage='ledoit_wolf' (or 'oas', or 'ridge') "
+        "to regularise it, or give more samples than feature dimensions plus classes.",
         SingularCovarianceWarning,
         stacklevel=3,
     )
     values, vectors = xp.linalg.eigh(covariance)
-    keep = values > rcond * max(largest, 0.0)
+    # eigh sorts ascending: keep the ``kept`` largest, so rounding noise in a structural null space
+    # (which can exceed rcond * max) never gets inverted
+    keep = (values > rcond * max(largest, 0.0)) & (xp.arange(d) >= d - kept)
     inv_sqrt = xp.where(keep, 1.0 / xp.sqrt(xp.where(keep, values, 1.0)), 0.0)
     return inv_sqrt[:, None] * vectors.T, True

@@ -84,11 +84,25 @@ class DifficultyScorer:
         """Fit on all features at once (two passes when ``shrinkage='ledoit_wolf'``); returns self."""
         features, labels = self._validated(features, labels)
         n, d = features.shape
-        if n <= d and self.covariance.shrinkage == "none":
-            raise ValueError(
-                f"{n} samples for {d} feature dimensions: the covariance is singular. Pass "
-                "CovarianceConfig(shrinkage='ledoit_wolf') (or 'oas'/'ridge'), or more samples than dimensions"
-            )
+        if self.covariance.shrinkage == "none":
+            # The pooled within-class scatter has rank at most N - (non-empty classes), the class-agnostic
+            # one N - 1: n > d is not enough (N = 12, d = 10, K = 4 gives every sample MD = 8).
+            n_nonempty = int(to_numpy(self._xp.bincount(labels, minlength=self.n_classes) > 0).sum())
+            within_rank, global_rank = _rank_bounds(n, n_nonempty)
+            deficient = [
+                f"the {name} covariance has rank at most {formula} = {rank} < d"
+                for name, formula, rank in (
+                    ("shared within-class", "N - classes", within_rank),
+                    ("class-agnostic", "N - 1", global_rank),
+                )
+                if rank < d
+            ]
+            if deficient:
+                raise ValueError(
+                    f"{n} samples for {d} feature dimensions ({n_nonempty} non-empty classes): "
+                    f"{' and '.join(deficient)} (singular). Pass CovarianceConfig(shrinkage='ledoit_wolf') "
+                    f"(or 'oas'/'ridge'), or at least d + classes = {d + n_nonempty} samples"
+                )
         self.stats_ = None
         self._accumulate(features, labels)
         fourth = None
@@ -141,8 +155,17 @@ class DifficultyScorer:
         self.means_, self.global_mean_ = means, global_mean
         self.covariance_, self.global_covariance_ = within, total
         self.shrinkage_ = {"within": a_within, "global": a_total}
-        self.whitening_, s1 = whitening_matrix(within, rcond=cfg.rcond, what="shared within-class covariance")
-        self.global_whitening_, s0 = whitening_matrix(total, rcond=cfg.rcond, what="class-agnostic covariance")
+        # Shrinkage (a > 0) restores full rank; without it the rank bounds of the raw scatters hold, and
+        # a covariance below full rank by construction is singular even where rounding hides it.
+        within_rank, global_rank = _rank_bounds(n, int(to_numpy(stats.counts > 0).sum()))
+        self.whitening_, s1 = whitening_matrix(
+            within, rcond=cfg.rcond, what="shared within-class covariance",
+            max_rank=within_rank if a_within == 0.0 else None,
+        )
+        self.global_whitening_, s0 = whitening_matrix(
+            total, rcond=cfg.rcond, what="class-agnostic covariance",
+            max_rank=global_rank if a_total == 0.0 else None,
+        )
         self.singular_ = {"within": s1, "global": s0}
         self._fourth = list(fourth_moments) if fourth_moments is not None else None
         return self
@@ -262,6 +285,12 @@ class DifficultyScorer:
     def __repr__(self) -> str:
         state = f"fitted on {self.stats_.n_samples}" if self.stats_ is not None else "unfitted"
         return f"DifficultyScorer(n_classes={self.n_classes}, shrinkage={self.covariance.shrinkage!r}, {state})"
+
+
+def _rank_bounds(n_samples: int, n_nonempty: int) -> tuple[int, int]:
+    """Largest possible ranks of the within-class scatter (N - non-empty classes) and of the
+    class-agnostic one (N - 1): each centring on a fitted mean removes one degree of freedom."""
+    return n_samples - n_nonempty, n_samples - 1
 
 
 __all__ = ["DifficultyScorer", "NotFittedError", "empty_stats"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from sklearn.covariance import OAS, LedoitWolf
@@ -89,3 +91,40 @@ def test_zero_covariance_is_finite():
     with pytest.warns(SingularCovarianceWarning):
         whitening, singular = whitening_matrix(np.zeros((4, 4)))
     assert singular and np.array_equal(whitening, np.zeros((4, 4)))
+
+
+@pytest.mark.parametrize(("d", "c"), [(7, 0.7), (7, 1.3), (10, 0.1), (3, 0.5)])
+def test_oas_coefficient_is_clamped_for_an_isotropic_covariance(d, c):
+    """Rows +-c e_j: the scatter is exactly 2 c^2 I, and the OAS denominator a rounding residue that
+    gave coefficients like -3e15 (scikit-learn's OAS has the same flaw)."""
+    x = np.vstack([np.eye(d) * c, -np.eye(d) * c])
+    cov = x.T @ x / len(x)
+    assert np.array_equal(cov, np.diag(np.diag(cov))) and np.ptp(np.diag(cov)) == 0  # exactly isotropic
+    shrunk, coefficient = apply_shrinkage(cov, method="oas", n_samples=len(x))
+    assert 0.0 <= coefficient <= 1.0
+    assert np.isfinite(shrunk).all()
+    # an isotropic covariance is its own shrinkage target: any coefficient in [0, 1] leaves it unchanged
+    np.testing.assert_allclose(shrunk, cov, rtol=1e-14, atol=0)
+
+
+@pytest.mark.parametrize("scale", [0.1, 1 / 3, 1.1, 2.3, 1e-3, 1e4])
+def test_oas_coefficient_stays_in_unit_interval_for_scaled_identities(scale):
+    for d in (3, 5, 7, 10, 20, 64):
+        shrunk, coefficient = apply_shrinkage(np.eye(d) * scale, method="oas", n_samples=100)
+        assert 0.0 <= coefficient <= 1.0, (d, coefficient)
+        np.testing.assert_allclose(shrunk, np.eye(d) * scale, rtol=1e-14)
+
+
+def test_whitening_with_a_structural_rank_bound_warns_and_keeps_that_many_directions(centred):
+    cov = centred.T @ centred / len(centred)  # full rank numerically
+    with pytest.warns(SingularCovarianceWarning, match="rank at most 15 by construction.*shrinkage='ledoit_wolf'"):
+        whitening, singular = whitening_matrix(cov, max_rank=15)
+    assert singular and np.linalg.matrix_rank(whitening) == 15
+    values, vectors = np.linalg.eigh(cov)
+    top = vectors[:, 5:]
+    np.testing.assert_allclose(whitening.T @ whitening, top @ np.diag(1 / values[5:]) @ top.T, rtol=1e-8, atol=1e-12)
+    # a bound of d (full rank possible) changes nothing: the Cholesky path, no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        full, singular = whitening_matrix(cov, max_rank=20)
+    assert not singular and np.array_equal(full, whitening_matrix(cov)[0])

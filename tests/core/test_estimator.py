@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -186,3 +187,78 @@ def test_configuration_and_state_validation():
         fitted.merge(np.zeros(3))
     with pytest.raises(ValueError, match="statistics have 4 classes, this scorer 3"):
         fitted.merge(batch_stats(np.zeros((2, 8)), np.array([0, 3]), n_classes=4))
+
+
+# ------------------------------------------------------------------- issue 10, item 6 (a) and (c)
+def test_partial_fit_on_float32_chunks_scores_as_float64():
+    """6,000 float32 rows (d = 32, K = 6, offset 1e4) in 7 shuffled chunks: RMD equals that from the
+    same values cast to float64 (it was 2.6e-5 relative off), and the fit equals a naive float64 one."""
+    rng = np.random.default_rng(21)
+    labels = rng.integers(0, 6, 6000)
+    features = (rng.normal(size=(6, 32))[labels] * 3 + rng.normal(size=(6000, 32)) + 1e4).astype(np.float32)
+    chunks = np.array_split(rng.permutation(6000), 7)
+
+    def streamed(x):
+        scorer = DifficultyScorer(n_classes=6)
+        for rows in chunks:
+            scorer.partial_fit(x[rows], labels[rows])
+        return scorer.finalize()
+
+    exact = features.astype(np.float64)
+    from32, from64 = streamed(features), streamed(exact)
+    _, rmd32 = from32.score(features, labels)
+    _, rmd64 = from64.score(exact, labels)
+    assert np.abs(rmd32 - rmd64).max() <= 1e-12 * np.abs(rmd64).max()
+    # naive float64 reference: per-class means, pooled scatter / N, then RMD through np.linalg.inv
+    means = np.stack([exact[labels == k].mean(axis=0) for k in range(6)])
+    within = sum((exact[labels == k] - means[k]).T @ (exact[labels == k] - means[k]) for k in range(6)) / 6000
+    mu0 = exact.mean(axis=0)
+    total = (exact - mu0).T @ (exact - mu0) / 6000
+    np.testing.assert_allclose(from32.covariance_, within, rtol=1e-10, atol=1e-12 * np.abs(within).max())
+    np.testing.assert_allclose(from32.global_covariance_, total, rtol=1e-10, atol=1e-12 * np.abs(total).max())
+    r = exact - means[labels]
+    g = exact - mu0
+    md = np.einsum("ij,jk,ik->i", r, np.linalg.inv(within), r)
+    md0 = np.einsum("ij,jk,ik->i", g, np.linalg.inv(total), g)
+    np.testing.assert_allclose(rmd32, md - md0, rtol=0, atol=1e-7 * np.abs(md).max())
+
+
+def test_float32_features_near_1e20_fit_and_score_like_rescaled_ones():
+    """Squares of 1e20 overflow float32 (this raised LinAlgError); distances are scale-invariant."""
+    rng = np.random.default_rng(22)
+    labels = rng.integers(0, 3, 600)
+    big = ((rng.normal(size=(3, 5))[labels] + rng.normal(size=(600, 5))) * 1e20).astype(np.float32)
+    scorer = DifficultyScorer(n_classes=3).fit(big, labels)
+    md, rmd = scorer.score(big, labels)
+    rescaled = big.astype(np.float64) / 1e20
+    md_ref, rmd_ref = DifficultyScorer(n_classes=3).fit(rescaled, labels).score(rescaled, labels)
+    np.testing.assert_allclose(md, md_ref, rtol=1e-9)
+    np.testing.assert_allclose(rmd, rmd_ref, rtol=0, atol=1e-9 * np.abs(md_ref).max())
+
+
+def test_rank_condition_counts_the_fitted_class_means():
+    """N = 12 > d = 10 passed the old n <= d check, but the pooled within-class scatter has rank
+    N - K = 8 < 10: every sample got MD = 8.0 with no error."""
+    rng = np.random.default_rng(23)
+    features = rng.normal(size=(12, 10))
+    labels = np.arange(12) % 4
+    with pytest.raises(ValueError, match="rank at most N - classes = 8 < d.*shrinkage='ledoit_wolf'.*14 samples"):
+        DifficultyScorer(n_classes=4).fit(features, labels)
+    with pytest.raises(ValueError, match="class-agnostic covariance has rank at most N - 1 = 9 < d"):
+        DifficultyScorer(n_classes=1).fit(features[:10], np.zeros(10, dtype=np.int64))
+    # Streaming cannot refuse up front: finalize warns, naming the fix, and inverts only the 8
+    # directions the scatter can have, even with an rcond that would let rounding noise through.
+    for rcond in (1e-10, 1e-300):
+        scorer = DifficultyScorer(n_classes=4, covariance=CovarianceConfig(rcond=rcond))
+        scorer.partial_fit(features[:5], labels[:5]).partial_fit(features[5:], labels[5:])
+        with pytest.warns(SingularCovarianceWarning, match="rank at most 8 by construction.*shrinkage='ledoit_wolf'"):
+            scorer.finalize()
+        assert scorer.singular_ == {"within": True, "global": False}
+        assert np.linalg.matrix_rank(scorer.whitening_) == 8
+    # the named fix works: no warning, full rank, distances that vary with the data
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fixed = DifficultyScorer(n_classes=4, covariance=CovarianceConfig(shrinkage="ledoit_wolf"))
+        fixed.fit(features, labels)
+    md, _ = fixed.score(features, labels)
+    assert fixed.singular_ == {"within": False, "global": False} and np.ptp(md) > 0.1

@@ -97,8 +97,8 @@ def test_float32_features_far_from_origin_keep_the_covariance_exact():
     reference_shared, _, reference_total = naive_covariances(features, labels, 5)
     chunks = [(features[i : i + 4096], labels[i : i + 4096]) for i in range(0, len(labels), 4096)]
     stats = stream_stats(chunks, n_classes=5)
-    assert np.abs(within_class_covariance(stats) - reference_shared).max() / np.abs(reference_shared).max() < 1e-5
-    assert np.abs(class_agnostic_covariance(stats) - reference_total).max() / np.abs(reference_total).max() < 1e-5
+    assert np.abs(within_class_covariance(stats) - reference_shared).max() / np.abs(reference_shared).max() < 1e-12
+    assert np.abs(class_agnostic_covariance(stats) - reference_total).max() / np.abs(reference_total).max() < 1e-12
 
     # The textbook shortcut in float32: E[f f^T] - mu mu^T loses every significant digit at this offset.
     f32 = features
@@ -155,3 +155,61 @@ def test_property_any_split_equals_whole(n, d, k, split, seed):
     np.testing.assert_allclose(
         class_agnostic_covariance(merged), total, rtol=1e-9, atol=1e-9 * (np.abs(total).max() + 1)
     )
+
+
+# ------------------------------------------------------------------- dtype independence (issue 10, item 6a)
+def assert_stats_equal(actual, expected, *, rtol=1e-12):
+    assert actual.counts.tolist() == expected.counts.tolist()
+    for name in ("means", "scatter"):
+        a, e = getattr(actual, name), getattr(expected, name)
+        assert a.dtype == np.float64
+        assert np.abs(a - e).max() <= rtol * np.abs(e).max(), name
+
+
+@pytest.mark.parametrize(("n", "d", "k", "offset"), [(3000, 12, 5, 0.0), (6000, 32, 6, 1e4), (500, 3, 40, -3e3)])
+def test_float32_input_gives_the_statistics_of_its_float64_cast(n, d, k, offset):
+    features, labels = make_data(seed=11, n=n, d=d, k=k, offset=offset, dtype=np.float32)
+    from32 = batch_stats(features, labels, n_classes=k)
+    from64 = batch_stats(features.astype(np.float64), labels, n_classes=k)
+    assert_stats_equal(from32, from64)
+    # and both equal the textbook float64 definitions
+    shared, mu0, total = naive_covariances(features, labels, k)
+    np.testing.assert_allclose(class_agnostic_mean(from32), mu0, rtol=1e-12)
+    assert np.abs(within_class_covariance(from32) - shared).max() <= 1e-12 * np.abs(shared).max()
+    assert np.abs(class_agnostic_covariance(from32) - total).max() <= 1e-12 * np.abs(total).max()
+
+
+def test_one_large_class_far_from_the_origin_in_float32_is_exact():
+    """200,000 float32 rows at offset 1e4 in one class: a float32 one-hot sum put the mean 11.7 off."""
+    rng = np.random.default_rng(12)
+    features = (rng.normal(size=(200_000, 8)) + 1e4).astype(np.float32)
+    labels = np.zeros(len(features), dtype=np.int64)
+    stats = batch_stats(features, labels, n_classes=1)
+    exact = features.astype(np.float64)
+    mean = exact.mean(axis=0)
+    np.testing.assert_allclose(stats.means[0], mean, rtol=1e-12)
+    reference = (exact - mean).T @ (exact - mean)
+    assert np.abs(stats.scatter - reference).max() <= 1e-12 * np.abs(reference).max()
+    assert_stats_equal(stats, batch_stats(exact, labels, n_classes=1))
+    # chunked the same way a stream would see it
+    streamed = stream_stats(((features[i : i + 30_000], labels[i : i + 30_000]) for i in range(0, 200_000, 30_000)),
+                            n_classes=1)
+    assert_stats_equal(streamed, stats)
+
+
+def test_float32_values_near_1e20_do_not_overflow():
+    rng = np.random.default_rng(13)
+    small = rng.normal(size=(400, 6))
+    labels = rng.integers(0, 3, 400)
+    big = (small * 1e20).astype(np.float32)  # squares (1e40) overflow float32, not float64
+    stats = batch_stats(big, labels, n_classes=3)
+    assert np.isfinite(stats.scatter).all()
+    shared, _, _ = naive_covariances(big, labels, 3)
+    assert np.abs(within_class_covariance(stats) - shared).max() <= 1e-12 * np.abs(shared).max()
+
+
+def test_float64_values_that_overflow_the_scatter_say_how_to_fix_it():
+    rng = np.random.default_rng(14)
+    features = rng.normal(size=(50, 3)) * 1e200
+    with pytest.raises(ValueError, match="overflow float64 in the scatter.*divide the features by a common constant"):
+        batch_stats(features, rng.integers(0, 2, 50), n_classes=2)
