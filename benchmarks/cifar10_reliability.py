@@ -1,6 +1,6 @@
 """CIFAR-10 reliability within a CPU budget: CE vs entropy regularisation vs the proposed loss.
 
-Regime (DESIGN.md 1.7): an entropy bonus only helps where CE is overconfident, which on a CPU budget
+Regime (docs/design.md 1.7): an entropy bonus only helps where CE is overconfident, which on a CPU budget
 means few samples and comparatively many epochs. We train a width-1/8 ResNet-18 (CIFAR stem) on
 5,000 real CIFAR-10 training images of classes 0-4 (1,000 per class), test on the 5,000 test images
 of classes 0-4, for every method and seed with the same budget:

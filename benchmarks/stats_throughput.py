@@ -4,7 +4,7 @@ Rates are compared as ratios in one process, so a noisy shared machine moves bot
 
 - X^T X floor: the machine's float64 X^T X on the same chunks, already cast to float64 (the faster of
   np.dot and the @ operator, both of which call a symmetric rank-k update here). The statistics are
-  computed in float64 whatever the input dtype (DESIGN.md section 2), so no exact method beats it; ours
+  computed in float64 whatever the input dtype (docs/design.md section 2), so no exact method beats it; ours
   also pays for the cast, the class-wise centring and the class sums, from float32 chunks.
 - scikit-learn LinearDiscriminantAnalysis(store_covariance=True): the shared within-class covariance.
 - np.cov: the class-agnostic covariance only.

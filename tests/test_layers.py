@@ -1,4 +1,4 @@
-"""The layers follow the data flow: a lower layer never imports a higher one (DESIGN.md section 3)."""
+"""The layers follow the data flow: a lower layer never imports a higher one (docs/design.md section 3)."""
 
 from __future__ import annotations
 

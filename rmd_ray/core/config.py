@@ -38,7 +38,7 @@ class CovarianceConfig:
 
 @dataclass(frozen=True)
 class WeightConfig:
-    """Per-sample weight s_i = exp(r_i/T) / (max_j exp(r_j/T) + c) (DESIGN.md section 1.4).
+    """Per-sample weight s_i = exp(r_i/T) / (max_j exp(r_j/T) + c) (docs/design.md 1.4).
 
     Parameters
     ----------

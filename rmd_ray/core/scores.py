@@ -5,7 +5,7 @@ its given label y:
 
 - MD(f, y)   = ||A (f - mu_y)||^2    = (f - mu_y)^T Sigma^-1 (f - mu_y)  >= 0
 - MD_0(f)    = ||A_0 (f - mu_0)||^2  = (f - mu_0)^T Sigma_0^-1 (f - mu_0)
-- RMD(f, y)  = MD(f, y) - MD_0(f)    LARGER = HARDER (DESIGN.md section 1.3: the paper's text, not its
+- RMD(f, y)  = MD(f, y) - MD_0(f)    LARGER = HARDER (docs/design.md 1.3: the paper's text, not its
   sign-flipped formula).
 - K-means distance (paper Table 8 baseline): ||f - mu_y||^2, the squared Euclidean distance to the
   sample's own class centroid, i.e. the per-sample term of the K-means objective when the clusters are

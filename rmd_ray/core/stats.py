@@ -12,10 +12,10 @@ n_k = n_ak + n_bk, delta_k = m_bk - m_ak, m_k = m_ak + delta_k n_bk / n_k and
 W = W_a + W_b + \sum_k (n_ak n_bk / n_k) delta_k delta_k^T (one weighted GEMM).
 
 The statistics do not depend on the input dtype: float32 features (what encoders emit) are cast per
-block and centred, summed and multiplied in float64 (DESIGN.md section 2), so they equal those of the
+block and centred, summed and multiplied in float64 (docs/design.md section 2), so they equal those of the
 same values cast to float64 beforehand. This stage is under 1% of the pipeline's time; exactness wins.
 
-Everything the method needs follows from these alone (DESIGN.md section 2):
+Everything the method needs follows from these alone (docs/design.md section 2):
 Sigma = W / N, mu_0 = \sum_k n_k m_k / N and Sigma_0 = (W + \sum_k n_k (m_k - mu_0)(m_k - mu_0)^T) / N.
 """
 

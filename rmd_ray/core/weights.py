@@ -1,4 +1,4 @@
-r"""Per-sample weights from difficulty scores (DESIGN.md section 1.4).
+r"""Per-sample weights from difficulty scores (docs/design.md 1.4).
 
 s_i = exp(r_i / T) / (max_j exp(r_j / T) + c),   T = 0.7, c = 1e-3,
 

@@ -1,4 +1,4 @@
-"""Starting or joining Ray, sized so that data tasks never starve (DESIGN.md section 6)."""
+"""Starting or joining Ray, sized so that data tasks never starve (docs/design.md section 6)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, **kwarg
 
 def worker_setup(threads: int = 1) -> None:
     """Per-process setup for actors and tasks: one torch thread each (2 threads per process are 4-5x
-    slower here once anything else runs, DESIGN.md section 6)."""
+    slower here once anything else runs, docs/design.md section 6)."""
     import torch
 
     torch.set_num_threads(threads)

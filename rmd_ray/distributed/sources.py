@@ -62,7 +62,8 @@ DEFAULT_SHARD_ROWS = 2048
 class Shard:
     """One unit of reading and of resumption.
 
-    ``kind`` says how :func:`read_shard` reads it: ``"parquet"`` (``uri`` a file, ``row_groups``),
+    ``kind`` says how :func:`read_shard` reads it: ``"parquet"`` (``uri`` a file, ``row_groups``, and
+    rows ``start:stop`` of a row group larger than a shard),
     ``"folder"`` (``dirs``: consecutive class directories as (uri, label, class name, image count)),
     ``"val"`` (``uri`` the image folder, ``labels_uri`` the label file, rows ``start:stop`` of its
     name-sorted lines) or ``"table"`` (``table_ref`` an object ref of a table slice).
@@ -210,6 +211,12 @@ def _plan_parquet(rest: str, *, shard_rows: int) -> ShardedSource:
             if group and rows + n > shard_rows:
                 shards.append(Shard(len(shards), "parquet", rows, uri=uri, row_groups=tuple(group)))
                 group, rows = [], 0
+            if n > shard_rows:  # a large row group is cut into row ranges: each read decodes its slice only
+                for start in range(0, n, shard_rows):
+                    stop = min(start + shard_rows, n)
+                    shards.append(Shard(len(shards), "parquet", stop - start, uri=uri, row_groups=(g,),
+                                        start=start, stop=stop))
+                continue
             group.append(g)
             rows += n
         if group:
@@ -323,6 +330,8 @@ def read_shard(shard: Shard, *, classes: Sequence[str]) -> pa.Table:
     if shard.kind == "parquet":
         parquet = pq.ParquetFile(storage.open_input(shard.uri))
         table = parquet.read_row_groups(list(shard.row_groups), columns=["id", "label", "image"])
+        if shard.stop:
+            table = table.slice(shard.start, shard.stop - shard.start)
         table = pa.table(
             {
                 "id": table.column("id").cast(pa.string()),

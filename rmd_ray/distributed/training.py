@@ -1,6 +1,6 @@
 """Train a classifier with Ray Train: data-parallel workers, per-epoch checkpoints, resume on failure.
 
-Data flow (the string ``id`` of every row is kept; Ray Data does not preserve order, DESIGN.md section 6)::
+Data flow (the string ``id`` of every row is kept; Ray Data does not preserve order, docs/design.md section 6)::
 
     reader tables --prepare_arrays (driver: decode once, uint8)--> images (N, 3, H, W), labels, ids
     scores.parquet --join_weights (by id, never by position)--> s in [0, 1]   (losses that need it)
@@ -11,7 +11,7 @@ Data flow (the string ``id`` of every row is kept; Ray Data does not preserve or
 Inside Ray the row's ``id`` column is its int64 position in the arrays (what ``engine`` and the ``crl``
 loss expect); the driver maps positions back to the string ids in every output and error message.
 
-Choices that matter (DESIGN.md section 6 lists the hangs they avoid):
+Choices that matter (docs/design.md section 6 lists the hangs they avoid):
 
 - Fractional ``resources_per_worker={"CPU": cpus_per_worker}`` and datasets materialised before
   ``fit()``: a training group that holds every CPU would starve the Ray Data tasks that feed it.
@@ -408,7 +408,7 @@ def _blocks(
 
 
 def _dataset(images, labels, weights, *, seed: int | None, n_blocks_min: int):
-    """A materialised Ray dataset over a LIST of blocks (one block = one reader; DESIGN.md section 6)."""
+    """A materialised Ray dataset over a LIST of blocks (one block = one reader; docs/design.md section 6)."""
     n = len(labels)
     order = np.random.default_rng(seed).permutation(n) if seed is not None else np.arange(n)
     rows = max(1, min(_BLOCK_ROWS, math.ceil(n / n_blocks_min)))
@@ -703,7 +703,7 @@ def _check_cluster(cfg: TrainConfig) -> None:
         )
     if have - need < 0.5:
         log.warning(
-            "training reserves %.3g of %.3g CPUs; Ray Data tasks may wait for a CPU (DESIGN.md section 6)",
+            "training reserves %.3g of %.3g CPUs; Ray Data tasks may wait for a CPU (docs/design.md section 6)",
             need,
             have,
         )

@@ -1,7 +1,7 @@
 """Ray Tune over alpha, T, the scorer backbone, the loss family and the learning rate.
 
 Each trial is a function trainable that builds the Ray Train job (:func:`run_training`) with Ray's
-``TuneReportCallback``, so every epoch's metrics reach Tune (DESIGN.md section 6: ``ray.train.report``
+``TuneReportCallback``, so every epoch's metrics reach Tune (docs/design.md section 6: ``ray.train.report``
 inside Tune fails every trial). Two objectives, ECE (min) and accuracy (max), drive Optuna's NSGA-II
 through ``OptunaSearch``; ASHA stops trials early on one scalar. A backbone choice reads that
 backbone's cached difficulty scores: scored once per backbone before the search, never per trial,

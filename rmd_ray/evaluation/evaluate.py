@@ -1,11 +1,11 @@
 """Evaluate saved predictions: load a predictions Parquet file (deduplicated by id), compute every metric
-of DESIGN.md section 1.9, and compare runs side by side.
+of docs/design.md 1.9, and compare runs side by side.
 
 A predictions file has columns ``id`` (string), ``label`` (int64) and ``logits`` (list<float32>, one
 list of K logits per row), and provenance metadata under the schema key ``rmd_ray``
 (:func:`rmd_ray.data.io.read_metadata`).
 
-Padded distributed evaluation (DESIGN.md section 6) repeats some samples so that every rank gets a
+Padded distributed evaluation (docs/design.md section 6) repeats some samples so that every rank gets a
 full batch; counting them twice biases ECE and AUROC. :func:`dedupe_predictions` drops repeats of an id
 whose label and logits agree with its first occurrence and raises for an id whose repeats disagree
 (two different samples under one id, or two different models in one file).

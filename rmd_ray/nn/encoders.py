@@ -1,4 +1,4 @@
-"""Frozen pre-trained image encoders G (DESIGN.md section 1, step 1): name -> model + preprocessing.
+"""Frozen pre-trained image encoders G (docs/design.md 1.1): name -> model + preprocessing.
 
 Every encoder is built by name through the :data:`ENCODERS` registry and returned as an
 :class:`Encoder`: an eval-mode, frozen ``nn.Module`` that maps a ``(B, C, H, W)`` float batch to

@@ -358,7 +358,7 @@ class EntropyRegLoss(ClassificationLoss):
     .. math:: \ell_i = -\log p_{i,y_i} - \beta H(p_i)
 
     Equal to ``proposed`` with every s_i = 1 and alpha = beta. The fair control for the proposed
-    loss is beta = alpha * mean(s) (same average regularisation strength), see DESIGN.md 1.7.
+    loss is beta = alpha * mean(s) (same average regularisation strength), see docs/design.md 1.7.
 
     Parameters
     ----------

@@ -1,4 +1,4 @@
-"""Tests for rmd_ray.core.metrics: reference values (DESIGN.md section 5), hand computations, naive
+"""Tests for rmd_ray.core.metrics: reference values (docs/design.md section 5), hand computations, naive
 loop references, invariances and every validation branch."""
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from hypothesis import strategies as st
 
 from rmd_ray.core import metrics as M
 
-# DESIGN.md section 5, row 1 (torchmetrics' multiclass_calibration_error docstring example).
+# docs/design.md section 5, row 1 (torchmetrics' multiclass_calibration_error docstring example).
 P4 = np.array([[0.25, 0.20, 0.55], [0.55, 0.05, 0.40], [0.10, 0.30, 0.60], [0.90, 0.05, 0.05]])
 Y4 = np.array([0, 1, 2, 0])
 
-# DESIGN.md section 5, row 3. DESIGN.md gives the last row as [.2, 0, .85], which sums to 1.05 and is
+# docs/design.md section 5, row 3. The original notes gave the last row as [.2, 0, .85], which sums to 1.05 and is
 # rejected by check_probabilities. We could not find the published source of this example (searched
 # torchmetrics / netcal code); the expected 0.075 needs a top-label confidence of exactly 0.85 with
 # class 2 predicted, so the row must have been [.15, 0, .85] (a valid row; .2 looks like a typo).
@@ -562,7 +562,7 @@ def test_fpr_at_tpr_rejects(scores, positives, kwargs, exc, match):
 
 
 def test_auroc_ap_reference_through_ood_detection():
-    # DESIGN.md: y = [0, 0, 1, 1], s = [.1, .4, .35, .8] -> AUROC 0.75, AP 0.8333.
+    # docs/design.md section 5, row 5: y = [0, 0, 1, 1], s = [.1, .4, .35, .8] -> AUROC 0.75, AP 0.8333.
     # As OOD detection with the max logit as score: in-distribution (y = 1) rows score .35 and .8.
     def logit_rows(s):
         return np.c_[s, np.full(len(s), -10.0)]

@@ -36,7 +36,7 @@ def test_md_and_rmd_equal_the_textbook_formula():
 
 
 def test_flipped_label_scores_higher_rmd_than_true_label():
-    """DESIGN.md 1.3: larger RMD = harder; a wrong label must look harder than the true one."""
+    """docs/design.md 1.3: larger RMD = harder; a wrong label must look harder than the true one."""
     features, labels = gaussian_classes(seed=1)
     scorer = DifficultyScorer(n_classes=4).fit(features, labels)
     sample, true = features[:200], labels[:200]

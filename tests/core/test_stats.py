@@ -22,7 +22,7 @@ from rmd_ray.core.stats import (
 
 
 def naive_covariances(features, labels, n_classes):
-    """Textbook float64 definitions, one class at a time (DESIGN.md section 1.2)."""
+    """Textbook float64 definitions, one class at a time (docs/design.md 1.2)."""
     f = features.astype(np.float64)
     n, d = f.shape
     shared = np.zeros((d, d))

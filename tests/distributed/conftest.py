@@ -1,4 +1,4 @@
-"""One local Ray instance for every distributed test, sized as DESIGN.md section 6 says.
+"""One local Ray instance for every distributed test, sized as docs/design.md section 6 says.
 
 3 logical CPUs on a 2-core machine: a stage that holds whole CPUs (an actor pool, a training worker)
 must leave a CPU for the Ray Data tasks that feed it, or the pipeline hangs silently. Every test here

@@ -64,8 +64,9 @@ def test_parquet_file_directory_and_glob_plan_the_same_rows(ray_local, tmp_path)
     assert whole.n_rows == globbed.n_rows == 120 and single.n_rows == 40
     assert whole.classes == ("a", "b", "c", "d")
     assert whole.plan_fingerprint() == globbed.plan_fingerprint() != single.plan_fingerprint()
-    # row groups of 10 rows are never split; shards group them up to shard_rows
+    # row groups of 10 rows are grouped up to shard_rows; a larger row group is cut into row ranges
     assert [s.n_rows for s in open_source(f"parquet:{root}", shard_rows=25).shards] == [20, 20, 20, 20, 20, 20]
+    assert [s.n_rows for s in open_source(f"parquet:{root}", shard_rows=4).shards][:4] == [4, 4, 2, 4]
     assert open_source(f"parquet:{root}", limit=55).n_rows == 55
     with pytest.raises(ValueError, match="no file matches"):
         open_source(f"parquet:{root}/nope-*.parquet")
