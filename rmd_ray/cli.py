@@ -189,8 +189,7 @@ def _train_config(args: argparse.Namespace, *, loss: str, hparams: dict):
 
 
 def _train(args: argparse.Namespace, *, loss: str, hparams: dict, scores_path, output: Path, run_name: str):
-    import pyarrow.parquet as pq
-
+    from rmd_ray.data.parts import read_table
     from rmd_ray.data.readers import read_source
     from rmd_ray.distributed.runtime import init_ray
     from rmd_ray.distributed.training import loss_needs_weights, run_training
@@ -203,7 +202,7 @@ def _train(args: argparse.Namespace, *, loss: str, hparams: dict, scores_path, o
     train = read_source(args.train_source, limit=args.limit)
     val = read_source(args.val_source, limit=args.val_limit)
     init_ray(args.address, num_cpus=args.num_cpus)
-    scores = pq.read_table(scores_path) if scores_path else None
+    scores = read_table(scores_path) if scores_path else None
     return run_training(
         train, val_table=val, test_table=val, scores=scores, config=config, output_dir=output, run_name=run_name
     )

@@ -81,6 +81,9 @@ class ExtractConfig:
         Rows per features part file.
     decode_cpus : float
         Logical CPUs each decode task asks for.
+    stall_seconds : float
+        An execution that writes no features for this long (a block lost with a node, say) is
+        stopped and resumed from the completion records.
     """
 
     batch_size: int = 64
@@ -90,6 +93,7 @@ class ExtractConfig:
     seed: int = 0
     write_rows: int = 4096
     decode_cpus: float = 1.0
+    stall_seconds: float = 600.0
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "n_views", "write_rows"):
@@ -102,6 +106,8 @@ class ExtractConfig:
             raise ValueError(f"gpus_per_actor must be >= 0, got {self.gpus_per_actor!r}")
         if not 0 < self.decode_cpus <= 64:
             raise ValueError(f"decode_cpus must be in (0, 64], got {self.decode_cpus!r}")
+        if not self.stall_seconds > 0:
+            raise ValueError(f"stall_seconds must be > 0, got {self.stall_seconds!r}")
 
 
 @dataclass(frozen=True)
@@ -391,12 +397,14 @@ def _embed_pending(
         batch_size=extract.batch_size, batch_format="numpy", num_cpus=0 if gpus else 1, num_gpus=gpus,
         scheduling_strategy="SPREAD",  # one encoder per node before two on one: every node's CPUs/GPUs work
     )
+    # Parts no larger than a shard, so completion records follow the work instead of arriving in bursts.
+    write_rows = max(1, min(extract.write_rows, max(s.n_rows for s in shards)))
     ds = ds.map_batches(
         _write_stage, fn_kwargs={"features_dir": features_dir, "attempt": attempt},
-        batch_size=extract.write_rows, batch_format="numpy", num_cpus=0,  # I/O only: never starved by decode
+        batch_size=write_rows, batch_format="numpy", num_cpus=0,  # I/O only: never starved by decode
     )
     counts: dict[int, int] = {}
-    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+    for batch in _watched(ds, stall_seconds=extract.stall_seconds):
         for shard, rows, shard_rows, digest, nodes in zip(
             batch["shard"], batch["rows"], batch["shard_rows"], batch["digest"], batch["nodes"]
         ):
@@ -408,6 +416,49 @@ def _embed_pending(
                 records[shard] = {"shard": shard, "attempt": attempt, "rows": shard_rows, "digest": str(digest)}
             elif counts[shard] > shard_rows:
                 raise RuntimeError(f"shard {shard} produced {counts[shard]} rows for {shard_rows} inputs")
+
+
+class EmbeddingStalled(RuntimeError):
+    """No writer output for ``ExtractConfig.stall_seconds``: the execution was stopped to be resumed."""
+
+
+def _watched(ds: Any, *, stall_seconds: float) -> Iterator[dict[str, np.ndarray]]:
+    """``ds.iter_batches`` with a watchdog: a stalled execution is shut down and raises.
+
+    Ray Data can wait forever for a block that lived on a lost node (seen here when a worker node
+    was removed mid-run). The batches are pumped by a thread; when none arrives for
+    ``stall_seconds`` the execution is shut down and :class:`EmbeddingStalled` raised, and the
+    caller resumes from the completion records like any failed execution.
+    """
+    import queue
+    import threading
+
+    outbox: queue.Queue = queue.Queue(maxsize=8)
+
+    def pump() -> None:
+        try:
+            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                outbox.put(("batch", batch))
+            outbox.put(("done", None))
+        except BaseException as err:  # noqa: BLE001 - handed to the consuming thread, which raises it
+            outbox.put(("error", err))
+
+    threading.Thread(target=pump, name="rmd-ray-embed-consumer", daemon=True).start()
+    while True:
+        try:
+            kind, item = outbox.get(timeout=stall_seconds)
+        except queue.Empty:
+            # Ray Data has no public call that stops a streaming execution; the Dataset's own executor
+            # handle is what its garbage collection shuts down, so we call the same shutdown.
+            executor = getattr(ds, "_current_executor", None)
+            if executor is not None:
+                executor.shutdown(force=True)
+            raise EmbeddingStalled(f"no features written for {stall_seconds:.0f} s; execution stopped") from None
+        if kind == "done":
+            return
+        if kind == "error":
+            raise item
+        yield item
 
 
 def embed_source(
@@ -458,7 +509,7 @@ def embed_source(
                 pending, classes=source.classes, features_dir=features_dir, encoder=encoder, extract=extract,
                 attempt=attempt, records=records, on_rows=on_rows,
             )
-        except (ray.exceptions.RayError, OSError) as err:
+        except (ray.exceptions.RayError, OSError, EmbeddingStalled) as err:
             if execution + 1 == max_attempts:
                 raise
             log.warning("embedding stopped (%s); resuming from the completion records", type(err).__name__)

@@ -26,7 +26,8 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, **kwarg
     if not ray.is_initialized():
         if address is None:
             kwargs.setdefault("include_dashboard", False)
-            ray.init(num_cpus=num_cpus or physical_cpus() + 1, **kwargs)
+            # address="local": always a new instance of our own, never a cluster that `ray start` left running
+            ray.init(address="local", num_cpus=num_cpus or physical_cpus() + 1, **kwargs)
         else:
             ray.init(address=address, **kwargs)
     return ray.cluster_resources()

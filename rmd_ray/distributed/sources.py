@@ -129,7 +129,10 @@ def open_source(spec: str, *, limit: int | None = None, shard_rows: int = DEFAUL
     if isinstance(shard_rows, bool) or not isinstance(shard_rows, int) or shard_rows < 1:
         raise ValueError(f"shard_rows must be an int >= 1, got {shard_rows!r}")
     scheme, _, rest = spec.partition(":")
-    source = _PLANNERS[scheme](rest, shard_rows=shard_rows)
+    if scheme in _IN_MEMORY:  # small fixed datasets read whole: cut before anything enters the object store
+        source = _IN_MEMORY[scheme](rest, shard_rows=shard_rows, limit=limit)
+    else:
+        source = _PLANNERS[scheme](rest, shard_rows=shard_rows)
     source = replace(source, spec=spec)
     return source if limit is None else _limit(source, limit)
 
@@ -305,19 +308,20 @@ def _scan_val_labels(root: str, labels_uri: str) -> tuple[int, list[str]]:
     return len(pairs), val_classes(root, pairs)
 
 
-def _plan_fashion_mnist(rest: str, *, shard_rows: int) -> ShardedSource:
+def _plan_fashion_mnist(rest: str, *, shard_rows: int, limit: int | None = None) -> ShardedSource:
     head, sep, tail = rest.rpartition(":")
     root, split = (head, tail) if sep and tail in ("train", "test") else ("", rest)
     if split not in ("train", "test"):
         root, split = rest, "train"
-    table = read_fashion_mnist(root or FASHION_MNIST_ROOT, split=split)
+    table = read_fashion_mnist(root or FASHION_MNIST_ROOT, split=split, limit=limit)
     return source_from_table(table, shard_rows=shard_rows, spec=f"fashion-mnist:{rest}")
 
 
-def _plan_cifar_pickle(rest: str, *, shard_rows: int) -> ShardedSource:
+def _plan_cifar_pickle(rest: str, *, shard_rows: int, limit: int | None = None) -> ShardedSource:
     head, sep, tail = rest.rpartition(":")
     root, split = (head, tail) if sep and tail in ("train", "test") else (rest, "train")
     table = read_cifar_pickle(root, split=split)
+    table = table if limit is None else table.slice(0, limit)
     return source_from_table(table, shard_rows=shard_rows, spec=f"cifar-pickle:{rest}")
 
 
@@ -386,10 +390,5 @@ def combine_digests(digests: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(digests).encode()).hexdigest()[:16]
 
 
-_PLANNERS = {
-    "parquet": _plan_parquet,
-    "folder": _plan_folder,
-    "imagenet-val": _plan_val,
-    "fashion-mnist": _plan_fashion_mnist,
-    "cifar-pickle": _plan_cifar_pickle,
-}
+_IN_MEMORY = {"fashion-mnist": _plan_fashion_mnist, "cifar-pickle": _plan_cifar_pickle}
+_PLANNERS = {"parquet": _plan_parquet, "folder": _plan_folder, "imagenet-val": _plan_val, **_IN_MEMORY}

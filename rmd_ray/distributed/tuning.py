@@ -18,12 +18,13 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from rmd_ray.core import WeightConfig, difficulty_weights
 from rmd_ray.core.atomic import atomic_path
 from rmd_ray.core.search_space import SearchSpace
+from rmd_ray.data import storage
 from rmd_ray.data.io import write_parquet_atomic
+from rmd_ray.data.parts import read_table
 from rmd_ray.distributed.training import TrainConfig, run_training
 
 log = logging.getLogger("rmd_ray.tuning")
@@ -124,10 +125,10 @@ def validate_backbones(space: SearchSpace, scores_paths: dict[str, str | Path]) 
                 f"backbone {name!r} has no cached scores: run `rmd-ray score --encoder {name} ...` once and pass "
                 f"--scores {name}=<output>/scores.parquet (scored once per backbone, never per trial)"
             )
-        path = Path(scores_paths[name])
-        if not path.is_file():
-            raise ValueError(f"scores for backbone {name!r} not found at {str(path)!r}")
-        tables[name] = pq.read_table(path, columns=["id", "rmd"])
+        path = str(scores_paths[name])
+        if not storage.exists(path):
+            raise ValueError(f"scores for backbone {name!r} not found at {path!r}")
+        tables[name] = read_table(path, columns=["id", "rmd"]).replace_schema_metadata(None)
     return tables
 
 

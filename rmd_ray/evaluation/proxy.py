@@ -29,10 +29,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 from scipy.stats import spearmanr
 
-from rmd_ray.evaluation.evaluate import _check_path, _load_counted
+from rmd_ray.data import storage
+from rmd_ray.data.parts import part_uris, read_table
+from rmd_ray.evaluation.evaluate import _load_counted
 
 __all__ = ["ProxyResult", "difficulty_proxy_test", "proxy_test_from_files"]
 
@@ -278,12 +279,14 @@ def proxy_test_from_files(
     score : str
         Column to rank by (``rmd``; also ``md``, ``kmeans``, ... for the baselines). Larger = harder.
     """
-    path = _check_path(scores_path, "scores file")
-    names = pq.read_schema(path).names
+    path = str(scores_path)
+    if not storage.exists(path):
+        raise FileNotFoundError(f"scores file {path!r} does not exist")
+    names = storage.read_parquet(part_uris(path)[0]).schema.names
     missing = [c for c in ("id", "label", score) if c not in names]
     if missing:
-        raise ValueError(f"{str(path)!r} lacks column(s) {missing} (has {names})")
-    table = pq.read_table(path, columns=["id", "label", score])
+        raise ValueError(f"{path!r} lacks column(s) {missing} (has {names})")
+    table = read_table(path, columns=["id", "label", score])
     ids, labels, logits, _ = _load_counted(predictions_path, rtol=1e-5, atol=1e-6)
     return difficulty_proxy_test(
         np.asarray(table.column("id").to_pylist(), dtype=object),

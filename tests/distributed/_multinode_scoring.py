@@ -33,7 +33,8 @@ def main(mode: str, source: str, output: str, encoder: str, image_size: int) -> 
     kwargs = dict(
         output_dir=output,
         encoder=EncoderSpec(encoder, image_size=image_size),
-        extract=ExtractConfig(batch_size=8, num_actors=2, write_rows=16),
+        # a block that lived on the removed node can stall Ray Data: 45 s without output -> resume
+        extract=ExtractConfig(batch_size=8, num_actors=2, write_rows=16, stall_seconds=45.0),
         covariance=CovarianceConfig(shrinkage="ridge"),
         shard_rows=16,
     )

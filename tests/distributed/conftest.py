@@ -22,7 +22,8 @@ def ray_local(s3_server):
     ray = pytest.importorskip("ray")
     started = False
     if not ray.is_initialized():
-        ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False)
+        # address="local": our own instance, never a cluster that a `ray start` elsewhere left running
+        ray.init(address="local", num_cpus=3, include_dashboard=False, log_to_driver=False)
         started = True
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
