@@ -9,7 +9,7 @@ gradients, so they do not compress to nothing: ~40 KB each) at N and 4N images, 
   driver, put into the object store: how scoring worked before sources were lazy): scores equal,
   images/s of the lazy path >= 0.9x.
 
-Run: python benchmarks/scoring_scale.py [--n 1000] [--image-size 64]
+Run: python benchmarks/scoring_scale.py [--n 4000] [--image-size 64]
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def main() -> None:
         _child(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--n", type=int, default=4000, help="N images (4 per class at the default)")
     parser.add_argument("--image-size", type=int, default=64)
     args = parser.parse_args()
 

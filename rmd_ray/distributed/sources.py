@@ -251,10 +251,18 @@ def _plan_folder(rest: str, *, shard_rows: int) -> ShardedSource:
     classes = tuple(storage.basename(d) for d in class_dirs)
     if not classes:
         raise ValueError(f"{rest!r} has no class sub-directories (expected root/<class>/<image>)")
-    # Count each class's images in tasks: the driver learns K numbers, never the 1.28 M paths.
-    # One task per group of directories: a task per directory costs more than the listing itself.
+    # Count each class's images: the driver keeps K numbers, never the 1.28 M paths.
     groups = [class_dirs[i : i + _DIRS_PER_COUNT_TASK] for i in range(0, len(class_dirs), _DIRS_PER_COUNT_TASK)]
-    counts = [n for group in ray.get([_count_images.remote(g) for g in groups]) for n in group]
+    if storage.is_remote(rest):
+        # Object-store listings are paged requests: spread them over tasks, 50 folders a task.
+        counts = [n for group in ray.get([_count_images.remote(g) for g in groups]) for n in group]
+    else:
+        # A local (or NFS) folder lists in milliseconds; a Ray task would only add worker start-up. One
+        # folder's names at a time, in threads: memory stays one folder, not the dataset.
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            counts = list(pool.map(lambda d: len(_list_images(d)), class_dirs))
     if not sum(counts):
         raise ValueError(f"no image files under {rest!r} (extensions {', '.join(_image_extensions())})")
     empty = [c for c, n in zip(classes, counts) if n == 0]

@@ -227,3 +227,19 @@ def test_a_thousand_classes_end_to_end(ray_local, tmp_path):
     means = {k: rmd[labels == k].mean() for k in range(1000)}
     assert [k for k, _, _ in picks] == sorted(sorted(means, key=lambda k: (-means[k], k))[:6])
     print("timings", result.seconds)
+
+
+def test_folder_source_on_object_storage(s3_server, ray_local, tmp_path):
+    """Class folders listed by tasks on S3, image bytes read in the decode tasks, ids as locally."""
+    local = _folder(tmp_path / "train", classes=["ant", "bee", "cow"], per_class=5)
+    bucket = s3_server.bucket("rmd-ray-folder")
+    for path in sorted(local.rglob("*.JPEG")):
+        storage.write_bytes_atomic(storage.join(bucket, "train", *path.relative_to(local).parts), path.read_bytes())
+    remote = open_source(f"folder:{storage.join(bucket, 'train')}")
+    assert remote.classes == ("ant", "bee", "cow") and remote.n_rows == 15
+    kwargs = dict(encoder=TINY, extract=EXTRACT, covariance=CovarianceConfig(shrinkage="ridge"))
+    on_s3 = run_scoring(remote, output_dir=storage.join(bucket, "out"), **kwargs)
+    here = run_scoring(f"folder:{local}", output_dir=tmp_path / "out", **kwargs)
+    a, b = _by_id(read_table(on_s3.scores_path)), _by_id(read_table(here.scores_path))
+    assert sorted(a) == sorted(b) and len(a) == 15
+    np.testing.assert_allclose([a[i]["rmd"] for i in a], [b[i]["rmd"] for i in a], rtol=1e-9, atol=1e-9)
