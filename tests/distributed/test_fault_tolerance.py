@@ -93,7 +93,10 @@ def _cluster_run(mode: str, source: str, output: Path) -> dict:
         env=_env(), capture_output=True, text=True, timeout=360,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    # Ray's raylet may print its own warnings to stdout after the result: take the result line
+    result = [line for line in done.stdout.splitlines() if line.startswith('{"worker_nodes"')]
+    assert result, done.stdout[-3000:] + done.stderr[-3000:]
+    return json.loads(result[-1])
 
 
 def test_multi_node_scoring_uses_both_nodes_and_survives_losing_one(ray_local, tmp_path):

@@ -6,7 +6,6 @@ lines, never with a bare `ray stop` (which kills every Ray process on a shared m
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -20,6 +19,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from rmd_ray.data.parts import read_table_metadata
 from rmd_ray.data.readers import FASHION_MNIST_ROOT
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -97,7 +97,7 @@ def test_ray_job_submit_smoke_test(tmp_path):
         assert "scored 256 of 256 rows (0 in the errors table)" in log
         scores = pq.read_table(output / "scores.parquet")
         assert scores.num_rows == 256 and len(set(scores.column("id").to_pylist())) == 256
-        meta = json.loads(scores.schema.metadata[b"rmd_ray"])
+        meta = read_table_metadata(output / "scores.parquet")  # the directory's manifest
         assert meta["encoder"] == "efficientnet_lite0" and meta["resolution"] == 32
     finally:
         stop_cluster(temp_dir)
