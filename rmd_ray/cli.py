@@ -143,7 +143,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 def cmd_find_label_issues(args: argparse.Namespace) -> int:
     from rmd_ray.data.label_issues import find_label_issues
 
-    report = find_label_issues(args.scores, source=args.source, top=args.top, output_dir=args.output, limit=args.limit)
+    report = find_label_issues(args.scores, source=args.source, top=args.top, output_dir=args.output)
     print(f"top {report.n_written} suspects by RMD: {report.table_path}")
     print(f"image grid: {report.grid_path}")
     return 0
@@ -403,7 +403,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from rmd_ray.evaluation.report import build_report
 
     issues = find_label_issues(
-        result.scores_path, source=args.source, top=32, output_dir=output / "label_issues", limit=args.limit
+        result.scores_path, source=args.source, top=32, output_dir=output / "label_issues"
     )
     print(
         f"[4/5 evaluate] test set: {args.val_source} (first {args.val_limit} rows); corruption shift on the "
@@ -504,7 +504,6 @@ def build_parser() -> argparse.ArgumentParser:
     issues = sub.add_parser("find-label-issues", help="rank samples by RMD and show the top suspects")
     issues.add_argument("--scores", required=True, help="scores.parquet from `rmd-ray score`")
     issues.add_argument("--source", required=True, help="the source that was scored (for the images)")
-    issues.add_argument("--limit", type=int, default=None, help="the --limit used when scoring")
     issues.add_argument("--top", type=int, default=100)
     issues.add_argument("--output", required=True)
     issues.set_defaults(func=cmd_find_label_issues)

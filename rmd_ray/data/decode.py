@@ -4,7 +4,7 @@ A row is a mapping with ``id`` (str), ``label`` (int) and exactly one image sour
 
 - ``image``: encoded bytes (JPEG, PNG, ...; the format is sniffed from the content by PIL, so a PNG
   stored under a ``.JPEG`` name decodes fine),
-- ``path``: a file path (read, then decoded like ``image``),
+- ``path``: a file path or object-store URI (read, then decoded like ``image``),
 - ``pixels`` + ``shape``: raw uint8 bytes, row-major, ``shape`` ``[H, W]`` or ``[H, W, C]`` with
   ``C`` in 1, 3, 4.
 
@@ -31,6 +31,8 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from rmd_ray.data import storage
 
 __all__ = ["DecodeError", "IMAGE_KEYS", "augment", "decode_batch", "decode_image", "view_seed"]
 
@@ -85,12 +87,11 @@ def decode_image(row: Mapping[str, Any]) -> Image.Image:
     elif key == "path":
         path = str(row["path"])
         try:
-            with open(path, "rb") as fh:
-                data = fh.read()
+            data = storage.read_bytes(path)  # a local path or an object-store URI alike
         except FileNotFoundError:
             raise DecodeError(f"file not found: {path}") from None
-        except OSError as err:
-            raise DecodeError(f"cannot read file {path}: {err.strerror or err}") from None
+        except (OSError, ValueError) as err:  # ValueError: not a location storage understands
+            raise DecodeError(f"cannot read file {path}: {getattr(err, 'strerror', None) or err}") from None
         img = _from_bytes(data, where=f" ({path})")
     else:
         img = _from_bytes(_as_bytes(row["image"]), where="")

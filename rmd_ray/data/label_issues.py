@@ -18,8 +18,8 @@ import pyarrow.compute as pc
 
 from rmd_ray.data import storage
 from rmd_ray.data.decode import DecodeError, decode_image
+from rmd_ray.data.locations import fetch_rows_by_id
 from rmd_ray.data.parts import iter_parts, read_table_metadata
-from rmd_ray.data.readers import fetch_rows_by_id
 
 
 @dataclass(frozen=True)
@@ -70,16 +70,14 @@ def find_label_issues(
     source: str,
     top: int = 100,
     output_dir: str | os.PathLike[str],
-    limit: int | None = None,
     grid_columns: int = 8,
 ) -> LabelIssueReport:
     """Write ``label_issues.parquet`` + ``.csv`` and ``label_issues.png`` (a grid of the suspects).
 
     The scores (a parts directory or one file, any URI) are streamed one part at a time keeping the
     running top ``top``, so memory does not grow with the dataset; only the suspects' images are read
-    from ``source``. ``limit`` is accepted for symmetry with scoring and has no effect: ids select rows.
+    from ``source``.
     """
-    del limit  # the suspects are found by id, whatever prefix of the source was scored
     scores_path = str(scores_path)
     if not storage.exists(scores_path):
         raise ValueError(f"scores file {scores_path!r} not found; run `rmd-ray score` first")
@@ -114,10 +112,8 @@ def _images_by_id(source: str, wanted: list[str]) -> dict[str, object]:
     images = {}
     for row in fetch_rows_by_id(source, wanted).to_pylist():
         try:
-            if row.get("path") is not None and storage.is_remote(row["path"]):
-                row = {**row, "image": storage.read_bytes(row["path"]), "path": None}
             images[row["id"]] = decode_image(row)
-        except (DecodeError, OSError):  # it is in the errors table already; draw an empty cell
+        except DecodeError:  # it is in the errors table already; draw an empty cell
             continue
     return images
 

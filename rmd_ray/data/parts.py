@@ -24,6 +24,7 @@ from rmd_ray.data import storage
 
 __all__ = [
     "MANIFEST",
+    "column_names",
     "is_parts_dir",
     "iter_parts",
     "part_uris",
@@ -71,6 +72,14 @@ def part_uris(uri: str | os.PathLike[str]) -> list[str]:
     if not is_parts_dir(uri):
         return [uri]
     return [storage.join(uri, name) for name in read_manifest(uri)["parts"]]
+
+
+def column_names(uri: str | os.PathLike[str]) -> list[str]:
+    """The table's column names, from the first part's footer (no rows read)."""
+    import pyarrow.parquet as pq
+
+    with storage.open_input(part_uris(uri)[0]) as source:
+        return list(pq.read_schema(source).names)
 
 
 def read_table_metadata(uri: str | os.PathLike[str]) -> dict[str, Any]:

@@ -594,6 +594,16 @@ def read_source(spec: str, *, limit: int | None = None) -> pa.Table:
 # validation
 
 
+def label_errors(labels: pa.Array | pa.ChunkedArray, *, n_classes: int) -> list[str]:
+    """Per label, ``""`` when it is in ``0 .. n_classes - 1``, else the reason (``"label missing"``,
+    ``"label 12 outside 0..9"``): the one wording of a bad label, in the errors table and everywhere."""
+    values = labels.to_pylist()
+    return [
+        "label missing" if v is None else (f"label {v} outside 0..{n_classes - 1}" if not 0 <= v < n_classes else "")
+        for v in values
+    ]
+
+
 def validate_labels(table: pa.Table, *, n_classes: int) -> tuple[pa.Table, pa.Table]:
     """Split a reader table into rows with a valid label and error rows; never drops a row.
 
@@ -633,15 +643,12 @@ def validate_labels(table: pa.Table, *, n_classes: int) -> tuple[pa.Table, pa.Ta
         dup = counts.filter(pc.greater(counts.field("counts"), 1))[0]["values"].as_py()
         raise ValueError(f"duplicate ids in table (e.g. {dup!r}); ids must be unique")
     labels = table.column("label").cast(pa.int64())
-    missing = pc.is_null(labels)
-    out_of_range = pc.or_(pc.less(labels, 0), pc.greater_equal(labels, int(n_classes)))
-    bad = pc.fill_null(pc.or_kleene(missing, out_of_range), True)
+    all_reasons = label_errors(labels, n_classes=int(n_classes))
+    bad = pa.array([bool(r) for r in all_reasons], pa.bool_())
     bad_idx = np.flatnonzero(bad.to_numpy(zero_copy_only=False))
     good = table.filter(pc.invert(bad))
     bad_labels = labels.take(pa.array(bad_idx, type=pa.int64())).to_pylist()
-    reasons = [
-        "label missing" if v is None else f"label {v} outside 0..{int(n_classes) - 1}" for v in bad_labels
-    ]
+    reasons = [all_reasons[i] for i in bad_idx]
     errors = pa.table(
         {
             "id": ids.take(pa.array(bad_idx, type=pa.int64())),
@@ -650,145 +657,3 @@ def validate_labels(table: pa.Table, *, n_classes: int) -> tuple[pa.Table, pa.Ta
         }
     )
     return good, errors.replace_schema_metadata(table.schema.metadata)
-
-
-# --------------------------------------------------------------------------------------------
-# a few rows by id, from any source, without reading the rest (galleries, label-issue grids)
-
-_VAL_LABEL_FILES = ("LOC_val_solution.csv", "val_labels.txt", "val_labels.csv", "ILSVRC2012_val_labels.txt")
-
-
-def parquet_files(location: str) -> list[str]:
-    """The Parquet files a ``parquet:`` source names: a file, a directory (recursive), a glob, any URI.
-
-    Names starting with ``.`` or ``_`` are skipped (temporary files, manifests), as pyarrow's and
-    Ray Data's own dataset discovery do.
-    """
-    from rmd_ray.data import storage
-
-    def hidden(uri: str) -> bool:
-        return storage.basename(uri).startswith((".", "_"))
-
-    if any(ch in storage.resolve(location)[1] for ch in "*?["):
-        files = [f for f in storage.glob(location) if not hidden(f)]
-        if not files:
-            raise ValueError(f"no file matches {location!r}")
-        return files
-    if storage.is_dir(location):
-        files = [f for f in storage.list_files(location, suffix=".parquet", recursive=True) if not hidden(f)]
-        if not files:
-            raise ValueError(f"no .parquet files under {location!r}")
-        return files
-    if storage.is_file(location):
-        return [location]
-    raise ValueError(
-        f"parquet source {location!r} not found (a file, a directory of .parquet files, a glob or a URI)"
-    )
-
-
-def read_val_labels(labels_uri: str) -> list[tuple[str, str]]:
-    """(file name, wnid) pairs of an ImageNet validation label file, sorted by name.
-
-    Two layouts: ``LOC_val_solution.csv`` (``ImageId,PredictionString`` whose first token is the
-    wnid; names get ``.JPEG``) and whitespace-separated ``<file name> <wnid>`` lines.
-    """
-    from rmd_ray.data import storage
-
-    text = storage.read_bytes(labels_uri).decode()
-    pairs = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        line = line.strip()
-        if not line or line.lower().startswith("imageid"):
-            continue
-        if "," in line:
-            name, _, boxes = line.partition(",")
-            wnid = boxes.strip().strip('"').split()[0] if boxes.strip() else ""
-        else:
-            fields = line.split()
-            name, wnid = (fields + [""])[:2]
-        if not name or not wnid:
-            raise ValueError(f"{labels_uri!r} line {number}: expected '<name> <wnid>' or 'ImageId,wnid ...'")
-        if "." not in name.rsplit("/", 1)[-1]:
-            name += ".JPEG"
-        pairs.append((name.strip(), wnid.strip()))
-    return sorted(pairs)
-
-
-def val_label_file(root: str) -> str:
-    """The label file of an ImageNet validation folder; ValueError naming the accepted files."""
-    from rmd_ray.data import storage
-
-    for name in _VAL_LABEL_FILES:
-        uri = storage.join(root, name)
-        if storage.is_file(uri):
-            return uri
-    raise ValueError(
-        f"no label file in {root!r}: put LOC_val_solution.csv (ImageId,PredictionString) or val_labels.txt "
-        "('<file name> <wnid>' per line) beside the images"
-    )
-
-
-def val_classes(root: str, pairs: Sequence[tuple[str, str]]) -> list[str]:
-    """``ROOT/wnids.txt`` (one wnid per line, in class-index order) if present, else the sorted wnids."""
-    from rmd_ray.data import storage
-
-    wnids_file = storage.join(root, "wnids.txt")
-    if storage.is_file(wnids_file):
-        classes = [w.strip() for w in storage.read_bytes(wnids_file).decode().splitlines() if w.strip()]
-        unknown = sorted({w for _, w in pairs} - set(classes))
-        if unknown:
-            raise ValueError(f"{len(unknown)} wnids of the label file are not in {wnids_file!r} (e.g. {unknown[0]!r})")
-        return classes
-    return sorted({w for _, w in pairs})
-
-
-def fetch_rows_by_id(spec: str, ids: Sequence[str]) -> pa.Table:
-    """The reader rows (``id``, ``label``, image column) of ``ids`` only, from a source spec.
-
-    Folder and ImageNet-validation sources build the paths from the ids (an id is the path under the
-    root); Parquet sources are scanned with the id filter pushed down, one batch at a time; the
-    in-memory readers are read and filtered. Ids not in the source are simply absent.
-    """
-    import pyarrow.dataset as pads
-
-    from rmd_ray.data import storage
-
-    wanted = sorted({str(i) for i in ids})
-    scheme, _, rest = spec.partition(":")
-    if scheme == "folder":
-        classes = [storage.basename(d) for d in storage.list_dirs(rest)]
-        index = {c: k for k, c in enumerate(classes)}
-        paths = [(i, storage.join(rest, *i.split("/"))) for i in wanted if i.split("/", 1)[0] in index]
-        present = [(i, p) for i, p in paths if storage.is_file(p)]
-        return pa.table({
-            "id": pa.array([i for i, _ in present], pa.string()),
-            "label": pa.array([index[i.split("/", 1)[0]] for i, _ in present], pa.int64()),
-            "path": pa.array([p for _, p in present], pa.string()),
-        })
-    if scheme == "imagenet-val":
-        pairs = read_val_labels(val_label_file(rest))
-        classes = val_classes(rest, pairs)
-        index = {c: k for k, c in enumerate(classes)}
-        labels = dict(pairs)
-        present = [i for i in wanted if i in labels]
-        return pa.table({
-            "id": pa.array(present, pa.string()),
-            "label": pa.array([index[labels[i]] for i in present], pa.int64()),
-            "path": pa.array([storage.join(rest, i) for i in present], pa.string()),
-        })
-    if scheme == "parquet":
-        files = parquet_files(rest)
-        fs = storage.resolve(files[0])[0]
-        dataset = pads.dataset([storage.resolve(f)[1] for f in files], format="parquet", filesystem=fs)
-        id_type = dataset.schema.field("id").type
-        found = dataset.to_table(
-            columns=["id", "label", "image"],
-            filter=pads.field("id").isin(pa.array(wanted).cast(id_type)),
-        )
-        return pa.table({
-            "id": found.column("id").cast(pa.string()),
-            "label": found.column("label").cast(pa.int64()),
-            "image": found.column("image").cast(pa.binary()),
-        })
-    table = read_source(spec)
-    return table.filter(pc.is_in(table.column("id"), pa.array(wanted, pa.string()))).replace_schema_metadata(None)

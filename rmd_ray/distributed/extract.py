@@ -26,11 +26,11 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import ray
 
 from rmd_ray.data import storage
 from rmd_ray.data.parts import write_manifest
+from rmd_ray.data.readers import label_errors
 from rmd_ray.distributed.runtime import physical_cpus, worker_setup
 from rmd_ray.distributed.sources import Shard, ShardedSource, combine_digests, read_shard, shard_digest
 from rmd_ray.nn.encoders import DEFAULT_ENCODER, Encoder, build_encoder
@@ -131,12 +131,7 @@ def _read_stage(batch: pa.Table, *, plan: dict[int, Shard], classes: tuple[str, 
     tables = []
     for index in batch.column("shard").to_pylist():
         table = read_shard(plan[index], classes=classes)
-        labels = table.column("label")
-        bad = pc.fill_null(pc.or_kleene(pc.less(labels, 0), pc.greater_equal(labels, len(classes))), True)
-        reasons = [
-            "" if not b else ("label missing" if v is None else f"label {v} outside 0..{len(classes) - 1}")
-            for b, v in zip(bad.to_pylist(), labels.to_pylist())
-        ]
+        reasons = label_errors(table.column("label"), n_classes=len(classes))
         table = table.append_column("error", pa.array(reasons, pa.string()))
         table = table.append_column("stage", pa.array(["label" if r else "" for r in reasons], pa.string()))
         digest = shard_digest(table)
@@ -179,7 +174,7 @@ def _decode_stage(batch: pa.Table, *, spec: EncoderSpec, n_views: int, seed: int
             images.append(None)
             continue
         try:
-            image = decode_image(_with_remote_bytes(row))
+            image = decode_image(row)
         except DecodeError as err:
             errors[i], stages[i] = str(err), "decode"
             images.append(None)
@@ -214,20 +209,6 @@ def _image_shape(spec: EncoderSpec, n_views: int, split: Any) -> tuple[tuple[int
     if split is not None:
         return (n_views, *split.to_uint8(probe).shape), np.uint8
     return (n_views, *preprocess(probe).shape), np.float32
-
-
-def _with_remote_bytes(row: dict[str, Any]) -> dict[str, Any]:
-    """A ``path`` on an object store is read here, so decoding sees bytes; local paths decode as they are."""
-    from rmd_ray.data.decode import DecodeError
-
-    path = row.get("path")
-    if path is None or not storage.is_remote(path):
-        return row
-    try:
-        data = storage.read_bytes(path)
-    except (FileNotFoundError, OSError) as err:
-        raise DecodeError(f"cannot read {path}: {err}") from None
-    return {**row, "path": None, "image": data}
 
 
 class EmbedActor:

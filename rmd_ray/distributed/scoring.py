@@ -39,7 +39,6 @@ from rmd_ray.distributed.table_scoring import (
     _check_fitted_scorer,
     aggregate_views,
     dataset_fingerprint,
-    error_table,
     feature_matrix,
     fit_and_score,
     score_with,
@@ -54,7 +53,6 @@ __all__ = [
     "ScoringResult",
     "aggregate_views",
     "dataset_fingerprint",
-    "error_table",
     "feature_column",
     "feature_matrix",
     "fit_and_score",
@@ -317,8 +315,8 @@ def run_scoring(
         output_dir, "scores.parquet", attempt,
         lambda target: [
             weigh_part.remote(storage.join(staging, f"scores-{i:06d}.parquet"),
-                               storage.join(target, f"part-{n:05d}.parquet"), weights, reference)
-            for n, i in enumerate(range(len(scored)))
+                              storage.join(target, f"part-{i:05d}.parquet"), weights, reference)
+            for i in range(len(scored))
         ],
         metadata,
     )

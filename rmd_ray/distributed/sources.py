@@ -31,17 +31,14 @@ import pyarrow.parquet as pq
 import ray
 
 from rmd_ray.data import storage
+from rmd_ray.data.locations import parquet_files, read_val_labels, val_classes, val_label_file
 from rmd_ray.data.readers import (
     FASHION_MNIST_ROOT,
     _image_extensions,
     _parse_classes,
-    parquet_files,
     read_cifar_pickle,
     read_fashion_mnist,
-    read_val_labels,
     table_classes,
-    val_classes,
-    val_label_file,
 )
 
 __all__ = [
@@ -169,19 +166,12 @@ def source_from_table(
         part = slim.slice(start, shard_rows)
         if part.num_rows == 0:
             break
-        digest = _table_digest(part)
+        digest = shard_digest(part)
         shards.append(
             Shard(index=index, kind="table", n_rows=part.num_rows, uri=f"{source_meta}#{digest}",
                   start=start, stop=start + part.num_rows, table_ref=ray.put(part), columns=columns)
         )
     return ShardedSource(spec, classes, source_meta, tuple(shards), ids_unique_by_construction=False)
-
-
-def _table_digest(table: pa.Table) -> str:
-    digest = hashlib.sha256()
-    digest.update("\n".join(table.column("id").cast(pa.string()).to_pylist()).encode())
-    digest.update(table.column("label").cast(pa.int64()).to_numpy(zero_copy_only=False).tobytes())
-    return digest.hexdigest()[:16]
 
 
 def _limit(source: ShardedSource, limit: int) -> ShardedSource:

@@ -23,7 +23,6 @@ from rmd_ray.core.stats import _batch_stats, merge_all
 __all__ = [
     "aggregate_views",
     "dataset_fingerprint",
-    "error_table",
     "feature_matrix",
     "fit_and_score",
     "score_with",
@@ -36,19 +35,6 @@ def _split_blocks(table: pa.Table, blocks: int) -> list[pa.Table]:
     blocks = max(1, min(blocks, table.num_rows))
     bounds = np.linspace(0, table.num_rows, blocks + 1).astype(int)
     return [table.slice(a, b - a) for a, b in zip(bounds[:-1], bounds[1:])]
-
-
-def error_table(rows: pa.Table, *, stage: str, reason_column: str) -> pa.Table:
-    """Rows that could not be scored, in the errors-table schema (id, label, stage, reason)."""
-    return pa.table(
-        {
-            "id": rows.column("id"),
-            "label": rows.column("label"),
-            "stage": pa.array([stage] * rows.num_rows, pa.string()),
-            "reason": rows.column(reason_column),
-        },
-        schema=ERROR_SCHEMA,
-    )
 
 
 def feature_matrix(table: pa.Table) -> np.ndarray:

@@ -32,7 +32,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from rmd_ray.data import storage
-from rmd_ray.data.parts import part_uris, read_table
+from rmd_ray.data.parts import column_names, read_table
 from rmd_ray.evaluation.evaluate import _load_counted
 
 __all__ = ["ProxyResult", "difficulty_proxy_test", "proxy_test_from_files"]
@@ -282,7 +282,7 @@ def proxy_test_from_files(
     path = str(scores_path)
     if not storage.exists(path):
         raise FileNotFoundError(f"scores file {path!r} does not exist")
-    names = storage.read_parquet(part_uris(path)[0]).schema.names
+    names = column_names(path)
     missing = [c for c in ("id", "label", score) if c not in names]
     if missing:
         raise ValueError(f"{path!r} lacks column(s) {missing} (has {names})")

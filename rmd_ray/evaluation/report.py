@@ -31,8 +31,8 @@ from rmd_ray.core.weights import difficulty_weights
 from rmd_ray.data import storage
 from rmd_ray.data.decode import DecodeError, decode_image
 from rmd_ray.data.io import read_metadata
-from rmd_ray.data.parts import part_uris, read_table
-from rmd_ray.data.readers import fetch_rows_by_id
+from rmd_ray.data.locations import fetch_rows_by_id
+from rmd_ray.data.parts import column_names, read_table
 from rmd_ray.evaluation.evaluate import TABLE_METRICS, evaluate_run, metrics_table
 from rmd_ray.evaluation.proxy import ProxyResult
 
@@ -166,7 +166,7 @@ def _check_inputs(runs, compare, scores_path, temperatures, title) -> tuple[str,
     if scores_path is not None:
         if not storage.exists(scores_path):
             raise FileNotFoundError(f"scores file not found: {str(scores_path)!r}")
-        names = storage.read_parquet(part_uris(scores_path)[0], columns=None).schema.names
+        names = column_names(scores_path)
         missing = [c for c in ("id", "label", "rmd") if c not in names]
         if missing:
             raise ValueError(f"scores file {str(scores_path)!r} lacks column(s) {missing}; pass a scores.parquet")
@@ -501,10 +501,8 @@ def _gallery_section(scores, source: str, per_class: int, max_classes: int) -> s
     images, undecodable = {}, 0
     for i, row in zip(wanted, rows):
         try:
-            if row.get("path") is not None and storage.is_remote(row["path"]):
-                row = {**row, "image": storage.read_bytes(row["path"]), "path": None}
             images[i] = np.asarray(decode_image(row))
-        except (DecodeError, OSError):  # shown as a grey tile; the page is still worth having
+        except DecodeError:  # shown as a grey tile; the page is still worth having
             images[i] = np.full((8, 8, 3), 200, dtype=np.uint8)
             undecodable += 1
     if undecodable:
