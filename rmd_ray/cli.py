@@ -184,14 +184,15 @@ def _train_config(args: argparse.Namespace, *, loss: str, hparams: dict):
         cpus_per_worker=args.cpus_per_worker,
         use_gpu=args.use_gpu,
         image_size=args.train_image_size,
+        preset=args.augment,
+        shuffle=args.shuffle,
         seed=args.seed,
     )
 
 
 def _train(args: argparse.Namespace, *, loss: str, hparams: dict, scores_path, output: Path, run_name: str):
-    from rmd_ray.data.parts import read_table
-    from rmd_ray.data.readers import read_source
     from rmd_ray.distributed.runtime import init_ray
+    from rmd_ray.distributed.sources import check_source_spec, open_source
     from rmd_ray.distributed.training import loss_needs_weights, run_training
 
     config = _train_config(args, loss=loss, hparams=hparams)  # validates before any data is read
@@ -199,12 +200,15 @@ def _train(args: argparse.Namespace, *, loss: str, hparams: dict, scores_path, o
         raise ValueError(
             f"loss {config.loss!r} needs difficulty weights: pass --scores <scores.parquet from rmd-ray score>"
         )
-    train = read_source(args.train_source, limit=args.limit)
-    val = read_source(args.val_source, limit=args.val_limit)
+    check_source_spec(args.train_source)
+    check_source_spec(args.val_source)
     init_ray(args.address, num_cpus=args.num_cpus)
-    scores = read_table(scores_path) if scores_path else None
+    # planned, not read: the images are read and decoded in Ray tasks, every epoch
+    train = open_source(args.train_source, limit=args.limit)
+    val = open_source(args.val_source, limit=args.val_limit)
     return run_training(
-        train, val_table=val, test_table=val, scores=scores, config=config, output_dir=output, run_name=run_name
+        train, val=val, test=val, scores=str(scores_path) if scores_path else None, config=config,
+        output_dir=str(output), run_name=run_name,
     )
 
 
@@ -244,7 +248,7 @@ def _int_list(text: str, *, what: str) -> list[int]:
 
 def _corruption_results(checkpoints: dict[str, str], table, args: argparse.Namespace) -> dict[str, list[dict]]:
     """Corruption rows (clean first) of each checkpoint on ``table``, as --corruptions / --severities / --preset say."""
-    from rmd_ray.distributed.evaluation import checkpoint_corruption_eval
+    from rmd_ray.evaluation.shift import checkpoint_corruption_eval
 
     names = [c for c in args.corruptions.split(",") if c] if args.corruptions else None
     severities = _int_list(args.severities, what="--severities")
@@ -342,17 +346,19 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_tune(args: argparse.Namespace) -> int:
     from rmd_ray.core.search_space import load_search_space
-    from rmd_ray.data.readers import read_source
     from rmd_ray.distributed.runtime import init_ray
+    from rmd_ray.distributed.sources import check_source_spec, open_source
     from rmd_ray.distributed.tuning import run_tune
 
     space = load_search_space(args.space)
     scores = _parse_pairs(args.scores, what="--scores")
     base = _train_config(args, loss="proposed", hparams={})
-    train = read_source(args.train_source, limit=args.limit)
-    val = read_source(args.val_source, limit=args.val_limit)
+    check_source_spec(args.train_source)
+    check_source_spec(args.val_source)
     init_ray(args.address, num_cpus=args.num_cpus)
-    result = run_tune(space, train_table=train, val_table=val, scores_paths=scores, base=base, output_dir=args.output)
+    train = open_source(args.train_source, limit=args.limit)
+    val = open_source(args.val_source, limit=args.val_limit)
+    result = run_tune(space, train=train, val=val, scores_paths=scores, base=base, output_dir=args.output)
     print(f"{result.n_trials} trials; {len(result.pareto)} on the Pareto front")
     print(f"results: {result.results_path}")
     print(f"pareto:  {result.pareto_path}")
@@ -454,7 +460,19 @@ def _add_train_args(
     parser.add_argument("--model", default="resnet18")
     parser.add_argument("--width", type=float, default=width, help="channel multiplier (1.0: torchvision's)")
     parser.add_argument("--imagenet-stem", action="store_true", help="7x7 stem + max-pool (default: CIFAR stem)")
-    parser.add_argument("--train-image-size", type=int, default=None, help="resize training images (default: native)")
+    parser.add_argument(
+        "--train-image-size", type=int, default=None,
+        help="model input side (cifar geometry: resize, default native; imagenet: crop side, default 224)",
+    )
+    parser.add_argument(
+        "--augment", default="auto", choices=["auto", "cifar", "imagenet"],
+        help="geometry + augmentation: cifar (pad-4 crop + flip), imagenet (RandomResizedCrop + flip; eval "
+        "resize 256 / center crop 224); auto: cifar up to 64 px, else imagenet",
+    )
+    parser.add_argument(
+        "--shuffle", default="fresh", choices=["fresh", "seeded"],
+        help="fresh: new shard and row order every epoch; seeded: fixed by --seed (reproducible)",
+    )
     parser.add_argument("--epochs", type=int, default=epochs)
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--weight-decay", type=float, default=1e-4)

@@ -100,8 +100,8 @@ def test_evaluate_writes_corruption_and_proxy_results_that_report_draws(tmp_path
     import json
 
     from rmd_ray.data.readers import read_source
-    from rmd_ray.distributed.evaluation import checkpoint_corruption_eval
     from rmd_ray.evaluation.proxy import proxy_test_from_files
+    from rmd_ray.evaluation.shift import checkpoint_corruption_eval
 
     root, ckpt, pred, scores = _folder_with_checkpoint(tmp_path)
     out = tmp_path / "eval"

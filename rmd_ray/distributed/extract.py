@@ -253,8 +253,10 @@ def feature_column(features: np.ndarray) -> pa.FixedSizeListArray:
     return pa.FixedSizeListArray.from_arrays(pa.array(features.reshape(-1)), features.shape[1])
 
 
-def _write_stage(batch: dict[str, np.ndarray], *, features_dir: str, attempt: str) -> dict[str, np.ndarray]:
-    """Write one features part; return (shard, rows, digest) per shard in it and the embedding nodes."""
+def _write_stage(
+    batch: dict[str, np.ndarray], *, features_dir: str, attempt: str, column: str = "features"
+) -> dict[str, np.ndarray]:
+    """Write one part (model outputs under ``column``); return (shard, rows, digest) per shard and the nodes."""
     ids = [str(i) for i in batch["id"]]
     labels = batch["label"].astype(np.int64)
     table = pa.table(
@@ -262,7 +264,7 @@ def _write_stage(batch: dict[str, np.ndarray], *, features_dir: str, attempt: st
             "id": pa.array(ids, pa.string()),
             "label": pa.array(labels, pa.int64(), mask=labels < 0),
             "shard": pa.array(batch["shard"].astype(np.int64)),
-            "features": feature_column(batch["features"]),
+            column: feature_column(batch["features"]),
             "error": pa.array([str(e) for e in batch["error"]], pa.string()),
             "stage": pa.array([str(s) for s in batch["stage"]], pa.string()),
         }
@@ -360,6 +362,7 @@ def _embed_pending(
     attempt: str,
     records: dict[int, dict[str, Any]],
     on_rows: Callable[[int, str], None],
+    column: str = "features",
 ) -> None:
     """One Ray Data execution over ``shards``; completion records are written as shards finish."""
     actors, gpus = _actor_resources(extract)
@@ -381,7 +384,7 @@ def _embed_pending(
     # Parts no larger than a shard, so completion records follow the work instead of arriving in bursts.
     write_rows = max(1, min(extract.write_rows, max(s.n_rows for s in shards)))
     ds = ds.map_batches(
-        _write_stage, fn_kwargs={"features_dir": features_dir, "attempt": attempt},
+        _write_stage, fn_kwargs={"features_dir": features_dir, "attempt": attempt, "column": column},
         batch_size=write_rows, batch_format="numpy", num_cpus=0,  # I/O only: never starved by decode
     )
     counts: dict[int, int] = {}
@@ -453,13 +456,17 @@ def embed_source(
     fresh: bool = False,
     progress: Callable[[int, int], None] | None = None,
     max_attempts: int = 3,
+    column: str = "features",
+    metadata: dict[str, Any] | None = None,
 ) -> EmbedResult:
     """Embed every shard of ``source`` not yet done into ``features_dir`` (any URI); resumable.
 
     Returns once every shard has a completion record, the parts hold each row exactly once and the
     directory's manifest is written. When an execution fails part-way (a node lost with blocks Ray
     cannot rebuild, say), it is started again on the shards still without a record, up to
-    ``max_attempts`` executions in all, exactly as a rerun of the command would.
+    ``max_attempts`` executions in all, exactly as a rerun of the command would. ``column`` names
+    the output column (``logits`` when the "encoder" is a trained classifier); ``metadata`` is added
+    to the manifest's.
     """
     start = time.perf_counter()
     signature = _run_signature(source, encoder, extract, resolution)
@@ -488,7 +495,7 @@ def embed_source(
         try:
             _embed_pending(
                 pending, classes=source.classes, features_dir=features_dir, encoder=encoder, extract=extract,
-                attempt=attempt, records=records, on_rows=on_rows,
+                attempt=attempt, records=records, on_rows=on_rows, column=column,
             )
         except (ray.exceptions.RayError, OSError, EmbeddingStalled) as err:
             if execution + 1 == max_attempts:
@@ -511,6 +518,7 @@ def embed_source(
         "dataset_fingerprint": fingerprint,
         "source": source.description,
         "rows": sum(records[s.index]["rows"] for s in source.shards),
+        **(metadata or {}),
     }
     write_manifest(features_dir, parts, rows=metadata["rows"], metadata=metadata)
     return EmbedResult(

@@ -10,8 +10,10 @@ and the per-trial weights s are recomputed from the cached RMD with the trial's 
 
 from __future__ import annotations
 
+import io
 import logging
 import math
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -20,12 +22,12 @@ import numpy as np
 import pyarrow as pa
 
 from rmd_ray.core import WeightConfig, difficulty_weights
-from rmd_ray.core.atomic import atomic_path
 from rmd_ray.core.search_space import SearchSpace
 from rmd_ray.data import storage
-from rmd_ray.data.io import write_parquet_atomic
 from rmd_ray.data.parts import read_table
+from rmd_ray.distributed.sources import ShardedSource
 from rmd_ray.distributed.training import TrainConfig, run_training
+from rmd_ray.distributed.training.run import channel_statistics
 
 log = logging.getLogger("rmd_ray.tuning")
 
@@ -56,8 +58,8 @@ STRENGTH_PARAM = {
 
 @dataclass(frozen=True)
 class TuneResult:
-    results_path: Path
-    pareto_path: Path
+    results_path: str
+    pareto_path: str
     experiment_path: str
     n_trials: int
     pareto: list[dict[str, Any]]
@@ -93,8 +95,9 @@ def trial_weights(rmd_scores: pa.Table, trial: dict[str, Any]) -> pa.Table:
     return pa.table({"id": rmd_scores.column("id"), "weight": weights})
 
 
-def _trial(trial: dict[str, Any], *, train, val, scores, base: TrainConfig, output_dir: str) -> None:
-    # tune.with_parameters ships the tables through the object store once; they arrive as values
+def _trial(trial: dict[str, Any], *, train, val, scores, base: TrainConfig, output_dir: str, stats) -> None:
+    # tune.with_parameters ships the planned sources (shard lists, no pixels) once; every trial reads
+    # the same lazy shards, and the channel statistics were computed once before the search
     from ray.tune.integration.ray_train import TuneReportCallback
 
     backbone = trial["backbone"]
@@ -105,12 +108,13 @@ def _trial(trial: dict[str, Any], *, train, val, scores, base: TrainConfig, outp
     context = tune.get_context()
     run_training(
         train,
-        val_table=val,
+        val=val,
         scores=weights,
         config=config,
-        output_dir=Path(output_dir) / "trials",
+        output_dir=storage.join(output_dir, "trials"),
         run_name=context.get_trial_id(),
         callbacks=[TuneReportCallback()],
+        channel_stats=stats,
     )
 
 
@@ -147,7 +151,7 @@ def pareto_front(rows: list[dict[str, Any]], objectives: tuple[tuple[str, str], 
     return front
 
 
-def _plot_pareto(rows, front, objectives, path: Path) -> Path:
+def _plot_pareto(rows, front, objectives, path: str) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -165,23 +169,28 @@ def _plot_pareto(rows, front, objectives, path: Path) -> Path:
     ax.legend(fontsize=8)
     ax.set_title("Trials (last reported epoch)")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=110, format="png")
     plt.close(fig)
-    return path
+    return storage.write_bytes_atomic(path, buffer.getvalue())
 
 
 def run_tune(
     space: SearchSpace,
     *,
-    train_table: pa.Table,
-    val_table: pa.Table,
+    train: str | pa.Table | ShardedSource,
+    val: str | pa.Table | ShardedSource,
     scores_paths: dict[str, str | Path],
     base: TrainConfig,
     output_dir: str | Path,
     seed: int = 0,
 ) -> TuneResult:
-    """Run the search; write ``tune_results.parquet`` (+ .csv) and ``pareto.png`` to ``output_dir``."""
+    """Run the search; write ``tune_results.parquet`` (+ .csv) and ``pareto.png`` to ``output_dir``.
+
+    ``train`` / ``val`` are planned once here (source specs, planned sources or reader tables) and
+    shared by every trial; ``output_dir`` is a local folder or a storage URI (``s3://...``): Tune's
+    experiment, every trial's checkpoints and the results go there.
+    """
     from ray import tune
     from ray.tune.logger import TBXLoggerCallback
     from ray.tune.schedulers import ASHAScheduler
@@ -226,14 +235,17 @@ def run_tune(
         max_t=base.optim.epochs,
         grace_period=min(space.grace_period, base.optim.epochs),
     )
-    output_dir = Path(output_dir).resolve()
+    output_dir = os.fspath(output_dir) if storage.is_remote(output_dir) else str(Path(output_dir).resolve())
+    train_source, val_source = (_plan(x) for x in (train, val))
+    stats = channel_statistics(train_source, base)
     trainable = tune.with_parameters(
         _trial,
-        train=train_table,
-        val=val_table,
+        train=train_source,
+        val=val_source,
         scores=scores,
         base=base,
-        output_dir=str(output_dir),
+        output_dir=output_dir,
+        stats=stats,
     )
     # The trial function only drives the TorchTrainer; its workers hold the CPUs.
     trainable = tune.with_resources(trainable, {"CPU": 0.01})
@@ -247,7 +259,7 @@ def run_tune(
             max_concurrent_trials=space.max_concurrent_trials,
         ),
         run_config=tune.RunConfig(
-            name=space.name, storage_path=str(output_dir / "tune"), callbacks=[TBXLoggerCallback()]
+            name=space.name, **_tune_storage(output_dir), callbacks=[TBXLoggerCallback()]
         ),
     )
     grid = tuner.fit()
@@ -273,12 +285,29 @@ def run_tune(
     table = pa.Table.from_pylist(
         [{k: (str(v) if isinstance(v, (list, dict)) else v) for k, v in r.items()} for r in rows]
     )
-    results_path = write_parquet_atomic(
-        table, output_dir / "tune_results.parquet", metadata={"space": space.name, "objectives": list(objectives)}
+    results_path = storage.write_parquet_atomic(
+        table, storage.join(output_dir, "tune_results.parquet"),
+        metadata={"space": space.name, "objectives": list(objectives)},
     )
     import pyarrow.csv as pacsv
 
-    with atomic_path(output_dir / "tune_results.csv") as tmp:
-        pacsv.write_csv(table, tmp)
-    pareto_path = _plot_pareto(rows, front, objectives, output_dir / "pareto.png")
+    csv = pa.BufferOutputStream()
+    pacsv.write_csv(table, csv)
+    storage.write_bytes_atomic(storage.join(output_dir, "tune_results.csv"), csv.getvalue())
+    pareto_path = _plot_pareto(rows, front, objectives, storage.join(output_dir, "pareto.png"))
     return TuneResult(results_path, pareto_path, grid.experiment_path, len(rows), front)
+
+
+def _plan(value):
+    from rmd_ray.distributed.sources import open_source, source_from_table
+
+    if isinstance(value, pa.Table):
+        return source_from_table(value)
+    return open_source(value) if isinstance(value, str) else value
+
+
+def _tune_storage(output_dir: str) -> dict[str, Any]:
+    if storage.is_remote(output_dir):
+        filesystem, path = storage.resolve(storage.join(output_dir, "tune"))
+        return {"storage_path": path, "storage_filesystem": filesystem}
+    return {"storage_path": os.path.join(output_dir, "tune")}

@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from rmd_ray.core.metrics import (
     accuracy_rejection_curve,
@@ -31,11 +30,14 @@ from rmd_ray.core.metrics import (
     reliability_diagram_data,
     softmax,
 )
+from rmd_ray.data import storage
 from rmd_ray.data.io import read_metadata
+from rmd_ray.data.parts import read_table
 
 __all__ = [
     "DEFAULT_REJECTION_RATES",
     "DuplicatePredictionsWarning",
+    "SkippedRowsWarning",
     "TABLE_METRICS",
     "compare_runs",
     "dedupe_predictions",
@@ -69,13 +71,12 @@ class DuplicatePredictionsWarning(UserWarning):
 # ---------------------------------------------------------------------------------------------
 
 
-def _check_path(path: Any, what: str = "predictions file") -> Path:
+def _check_path(path: Any, what: str = "predictions file") -> str:
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"{what} path must be a str or os.PathLike, got {type(path).__name__}")
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} {str(path)!r} does not exist")
-    return path
+    if not storage.exists(path):
+        raise FileNotFoundError(f"{what} {os.fspath(path)!r} does not exist")
+    return os.fspath(path)
 
 
 def _logits_matrix(column: pa.ChunkedArray, path: Path) -> np.ndarray:
@@ -105,8 +106,24 @@ def _logits_matrix(column: pa.ChunkedArray, path: Path) -> np.ndarray:
     return values.to_numpy(zero_copy_only=False).astype(np.float64).reshape(len(lengths), k)
 
 
-def _read(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    table = pq.read_table(path)
+class SkippedRowsWarning(UserWarning):
+    """Rows a prediction run could not predict (an undecodable image, a bad label), left out of the metrics."""
+
+
+def _read(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    table = read_table(path)
+    if "error" in table.column_names:  # a predictions directory of rmd_ray.distributed.training.predict
+        failed = pc.not_equal(table.column("error"), "")
+        n_failed = int(pc.sum(failed).as_py() or 0)
+        if n_failed:
+            first = table.filter(failed).slice(0, 1).to_pylist()[0]
+            warnings.warn(
+                f"{path!r}: {n_failed} row(s) could not be predicted and are left out (e.g. id "
+                f"{first['id']!r}: {first['error']})",
+                SkippedRowsWarning,
+                stacklevel=3,
+            )
+            table = table.filter(pc.invert(failed))
     missing = [c for c in _REQUIRED_COLUMNS if c not in table.column_names]
     if missing:
         raise ValueError(

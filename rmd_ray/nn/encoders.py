@@ -589,10 +589,9 @@ class SplitPreprocess:
 
     def normalize(self, batch: torch.Tensor) -> torch.Tensor:
         """uint8 ``(B, S, S, 3)`` -> float32 ``(B, 3, S, S)``: ``(x / 255 - mean) / std`` per channel."""
-        x = batch.permute(0, 3, 1, 2).to(torch.float32).div_(255.0)
-        mean = torch.tensor(self.mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
-        return x.sub_(mean).div_(std)
+        from rmd_ray.nn.transforms import normalize_uint8
+
+        return normalize_uint8(batch, torch.tensor(self.mean), torch.tensor(self.std))
 
 
 def split_preprocess(preprocess: Callable[..., torch.Tensor]) -> SplitPreprocess | None:

@@ -15,23 +15,22 @@ import time
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import torch
 from PIL import Image
 
 from rmd_ray import __version__
 from rmd_ray.data.io import read_metadata
+from rmd_ray.data.parts import read_table
 from rmd_ray.data.readers import from_arrays
 from rmd_ray.distributed.training import (
     CHECKPOINT_FILE,
     TrainConfig,
-    _channel_stats,
     join_weights,
     loss_needs_weights,
-    prepare_arrays,
     run_training,
 )
+from rmd_ray.evaluation.shift import decode_split
 from rmd_ray.nn import engine
 from rmd_ray.nn.engine import NonFiniteLossError, OptimConfig
 from rmd_ray.nn.models import build_model
@@ -59,7 +58,8 @@ def colour_table(n: int, seed: int, *, flip: float = 0.1) -> pa.Table:
 
 TRAIN, VAL, TEST = colour_table(256, 0), colour_table(128, 1), colour_table(128, 2)
 OPTIM = OptimConfig(lr=0.05, momentum=0.9, weight_decay=5e-4, epochs=3)
-BASE = dict(width=0.125, optim=OPTIM, batch_size=32, cpus_per_worker=0.5, max_failures=0)
+# seeded shuffling: the CE / proposed(s=0) equivalence below is bit for bit
+BASE = dict(width=0.125, optim=OPTIM, batch_size=32, cpus_per_worker=0.5, max_failures=0, shuffle="seeded")
 
 
 def scores_for(table: pa.Table, weight: float | np.ndarray, *, reverse: bool = True) -> pa.Table:
@@ -102,8 +102,8 @@ def ce_run(ray_local, tmp_path_factory):
     out = tmp_path_factory.mktemp("ce")
     result = run_training(
         TRAIN,
-        val_table=VAL,
-        test_table=TEST,
+        val=VAL,
+        test=TEST,
         config=TrainConfig(loss="ce", **BASE),
         output_dir=out,
         run_name="ce",
@@ -127,9 +127,10 @@ def test_training_learns_and_predicts_every_test_id_once(ce_run):
     assert 0 <= result.final_val["ece_mass"] <= 1 and 0 <= result.final_val["ece_width"] <= 1
     assert result.final_val == {k[4:]: v for k, v in result.epochs[-1].items() if k.startswith("val_")}
 
-    assert result.predictions_path == out / "ce" / "predictions_test.parquet" == result.predictions["test"]
-    pred = pq.read_table(result.predictions_path)
-    assert pred.schema.field("logits").type == pa.list_(pa.float32())
+    assert result.predictions_path == str(out / "ce" / "predictions_test.parquet") == result.predictions["test"]
+    pred = read_table(result.predictions_path)  # a parts directory written by the prediction actors
+    assert pred.schema.field("logits").type == pa.list_(pa.float32(), K)
+    assert set(pred.column("error").to_pylist()) == {""}
     test_ids = TEST.column("id").to_pylist()
     assert sorted(pred.column("id").to_pylist()) == sorted(test_ids)  # every id exactly once
     truth = dict(zip(test_ids, TEST.column("label").to_pylist()))
@@ -147,9 +148,14 @@ def test_training_learns_and_predicts_every_test_id_once(ce_run):
     model = build_model("resnet18", num_classes=K, cifar_stem=True, width=0.125)
     info = engine.load_checkpoint(os.path.join(result.last_checkpoint, CHECKPOINT_FILE), model=model)
     assert info["epoch"] == 3
-    images, _, ids = prepare_arrays(TEST)
+    images, _ = decode_split(TEST, preset="cifar", image_size=None)  # (N, H, W, 3)
+    ids = TEST.column("id").to_pylist()
     mean, std = np.array(info["extra"]["mean"]), np.array(info["extra"]["std"])
-    x = (images[:2].astype(np.float32) / 255 - mean[None, :, None, None]) / std[None, :, None, None]
+    # the channel statistics come from one streaming pass over the training images
+    train_pixels = decode_split(TRAIN, preset="cifar", image_size=None)[0].reshape(-1, 3) / 255.0
+    np.testing.assert_allclose(mean, train_pixels.mean(axis=0), rtol=1e-9)
+    np.testing.assert_allclose(std, train_pixels.std(axis=0), rtol=1e-9)
+    x = ((images[:2].astype(np.float32) / 255 - mean) / std).transpose(0, 3, 1, 2)
     with torch.no_grad():
         expected = model.eval()(torch.from_numpy(x.astype(np.float32))).numpy()
     row = {i: r for r, i in enumerate(pred.column("id").to_pylist())}
@@ -175,7 +181,7 @@ def test_killed_worker_resumes_and_proposed_with_zero_weights_equals_ce(ce_run, 
     hook = EpochLog(tmp_path / "epochs.txt", crash_at=2, marker=tmp_path / "crashed")
     result = run_training(
         TRAIN,
-        val_table=VAL,
+        val=VAL,
         scores=scores_for(TRAIN, 0.0),
         config=TrainConfig(
             loss="proposed", loss_hparams={"alpha": 0.3}, **{**BASE, "max_failures": 1, "eval_every": 2}
@@ -193,7 +199,7 @@ def test_killed_worker_resumes_and_proposed_with_zero_weights_equals_ce(ce_run, 
 
     assert [e["train_loss"] for e in result.epochs] == [e["train_loss"] for e in ce.epochs]
     assert result.final_val["nll"] == ce.final_val["nll"]
-    assert result.predictions_path == tmp_path / "proposed" / "predictions_val.parquet"  # no test table given
+    assert result.predictions_path == str(tmp_path / "proposed" / "predictions_val.parquet")  # no test split
 
 
 @pytest.mark.slow  # a Ray Train fit: ~20-40 s of start-up alone on 2 shared cores
@@ -203,13 +209,13 @@ def test_two_workers_count_every_validation_and_test_id_once(ray_local, tmp_path
     # 2 x 32 = 64 samples per step, 4 steps per epoch: a larger lr and one more epoch than 1 worker
     config = TrainConfig(loss="ce", **{**BASE, "num_workers": 2, "optim": OptimConfig(lr=0.1, epochs=3)})
     result = run_training(
-        TRAIN, val_table=VAL, test_table=TEST, config=config, output_dir=tmp_path, run_name="ddp"
+        TRAIN, val=VAL, test=TEST, config=config, output_dir=tmp_path, run_name="ddp"
     )
     assert [e["epoch"] for e in result.epochs] == [1, 2, 3]
     assert all(e["val_n_samples"] == 128 for e in result.epochs)
     assert result.epochs[-1]["train_loss"] < result.epochs[0]["train_loss"]
     assert result.final_val["acc"] >= 0.5
-    pred = pq.read_table(result.predictions_path)
+    pred = read_table(result.predictions_path)
     assert sorted(pred.column("id").to_pylist()) == sorted(TEST.column("id").to_pylist())
 
 
@@ -223,7 +229,7 @@ def test_nan_loss_names_step_and_sample_ids_and_is_not_retried(ray_local, tmp_pa
         NonFiniteLossError, match=r"non-finite training loss \(nan\) at step 1; sample ids"
     ) as err:
         run_training(
-            TRAIN, val_table=VAL, config=config, output_dir=tmp_path, run_name="nan", epoch_hook=hook
+            TRAIN, val=VAL, config=config, output_dir=tmp_path, run_name="nan", epoch_hook=hook
         )
     assert err.value.step == 1
     assert len(err.value.ids) == 32 and set(err.value.ids) <= set(TRAIN.column("id").to_pylist())
@@ -238,7 +244,7 @@ def test_id_without_weight_is_an_error(ray_local, tmp_path):
     scores = scores_for(TRAIN, 0.5).slice(3)  # reversed order: drops the last 3 ids
     with pytest.raises(ValueError, match=r"3 of 256 training ids have no weight in scores \(e.g. \['s0_253'"):
         run_training(
-            TRAIN, val_table=VAL, scores=scores, config=TrainConfig(**BASE), output_dir=tmp_path, run_name="x"
+            TRAIN, val=VAL, scores=scores, config=TrainConfig(**BASE), output_dir=tmp_path, run_name="x"
         )
 
 
@@ -251,7 +257,7 @@ def test_weight_outside_unit_interval_is_an_error(ray_local, tmp_path, bad):
         ValueError, match=rf"weight of id 's0_007' is {bad!r}; weights must be finite and in \[0, 1\]"
     ):
         run_training(
-            TRAIN, val_table=VAL, scores=scores, config=TrainConfig(**BASE), output_dir=tmp_path, run_name="x"
+            TRAIN, val=VAL, scores=scores, config=TrainConfig(**BASE), output_dir=tmp_path, run_name="x"
         )
 
 
@@ -267,7 +273,7 @@ def test_checkpoint_from_another_model_is_an_error(ray_local, tmp_path):
     ):
         run_training(
             TRAIN,
-            val_table=VAL,
+            val=VAL,
             config=TrainConfig(loss="ce", **BASE),
             output_dir=tmp_path,
             run_name="x",
@@ -287,7 +293,7 @@ def test_resume_from_an_unusable_checkpoint_is_an_error(ray_local, tmp_path):
     ):
         run_training(
             TRAIN,
-            val_table=VAL,
+            val=VAL,
             config=TrainConfig(loss="ce", **BASE),
             output_dir=tmp_path,
             run_name="x",
@@ -301,7 +307,7 @@ def test_resume_from_an_unusable_checkpoint_is_an_error(ray_local, tmp_path):
     ):
         run_training(
             TRAIN,
-            val_table=VAL,
+            val=VAL,
             config=TrainConfig(loss="ce", **BASE),
             output_dir=tmp_path,
             run_name="x",
@@ -310,7 +316,7 @@ def test_resume_from_an_unusable_checkpoint_is_an_error(ray_local, tmp_path):
     with pytest.raises(ValueError, match="is not a checkpoint file or a folder with model.pt"):
         run_training(
             TRAIN,
-            val_table=VAL,
+            val=VAL,
             config=TrainConfig(loss="ce", **BASE),
             output_dir=tmp_path,
             run_name="x",
@@ -320,34 +326,34 @@ def test_resume_from_an_unusable_checkpoint_is_an_error(ray_local, tmp_path):
 
 def test_proposed_without_scores_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="loss 'proposed' needs per-sample difficulty weights: pass scores="):
-        run_training(TRAIN, val_table=VAL, config=TrainConfig(**BASE), output_dir=tmp_path, run_name="x")
+        run_training(TRAIN, val=VAL, config=TrainConfig(**BASE), output_dir=tmp_path, run_name="x")
 
 
 def test_more_cpus_than_the_cluster_has_is_an_error(ray_local, tmp_path):
     config = TrainConfig(loss="ce", **{**BASE, "num_workers": 4, "cpus_per_worker": 1.0})
     with pytest.raises(ValueError, match=r"4 workers x 1.0 CPUs need 4 CPUs but the Ray cluster has 3"):
-        run_training(TRAIN, val_table=VAL, config=config, output_dir=tmp_path, run_name="x")
+        run_training(TRAIN, val=VAL, config=config, output_dir=tmp_path, run_name="x")
 
 
 def test_crl_num_samples_must_match_the_training_set(tmp_path):
     config = TrainConfig(loss="crl", loss_hparams={"num_samples": 10}, **BASE)
     with pytest.raises(ValueError, match="num_samples=10 but the training table has 256 rows"):
-        run_training(TRAIN, val_table=VAL, config=config, output_dir=tmp_path, run_name="x")
+        run_training(TRAIN, val=VAL, config=config, output_dir=tmp_path, run_name="x")
 
 
-def test_splits_of_different_sizes_are_an_error(tmp_path):
-    small = from_arrays(np.zeros((4, 8, 8, 3), np.uint8), [0, 1, 2, 3])
+def test_splits_of_different_sizes_are_an_error(ray_local, tmp_path):
+    small = from_arrays(np.zeros((4, 8, 8, 3), np.uint8), [0, 1, 2, 3], classes=["red", "green", "blue", "yellow"])
     with pytest.raises(ValueError, match="val images are 8x8 but training images are 16x16; set image_size"):
         run_training(
-            TRAIN, val_table=small, config=TrainConfig(loss="ce", **BASE), output_dir=tmp_path, run_name="x"
+            TRAIN, val=small, config=TrainConfig(loss="ce", **BASE), output_dir=tmp_path, run_name="x"
         )
 
 
 def test_duplicate_ids_are_an_error(tmp_path):
     dup = from_arrays(np.zeros((2, 8, 8), np.uint8), [0, 1]).set_column(0, "id", pa.array(["a", "a"]))
-    with pytest.raises(ValueError, match="val_table: ids must be unique"):
+    with pytest.raises(ValueError, match="val: ids must be unique"):
         run_training(
-            TRAIN, val_table=dup, config=TrainConfig(loss="ce", **BASE), output_dir=tmp_path, run_name="x"
+            TRAIN, val=dup, config=TrainConfig(loss="ce", **BASE), output_dir=tmp_path, run_name="x"
         )
 
 
@@ -376,7 +382,7 @@ def test_join_weights_errors():
         join_weights(["a"], {"id": ["a"], "weight": [0.5]})
 
 
-# ---------------------------------------------------------------------------------- prepare_arrays
+# ------------------------------------------------------------------------- decoding and statistics
 
 
 def _png(array: np.ndarray) -> bytes:
@@ -385,58 +391,78 @@ def _png(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def test_prepare_arrays_grayscale_becomes_rgb_and_keeps_order():
+def test_decode_shard_grayscale_becomes_rgb_and_indices_follow_the_plan(ray_local):
+    from rmd_ray.distributed.sources import source_from_table
+    from rmd_ray.distributed.training.ingest import Geometry, eval_dataset
+
     rng = np.random.default_rng(0)
     gray = rng.integers(0, 256, (5, 6, 7), dtype=np.uint8)
-    images, labels, ids = prepare_arrays(from_arrays(gray, [3, 1, 4, 1, 5], ids=list("edcba")))
-    assert images.shape == (5, 3, 6, 7) and images.dtype == np.uint8
-    for c in range(3):
-        np.testing.assert_array_equal(images[:, c], gray)
-    np.testing.assert_array_equal(labels, [3, 1, 4, 1, 5])
-    assert labels.dtype == np.int64 and ids == list("edcba")
+    source = source_from_table(from_arrays(gray, [3, 1, 4, 1, 5], ids=list("edcba")), shard_rows=2)
+    rows = eval_dataset(source, geometry=Geometry("cifar", None, (6, 7))).take_all()
+    rows = sorted(rows, key=lambda r: r["index"])
+    assert [r["index"] for r in rows] == [0, 1, 2, 3, 4]  # shard offset + row in shard
+    assert [r["label"] for r in rows] == [3, 1, 4, 1, 5]
+    for r, g in zip(rows, gray):
+        assert r["image"].shape == (6, 7, 3) and r["image"].dtype == np.uint8
+        for c in range(3):
+            np.testing.assert_array_equal(r["image"][:, :, c], g)
 
 
-def test_prepare_arrays_resizes_with_pil_bilinear():
+def test_decode_split_resizes_with_pil_bilinear():
     rng = np.random.default_rng(1)
     rgb = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in ((9, 12), (16, 16))]
     table = pa.table({"id": ["p", "q"], "label": [0, 1], "image": [_png(a) for a in rgb]})
-    images, _, _ = prepare_arrays(table, image_size=8)
-    expected = np.asarray(Image.fromarray(rgb[0]).resize((8, 8), Image.Resampling.BILINEAR)).transpose(
-        2, 0, 1
-    )
-    assert images.shape == (2, 3, 8, 8)
+    images, _ = decode_split(table, preset="cifar", image_size=8)
+    expected = np.asarray(Image.fromarray(rgb[0]).resize((8, 8), Image.Resampling.BILINEAR))
+    assert images.shape == (2, 8, 8, 3)
     np.testing.assert_array_equal(images[0], expected)
 
 
-def test_prepare_arrays_errors():
+def test_decode_errors_name_the_row(ray_local):
+    from rmd_ray.distributed.sources import source_from_table
+    from rmd_ray.distributed.training.ingest import Geometry, eval_dataset
+
     rgb = [np.zeros((h, 4, 3), np.uint8) for h in (4, 5)]
     table = pa.table({"id": ["p", "q"], "label": [0, 1], "image": [_png(a) for a in rgb]})
-    with pytest.raises(ValueError, match="row id 'q' is 4x5 but earlier images are 4x4; set image_size"):
-        prepare_arrays(table)
+    with pytest.raises(ValueError, match="row id 'q' is 4x5 but the first image is 4x4"):
+        decode_split(table, preset="cifar", image_size=None)
     broken = pa.table({"id": ["p", "bad"], "label": [0, 1], "image": [_png(rgb[0]), b"not an image"]})
     with pytest.raises(ValueError, match="row id 'bad': "):
-        prepare_arrays(broken)
-    with pytest.raises(ValueError, match="labels must be >= 0"):
-        prepare_arrays(
-            from_arrays(np.zeros((2, 4, 4), np.uint8), [0, 1]).set_column(1, "label", pa.array([0, -1]))
-        )
-    with pytest.raises(ValueError, match="image_size must be None or an int >= 1"):
-        prepare_arrays(TRAIN, image_size=0)
-    with pytest.raises(ValueError, match=r"table has no column\(s\) \['label'\]"):
-        prepare_arrays(pa.table({"id": ["a"]}))
-    with pytest.raises(ValueError, match="table has no rows"):
-        prepare_arrays(TRAIN.slice(0, 0))
+        decode_split(broken, preset="cifar", image_size=None)
+    # in the read tasks: the same rows fail with their ids
+    with pytest.raises(Exception, match="row id 'q' is 4x5 but the first training image is 4x4; set image_size"):
+        eval_dataset(source_from_table(table), geometry=Geometry("cifar", None, (4, 4))).take_all()
+    negative = from_arrays(np.zeros((2, 4, 4), np.uint8), [0, 1]).set_column(1, "label", pa.array([0, -1]))
+    with pytest.raises(Exception, match="row id '1': label -1 outside 0..1"):
+        eval_dataset(source_from_table(negative), geometry=Geometry("cifar", None, (4, 4))).take_all()
 
 
-def test_channel_stats_match_numpy_and_constant_channels_get_unit_std():
+def test_channel_moments_match_numpy_and_constant_channels_get_unit_std():
+    from rmd_ray.nn.transforms import channel_moments, moments_to_mean_std
+
     rng = np.random.default_rng(2)
-    images = rng.integers(0, 256, (10, 3, 5, 5), dtype=np.uint8)
-    images[:, 2] = 77
-    mean, std = _channel_stats(images)
+    images = rng.integers(0, 256, (10, 5, 5, 3), dtype=np.uint8)
+    images[..., 2] = 77
+    # merged from two shards by addition, as the streaming pass does
+    mean, std = moments_to_mean_std(channel_moments(images[:4]) + channel_moments(images[4:]))
     x = images.astype(np.float64) / 255
-    np.testing.assert_allclose(mean, x.mean(axis=(0, 2, 3)), rtol=1e-12)
-    np.testing.assert_allclose(std[:2], x.std(axis=(0, 2, 3))[:2], rtol=1e-9)
+    np.testing.assert_allclose(mean, x.mean(axis=(0, 1, 2)), rtol=1e-12)
+    np.testing.assert_allclose(std[:2], x.std(axis=(0, 1, 2))[:2], rtol=1e-9)
     assert std[2] == 1.0  # constant channel: normalised to 0, not NaN
+
+
+def test_normalize_uint8_is_to_tensor_then_normalize():
+    from torchvision import transforms as T
+
+    from rmd_ray.nn.transforms import normalize_uint8
+
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (2, 5, 6, 3), dtype=np.uint8)
+    mean, std = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
+    reference = torch.stack([T.Normalize(mean, std)(T.ToTensor()(Image.fromarray(a))) for a in images])
+    got = normalize_uint8(torch.from_numpy(images), torch.tensor(mean), torch.tensor(std))
+    assert got.shape == (2, 3, 5, 6)
+    torch.testing.assert_close(got, reference, rtol=0, atol=0)
 
 
 # ------------------------------------------------------------------------------------- TrainConfig

@@ -10,8 +10,8 @@ from PIL import Image
 
 from rmd_ray.core.metrics import evaluate_predictions
 from rmd_ray.data.readers import from_arrays
-from rmd_ray.distributed.evaluation import checkpoint_corruption_eval, corruption_preset
 from rmd_ray.evaluation.corruption import corruption_eval
+from rmd_ray.evaluation.shift import checkpoint_corruption_eval, corruption_preset
 from rmd_ray.nn.engine import predict, save_checkpoint
 from rmd_ray.nn.models import build_model
 

@@ -1,11 +1,12 @@
-"""Evaluate a Ray Train checkpoint under corruption shift, straight from a reader table.
+"""Evaluate a training checkpoint under corruption shift, straight from a reader table (torch layer, no Ray).
 
 The checkpoint carries what evaluation needs besides the weights: the architecture (its model
-signature), the per-channel ``mean`` / ``std`` the model was trained with and the ``image_size`` its
-inputs were resized to. Images are decoded and resized exactly as in training
-(:func:`rmd_ray.distributed.training.prepare_arrays`), corrupted at that resolution (as CIFAR-10-C is
-at 32 px), then normalised. This runs in the calling process (the job's driver), like
-``run_training``'s final prediction: corruption is CPU work per image and the model is small next to it.
+signature), the per-channel ``mean`` / ``std`` the model was trained with, its geometry ``preset``
+and the ``image_size`` of its inputs. Images are decoded and brought to that geometry exactly as
+training's evaluation does (:func:`rmd_ray.nn.transforms.eval_geometry`), corrupted at that
+resolution (as CIFAR-10-C is at 32 px), then normalised with :func:`rmd_ray.nn.transforms.normalize_uint8`.
+It runs in the calling process on a table of a few thousand rows (the main job's corruption subset);
+predictions of whole splits run as Ray batch inference (``rmd_ray.distributed.training.predict``).
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ import pyarrow as pa
 import torch
 
 from rmd_ray.data.corruptions import CORRUPTIONS, SEVERITIES
-from rmd_ray.distributed.training import _normalise, prepare_arrays
+from rmd_ray.data.decode import DecodeError, decode_image
 from rmd_ray.evaluation.corruption import corruption_eval
 from rmd_ray.nn.engine import model_from_checkpoint
+from rmd_ray.nn.transforms import eval_geometry, normalize_uint8
 
-__all__ = ["checkpoint_corruption_eval", "corruption_preset"]
+__all__ = ["checkpoint_corruption_eval", "corruption_preset", "decode_split"]
 
 #: Largest image side that uses the CIFAR-10-C severity table under ``preset="auto"``.
 CIFAR_PRESET_MAX_SIDE = 64
@@ -81,14 +83,12 @@ def checkpoint_corruption_eval(
             "checkpoints written by rmd_ray.distributed.training.run_training, or call corruption_eval "
             "with your own preprocess"
         )
-    images, labels, _ = prepare_arrays(table, image_size=extra.get("image_size"))
-    images = np.ascontiguousarray(images.transpose(0, 2, 3, 1))  # (N, H, W, 3): the corruptions' layout
+    images, labels = decode_split(table, preset=extra.get("preset", "cifar"), image_size=extra.get("image_size"))
     # the same arithmetic as training's input pipeline, so clean accuracy matches its predictions
-    mean = torch.tensor(extra["mean"], dtype=torch.float32).mul_(255).view(1, -1, 1, 1)
-    std = torch.tensor(extra["std"], dtype=torch.float32).mul_(255).view(1, -1, 1, 1)
+    mean, std = torch.tensor(extra["mean"]), torch.tensor(extra["std"])
 
     def preprocess(batch: np.ndarray) -> torch.Tensor:
-        return _normalise(torch.from_numpy(batch).permute(0, 3, 1, 2), mean, std)
+        return normalize_uint8(torch.from_numpy(batch), mean, std)
 
     return corruption_eval(
         model.to(device),
@@ -102,3 +102,34 @@ def checkpoint_corruption_eval(
         preset=corruption_preset(images.shape[1], images.shape[2], preset),
         device=device,
     )
+
+
+def decode_split(table: pa.Table, *, preset: str, image_size: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Decode every row of a (small) reader table at a checkpoint's eval geometry.
+
+    Returns
+    -------
+    images : ndarray (N, S, S, 3) uint8
+    labels : ndarray (N,) int64
+
+    Raises
+    ------
+    ValueError
+        An undecodable image (names its id) or, at the native size, images of different sizes.
+    """
+    geometry = eval_geometry(preset, image_size)
+    arrays = []
+    for batch in table.to_batches(max_chunksize=1024):  # bounded temporaries: no whole-table pylist
+        for row in batch.to_pylist():
+            try:
+                image = decode_image(row)
+            except DecodeError as err:
+                raise ValueError(f"row id {row['id']!r}: {err}") from err
+            arrays.append(np.asarray(geometry(image), dtype=np.uint8))
+            if arrays[-1].shape != arrays[0].shape:
+                raise ValueError(
+                    f"row id {row['id']!r} is {arrays[-1].shape[1]}x{arrays[-1].shape[0]} but the first image is "
+                    f"{arrays[0].shape[1]}x{arrays[0].shape[0]}; the checkpoint has no image_size to resize to"
+                )
+    labels = table.column("label").to_numpy().astype(np.int64)
+    return np.stack(arrays), labels

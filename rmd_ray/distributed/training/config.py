@@ -1,0 +1,232 @@
+"""Training configuration and result: what travels to every worker and what a run returns."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from rmd_ray.nn.engine import OptimConfig
+from rmd_ray.nn.losses import LOSSES, build_loss
+from rmd_ray.nn.models import MIN_WIDTH, MODELS
+
+__all__ = ["CHECKPOINT_FILE", "TrainConfig", "TrainingResult", "loss_needs_weights"]
+
+CHECKPOINT_FILE = "model.pt"  # inside every Ray checkpoint directory (engine.save_checkpoint format)
+
+# Losses that read the per-sample difficulty weight s (rmd_ray.nn.losses: only the paper's loss).
+_WEIGHTED_LOSSES = frozenset({"proposed"})
+# Losses whose hyper-parameter is the training-set size, filled in here (ids index its history).
+_SIZED_LOSSES = frozenset({"crl"})
+SCORE_METRIC = "val_acc"  # ranks checkpoints for "best"; latest is always kept as well
+
+
+def loss_needs_weights(name: str) -> bool:
+    """Whether loss ``name`` needs per-sample difficulty weights (i.e. a ``scores.parquet``)."""
+    LOSSES.get(name)  # ValueError listing the valid names
+    return name in _WEIGHTED_LOSSES
+
+
+# ------------------------------------------------------------------------------------------- config
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _hparam_tuple(value: object) -> tuple[tuple[str, Any], ...]:
+    items = value.items() if isinstance(value, Mapping) else value
+    try:
+        pairs = [tuple(p) for p in items]  # type: ignore[union-attr]
+    except TypeError:
+        raise ValueError(
+            f"TrainConfig.loss_hparams must be a mapping or a tuple of (name, value) pairs, got {value!r}"
+        ) from None
+    if any(len(p) != 2 or not isinstance(p[0], str) for p in pairs):
+        raise ValueError(f"TrainConfig.loss_hparams must hold (str name, value) pairs, got {value!r}")
+    names = [p[0] for p in pairs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"TrainConfig.loss_hparams names a hyper-parameter twice: {names}")
+    for name, v in pairs:
+        if not isinstance(v, (bool, int, float, str)):
+            raise ValueError(
+                f"TrainConfig.loss_hparams[{name!r}] must be a number, bool or str, got {type(v).__name__}"
+            )
+    return tuple(sorted(pairs))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run needs besides the data (frozen: it travels to every worker).
+
+    Parameters
+    ----------
+    model : str
+        A name from ``rmd_ray.nn.models.MODELS`` (resnet18, resnet34, ...).
+    width : float
+        Channel multiplier, >= 1/32 (1.0 is torchvision's architecture).
+    cifar_stem : bool
+        3x3 stride-1 stem without max-pool, for 32-px images.
+    loss : str
+        A name from ``rmd_ray.nn.losses.LOSSES``; ``proposed`` needs weights (``scores``).
+    loss_hparams : mapping or tuple of (name, value) pairs
+        The loss's constructor arguments (e.g. ``{"alpha": 0.3}``); stored as a sorted tuple of pairs.
+        Checked by building the loss once. ``crl``'s ``num_samples`` is the training-set size and is
+        filled in by :func:`run_training`.
+    optim : OptimConfig
+        SGD and schedule; ``optim.epochs`` is the number of epochs.
+    batch_size : int
+        Per-worker batch size, >= 1.
+    num_workers : int
+        Ray Train workers (data parallel, DDP when > 1), >= 1.
+    cpus_per_worker : float
+        Logical CPUs each worker reserves, > 0; fractional values leave CPUs to Ray Data tasks.
+    use_gpu : bool
+        One GPU per worker.
+    amp : bool
+        bfloat16 autocast; only effective on GPU (ignored on CPU).
+    image_size : int or None
+        The model's input side. ``cifar`` preset: every image resized to ``image_size`` x
+        ``image_size`` (bilinear), None keeps the native size (then the same for every image).
+        ``imagenet`` preset: the crop size (None: 224).
+    preset : {"auto", "cifar", "imagenet"}
+        Geometry and augmentation (``rmd_ray.nn.transforms``): ``cifar`` pad-4 random crop + flip,
+        ``imagenet`` RandomResizedCrop + flip (eval: resize 256 / center crop 224, scaled to
+        ``image_size``). ``auto``: ``cifar`` up to 64 px a side, else ``imagenet``.
+    normalization : {"auto", "data", "imagenet"}
+        Channel mean / std: ``data`` from one streaming pass over the training images (eval
+        geometry), ``imagenet`` torchvision's ImageNet statistics; ``auto``: ``data`` for the
+        ``cifar`` preset, ``imagenet`` for the ``imagenet`` preset (a pass over 1.28 M images buys
+        nothing over the published statistics).
+    augment : bool
+        Training augmentation of the preset (off: the eval geometry, no flips).
+    shuffle : {"fresh", "seeded"}
+        ``fresh``: a new shard order and row order within each shard every epoch (drawn in the read
+        tasks, not reproducible bit for bit). ``seeded``: both fixed by ``seed``, so a run, and a
+        resumed epoch, is reproducible; epochs then differ only through the workers' local shuffle
+        buffer (seeded by seed, epoch, rank).
+    shuffle_buffer_rows : int or None
+        Rows in each worker's local shuffle buffer; None: as many as fit in 256 MB of uint8
+        pixels, capped at the worker's shard; 0 turns it off.
+    seed : int
+        Seeds model initialisation, the one-off row permutation, shuffling and augmentation.
+    max_failures : int
+        Worker failures Ray Train recovers from (restarting from the latest checkpoint); -1 for no limit.
+    eval_every : int
+        Evaluate on the validation set every ``eval_every`` epochs (and always after the last).
+    """
+
+    model: str = "resnet18"
+    width: float = 1.0
+    cifar_stem: bool = True
+    loss: str = "proposed"
+    loss_hparams: tuple[tuple[str, Any], ...] | Mapping[str, Any] = ()
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    batch_size: int = 128
+    num_workers: int = 1
+    cpus_per_worker: float = 1.0
+    use_gpu: bool = False
+    amp: bool = True
+    image_size: int | None = None
+    preset: str = "auto"
+    normalization: str = "auto"
+    augment: bool = True
+    shuffle: str = "fresh"
+    shuffle_buffer_rows: int | None = None
+    seed: int = 0
+    max_failures: int = 2
+    eval_every: int = 1
+
+    def __post_init__(self) -> None:
+        MODELS.get(self.model)  # ValueError listing the valid models
+        if isinstance(self.width, bool) or not isinstance(self.width, numbers.Real):
+            raise ValueError(f"TrainConfig.width must be a number >= {MIN_WIDTH}, got {self.width!r}")
+        if not math.isfinite(self.width) or self.width < MIN_WIDTH:
+            raise ValueError(f"TrainConfig.width must be a finite number >= 1/32, got {self.width!r}")
+        for name in ("cifar_stem", "use_gpu", "amp", "augment"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"TrainConfig.{name} must be True or False, got {getattr(self, name)!r}")
+        LOSSES.get(self.loss)  # ValueError listing the valid losses
+        hparams = _hparam_tuple(self.loss_hparams)
+        object.__setattr__(self, "loss_hparams", hparams)
+        kwargs = dict(hparams)
+        if self.loss in _SIZED_LOSSES:
+            kwargs.setdefault("num_samples", 1)  # the real size is only known from the data
+        build_loss(self.loss, **kwargs)  # unknown / out-of-range hyper-parameters fail here
+        if not isinstance(self.optim, OptimConfig):
+            raise ValueError(
+                f"TrainConfig.optim must be an rmd_ray.nn.engine.OptimConfig, got {type(self.optim).__name__}"
+            )
+        for name, low in (("batch_size", 1), ("num_workers", 1), ("eval_every", 1), ("seed", 0)):
+            v = getattr(self, name)
+            if not _is_int(v) or v < low:
+                raise ValueError(f"TrainConfig.{name} must be an int >= {low}, got {v!r}")
+        if self.seed >= 2**31:
+            raise ValueError(f"TrainConfig.seed must be < 2**31, got {self.seed}")
+        if not _is_int(self.max_failures) or self.max_failures < -1:
+            raise ValueError(f"TrainConfig.max_failures must be an int >= 0 (-1: no limit), got {self.max_failures!r}")
+        cpw = self.cpus_per_worker
+        if isinstance(cpw, bool) or not isinstance(cpw, numbers.Real) or not math.isfinite(cpw) or cpw <= 0:
+            raise ValueError(f"TrainConfig.cpus_per_worker must be a number > 0 (e.g. 0.5), got {cpw!r}")
+        if self.image_size is not None and (not _is_int(self.image_size) or self.image_size < 1):
+            raise ValueError(
+                f"TrainConfig.image_size must be None (native size) or an int >= 1, got {self.image_size!r}"
+            )
+        for name, valid in (
+            ("preset", ("auto", "cifar", "imagenet")),
+            ("normalization", ("auto", "data", "imagenet")),
+            ("shuffle", ("fresh", "seeded")),
+        ):
+            if getattr(self, name) not in valid:
+                raise ValueError(f"TrainConfig.{name} must be one of {valid}, got {getattr(self, name)!r}")
+        rows = self.shuffle_buffer_rows
+        if rows is not None and (not _is_int(rows) or rows < 0):
+            raise ValueError(f"TrainConfig.shuffle_buffer_rows must be None or an int >= 0, got {rows!r}")
+
+    @property
+    def loss_kwargs(self) -> dict[str, Any]:
+        """``loss_hparams`` as a dict, for ``build_loss(config.loss, **config.loss_kwargs)``."""
+        return dict(self.loss_hparams)  # type: ignore[arg-type]
+
+
+@dataclass
+class TrainingResult:
+    """What :func:`run_training` returns.
+
+    Attributes
+    ----------
+    epochs : list of dict
+        One dict per finished epoch, across restarts: ``epoch`` (finished epochs, 1-based),
+        ``train_loss``, ``train_acc``, ``lr`` (after the epoch), ``time_s``, ``resumed_from``
+        (finished epochs when the attempt that ran this epoch started) and, on evaluated epochs,
+        ``val_*`` from ``rmd_ray.core.metrics.evaluate_predictions`` (``val_acc``, ``val_ece_mass``,
+        ``val_ece_width``, ``val_nll``, ...).
+    final_val : dict
+        The ``val_*`` metrics of the last epoch (always evaluated), without the prefix.
+    last_checkpoint, best_checkpoint : str
+        Ray checkpoint directories (each holds ``model.pt``); best by ``val_acc``.
+    predictions : dict
+        Split name (``"val"``, ``"test"``) -> the predictions directory (Parquet parts + manifest,
+        any URI) of the last checkpoint.
+    predictions_path : str
+        ``predictions["test"]`` when a test source was given, else ``predictions["val"]``.
+    test_metrics : dict or None
+        ``evaluate_predictions`` on the test split with the last checkpoint.
+    run_path : str
+        The Ray run directory (``<output_dir>/<run_name>``).
+    """
+
+    epochs: list[dict[str, float]]
+    final_val: dict[str, float]
+    last_checkpoint: str
+    best_checkpoint: str
+    predictions: dict[str, str]
+    predictions_path: str
+    test_metrics: dict[str, float] | None
+    run_path: str
+
+
+# --------------------------------------------------------------------------------------------- data
+

@@ -1,0 +1,232 @@
+"""Lazy training and evaluation datasets: shards read, decoded and cropped in Ray tasks, never on the driver.
+
+Data flow of one epoch (docs/design.md section 7.7)::
+
+    shard list (tiny) --random_shuffle (per epoch) or a seeded order--> one generator task per shard:
+        read_shard -> rows permuted -> decode -> geometry (imagenet: RandomResizedCrop + flip)
+        -> weight looked up by id (sorted ids from the object store) -> uint8 (B, S, S, 3) batches
+    --streaming_split(equal=True)--> workers: local shuffle buffer seeded by (seed, epoch, rank)
+
+The row's ``index`` (int64) is its position in the shard plan (shard offset + row in shard): the CRL
+loss and error messages key on it, and :func:`ids_at` turns indices back into string ids by reading
+only the shards that hold them.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import ray
+
+from rmd_ray.distributed.runtime import worker_setup
+from rmd_ray.distributed.sources import Shard, ShardedSource, read_shard
+from rmd_ray.distributed.training.errors import IngestError
+from rmd_ray.distributed.training.weights import lookup_weights
+
+__all__ = ["Geometry", "channel_stats", "eval_dataset", "ids_at", "probe_native_size", "train_dataset"]
+
+_ROWS_PER_BATCH = 256  # rows per yielded block: small enough to stream, large enough to amortise
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """What the decode tasks do to each image: the preset and the model's input side."""
+
+    preset: str
+    image_size: int | None
+    native: tuple[int, int] | None = None  # (H, W) every image must have when image_size is None
+
+
+def probe_native_size(source: ShardedSource) -> tuple[int, int]:
+    """(H, W) of the first row of the first non-empty shard, decoded in a task."""
+    shard = next((s for s in source.shards if s.n_rows), None)
+    if shard is None:
+        raise ValueError(f"source {source.spec!r} has no rows")
+    return ray.get(_probe.remote(shard, source.classes))
+
+
+@ray.remote(num_cpus=0.25)
+def _probe(shard: Shard, classes: tuple[str, ...]) -> tuple[int, int]:
+    from rmd_ray.data.decode import DecodeError, decode_image
+
+    row = read_shard(shard, classes=classes).slice(0, 1).to_pylist()[0]
+    try:
+        image = decode_image(row)
+    except DecodeError as err:
+        raise IngestError(f"row id {row['id']!r}: {err}") from None
+    return image.height, image.width
+
+
+@functools.lru_cache(maxsize=8)
+def _geometry_fn(geometry: Geometry, train: bool):
+    from rmd_ray.nn.transforms import eval_geometry, train_geometry
+
+    return (train_geometry if train else eval_geometry)(geometry.preset, geometry.image_size)
+
+
+def _to_uint8(row: dict[str, Any], geometry: Geometry, *, train: bool) -> np.ndarray:
+    from rmd_ray.data.decode import DecodeError, decode_image
+
+    try:
+        image = decode_image(row)
+    except DecodeError as err:
+        raise IngestError(f"row id {row['id']!r}: {err}") from None
+    if geometry.image_size is None and geometry.native is not None and (image.height, image.width) != geometry.native:
+        h, w = geometry.native
+        raise IngestError(
+            f"row id {row['id']!r} is {image.width}x{image.height} but the first training image is {w}x{h}; "
+            "set image_size so that every image is resized to one size"
+        )
+    return np.asarray(_geometry_fn(geometry, train)(image), dtype=np.uint8)
+
+
+def _decode_shard(
+    batch: pa.Table, *, plan: dict[int, Shard], offsets: dict[int, int], classes: tuple[str, ...],
+    geometry: Geometry, train: bool, permute: str, seed: int, weights: list | None,
+) -> Iterator[dict[str, np.ndarray]]:
+    """One shard index in; its rows out in batches of uint8 images (a generator: Ray Data streams it)."""
+    worker_setup()
+    for index in batch.column("shard").to_pylist():
+        shard = plan[index]
+        table = read_shard(shard, classes=classes)
+        _check_labels(table, len(classes))
+        shard_weights = None if weights is None else lookup_weights(weights[0], table.column("id"))
+        n = table.num_rows
+        if permute == "fresh":
+            order = np.random.default_rng().permutation(n)
+        elif permute == "seeded":
+            order = np.random.default_rng([seed, index]).permutation(n)
+        else:
+            order = np.arange(n)
+        if train and permute == "fresh":
+            import torch
+
+            torch.manual_seed(int(np.random.default_rng().integers(2**62)))  # RandomResizedCrop's draws
+        for start in range(0, n, _ROWS_PER_BATCH):
+            rows = order[start : start + _ROWS_PER_BATCH]
+            part = table.take(pa.array(rows))
+            records = part.select([c for c in part.column_names if c not in ("shard", "shard_rows")]).to_pylist()
+            out = {
+                "image": np.stack([_to_uint8(r, geometry, train=train) for r in records]),
+                "label": part.column("label").to_numpy().astype(np.int64),
+                "index": (offsets[index] + rows).astype(np.int64),
+            }
+            if shard_weights is not None:
+                out["weight"] = shard_weights[rows]
+            yield out
+
+
+def _check_labels(table: pa.Table, num_classes: int) -> None:
+    from rmd_ray.data.readers import label_errors
+
+    reasons = label_errors(table.column("label"), n_classes=num_classes)
+    bad = [i for i, r in enumerate(reasons) if r]
+    if bad:
+        raise IngestError(
+            f"row id {table.column('id')[bad[0]].as_py()!r}: {reasons[bad[0]]} ({len(bad)} rows with bad labels in "
+            "this shard); fix the labels or drop those rows"
+        )
+
+
+def _shard_dataset(source: ShardedSource, *, shuffle: str, seed: int):
+    shards = [s for s in source.shards if s.n_rows]
+    if shuffle == "seeded":
+        shards = [shards[i] for i in np.random.default_rng(seed).permutation(len(shards))]
+    ds = ray.data.from_items([{"shard": s.index} for s in shards], override_num_blocks=len(shards))
+    if shuffle == "fresh":
+        ds = ds.random_shuffle()  # a few hundred tiny rows: a new shard order every execution (epoch)
+    return ds
+
+
+def _offsets(source: ShardedSource) -> dict[int, int]:
+    offsets, total = {}, 0
+    for s in source.shards:
+        offsets[s.index] = total
+        total += s.n_rows
+    return offsets
+
+
+def train_dataset(
+    source: ShardedSource, *, geometry: Geometry, augment: bool, weights_ref: Any | None, shuffle: str,
+    seed: int, decode_cpus: float = 1.0,
+):
+    """The lazy training dataset: ``image`` uint8 (S, S, 3), ``label``, ``index``, ``weight`` if given.
+
+    ``augment=False`` gives every row the eval geometry.
+
+    ``shuffle``: ``"fresh"`` draws the shard order and each shard's row order anew every epoch (and
+    RandomResizedCrop's draws); ``"seeded"`` fixes both from ``seed`` (reproducible runs; the epochs
+    then differ only through the workers' seeded local shuffle buffer).
+    """
+    ds = _shard_dataset(source, shuffle=shuffle, seed=seed)
+    return ds.map_batches(
+        _decode_shard,
+        fn_kwargs={
+            "plan": {s.index: s for s in source.shards}, "offsets": _offsets(source), "classes": source.classes,
+            "geometry": geometry, "train": augment, "permute": shuffle, "seed": seed,
+            # wrapped in a list: Ray Data resolves top-level object refs in fn_kwargs into copies per call
+            "weights": None if weights_ref is None else [weights_ref],
+        },
+        batch_size=1, batch_format="pyarrow", num_cpus=decode_cpus,
+    )
+
+
+def eval_dataset(source: ShardedSource, *, geometry: Geometry, decode_cpus: float = 1.0):
+    """The lazy evaluation dataset in plan order (``image``, ``label``, ``index``)."""
+    ds = _shard_dataset(source, shuffle="none", seed=0)
+    return ds.map_batches(
+        _decode_shard,
+        fn_kwargs={
+            "plan": {s.index: s for s in source.shards}, "offsets": _offsets(source), "classes": source.classes,
+            "geometry": geometry, "train": False, "permute": "none", "seed": 0, "weights": None,
+        },
+        batch_size=1, batch_format="pyarrow", num_cpus=decode_cpus,
+    )
+
+
+def channel_stats(source: ShardedSource, *, geometry: Geometry) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std (in [0, 1] units) of the training images at the eval geometry.
+
+    One streaming pass: each task returns the float64 sums of its batches
+    (:func:`rmd_ray.nn.transforms.channel_moments`), the driver adds them up.
+    """
+    from rmd_ray.nn.transforms import channel_moments, moments_to_mean_std
+
+    def moments(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"moments": channel_moments(batch["image"])[None, :]}
+
+    total = None
+    for batch in eval_dataset(source, geometry=geometry).map_batches(moments, batch_size=None).iter_batches(
+        batch_size=None, batch_format="numpy"
+    ):
+        part = batch["moments"].sum(axis=0)
+        total = part if total is None else total + part
+    return moments_to_mean_std(total)
+
+
+def ids_at(source: ShardedSource, indices: Sequence[int]) -> list[str]:
+    """String ids of plan positions ``indices`` (reads only the shards that hold them, in tasks)."""
+    offsets = _offsets(source)
+    starts = np.array([offsets[s.index] for s in source.shards])
+    wanted: dict[int, list[int]] = {}
+    for i in indices:
+        k = int(np.searchsorted(starts, i, side="right")) - 1
+        wanted.setdefault(k, []).append(int(i) - int(starts[k]))
+    refs = {k: _ids_of.remote(source.shards[k], source.classes, rows) for k, rows in wanted.items()}
+    found = {k: dict(zip(wanted[k], ray.get(ref))) for k, ref in refs.items()}
+    out = []
+    for i in indices:
+        k = int(np.searchsorted(starts, i, side="right")) - 1
+        out.append(found[k][int(i) - int(starts[k])])
+    return out
+
+
+@ray.remote(num_cpus=0.25)
+def _ids_of(shard: Shard, classes: tuple[str, ...], rows: list[int]) -> list[str]:
+    ids = read_shard(shard, classes=classes).column("id")
+    return [str(ids[r].as_py()) for r in rows]

@@ -1,0 +1,249 @@
+"""The training loop every Ray Train worker runs: thin glue around ``rmd_ray.nn``.
+
+Build model, loss, optimiser and schedule; restore Ray's latest checkpoint (a restart) or
+``resume_from``; then per epoch: iterate this worker's shard of the lazy training dataset (uint8
+pixels, normalised here on the worker's device), report metrics and, on rank 0, a checkpoint.
+Validation runs on rank 0 over the whole (unsplit) validation dataset, one row per index.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+import torch
+
+from rmd_ray.distributed.runtime import worker_setup
+from rmd_ray.distributed.training.config import CHECKPOINT_FILE, SCORE_METRIC, TrainConfig
+from rmd_ray.distributed.training.errors import WorkerFailure, fatal_record
+from rmd_ray.nn import engine
+from rmd_ray.nn.losses import build_loss
+from rmd_ray.nn.models import build_model
+from rmd_ray.nn.transforms import normalize_uint8
+
+__all__ = ["WorkerSpec", "train_loop_per_worker"]
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What every worker receives (via ``train_loop_config``)."""
+
+    config: TrainConfig
+    num_classes: int
+    n_val: int
+    loss_kwargs: dict[str, Any]
+    mean: list[float]
+    std: list[float]
+    preset: str
+    image_size: int | None  # the model's input side (None: native, cifar preset)
+    steps_per_epoch: int
+    drop_last: bool
+    shuffle_buffer: int
+    fatal: Any  # actor handle of FatalErrors
+    initial_checkpoint: Any = None  # ObjectRef of checkpoint bytes (resume_from), or None
+    epoch_hook: Callable[[int], None] | None = None
+
+
+def _inner(model: torch.nn.Module) -> torch.nn.Module:
+    # evaluate the bare module on rank 0 alone: a DDP forward may sync buffers with the other ranks
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
+def _mix(*parts: int) -> int:
+    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
+
+
+def _timed(iterator, wait: list[float]):
+    """Yield from ``iterator``, adding the seconds spent waiting for each item to ``wait[0]``."""
+    iterator = iter(iterator)
+    while True:
+        tic = time.perf_counter()
+        try:
+            item = next(iterator)
+        except StopIteration:
+            wait[0] += time.perf_counter() - tic
+            return
+        wait[0] += time.perf_counter() - tic
+        yield item
+
+
+def _batches(iterator, mean, std):
+    for b in iterator:
+        out = {"image": normalize_uint8(b["image"], mean, std), "label": b["label"], "id": b["index"]}
+        if "weight" in b:
+            out["weight"] = b["weight"]
+        yield out
+
+
+def _restore(spec, model, optimizer, scheduler, loss_fn, device) -> tuple[int, list[dict], dict]:
+    """Load Ray's latest checkpoint (a restart) or ``resume_from``; return (epoch, history, extra)."""
+    checkpoint = ray.train.get_checkpoint()
+    with contextlib.ExitStack() as stack:
+        if checkpoint is not None:
+            path = Path(stack.enter_context(checkpoint.as_directory())) / CHECKPOINT_FILE
+        elif spec.initial_checkpoint is not None:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory())
+            path = Path(tmp) / CHECKPOINT_FILE
+            path.write_bytes(ray.get(spec.initial_checkpoint))
+        else:
+            return 0, [], {}
+        try:
+            info = engine.load_checkpoint(
+                path,
+                model=model,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                loss_fn=loss_fn,
+                map_location=device,
+            )
+        except (ValueError, TypeError) as err:
+            raise WorkerFailure({"kind": "value", "message": str(err)}) from err
+    extra = info["extra"] if isinstance(info["extra"], dict) else {}
+    return int(info["epoch"]), list(extra.get("history", [])), extra
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    """Ray Train entry point: turn deterministic errors into records the driver can re-raise."""
+    spec: WorkerSpec = loop_config["spec"]
+    prior = ray.get(spec.fatal.get.remote())
+    if prior is not None:  # a retry would only hit the same error again
+        raise WorkerFailure(prior)
+    try:
+        _train_worker(spec)
+    except Exception as err:
+        record = fatal_record(err)  # a NaN loss, bad input in a read task, a checkpoint that does not fit
+        if record is None:
+            raise
+        ray.get(spec.fatal.put.remote(record))
+        raise WorkerFailure(record) from None
+
+
+def _train_worker(spec: WorkerSpec) -> None:
+    """The training loop proper: builds everything from rmd_ray.nn and reports once per epoch."""
+    from ray.train.torch import get_device, prepare_model
+
+    from rmd_ray.core.metrics import evaluate_predictions
+
+    cfg = spec.config
+    worker_setup(threads=1)
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = get_device()
+    torch.manual_seed(cfg.seed)  # same initial weights on every rank (DDP broadcasts rank 0's anyway)
+    model = build_model(cfg.model, num_classes=spec.num_classes, cifar_stem=cfg.cifar_stem, width=cfg.width)
+    model = prepare_model(model)  # to device; DDP when world > 1
+    loss_fn = build_loss(cfg.loss, **spec.loss_kwargs).to(device)
+    optimizer = engine.build_optimizer(model, cfg.optim)
+    scheduler = engine.build_scheduler(optimizer, cfg.optim, steps_per_epoch=spec.steps_per_epoch)
+    start, history, extra = _restore(spec, model, optimizer, scheduler, loss_fn, device)
+    mean_list, std_list = extra.get("mean", spec.mean), extra.get("std", spec.std)
+    mean = torch.tensor(mean_list, dtype=torch.float32, device=device)
+    std = torch.tensor(std_list, dtype=torch.float32, device=device)
+    # the cifar crop + flip runs here on the device, seeded; imagenet's random resized crop ran in the read task
+    crop_on_worker = cfg.augment and spec.preset == "cifar"
+    train_shard = ray.train.get_dataset_shard("train")
+    val_data = ray.train.get_dataset_shard("val")
+    resumed_from = start
+    for epoch in range(start, cfg.optim.epochs):
+        if spec.epoch_hook is not None:
+            spec.epoch_hook(epoch)
+        tic = time.perf_counter()
+        gen = torch.Generator().manual_seed(_mix(cfg.seed, epoch, rank, 1))
+        batches = train_shard.iter_torch_batches(
+            batch_size=cfg.batch_size,
+            device=device,
+            drop_last=spec.drop_last,
+            local_shuffle_buffer_size=spec.shuffle_buffer or None,
+            local_shuffle_seed=_mix(cfg.seed, epoch, rank, 0) if spec.shuffle_buffer else None,
+        )
+        wait = [0.0]
+        stats = engine.train_one_epoch(
+            model,
+            _batches(_timed(batches, wait), mean, std),
+            loss_fn,
+            optimizer,
+            scheduler=scheduler,
+            device=device,
+            amp=cfg.amp,
+            augment=functools.partial(engine.random_crop_flip, generator=gen) if crop_on_worker else None,
+        )
+        train_s = time.perf_counter() - tic
+        loss_sum, correct, n = stats["loss"] * stats["n"], stats["acc"] * stats["n"], stats["n"]
+        if world > 1:  # every rank saw a different shard: average over all samples
+            t = torch.tensor([loss_sum, correct, n], dtype=torch.float64, device=device)
+            torch.distributed.all_reduce(t)
+            loss_sum, correct, n = t.tolist()
+        metrics: dict[str, float] = {
+            "epoch": epoch + 1,
+            "train_loss": loss_sum / n,
+            "train_acc": correct / n,
+            "lr": float(optimizer.param_groups[0]["lr"]),
+            "resumed_from": resumed_from,
+        }
+        last = epoch + 1 == cfg.optim.epochs
+        evaluate = last or (epoch + 1) % cfg.eval_every == 0
+        if rank == 0 and evaluate:
+            val = _evaluate(_inner(model), val_data, spec, device, mean, std)
+            metrics.update({f"val_{k}": float(v) for k, v in evaluate_predictions(*val).items()})
+        metrics["time_s"] = time.perf_counter() - tic
+        metrics["train_s"] = train_s
+        # the share of the training steps' wall time spent waiting for the next batch (ingest-bound if high)
+        metrics["data_wait_frac"] = wait[0] / train_s if train_s > 0 else 0.0
+        _report(spec, rank, epoch, metrics, history, model, optimizer, scheduler, loss_fn, mean_list, std_list)
+
+
+def _evaluate(model, val_data, spec: WorkerSpec, device, mean, std) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and labels over the whole validation set, one row per id (dedupe: padded shards repeat)."""
+    batches = val_data.iter_torch_batches(batch_size=spec.config.batch_size, device=device)
+    ids, labels, logits = engine.predict(model, _batches(batches, mean, std), device=device, amp=spec.config.amp)
+    uniq, first = np.unique(ids, return_index=True)
+    if len(uniq) != spec.n_val:
+        raise RuntimeError(f"validation returned {len(uniq)} distinct rows, expected {spec.n_val}")
+    return logits[first], labels[first]
+
+
+def _report(spec, rank, epoch, metrics, history, model, optimizer, scheduler, loss_fn, mean, std) -> None:
+    """``ray.train.report`` on every rank (it is a barrier); rank 0 attaches the checkpoint."""
+    if rank != 0:
+        ray.train.report(metrics, checkpoint=None)
+        return
+    history.append(dict(metrics))
+    # the ranking metric must be present in every report: NaN (= not evaluated) ranks lowest
+    reported = {**metrics}
+    reported.setdefault(SCORE_METRIC, float("nan"))
+    with tempfile.TemporaryDirectory() as tmp:
+        engine.save_checkpoint(
+            Path(tmp) / CHECKPOINT_FILE,
+            model=model,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            loss_fn=loss_fn,
+            epoch=epoch + 1,
+            extra={
+                "history": history,
+                "mean": list(mean),
+                "std": list(std),
+                "num_classes": spec.num_classes,
+                "seed": spec.config.seed,
+                "image_size": spec.image_size,  # the input side the model was trained at (None: native)
+                "preset": spec.preset,
+            },
+        )
+        ray.train.report(
+            reported,
+            checkpoint=ray.train.Checkpoint.from_directory(tmp),
+            # unique: an attempt that crashed may have uploaded this epoch without registering it
+            checkpoint_dir_name=f"epoch_{epoch + 1:04d}_{uuid.uuid4().hex[:8]}",
+        )
+
+
+# ------------------------------------------------------------------------------------ driver side
