@@ -9,9 +9,9 @@ from rmd_ray.cli.train import _train_config
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from rmd_ray.core.search_space import load_search_space
     from rmd_ray.data.readers import read_source
     from rmd_ray.distributed.runtime import init_ray
+    from rmd_ray.distributed.tune_space import load_search_space
     from rmd_ray.distributed.tuning import run_tune
 
     space = load_search_space(args.space)

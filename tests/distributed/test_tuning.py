@@ -8,10 +8,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from rmd_ray.core import WeightConfig, difficulty_weights
-from rmd_ray.core.search_space import parse_search_space
 from rmd_ray.data.io import write_parquet_atomic
 from rmd_ray.data.readers import from_arrays
 from rmd_ray.distributed.training import TrainConfig
+from rmd_ray.distributed.tune_space import parse_search_space
 from rmd_ray.distributed.tuning import (
     pareto_front,
     run_tune,
