@@ -219,7 +219,7 @@ def _metrics_section(results: dict[str, dict]) -> str:
     for run, res in results.items():
         meta = res["metadata"]
         fields = [str(meta.get(k, "")) for k in ("model", "loss", "epochs", "seed")]
-        hp = meta.get("hparams", "")
+        hp = format_hparams(meta)
         prov.append(
             f'<tr><td class="l">{html.escape(run)}</td>'
             + "".join(f'<td class="l">{html.escape(f)}</td>' for f in fields)
@@ -234,6 +234,18 @@ def _metrics_section(results: dict[str, dict]) -> str:
     if len({r["ids_fingerprint"] for r in results.values()}) > 1:
         out.append(_note("The runs were evaluated on different sets of samples: their numbers are not comparable."))
     return "\n".join(out)
+
+
+def format_hparams(meta: dict) -> str:
+    """The loss hyper-parameters of a run's metadata as ``alpha=0.3, temperature=0.7``.
+
+    Training writes them as ``loss_hparams`` (``distributed/training.py``); ``hparams`` is read too,
+    for prediction files written by other tools. An empty string when the run has none (e.g. CE).
+    """
+    hp = meta.get("loss_hparams", meta.get("hparams"))
+    if isinstance(hp, dict):
+        return ", ".join(f"{k}={v}" for k, v in sorted(hp.items()))
+    return "" if hp is None else str(hp)
 
 
 def _reliability_panel(ax, diagram, ece: float, binning: str, color: str) -> None:
