@@ -23,6 +23,15 @@ def _add_ray_args(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="logical CPUs for a local instance (default: physical + 1, so data tasks never starve)",
     )
+    parser.add_argument(
+        "--dashboard",
+        action="store_true",
+        help="start the Ray dashboard of a local instance on 127.0.0.1 and print its address",
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="show Ray's own logs on the console"
+    )
+    parser.set_defaults(uses_ray=True)
 
 
 def _progress_printer(stage: str):

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 from rmd_ray.cli.common import _add_ray_args
+from rmd_ray.cli.console import setup_console
 from rmd_ray.cli.evaluate import _add_shift_args, cmd_evaluate
 from rmd_ray.cli.label_issues import cmd_find_label_issues
 from rmd_ray.cli.report import cmd_report
-from rmd_ray.cli.run import cmd_run
+from rmd_ray.cli.run import SMOKE_TEST, cmd_run
 from rmd_ray.cli.score import _add_score_args, cmd_score
 from rmd_ray.cli.train import _add_train_args, cmd_train
 from rmd_ray.cli.tune import cmd_tune
@@ -80,16 +80,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ray_args(run)
     run.add_argument("--alpha", type=float, default=0.3, help="alpha of the proposed loss")
     run.add_argument("--output", default="runs/demo")
+    run.add_argument(
+        "--smoke-test",
+        action="store_true",
+        help="a one-minute check: " + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in SMOKE_TEST.items()),
+    )
     run.set_defaults(func=cmd_run, limit=10_000, corruption_limit=1_000)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s"
-    )
-    logging.getLogger("rmd_ray").setLevel(logging.INFO)
+    if getattr(args, "smoke_test", False):
+        vars(args).update(SMOKE_TEST)
+    setup_console(args)
     try:
         return args.func(args)
     except ValueError as err:  # user errors: one clear line, no traceback

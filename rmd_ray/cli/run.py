@@ -12,6 +12,9 @@ from rmd_ray.cli.score import _score
 from rmd_ray.cli.train import _train
 from rmd_ray.core.atomic import write_json_atomic
 
+#: ``rmd-ray run --smoke-test``: the whole main job on a few hundred images, one epoch each.
+SMOKE_TEST = {"limit": 512, "epochs": 1, "val_limit": 256, "corruption_limit": 64, "severities": "1,5"}
+
 
 def _shift_for_run(args: argparse.Namespace, result, runs: dict, checkpoints: dict, output: Path):
     """Validation-set scores under the training Gaussians -> proxy test; corruption shift of each model."""

@@ -6,6 +6,7 @@ import argparse
 import time
 
 from rmd_ray.cli.common import DEFAULT_IMAGE_SIZE, DEFAULT_SOURCE, _progress_printer
+from rmd_ray.cli.console import start_ray
 from rmd_ray.core import CovarianceConfig, WeightConfig
 from rmd_ray.core.covariance import SHRINKAGE
 from rmd_ray.core.weights import NORMALIZATIONS
@@ -60,12 +61,11 @@ def _add_score_args(parser: argparse.ArgumentParser) -> None:
 
 def _score(args: argparse.Namespace, output: str, *, source: str | None = None, limit: int | None = None,
            scorer: str | None = None, fresh: bool | None = None):
-    from rmd_ray.distributed.runtime import init_ray
     from rmd_ray.distributed.scoring import EncoderSpec, ExtractConfig, run_scoring
     from rmd_ray.distributed.sources import check_source_spec
 
     check_source_spec(source or args.source)  # a typo fails before Ray starts
-    init_ray(args.address, num_cpus=args.num_cpus)
+    start_ray(args)
     return run_scoring(
         source or args.source,
         limit=args.limit if limit is None else limit,

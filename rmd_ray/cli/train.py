@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from rmd_ray.cli.common import DEFAULT_SOURCE, _number, _parse_pairs, _print_table
+from rmd_ray.cli.console import start_ray
 
 
 def _add_train_args(
@@ -60,7 +61,7 @@ def _train_config(args: argparse.Namespace, *, loss: str, hparams: dict):
 def _train(args: argparse.Namespace, *, loss: str, hparams: dict, scores_path, output: Path, run_name: str):
     from rmd_ray.data.parts import read_table
     from rmd_ray.data.readers import read_source
-    from rmd_ray.distributed.runtime import init_ray
+    from rmd_ray.distributed.dashboards import TrainProgressCallback
     from rmd_ray.distributed.training import loss_needs_weights, run_training
 
     config = _train_config(args, loss=loss, hparams=hparams)  # validates before any data is read
@@ -70,11 +71,37 @@ def _train(args: argparse.Namespace, *, loss: str, hparams: dict, scores_path, o
         )
     train = read_source(args.train_source, limit=args.limit)
     val = read_source(args.val_source, limit=args.val_limit)
-    init_ray(args.address, num_cpus=args.num_cpus)
+    start_ray(args)
     scores = read_table(scores_path) if scores_path else None
-    return run_training(
-        train, val_table=val, test_table=val, scores=scores, config=config, output_dir=output, run_name=run_name
+    args.tensorboard_dir = tensorboard_dir(output, run_name)
+    board = TrainProgressCallback(
+        f"train {run_name}",
+        epochs=config.optim.epochs,
+        rows_per_epoch=train.num_rows,
+        tensorboard_dir=args.tensorboard_dir,
     )
+    return run_training(
+        train,
+        val_table=val,
+        test_table=val,
+        scores=scores,
+        config=config,
+        output_dir=output,
+        run_name=run_name,
+        callbacks=[board],
+    )
+
+
+def tensorboard_dir(output, run_name: str) -> Path:
+    """``<output>/<run_name>/tensorboard``; for a URI output, a local temporary folder (TensorBoard
+    appends to its event files as training goes, which object stores do not allow)."""
+    import tempfile
+
+    from rmd_ray.data.storage import is_remote
+
+    if is_remote(str(output)):
+        return Path(tempfile.mkdtemp(prefix=f"rmd-ray-tensorboard-{run_name}-"))
+    return Path(output) / run_name / "tensorboard"
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -90,4 +117,5 @@ def cmd_train(args: argparse.Namespace) -> int:
     _print_table({args.run_name or args.loss: result.test_metrics or result.final_val})
     print(f"predictions: {result.predictions_path}")
     print(f"checkpoint:  {result.last_checkpoint}")
+    print(f"tensorboard --logdir {args.tensorboard_dir}")
     return 0

@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 
 from rmd_ray.cli.common import _parse_pairs
+from rmd_ray.cli.console import start_ray
 from rmd_ray.cli.train import _train_config
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
     from rmd_ray.data.readers import read_source
-    from rmd_ray.distributed.runtime import init_ray
     from rmd_ray.distributed.tune_space import load_search_space
     from rmd_ray.distributed.tuning import run_tune
 
@@ -19,7 +19,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     base = _train_config(args, loss="proposed", hparams={})
     train = read_source(args.train_source, limit=args.limit)
     val = read_source(args.val_source, limit=args.val_limit)
-    init_ray(args.address, num_cpus=args.num_cpus)
+    start_ray(args)
     result = run_tune(space, train_table=train, val_table=val, scores_paths=scores, base=base, output_dir=args.output)
     print(f"{result.n_trials} trials; {len(result.pareto)} on the Pareto front")
     print(f"results: {result.results_path}")
