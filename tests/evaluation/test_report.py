@@ -19,7 +19,8 @@ from PIL import Image
 from rmd_ray.data.io import write_parquet_atomic
 from rmd_ray.evaluation.evaluate import DuplicatePredictionsWarning, evaluate_run
 from rmd_ray.evaluation.proxy import difficulty_proxy_test
-from rmd_ray.evaluation.report import SECTIONS, _label_decimals, build_report, format_hparams, gallery_selection
+from rmd_ray.evaluation.report import SECTIONS, build_report, format_hparams, gallery_selection
+from rmd_ray.evaluation.report.gallery import _label_decimals
 
 pytestmark = pytest.mark.filterwarnings("ignore::rmd_ray.evaluation.evaluate.DuplicatePredictionsWarning")
 CLASSES = ["cat", "dog", "fox"]
