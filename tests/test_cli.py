@@ -9,7 +9,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from rmd_ray.cli import _number, _parse_pairs, build_parser, main
+from rmd_ray.cli import build_parser, main
+from rmd_ray.cli.common import _number, _parse_pairs
 from rmd_ray.data.io import write_parquet_atomic
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "jobs"))

@@ -132,10 +132,28 @@ def _draw_grid(suspects: pa.Table, images: dict[str, object], path: str, *, colu
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    fig = grid_figure(suspects, images, columns=columns)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=110, format="png")
+    plt.close(fig)
+    return storage.write_bytes_atomic(path, buffer.getvalue())
+
+
+def grid_figure(suspects: pa.Table, images: dict[str, object], *, columns: int):
+    """The suspects' images in a grid, each titled with its rank, RMD, given and nearest class.
+
+    Each cell's three title lines get their own band above the image: constrained layout sizes the
+    gaps from the drawn titles, so a title never overlaps the image of the row above
+    (``tests/data/test_label_issues.py`` checks the bounding boxes).
+    """
+    import matplotlib.pyplot as plt
+
     n = max(suspects.num_rows, 1)
     columns = min(columns, n)
     rows = math.ceil(n / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(1.9 * columns, 2.2 * rows), squeeze=False)
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(1.9 * columns, 2.4 * rows + 0.4), squeeze=False, layout="constrained"
+    )
     records = suspects.to_pylist()
     for ax, record in zip(axes.flat, records + [None] * (rows * columns - len(records))):
         ax.axis("off")
@@ -151,8 +169,4 @@ def _draw_grid(suspects: pa.Table, images: dict[str, object], path: str, *, colu
             fontsize=7, color=colour,
         )
     fig.suptitle("Hardest training samples by RMD (red: nearest class differs from the given label)", fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / (2.2 * rows)))  # leave the suptitle its own strip
-    buffer = io.BytesIO()
-    fig.savefig(buffer, dpi=110, format="png")
-    plt.close(fig)
-    return storage.write_bytes_atomic(path, buffer.getvalue())
+    return fig

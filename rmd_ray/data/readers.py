@@ -136,7 +136,7 @@ def _parse_classes(raw: bytes) -> list[str]:
             return [str(v) for v in value]
     except json.JSONDecodeError:
         pass
-    return [c.strip() for c in text.split(",")]  # shared/data/cifar10 stores "airplane,automobile,..."
+    return [c.strip() for c in text.split(",")]  # a CIFAR-10 Parquet export may store "airplane,automobile,..."
 
 
 def read_parquet_images(

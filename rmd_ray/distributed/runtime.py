@@ -7,6 +7,10 @@ from typing import Any
 
 import ray
 
+from rmd_ray.distributed.console import route_ray_logs, route_worker_output
+
+_context: dict[str, Any] = {}
+
 
 def physical_cpus() -> int:
     """CPUs this process may use (the affinity mask where the OS has one)."""
@@ -16,21 +20,53 @@ def physical_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def init_ray(address: str | None = None, *, num_cpus: int | None = None, **kwargs: Any) -> dict[str, float]:
+def init_ray(
+    address: str | None = None,
+    *,
+    num_cpus: int | None = None,
+    log_file: str | os.PathLike | None = None,
+    dashboard: bool = False,
+    **kwargs: Any,
+) -> dict[str, float]:
     """Join ``address`` (a cluster, or ``"auto"``) or start a local instance; return the cluster resources.
 
     Locally we declare one logical CPU more than the machine has: a stage that holds every CPU
     (an actor pool, a training group) otherwise leaves the tasks that feed it no CPU and the
     pipeline hangs silently. ``ray.init`` is skipped when Ray is already up in this process.
+
+    Parameters
+    ----------
+    log_file : path, optional
+        Send Ray's own logs (driver loggers, Ray Data progress, every worker's output) to this file
+        instead of the terminal (:mod:`rmd_ray.distributed.console`); None leaves Ray's printing as is.
+    dashboard : bool
+        Start the Ray dashboard of a local instance, bound to 127.0.0.1 only (it has no
+        authentication of its own); :func:`dashboard_url` gives its address. A cluster's dashboard
+        is the cluster's business.
     """
     if not ray.is_initialized():
+        if log_file is not None:
+            route_ray_logs(log_file)
         if address is None:
-            kwargs.setdefault("include_dashboard", False)
+            kwargs.setdefault("include_dashboard", dashboard)
+            if dashboard:
+                kwargs.setdefault("dashboard_host", "127.0.0.1")
             # address="local": always a new instance of our own, never a cluster that `ray start` left running
-            ray.init(address="local", num_cpus=num_cpus or physical_cpus() + 1, **kwargs)
+            context = ray.init(address="local", num_cpus=num_cpus or physical_cpus() + 1, **kwargs)
         else:
-            ray.init(address=address, **kwargs)
+            context = ray.init(address=address, **kwargs)
+        _context["dashboard_url"] = getattr(context, "dashboard_url", None) or None
+        if log_file is not None:
+            route_worker_output()
     return ray.cluster_resources()
+
+
+def dashboard_url() -> str | None:
+    """``http://host:port`` of the Ray dashboard that :func:`init_ray` started or joined, or None."""
+    url = _context.get("dashboard_url")
+    if url and "://" not in url:
+        url = f"http://{url}"
+    return url
 
 
 def worker_setup(threads: int = 1) -> None:

@@ -22,12 +22,12 @@ import numpy as np
 import pyarrow as pa
 
 from rmd_ray.core import WeightConfig, difficulty_weights
-from rmd_ray.core.search_space import SearchSpace
 from rmd_ray.data import storage
 from rmd_ray.data.parts import read_table
 from rmd_ray.distributed.sources import ShardedSource
 from rmd_ray.distributed.training import TrainConfig, run_training
 from rmd_ray.distributed.training.run import channel_statistics
+from rmd_ray.distributed.tune_space import SearchSpace
 
 log = logging.getLogger("rmd_ray.tuning")
 

@@ -220,7 +220,7 @@ def test_a_thousand_classes_end_to_end(ray_local, tmp_path):
     page = build_report(runs={}, scores_path=result.scores_path, source=f"folder:{root}",
                         output_dir=tmp_path / "report", max_gallery_classes=6).read_text()
     assert "Showing the 6 of 1000 classes with the highest mean RMD" in page
-    from rmd_ray.evaluation.report import _gallery_picks
+    from rmd_ray.evaluation.report.gallery import _gallery_picks
 
     ids = np.asarray(scores.column("id").to_pylist(), dtype=object)
     labels, rmd = scores.column("label").to_numpy(), scores.column("rmd").to_numpy()

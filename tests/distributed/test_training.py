@@ -430,8 +430,9 @@ def test_decode_errors_name_the_row(ray_local):
     with pytest.raises(ValueError, match="row id 'bad': "):
         decode_split(broken, preset="cifar", image_size=None)
     # in the read tasks: the same rows fail with their ids
+    named = table.replace_schema_metadata({b"classes": b'["a", "b"]'})
     with pytest.raises(Exception, match="row id 'q' is 4x5 but the first training image is 4x4; set image_size"):
-        eval_dataset(source_from_table(table), geometry=Geometry("cifar", None, (4, 4))).take_all()
+        eval_dataset(source_from_table(named), geometry=Geometry("cifar", None, (4, 4))).take_all()
     negative = from_arrays(np.zeros((2, 4, 4), np.uint8), [0, 1]).set_column(1, "label", pa.array([0, -1]))
     with pytest.raises(Exception, match="row id '1': label -1 outside 0..1"):
         eval_dataset(source_from_table(negative), geometry=Geometry("cifar", None, (4, 4))).take_all()

@@ -8,10 +8,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from rmd_ray.core import WeightConfig, difficulty_weights
-from rmd_ray.core.search_space import parse_search_space
 from rmd_ray.data.io import write_parquet_atomic
 from rmd_ray.data.readers import from_arrays
+from rmd_ray.distributed.dashboards import read_scalars
 from rmd_ray.distributed.training import TrainConfig
+from rmd_ray.distributed.tune_space import parse_search_space
 from rmd_ray.distributed.tuning import (
     pareto_front,
     run_tune,
@@ -96,4 +97,11 @@ def test_two_trial_search_reports_metrics_and_pareto(ray_local, tmp_path):
         assert row["error"] == "" and 0 <= row["val_ece_mass"] <= 1 and 0 <= row["val_acc"] <= 1
         assert 1 <= row["epochs_run"] <= 2 and 0 <= row["config/alpha"] <= 0.5
     assert 1 <= sum(r["pareto"] for r in table) <= 2 and result.pareto_path.stat().st_size > 1000
-    assert list((tmp_path / "out" / "tune" / "t").rglob("events.out.tfevents*"))  # TensorBoard logs
+    # TensorBoard: one event file per trial (Tune's TBXLoggerCallback), holding each epoch's metrics
+    for row in table:
+        trial_dir = next((tmp_path / "out" / "tune" / "t").glob(row["trial"]))
+        scalars = read_scalars(trial_dir)
+        for tag in ("ray/tune/val_acc", "ray/tune/val_ece_mass", "ray/tune/train_loss"):
+            assert [step for step, _ in scalars[tag]] == list(range(1, row["epochs_run"] + 1)), tag
+        assert scalars["ray/tune/val_acc"][-1][1] == pytest.approx(row["val_acc"], rel=1e-6)
+        assert scalars["ray/tune/val_ece_mass"][-1][1] == pytest.approx(row["val_ece_mass"], rel=1e-6)

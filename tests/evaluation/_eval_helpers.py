@@ -20,7 +20,8 @@ def write_predictions(path: Path, ids, labels, logits, *, metadata: dict | None 
             "logits": pa.array(list(logits), type=pa.list_(pa.float32())),
         }
     )
-    meta = {"model": "tiny", "loss": "ce", "hparams": {"lr": 0.1}, "epochs": 3, "seed": 0}
+    # the keys distributed/training.py writes (loss hyper-parameters under loss_hparams)
+    meta = {"model": "tiny", "loss": "ce", "loss_hparams": {}, "epochs": 3, "seed": 0}
     return write_parquet_atomic(table, path, metadata=meta if metadata is None else metadata)
 
 

@@ -19,7 +19,8 @@ from PIL import Image
 from rmd_ray.data.io import write_parquet_atomic
 from rmd_ray.evaluation.evaluate import DuplicatePredictionsWarning, evaluate_run
 from rmd_ray.evaluation.proxy import difficulty_proxy_test
-from rmd_ray.evaluation.report import SECTIONS, _label_decimals, build_report, gallery_selection
+from rmd_ray.evaluation.report import SECTIONS, build_report, format_hparams, gallery_selection
+from rmd_ray.evaluation.report.gallery import _label_decimals
 
 pytestmark = pytest.mark.filterwarnings("ignore::rmd_ray.evaluation.evaluate.DuplicatePredictionsWarning")
 CLASSES = ["cat", "dog", "fox"]
@@ -162,6 +163,26 @@ def test_metrics_table_holds_each_runs_numbers_and_bolds_the_best(inputs, full_r
         assert cells == expected
     best = max(accs, key=accs.get)
     assert re.search(rf'<tr><td class="l">{best}</td><td>120</td><td class="best">', table)
+
+
+def test_runs_table_shows_the_loss_hyper_parameters_training_writes(tmp_path):
+    ids, labels, logits = synthetic_run(40, 3, seed=0)
+    runs = {
+        "proposed": write_predictions(tmp_path / "p.parquet", ids, labels, logits, metadata={
+            "model": "resnet18", "loss": "proposed", "loss_hparams": {"temperature": 0.7, "alpha": 0.3},
+            "epochs": 6, "seed": 1}),
+        "ce": write_predictions(tmp_path / "c.parquet", ids, labels, logits, metadata={
+            "model": "resnet18", "loss": "ce", "loss_hparams": {}, "epochs": 6, "seed": 1}),
+    }
+    page = build_report(runs=runs, output_dir=tmp_path / "r", **FAST).read_text(encoding="utf-8")
+    table = _sections(page)["metrics"]
+    row = re.search(r'<tr><td class="l">proposed</td>(.*?)</tr>', table.split("<th class=\"l\">hparams</th>")[1])
+    cells = re.findall(r"<td[^>]*>([^<]*)</td>", row.group(1))
+    assert cells[:5] == ["resnet18", "proposed", "6", "1", "alpha=0.3, temperature=0.7"]
+    row = re.search(r'<tr><td class="l">ce</td>(.*?)</tr>', table.split("<th class=\"l\">hparams</th>")[1])
+    assert re.findall(r"<td[^>]*>([^<]*)</td>", row.group(1))[4] == ""
+    assert format_hparams({"hparams": {"lr": 0.1}}) == "lr=0.1"  # other tools' key
+    assert format_hparams({}) == ""
 
 
 def test_report_is_written_atomically_and_readable(full_report):

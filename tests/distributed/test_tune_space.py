@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rmd_ray.core.search_space import load_search_space, parse_search_space
+from rmd_ray.distributed.tune_space import load_search_space, parse_search_space
 
 SPACES = sorted((Path(__file__).resolve().parents[2] / "tune_spaces").glob("*.yaml"))
 GOOD = {

@@ -1,0 +1,100 @@
+"""Helpers every command shares: Ray arguments, NAME=VALUE pairs, the progress printer, the metrics table."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+DEFAULT_SOURCE = "fashion-mnist:train"
+DEFAULT_IMAGE_SIZE = 32  # Fashion-MNIST is 28 px: 32 keeps EfficientNet-Lite0 fast on 2 CPU cores
+
+
+def _add_ray_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster address ('auto' inside `ray job submit`); default: start a local Ray instance",
+    )
+    parser.add_argument(
+        "--num-cpus",
+        type=int,
+        default=None,
+        help="logical CPUs for a local instance (default: physical + 1, so data tasks never starve)",
+    )
+    parser.add_argument(
+        "--dashboard",
+        action="store_true",
+        help="start the Ray dashboard of a local instance on 127.0.0.1 and print its address",
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="show Ray's own logs on the console"
+    )
+    parser.set_defaults(uses_ray=True)
+
+
+def _progress_printer(stage: str):
+    """A progress callback that prints one line every few seconds (a log file, not a redraw)."""
+    state = {"last": 0.0, "start": time.perf_counter()}
+
+    def report(done: int, total: int) -> None:
+        now = time.perf_counter()
+        if now - state["last"] < 5.0 and done < total:
+            return
+        state["last"] = now
+        elapsed = now - state["start"]
+        rate = done / elapsed if elapsed > 0 else 0.0
+        eta = (total - done) / rate if rate > 0 else float("nan")
+        print(f"  [{stage}] {done}/{total} rows, {rate:.0f} rows/s, ETA {eta:.0f} s", flush=True)
+
+    return report
+
+
+def _parse_pairs(items: list[str] | None, *, what: str) -> dict[str, str]:
+    pairs = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise ValueError(f"{what} {item!r} must look like NAME=VALUE")
+        pairs[key] = value
+    return pairs
+
+
+def _number(text: str):
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def _print_table(results: dict[str, dict]) -> None:
+    header = f"{'run':<12} {'ACC %':>7} {'ECE mass %':>11} {'ECE width %':>12} {'NLL':>7} {'AUROC(MSP)':>11}"
+    print(header)
+    print("-" * len(header))
+    for name, m in results.items():
+        print(
+            f"{name:<12} {100 * m['acc']:>7.2f} {100 * m['ece_mass']:>11.2f} {100 * m['ece_width']:>12.2f} "
+            f"{m['nll']:>7.3f} {m.get('msp_auroc', float('nan')):>11.4f}"
+        )
+
+
+def _int_list(text: str, *, what: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{what} must be comma-separated integers, got {text!r}") from None
+
+
+def _read_json(path: str | None, *, what: str):
+    if path is None:
+        return None
+    file = Path(path)
+    if not file.is_file():
+        raise ValueError(f"{what} file {path!r} not found; write it with `rmd-ray evaluate --output DIR`")
+    try:
+        return json.loads(file.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{what} file {path!r} is not JSON: {err}") from None

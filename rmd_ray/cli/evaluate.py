@@ -1,0 +1,96 @@
+"""``rmd-ray evaluate``: metrics of prediction files, corruption shift of checkpoints, the proxy test."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rmd_ray.cli.common import _int_list, _parse_pairs, _print_table
+from rmd_ray.core.atomic import write_json_atomic
+
+
+def _add_shift_args(parser: argparse.ArgumentParser, *, with_checkpoint: bool = True) -> None:
+    if with_checkpoint:  # `run` evaluates the checkpoints it trains
+        parser.add_argument(
+            "--checkpoint",
+            action="append",
+            help="NAME=checkpoint (model.pt or a Ray checkpoint folder): evaluate it under corruption shift",
+        )
+        parser.add_argument(
+            "--corruption-source", default=None, help="clean images to corrupt (a source spec, e.g. the test set)"
+        )
+        parser.add_argument(
+            "--proxy-scores",
+            default=None,
+            help="scores.parquet of the evaluation set from `rmd-ray score --scorer` (the proxy test)",
+        )
+    parser.add_argument("--corruption-limit", type=int, default=None, help="first N rows of the corruption source")
+    parser.add_argument("--corruptions", default=None, help="comma-separated names (default: all 12)")
+    parser.add_argument("--severities", default="1,2,3,4,5", help="comma-separated, in 1..5")
+    parser.add_argument(
+        "--preset", default="auto", choices=["auto", "cifar", "imagenet"], help="severity table (auto: by image size)"
+    )
+    parser.add_argument("--proxy-groups", type=int, default=5, help="groups of the difficulty proxy test")
+
+
+def _corruption_results(checkpoints: dict[str, str], table, args: argparse.Namespace) -> dict[str, list[dict]]:
+    """Corruption rows (clean first) of each checkpoint on ``table``, as --corruptions / --severities / --preset say."""
+    from rmd_ray.evaluation.shift import checkpoint_corruption_eval
+
+    names = [c for c in args.corruptions.split(",") if c] if args.corruptions else None
+    severities = _int_list(args.severities, what="--severities")
+    return {
+        name: checkpoint_corruption_eval(
+            checkpoint, table, corruptions=names, severities=severities, preset=args.preset
+        )
+        for name, checkpoint in checkpoints.items()
+    }
+
+
+def _proxy_results(scores_path, runs: dict[str, str], *, n_groups: int) -> dict:
+    from rmd_ray.evaluation.proxy import proxy_test_from_files
+
+    return {name: proxy_test_from_files(scores_path, path, n_groups=n_groups) for name, path in runs.items()}
+
+
+def _print_shift_and_proxy(shift: dict[str, list[dict]], proxy: dict) -> None:
+    for name, found in proxy.items():
+        print(
+            f"proxy test {name}: error rate hardest -> easiest " + " ".join(f"{100 * e:.1f}%" for e in found.error_rate)
+        )
+    for name, rows in shift.items():
+        corrupted = [r for r in rows if r["severity"] > 0]
+        print(
+            f"corruption {name}: mean ACC {100 * sum(r['acc'] for r in corrupted) / len(corrupted):.2f}%, "
+            f"mean ECE mass {100 * sum(r['ece_mass'] for r in corrupted) / len(corrupted):.2f}%"
+        )
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from rmd_ray.evaluation.evaluate import evaluate_run
+
+    runs = _parse_pairs(args.predictions, what="--predictions")
+    checkpoints = _parse_pairs(args.checkpoint, what="--checkpoint")
+    if checkpoints and not args.corruption_source:
+        raise ValueError(
+            "--checkpoint needs --corruption-source: the clean images to corrupt (e.g. fashion-mnist:test)"
+        )
+    if (checkpoints or args.proxy_scores) and not args.output:
+        raise ValueError("corruption and proxy results are written to files: pass --output DIR")
+    results = {name: evaluate_run(path)["metrics"] for name, path in runs.items()}
+    _print_table(results)
+    shift = {}
+    if checkpoints:
+        from rmd_ray.data.readers import read_source
+
+        shift = _corruption_results(checkpoints, read_source(args.corruption_source, limit=args.corruption_limit), args)
+    proxy = _proxy_results(args.proxy_scores, runs, n_groups=args.proxy_groups) if args.proxy_scores else {}
+    _print_shift_and_proxy(shift, proxy)
+    if args.output:
+        output = Path(args.output)
+        print(f"metrics: {write_json_atomic(output / 'metrics.json', results)}")
+        if shift:
+            print(f"corruption: {write_json_atomic(output / 'corruption.json', shift)}")
+        if proxy:
+            print(f"proxy: {write_json_atomic(output / 'proxy.json', {k: v.to_dict() for k, v in proxy.items()})}")
+    return 0

@@ -1,0 +1,101 @@
+"""The ``rmd-ray`` parser (one sub-command per module of this package) and ``main``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rmd_ray.cli.common import _add_ray_args
+from rmd_ray.cli.console import setup_console
+from rmd_ray.cli.evaluate import _add_shift_args, cmd_evaluate
+from rmd_ray.cli.label_issues import cmd_find_label_issues
+from rmd_ray.cli.report import cmd_report
+from rmd_ray.cli.run import SMOKE_TEST, cmd_run
+from rmd_ray.cli.score import _add_score_args, cmd_score
+from rmd_ray.cli.train import _add_train_args, cmd_train
+from rmd_ray.cli.tune import cmd_tune
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rmd-ray", description="Sample difficulty from pre-trained models, on Ray.")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    score = sub.add_parser("score", help="embed a dataset and write per-sample RMD difficulty and weights")
+    _add_score_args(score)
+    _add_ray_args(score)
+    score.add_argument("--output", required=True, help="output folder")
+    score.set_defaults(func=cmd_score)
+
+    issues = sub.add_parser("find-label-issues", help="rank samples by RMD and show the top suspects")
+    issues.add_argument("--scores", required=True, help="scores.parquet from `rmd-ray score`")
+    issues.add_argument("--source", required=True, help="the source that was scored (for the images)")
+    issues.add_argument("--top", type=int, default=100)
+    issues.add_argument("--output", required=True)
+    issues.set_defaults(func=cmd_find_label_issues)
+
+    train = sub.add_parser("train", help="train a classifier with a difficulty-aware or baseline loss (Ray Train)")
+    _add_train_args(train, epochs=30, width=1.0, limit=None, val_limit=None)
+    _add_ray_args(train)
+    train.add_argument("--loss", default="proposed", help="loss registry name (proposed, ce, entropy_reg, ...)")
+    train.add_argument("--loss-param", action="append", help="loss hyper-parameter NAME=VALUE (repeatable)")
+    train.add_argument("--scores", default=None, help="scores.parquet (weights, joined by id) for the proposed loss")
+    train.add_argument("--run-name", default=None)
+    train.add_argument("--output", required=True)
+    train.set_defaults(func=cmd_train)
+
+    evaluate = sub.add_parser(
+        "evaluate", help="metrics of prediction files (ACC, ECE, NLL, detection, ...), corruption shift, proxy test"
+    )
+    evaluate.add_argument("--predictions", action="append", required=True, help="NAME=predictions.parquet")
+    _add_shift_args(evaluate)
+    evaluate.add_argument("--output", default=None, help="folder for metrics.json, corruption.json, proxy.json")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    report = sub.add_parser("report", help="a self-contained HTML report with figures")
+    report.add_argument("--predictions", action="append", required=True, help="NAME=predictions.parquet")
+    report.add_argument("--scores", default=None, help="scores.parquet of the training set (weights, galleries)")
+    report.add_argument("--source", default=None, help="the scored source, for image galleries")
+    report.add_argument("--corruption", default=None, help="corruption.json from `rmd-ray evaluate`")
+    report.add_argument("--proxy", default=None, help="proxy.json from `rmd-ray evaluate`")
+    report.add_argument(
+        "--compare", nargs=2, default=None, metavar=("A", "B"), help="runs whose accuracy-rejection gap is shaded"
+    )
+    report.add_argument("--title", default="rmd-ray report")
+    report.add_argument("--output", required=True)
+    report.set_defaults(func=cmd_report)
+
+    tune = sub.add_parser("tune", help="Ray Tune over alpha, T, backbone, loss family and lr")
+    tune.add_argument("--space", required=True, help="tune_spaces/*.yaml")
+    tune.add_argument("--scores", action="append", required=True, help="BACKBONE=scores.parquet (repeatable)")
+    _add_train_args(tune, epochs=8, width=0.25, limit=None, val_limit=None)
+    _add_ray_args(tune)
+    tune.add_argument("--output", required=True)
+    tune.set_defaults(func=cmd_tune)
+
+    run = sub.add_parser("run", help="the main job on the embedded default: score, train (proposed, CE), evaluate")
+    _add_score_args(run)
+    _add_train_args(run, epochs=6, width=0.125, limit=None, val_limit=5_000, with_source=False)
+    _add_shift_args(run, with_checkpoint=False)
+    _add_ray_args(run)
+    run.add_argument("--alpha", type=float, default=0.3, help="alpha of the proposed loss")
+    run.add_argument("--output", default="runs/demo")
+    run.add_argument(
+        "--smoke-test",
+        action="store_true",
+        help="a one-minute check: " + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in SMOKE_TEST.items()),
+    )
+    run.set_defaults(func=cmd_run, limit=10_000, corruption_limit=1_000)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "smoke_test", False):
+        vars(args).update(SMOKE_TEST)
+    setup_console(args)
+    try:
+        return args.func(args)
+    except ValueError as err:  # user errors: one clear line, no traceback
+        print(f"rmd-ray {args.command}: error: {err}", file=sys.stderr)
+        return 2

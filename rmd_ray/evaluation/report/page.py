@@ -1,0 +1,238 @@
+"""Checks the report's inputs, builds each section and renders the page from its Jinja2 templates."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from markupsafe import Markup
+
+from rmd_ray.core.atomic import atomic_path
+from rmd_ray.data import storage
+from rmd_ray.data.parts import column_names
+from rmd_ray.evaluation.evaluate import evaluate_run
+from rmd_ray.evaluation.proxy import ProxyResult
+from rmd_ray.evaluation.report.figures import (
+    _corruption_section,
+    _note,
+    _proxy_section,
+    _rejection_section,
+    _reliability_section,
+    _weights_section,
+)
+from rmd_ray.evaluation.report.gallery import _gallery_section, _scores
+from rmd_ray.evaluation.report.tables import _metrics_section
+from rmd_ray.evaluation.report.templating import TEMPLATES, render
+
+#: Section id -> heading, in page order.
+SECTIONS = {
+    "metrics": "Metrics",
+    "reliability": "Reliability diagrams",
+    "rejection": "Accuracy vs rejection rate",
+    "corruption": "Calibration under corruption",
+    "proxy": "Difficulty proxy test",
+    "gallery": "Hardest and easiest training images by RMD",
+    "weights": "Distribution of the weight s",
+}
+
+
+def _check_named(value: Any, what: str, item_ok, item_desc: str) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        value = {"model": value}
+    if not value:
+        raise ValueError(f"{what} is empty; pass None to leave the section out")
+    for name, item in value.items():
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"{what} keys must be non-empty strings (method names), got {name!r}")
+        if not item_ok(item):
+            raise ValueError(f"{what}[{name!r}] must be {item_desc}, got {type(item).__name__}")
+    return dict(value)
+
+
+_CORRUPTION_KEYS = ("corruption", "severity", "ece_mass", "ece_width")
+
+
+def _corruption_rows_ok(rows: Any) -> bool:
+    return (
+        isinstance(rows, Sequence)
+        and len(rows) > 0
+        and all(isinstance(r, Mapping) and all(k in r for k in _CORRUPTION_KEYS) for r in rows)
+    )
+
+
+def _check_inputs(runs, compare, scores_path, temperatures, title) -> tuple[str, str] | None:
+    if not isinstance(runs, Mapping):
+        raise ValueError(f"runs must be a dict {{run name: predictions path}}, got {type(runs).__name__}")
+    for name, path in runs.items():
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"run names must be non-empty strings, got {name!r}")
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"predictions file for run {name!r} not found: {str(path)!r}")
+    if compare is None:
+        compare = tuple(runs)[:2] if len(runs) >= 2 else None
+    elif (
+        not isinstance(compare, Sequence)
+        or isinstance(compare, str)
+        or len(compare) != 2
+        or any(c not in runs for c in compare)
+        or compare[0] == compare[1]
+    ):
+        raise ValueError(f"compare must name two different runs from {list(runs)}, got {compare!r}")
+    if scores_path is not None:
+        if not storage.exists(scores_path):
+            raise FileNotFoundError(f"scores file not found: {str(scores_path)!r}")
+        names = column_names(scores_path)
+        missing = [c for c in ("id", "label", "rmd") if c not in names]
+        if missing:
+            raise ValueError(f"scores file {str(scores_path)!r} lacks column(s) {missing}; pass a scores.parquet")
+    temps = list(temperatures) if isinstance(temperatures, Sequence) else []
+    if not temps or not all(isinstance(t, (int, float)) and not isinstance(t, bool) and t > 0 for t in temps):
+        raise ValueError(f"temperatures must be a non-empty list of positive numbers, got {temperatures!r}")
+    if not isinstance(title, str):
+        raise TypeError(f"title must be a str, got {type(title).__name__}")
+    return None if compare is None else (compare[0], compare[1])
+
+
+def build_report(
+    *,
+    runs: Mapping[str, str | os.PathLike[str]],
+    scores_path: str | os.PathLike[str] | None = None,
+    source: str | None = None,
+    corruption_results: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+    proxy_results: ProxyResult | Mapping[str, ProxyResult] | None = None,
+    output_dir: str | os.PathLike[str],
+    title: str = "rmd-ray report",
+    compare: Sequence[str] | None = None,
+    temperatures: Sequence[float] = (0.1, 0.3, 0.7, 2.0),
+    gallery_per_class: int = 6,
+    max_gallery_classes: int = 20,
+) -> Path:
+    """Write ``output_dir/report.html`` (atomically) and return its path.
+
+    Parameters
+    ----------
+    runs : dict {run name: predictions Parquet}
+        Metrics table, reliability diagrams and accuracy-rejection curves (may be empty).
+    scores_path : scores.parquet of the training set, optional
+        Weight histograms; with ``source`` also the image galleries.
+    source : str, optional
+        Reader spec (:func:`rmd_ray.data.readers.read_source`) of the images that were scored; joined by id.
+    corruption_results : list of dict, or dict {method: list of dict}, optional
+        Output of :func:`rmd_ray.evaluation.corruption.corruption_eval`.
+    proxy_results : ProxyResult, or dict {scorer name: ProxyResult}, optional
+        Output of :func:`rmd_ray.evaluation.proxy.difficulty_proxy_test`.
+    output_dir : folder to write into (created if needed)
+    title : page title
+    compare : (run a, run b), optional
+        The two runs whose accuracy-rejection gap is shaded; default the first two of ``runs``.
+    temperatures : temperatures of the weight histograms (paper Fig. 10)
+    gallery_per_class : images per class on each side of the gallery
+    max_gallery_classes : classes shown in the gallery at most
+
+    Returns
+    -------
+    pathlib.Path of the written ``report.html``
+
+    Raises
+    ------
+    FileNotFoundError
+        A predictions or scores file does not exist.
+    ValueError
+        Bad ``compare``, ``temperatures``, ``corruption_results`` / ``proxy_results`` of the wrong form,
+        a scores file without ``id``/``label``/``rmd`` or with NaN RMD, an unknown source spec.
+    """
+    compare = _check_inputs(runs, compare, scores_path, temperatures, title)
+    corruption = (
+        None
+        if corruption_results is None
+        else _check_named(
+            corruption_results,
+            "corruption_results",
+            _corruption_rows_ok,
+            f"a non-empty list of dicts with keys {list(_CORRUPTION_KEYS)} (from corruption_eval)",
+        )
+    )
+    proxy = (
+        None
+        if proxy_results is None
+        else _check_named(proxy_results, "proxy_results", lambda r: isinstance(r, ProxyResult), "a ProxyResult")
+    )
+    for name, value in (
+        ("gallery_per_class", gallery_per_class),
+        ("max_gallery_classes", max_gallery_classes),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+    sections: list[tuple[str, str]] = []
+    results = {name: evaluate_run(path) for name, path in runs.items()}
+    no_runs = _note("No runs given: pass runs={name: predictions.parquet} (written by training) to enable this.")
+    sections.append(("metrics", _metrics_section(results) if results else no_runs))
+    sections.append(("reliability", _reliability_section(results) if results else no_runs))
+    sections.append(("rejection", _rejection_section(results, compare) if results else no_runs))
+    sections.append(
+        (
+            "corruption",
+            _corruption_section(corruption)
+            if corruption
+            else _note(
+                "Not computed: pass corruption_results=corruption_eval(...) "
+                "(rmd_ray.evaluation.corruption), or a dict {method: results}, to plot ECE against "
+                "corruption severity."
+            ),
+        )
+    )
+    sections.append(
+        (
+            "proxy",
+            _proxy_section(proxy)
+            if proxy
+            else _note(
+                "Not computed: pass proxy_results=difficulty_proxy_test(...) (rmd_ray.evaluation.proxy) "
+                "to show the error rate of a trained classifier on validation groups sorted by RMD."
+            ),
+        )
+    )
+    scores = None if scores_path is None else _scores(str(scores_path))
+    if scores is None:
+        gallery = _note("Not shown: pass scores_path=<scores.parquet> and source=<reader spec of the scored images>.")
+    elif source is None:
+        gallery = _note("Not shown: pass source=<reader spec of the scored images> (e.g. 'fashion-mnist:train').")
+    else:
+        gallery = _gallery_section(scores, source, gallery_per_class, max_gallery_classes)
+    sections.append(("gallery", gallery))
+    sections.append(
+        (
+            "weights",
+            _weights_section(scores, temperatures)
+            if scores
+            else _note(
+                "Not shown: pass scores_path=<scores.parquet> (from `rmd-ray score`) to plot the weights it implies."
+            ),
+        )
+    )
+
+    inputs = ", ".join(
+        f"{k}: {v}"
+        for k, v in (
+            ("runs", len(runs)),
+            ("scores", scores_path),
+            ("source", source),
+            ("corruption methods", len(corruption) if corruption else None),
+            ("proxy results", len(proxy) if proxy else None),
+        )
+        if v
+    )
+    page = render(
+        "page.html.j2",
+        title=title,
+        inputs=inputs or "no inputs",
+        css=(TEMPLATES / "style.css").read_text(encoding="utf-8"),
+        sections=[{"key": key, "heading": SECTIONS[key], "body": Markup(body)} for key, body in sections],
+    )
+    path = Path(output_dir) / "report.html"
+    with atomic_path(path) as tmp:
+        tmp.write_text(page, encoding="utf-8")
+    return path
