@@ -5,7 +5,8 @@
     CIFAR stem, batch 128, 32 px, CPU, 1 torch thread. Steps alternate CE / proposed so that load
     from other processes hits both alike; the median of the per-pair ratios is reported.
     Target: <= 1.03x.
-(b) One epoch on a 1-worker Ray Train run (``run_training``: Ray Data shard, local shuffle, on-worker
+(b) One epoch on a 1-worker Ray Train run (``run_training`` on in-memory arrays: shards decoded in Ray
+    tasks, local shuffle, on-worker
     normalisation, augmentation, validation on rank 0, checkpoint + report) vs the same work in a
     plain loop in this process (numpy permutation, same normalisation and augmentation,
     ``train_one_epoch``, ``predict`` on the validation set, ``save_checkpoint``). 4096 CIFAR-like
@@ -39,10 +40,11 @@ from _common import best_time, machine_line, markdown_table, write_result  # noq
 
 from rmd_ray.data.readers import from_arrays  # noqa: E402
 from rmd_ray.distributed.runtime import init_ray, worker_setup  # noqa: E402
-from rmd_ray.distributed.training import TrainConfig, _channel_stats, _normalise, run_training  # noqa: E402
+from rmd_ray.distributed.training import TrainConfig, run_training  # noqa: E402
 from rmd_ray.nn import engine  # noqa: E402
 from rmd_ray.nn.losses import build_loss  # noqa: E402
 from rmd_ray.nn.models import build_model  # noqa: E402
+from rmd_ray.nn.transforms import channel_moments, moments_to_mean_std, normalize_uint8  # noqa: E402
 
 K = 10
 
@@ -119,13 +121,12 @@ def plain_epochs(
     seed: int = 0,
 ) -> list[float]:
     """Wall time of each epoch of the same work as a Ray worker, in this process."""
-    images = np.ascontiguousarray(train[0].transpose(0, 3, 1, 2))
+    images = np.ascontiguousarray(train[0])  # (N, H, W, 3) uint8, normalised per batch as the workers do
     labels = train[1].astype(np.int64)
-    val_images = np.ascontiguousarray(val[0].transpose(0, 3, 1, 2))
+    val_images = np.ascontiguousarray(val[0])
     val_labels = val[1].astype(np.int64)
-    mean_l, std_l = _channel_stats(images)
-    mean = torch.tensor(mean_l).mul_(255).view(1, -1, 1, 1).float()
-    std = torch.tensor(std_l).mul_(255).view(1, -1, 1, 1).float()
+    mean_l, std_l = moments_to_mean_std(channel_moments(images))
+    mean, std = torch.tensor(mean_l), torch.tensor(std_l)
     torch.manual_seed(seed)
     model = build_model("resnet18", num_classes=K, cifar_stem=True, width=width)
     optim = engine.OptimConfig(lr=0.05, epochs=epochs)
@@ -137,7 +138,7 @@ def plain_epochs(
         for s in range(0, len(order), batch):
             idx = order[s : s + batch]
             yield {
-                "image": _normalise(torch.from_numpy(x[idx]), mean, std),
+                "image": normalize_uint8(torch.from_numpy(x[idx]), mean, std),
                 "label": torch.from_numpy(y[idx]),
                 "id": torch.from_numpy(idx.astype(np.int64)),
             }
@@ -194,11 +195,12 @@ def ray_epochs(train, val, *, epochs: int, width: float, batch: int) -> tuple[li
             batch_size=batch,
             cpus_per_worker=1.0,
             max_failures=0,
+            shuffle="seeded",
         )
         start = time.time()
         run_training(
             from_arrays(*train, ids=[f"t{i}" for i in range(len(train[1]))]),
-            val_table=from_arrays(*val, ids=[f"v{i}" for i in range(len(val[1]))]),
+            val=from_arrays(*val, ids=[f"v{i}" for i in range(len(val[1]))]),
             config=config,
             output_dir=Path(tmp) / "out",
             run_name="bench",

@@ -36,17 +36,17 @@ from scoring_scale import make_imagenet_layout  # noqa: E402
 WIDTH, BATCH, SIDE, LR = 0.25, 64, 32, 0.05
 
 
-def _config(epochs: int = 1, **overrides):
+def _config(epochs: int = 1, *, width: float = WIDTH, batch: int = BATCH, **overrides):
     from rmd_ray.distributed.training import TrainConfig
     from rmd_ray.nn.engine import OptimConfig
 
     return TrainConfig(
-        loss="ce", width=WIDTH, batch_size=BATCH, image_size=SIDE, preset="cifar", cpus_per_worker=1.0,
+        loss="ce", width=width, batch_size=batch, image_size=SIDE, preset="cifar", cpus_per_worker=1.0,
         optim=OptimConfig(lr=LR, epochs=epochs), max_failures=0, eval_every=epochs, **overrides,
     )
 
 
-def _child_ray(root: str, val_root: str, output: str) -> None:
+def _child_ray(root: str, val_root: str, output: str, options: str = "{}") -> None:
     import resource
     import warnings
 
@@ -58,18 +58,21 @@ def _child_ray(root: str, val_root: str, output: str) -> None:
     warnings.simplefilter("ignore")
     init_ray(include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
+    opts = json.loads(options)  # gpu_check: {"epochs": 2, "use_gpu": true, "width": 1.0, "batch": 256}
     start = time.perf_counter()
-    result = run_training(f"folder:{root}", val=f"folder:{val_root}", config=_config(), output_dir=output,
+    config = _config(opts.get("epochs", 1), width=opts.get("width", WIDTH), batch=opts.get("batch", BATCH),
+                     use_gpu=opts.get("use_gpu", False))
+    result = run_training(f"folder:{root}", val=f"folder:{val_root}", config=config, output_dir=output,
                           run_name="ray")
     seconds = time.perf_counter() - start
-    epoch = result.epochs[-1]
+    epoch = result.epochs[-1]  # with 2 epochs: the second, after Ray Data's first execution warmed up
     print(json.dumps({
         "seconds": seconds, "train_s": epoch["train_s"], "data_wait_frac": epoch["data_wait_frac"],
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }))
 
 
-def _child_dataloader(root: str, workers: int) -> None:
+def _child_dataloader(root: str, workers: int, options: str = "{}") -> None:
     """What a user would write instead: ImageFolder + DataLoader workers + a plain loop, same model and step."""
     import functools
     import resource
@@ -83,17 +86,20 @@ def _child_dataloader(root: str, workers: int) -> None:
     from rmd_ray.nn.models import build_model
     from rmd_ray.nn.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize_uint8
 
+    opts = json.loads(options)
+    device = torch.device("cuda" if opts.get("use_gpu") else "cpu")
+    width, batch, epochs = opts.get("width", WIDTH), opts.get("batch", BATCH), opts.get("epochs", 1)
     torch.set_num_threads(1)
     torch.manual_seed(0)
     dataset = datasets.ImageFolder(
         root, transform=T.Compose([T.Resize((SIDE, SIDE)), T.PILToTensor()])
     )
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=BATCH, shuffle=True, num_workers=workers, drop_last=False,
-        persistent_workers=False,
+        dataset, batch_size=batch, shuffle=True, num_workers=workers, drop_last=False,
+        persistent_workers=False, pin_memory=device.type == "cuda",
     )
-    model = build_model("resnet18", num_classes=len(dataset.classes), cifar_stem=True, width=WIDTH)
-    cfg = _config().optim
+    model = build_model("resnet18", num_classes=len(dataset.classes), cifar_stem=True, width=width).to(device)
+    cfg = _config(epochs, width=width, batch=batch).optim
     optimizer = engine.build_optimizer(model, cfg)
     scheduler = engine.build_scheduler(optimizer, cfg, steps_per_epoch=len(loader))
     mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
@@ -101,15 +107,19 @@ def _child_dataloader(root: str, workers: int) -> None:
 
     def batches():
         for i, (images, labels) in enumerate(loader):
-            yield {"image": normalize_uint8(images.permute(0, 2, 3, 1), mean, std), "label": labels,
-                   "id": torch.arange(i * BATCH, i * BATCH + len(labels))}
+            images = images.to(device, non_blocking=True).permute(0, 2, 3, 1)
+            yield {"image": normalize_uint8(images, mean, std), "label": labels,
+                   "id": torch.arange(i * batch, i * batch + len(labels))}
 
-    start = time.perf_counter()
-    engine.train_one_epoch(
-        model, batches(), build_loss("ce"), optimizer, scheduler=scheduler, device=torch.device("cpu"),
-        amp=False, augment=functools.partial(engine.random_crop_flip, generator=gen),
-    )
-    seconds = time.perf_counter() - start
+    for _ in range(epochs):  # the last epoch is timed, as the Ray side reports its last
+        start = time.perf_counter()
+        engine.train_one_epoch(
+            model, batches(), build_loss("ce").to(device), optimizer, scheduler=scheduler, device=device,
+            amp=device.type == "cuda", augment=functools.partial(engine.random_crop_flip, generator=gen),
+        )
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
     print(json.dumps({"seconds": seconds, "train_s": seconds,
                       "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
@@ -170,9 +180,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         mode, *rest = args.child
-        {"ray": _child_ray, "dataloader": lambda r, w: _child_dataloader(r, int(w)), "smoke": _child_smoke}[mode](
-            *rest
-        )
+        {"ray": _child_ray, "dataloader": lambda r, w, *o: _child_dataloader(r, int(w), *o),
+         "smoke": _child_smoke}[mode](*rest)
         return
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -527,7 +527,7 @@ def embed_source(
     )
 
 
-@ray.remote(num_cpus=0.25)
+@ray.remote(num_cpus=0.25, scheduling_strategy="DEFAULT")  # also runs inside Tune trials (prediction)
 def _filter_part(uri: str, keep_attempt_by_shard: dict[int, str], attempt: str) -> int:
     """Keep the rows of a killed attempt's part whose shard that attempt finished; return rows kept."""
     table = storage.read_parquet(uri)

@@ -1,4 +1,4 @@
-"""Scoring survives a killed driver (resume) and a lost node (multi-node on one machine).
+"""Scoring survives a killed driver (resume) and a lost node; training survives a lost node (multi-node on one machine).
 
 Each scenario runs in its own processes with its own Ray cluster, under a timeout, and is compared
 row by row with an uninterrupted run: no row lost, none doubled, the same scores.
@@ -125,3 +125,29 @@ def test_multi_node_scoring_uses_both_nodes_and_survives_losing_one(ray_local, t
     assert len(lost["ids"]) == len(set(lost["ids"])) == 384  # no row lost or doubled
     after = dict(zip(lost["ids"], lost["rmd"]))
     assert max(abs(after[i] - reference[i]) for i in after) <= 1e-6 * scale
+
+
+def test_training_on_two_nodes_resumes_from_the_checkpoint_when_one_is_lost(tmp_path):
+    """Two Train workers, one per worker node (SPREAD); the node of one worker goes mid-epoch 2.
+
+    Ray Train restarts the group on the node left from epoch 1's checkpoint (not from 0), the run
+    finishes its 3 epochs, and the test split is predicted by the model actors, every id once.
+    """
+    done = subprocess.run(
+        [sys.executable, str(HERE / "_multinode_training.py"), str(tmp_path / "run")],
+        env=_env(), capture_output=True, text=True, timeout=400,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    lines = [line for line in done.stdout.splitlines() if line.startswith('{"removed"')]
+    assert lines, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads(lines[-1])
+    removed = result["removed"]
+    assert "error" not in removed, removed
+    assert len(removed["training_nodes"]) == 2 and removed["node"] in removed["training_nodes"]  # one per node
+    started = [line.split() for line in result["hook"] if line]
+    # epochs 0 and 1 started on both nodes; after the loss, epoch 1 again (from its checkpoint, not 0) and 2
+    assert [int(e) for e, _, _ in started] == [0, 0, 1, 1, 1, 1, 2, 2]
+    assert {n for e, _, n in started[4:]} == set(removed["training_nodes"]) - {removed["node"]}
+    assert result["epochs"] == [1, 2, 3] and result["resumed_from"] == [0, 1, 1]
+    assert sorted(result["predicted_ids"]) == sorted(result["test_ids"])  # every test id exactly once
+    assert result["val_acc"] >= 0.5

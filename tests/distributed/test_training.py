@@ -510,3 +510,20 @@ def test_config_normalises_hparams_and_is_hashable():
 def test_config_validation(kwargs, match):
     with pytest.raises(ValueError, match=match):
         TrainConfig(**kwargs)
+
+
+def test_fresh_shuffle_draws_a_new_order_every_epoch_and_seeded_repeats_it(ray_local):
+    """Each iteration of the lazy training dataset is one epoch's execution: every row exactly once."""
+    from rmd_ray.distributed.sources import source_from_table
+    from rmd_ray.distributed.training.ingest import Geometry, train_dataset
+
+    source = source_from_table(TRAIN, shard_rows=32)  # 8 shards
+    orders = {}
+    for mode in ("fresh", "seeded"):
+        ds = train_dataset(source, geometry=Geometry("cifar", None, (16, 16)), augment=True, weights_ref=None,
+                           shuffle=mode, seed=0)
+        orders[mode] = [[int(r["index"]) for r in ds.iter_rows()] for _ in range(3)]
+        assert all(sorted(order) == list(range(256)) for order in orders[mode])
+    assert len({tuple(o) for o in orders["fresh"]}) == 3  # shard order and row order re-drawn per epoch
+    assert len({tuple(o) for o in orders["seeded"]}) == 1  # fixed by the seed (epochs differ via the buffer)
+    assert orders["seeded"][0] != list(range(256))  # rows are permuted even when seeded

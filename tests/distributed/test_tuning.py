@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -89,14 +91,14 @@ def test_two_trial_search_reports_metrics_and_pareto(ray_local, tmp_path):
                    "temperature": {"type": "loguniform", "low": 0.1, "high": 5.0}},
         "fixed": {"loss": "proposed", "backbone": "tiny", "epochs": 2},
     })
-    result = run_tune(space, train_table=train, val_table=val, scores_paths={"tiny": scores_path}, base=BASE,
+    result = run_tune(space, train=train, val=val, scores_paths={"tiny": scores_path}, base=BASE,
                       output_dir=tmp_path / "out")
     table = pq.read_table(result.results_path).to_pylist()
     assert result.n_trials == 2 and len(table) == 2
     for row in table:
         assert row["error"] == "" and 0 <= row["val_ece_mass"] <= 1 and 0 <= row["val_acc"] <= 1
         assert 1 <= row["epochs_run"] <= 2 and 0 <= row["config/alpha"] <= 0.5
-    assert 1 <= sum(r["pareto"] for r in table) <= 2 and result.pareto_path.stat().st_size > 1000
+    assert 1 <= sum(r["pareto"] for r in table) <= 2 and os.path.getsize(result.pareto_path) > 1000
     # TensorBoard: one event file per trial (Tune's TBXLoggerCallback), holding each epoch's metrics
     for row in table:
         trial_dir = next((tmp_path / "out" / "tune" / "t").glob(row["trial"]))
@@ -105,3 +107,34 @@ def test_two_trial_search_reports_metrics_and_pareto(ray_local, tmp_path):
             assert [step for step, _ in scalars[tag]] == list(range(1, row["epochs_run"] + 1)), tag
         assert scalars["ray/tune/val_acc"][-1][1] == pytest.approx(row["val_acc"], rel=1e-6)
         assert scalars["ray/tune/val_ece_mass"][-1][1] == pytest.approx(row["val_ece_mass"], rel=1e-6)
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(900)
+def test_search_results_and_checkpoints_go_to_object_storage(ray_local, s3_server, tmp_path):
+    """``output_dir`` on the loopback S3 server: Tune's experiment, the trials' checkpoints and the results."""
+    from rmd_ray.data import storage
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 96)
+    x = rng.integers(0, 60, (96, 12, 12, 3), dtype=np.uint8)
+    x[np.arange(96), :, :, y] += 150
+    train = from_arrays(x[:64], y[:64], ids=[f"t{i}" for i in range(64)], classes=list("abc"))
+    val = from_arrays(x[64:], y[64:], ids=[f"v{i}" for i in range(32)], classes=list("abc"))
+    space = parse_search_space({
+        "name": "s3", "objectives": {"acc": "max"}, "num_samples": 1, "grace_period": 1,
+        "fixed": {"loss": "ce", "epochs": 1, "backbone": "tiny"},
+    })
+    scores_path = tmp_path / "scores.parquet"
+    write_parquet_atomic(pa.table({"id": train.column("id"), "rmd": rng.normal(size=64)}), scores_path)
+    out = s3_server.bucket("tune-out")
+    result = run_tune(space, train=train, val=val, scores_paths={"tiny": scores_path}, base=BASE, output_dir=out)
+    assert result.results_path == storage.join(out, "tune_results.parquet")
+    rows = storage.read_parquet(result.results_path).to_pylist()
+    assert len(rows) == 1 and rows[0]["error"] == "" and 0 <= rows[0]["val_acc"] <= 1
+    assert storage.read_bytes(result.pareto_path)[:8] == b"\x89PNG\r\n\x1a\n"
+    # the trial's Ray Train checkpoint and its predictions live in the bucket, not on local disk
+    names = storage.glob(storage.join(out, "trials", "*", "*", "model.pt"))
+    assert names, storage.list_dirs(storage.join(out, "trials"))
+    manifests = storage.glob(storage.join(out, "trials", "*", "predictions_val.parquet", "_manifest.json"))
+    assert len(manifests) == 1 and storage.read_json(manifests[0])["rows"] == 32

@@ -85,6 +85,10 @@ class TrainConfig:
         Logical CPUs each worker reserves, > 0; fractional values leave CPUs to Ray Data tasks.
     use_gpu : bool
         One GPU per worker.
+    placement_strategy : {"PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"}
+        How Ray places the workers (``ScalingConfig``): ``PACK`` (default) keeps them on as few nodes
+        as possible; ``SPREAD`` puts them on different nodes where it can and still packs them onto
+        the nodes left when one is lost.
     amp : bool
         bfloat16 autocast; only effective on GPU (ignored on CPU).
     image_size : int or None
@@ -128,6 +132,7 @@ class TrainConfig:
     num_workers: int = 1
     cpus_per_worker: float = 1.0
     use_gpu: bool = False
+    placement_strategy: str = "PACK"
     amp: bool = True
     image_size: int | None = None
     preset: str = "auto"
@@ -178,6 +183,7 @@ class TrainConfig:
             ("preset", ("auto", "cifar", "imagenet")),
             ("normalization", ("auto", "data", "imagenet")),
             ("shuffle", ("fresh", "seeded")),
+            ("placement_strategy", ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")),
         ):
             if getattr(self, name) not in valid:
                 raise ValueError(f"TrainConfig.{name} must be one of {valid}, got {getattr(self, name)!r}")

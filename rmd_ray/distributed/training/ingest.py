@@ -50,7 +50,7 @@ def probe_native_size(source: ShardedSource) -> tuple[int, int]:
     return ray.get(_probe.remote(shard, source.classes))
 
 
-@ray.remote(num_cpus=0.25)
+@ray.remote(num_cpus=0.25, scheduling_strategy="DEFAULT")  # never captured by a Tune trial's placement group
 def _probe(shard: Shard, classes: tuple[str, ...]) -> tuple[int, int]:
     from rmd_ray.data.decode import DecodeError, decode_image
 
@@ -139,7 +139,10 @@ def _shard_dataset(source: ShardedSource, *, shuffle: str, seed: int):
         shards = [shards[i] for i in np.random.default_rng(seed).permutation(len(shards))]
     ds = ray.data.from_items([{"shard": s.index} for s in shards], override_num_blocks=len(shards))
     if shuffle == "fresh":
-        ds = ds.random_shuffle()  # a few hundred tiny rows: a new shard order every execution (epoch)
+        # one block per shard: a new shard order every execution (epoch). Not random_shuffle(): its
+        # all-to-all tasks carry no scheduling strategy and inside a Tune trial they are captured by
+        # the trial's placement group, where they never fit (seen here as a hang).
+        ds = ds.randomize_block_order()
     return ds
 
 
@@ -226,7 +229,7 @@ def ids_at(source: ShardedSource, indices: Sequence[int]) -> list[str]:
     return out
 
 
-@ray.remote(num_cpus=0.25)
+@ray.remote(num_cpus=0.25, scheduling_strategy="DEFAULT")  # never captured by a Tune trial's placement group
 def _ids_of(shard: Shard, classes: tuple[str, ...], rows: list[int]) -> list[str]:
     ids = read_shard(shard, classes=classes).column("id")
     return [str(ids[r].as_py()) for r in rows]

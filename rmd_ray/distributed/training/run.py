@@ -210,7 +210,7 @@ def _best(result, last_path: str, uri_of: Callable[[str], str]) -> str:
     return best
 
 
-@ray.remote(num_cpus=0.5)
+@ray.remote(num_cpus=0.5, scheduling_strategy="DEFAULT")  # never captured by a Tune trial's placement group
 def _prediction_metrics(uri: str) -> dict[str, float]:
     from rmd_ray.core.metrics import evaluate_predictions
     from rmd_ray.evaluation.evaluate import load_predictions
@@ -378,6 +378,7 @@ def run_training(
             num_workers=cfg.num_workers,
             use_gpu=cfg.use_gpu,
             resources_per_worker={"CPU": float(cfg.cpus_per_worker)},
+            placement_strategy=cfg.placement_strategy,
         ),
         run_config=RunConfig(
             storage_path=storage_path,

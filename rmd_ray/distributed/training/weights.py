@@ -53,7 +53,7 @@ def _index_from_table(scores: pa.Table) -> WeightIndex:
     return keys, weights.astype(np.float32)
 
 
-@ray.remote(num_cpus=0.5)
+@ray.remote(num_cpus=0.5, scheduling_strategy="DEFAULT")  # never captured by a Tune trial's placement group
 def _build(scores: Any) -> WeightIndex:
     from rmd_ray.data.parts import read_table
 
