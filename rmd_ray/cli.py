@@ -143,8 +143,10 @@ def cmd_score(args: argparse.Namespace) -> int:
 def cmd_find_label_issues(args: argparse.Namespace) -> int:
     from rmd_ray.data.label_issues import find_label_issues
 
-    report = find_label_issues(args.scores, source=args.source, top=args.top, output_dir=args.output)
-    print(f"top {report.n_written} suspects by RMD: {report.table_path}")
+    report = find_label_issues(
+        args.scores, source=args.source, top=args.top, output_dir=args.output, score=args.score
+    )
+    print(f"top {report.n_written} suspects by {args.score}: {report.table_path}")
     print(f"image grid: {report.grid_path}")
     return 0
 
@@ -474,7 +476,9 @@ def _add_shift_args(parser: argparse.ArgumentParser, *, with_checkpoint: bool = 
             help="NAME=checkpoint (model.pt or a Ray checkpoint folder): evaluate it under corruption shift",
         )
         parser.add_argument(
-            "--corruption-source", default=None, help="clean images to corrupt (a source spec, e.g. the test set)"
+            "--corruption-source", default=None,
+            help="clean images to corrupt (a source spec, e.g. the test set), or imagenet-c:ROOT to read a "
+            "published ImageNet-C / CIFAR-10-C directory instead of generating",
         )
         parser.add_argument(
             "--proxy-scores",
@@ -482,7 +486,7 @@ def _add_shift_args(parser: argparse.ArgumentParser, *, with_checkpoint: bool = 
             help="scores.parquet of the evaluation set from `rmd-ray score --scorer` (the proxy test)",
         )
     parser.add_argument("--corruption-limit", type=int, default=None, help="first N rows of the corruption source")
-    parser.add_argument("--corruptions", default=None, help="comma-separated names (default: all 12)")
+    parser.add_argument("--corruptions", default=None, help="comma-separated names (default: all 19)")
     parser.add_argument("--severities", default="1,2,3,4,5", help="comma-separated, in 1..5")
     parser.add_argument(
         "--preset", default="auto", choices=["auto", "cifar", "imagenet"], help="severity table (auto: by image size)"
@@ -501,11 +505,16 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--output", required=True, help="output folder")
     score.set_defaults(func=cmd_score)
 
-    issues = sub.add_parser("find-label-issues", help="rank samples by RMD and show the top suspects")
+    issues = sub.add_parser("find-label-issues", help="rank samples by likely label error and show the top suspects")
     issues.add_argument("--scores", required=True, help="scores.parquet from `rmd-ray score`")
     issues.add_argument("--source", required=True, help="the source that was scored (for the images)")
     issues.add_argument("--top", type=int, default=100)
     issues.add_argument("--output", required=True)
+    issues.add_argument(
+        "--score", choices=["rmd", "margin", "combined"], default="combined",
+        help="ranking: RMD, the Mahalanobis margin MD(x, y) - min_{k!=y} MD(x, k), or the mean of their ranks "
+        "(default combined: best on benchmarks/label_noise.py)",
+    )
     issues.set_defaults(func=cmd_find_label_issues)
 
     train = sub.add_parser("train", help="train a classifier with a difficulty-aware or baseline loss (Ray Train)")

@@ -20,7 +20,7 @@ import torch
 
 from rmd_ray.data.corruptions import CORRUPTIONS, SEVERITIES
 from rmd_ray.distributed.training import _normalise, prepare_arrays
-from rmd_ray.evaluation.corruption import corruption_eval
+from rmd_ray.evaluation.corruption import corruption_eval, published_corruption_eval
 from rmd_ray.nn.engine import model_from_checkpoint
 
 __all__ = ["checkpoint_corruption_eval", "corruption_preset"]
@@ -54,7 +54,10 @@ def checkpoint_corruption_eval(
     checkpoint : path
         ``model.pt`` or a Ray checkpoint folder from ``run_training`` (``TrainResult.last_checkpoint``).
     table : pyarrow.Table
-        A reader table (``id``, ``label``, an image column); every row must decode.
+        A reader table (``id``, ``label``, an image column); every row must decode. A table with
+        ``corruption`` and ``severity`` columns (``read_source("imagenet-c:ROOT")``) holds published,
+        already corrupted images: they are evaluated as read, one row per (corruption, severity) and
+        no clean row (:func:`rmd_ray.evaluation.corruption.published_corruption_eval`).
     corruptions : sequence of str, optional
         Default: every name in :data:`rmd_ray.data.corruptions.CORRUPTIONS`.
     severities, batch_size, seed, device
@@ -81,6 +84,9 @@ def checkpoint_corruption_eval(
             "checkpoints written by rmd_ray.distributed.training.run_training, or call corruption_eval "
             "with your own preprocess"
         )
+    published = "corruption" in table.column_names and "severity" in table.column_names
+    if published:  # already corrupted (imagenet-c:ROOT): keep the requested names and severities
+        table = _select_published(table, corruptions, severities)
     images, labels, _ = prepare_arrays(table, image_size=extra.get("image_size"))
     images = np.ascontiguousarray(images.transpose(0, 2, 3, 1))  # (N, H, W, 3): the corruptions' layout
     # the same arithmetic as training's input pipeline, so clean accuracy matches its predictions
@@ -90,6 +96,11 @@ def checkpoint_corruption_eval(
     def preprocess(batch: np.ndarray) -> torch.Tensor:
         return _normalise(torch.from_numpy(batch).permute(0, 3, 1, 2), mean, std)
 
+    if published:
+        return published_corruption_eval(
+            model.to(device), images, labels, table.column("corruption").to_pylist(),
+            table.column("severity").to_numpy(), preprocess=preprocess, batch_size=batch_size, device=device,
+        )
     return corruption_eval(
         model.to(device),
         images,
@@ -102,3 +113,19 @@ def checkpoint_corruption_eval(
         preset=corruption_preset(images.shape[1], images.shape[2], preset),
         device=device,
     )
+
+
+def _select_published(table: pa.Table, corruptions: Sequence[str] | None, severities: Sequence[int]) -> pa.Table:
+    """The rows of a published table with the requested corruption names and severities."""
+    import pyarrow.compute as pc
+
+    found = sorted(set(table.column("corruption").to_pylist()))
+    if corruptions is not None:
+        missing = sorted(set(corruptions) - set(found))
+        if missing:
+            raise ValueError(f"corruption(s) {missing} are not in the published set; it holds {', '.join(found)}")
+        table = table.filter(pc.is_in(table.column("corruption"), pa.array(list(corruptions), pa.string())))
+    table = table.filter(pc.is_in(table.column("severity"), pa.array([int(s) for s in severities], pa.int64())))
+    if table.num_rows == 0:
+        raise ValueError(f"no published image has severity in {list(severities)}")
+    return table
