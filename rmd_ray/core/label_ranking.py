@@ -74,8 +74,10 @@ def rank_average(*scores: np.ndarray) -> np.ndarray:
     if not scores:
         raise ValueError("rank_average needs at least one score array")
     n = len(scores[0])
-    ranks = [rankdata(np.asarray(s, dtype=np.float64)) / n for s in scores]
-    return np.mean(ranks, axis=0)
+    # Sum the ranks (integers or halves: exact in float64) and divide once, so equal rank sums give
+    # bit-equal scores and ties are broken by id downstream, not by rounding.
+    total = np.sum([rankdata(np.asarray(s, dtype=np.float64)) for s in scores], axis=0)
+    return total / (len(scores) * n)
 
 
 LABEL_SCORES: Registry[str] = Registry("label-issue score")

@@ -23,7 +23,7 @@ from rmd_ray.core.label_ranking import DEFAULT_LABEL_SCORE, LABEL_SCORES, label_
 from rmd_ray.data import storage
 from rmd_ray.data.decode import DecodeError, decode_image
 from rmd_ray.data.locations import fetch_rows_by_id
-from rmd_ray.data.parts import iter_parts, read_table_metadata
+from rmd_ray.data.parts import column_names, iter_parts, read_table_metadata
 
 _COLUMNS = ["id", "label", "rmd", "md", "weight", "nearest_class", "margin"]
 
@@ -127,10 +127,8 @@ def find_label_issues(
         raise ValueError(f"scores file {scores_path!r} not found; run `rmd-ray score` first")
     meta = read_table_metadata(scores_path)
     classes = list(meta.get("classes", []))
+    _check_columns(column_names(scores_path), score)
     best: pa.Table | None = None
-    for part in iter_parts(scores_path):
-        _check_columns(part.column_names, score)
-        break
     every = _all_scores(scores_path, score)
     offset = 0
     for part in iter_parts(scores_path):
