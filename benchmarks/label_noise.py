@@ -45,7 +45,7 @@ from _common import machine_line, markdown_table, write_result  # noqa: E402
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10" / "train.parquet"
 # CIFAR-10 class order: airplane 0, automobile 1, bird 2, cat 3, deer 4, dog 5, frog 6, horse 7, ship 8, truck 9
 ASYMMETRIC = {9: 1, 2: 0, 4: 7, 3: 5, 5: 3}
-DEFAULT = "margin"  # rmd_ray.core.label_ranking.DEFAULT_LABEL_SCORE, chosen from this benchmark
+DEFAULT = "combined"  # rmd_ray.core.label_ranking.DEFAULT_LABEL_SCORE, chosen from this benchmark
 SETTINGS = (("symmetric", 0.1), ("symmetric", 0.2), ("asymmetric", 0.2), ("asymmetric", 0.4))
 
 

@@ -511,9 +511,9 @@ def build_parser() -> argparse.ArgumentParser:
     issues.add_argument("--top", type=int, default=100)
     issues.add_argument("--output", required=True)
     issues.add_argument(
-        "--score", choices=["rmd", "margin", "combined"], default="margin",
-        help="ranking: RMD, the Mahalanobis margin MD(x, y) - min_{k!=y} MD(x, k) (default: best on "
-        "benchmarks/label_noise.py), or the mean of the two ranks",
+        "--score", choices=["rmd", "margin", "combined"], default="combined",
+        help="ranking: RMD, the Mahalanobis margin MD(x, y) - min_{k!=y} MD(x, k), or the mean of the two ranks "
+        "(default combined: the winner of benchmarks/label_noise.py)",
     )
     issues.set_defaults(func=cmd_find_label_issues)
 

@@ -2,9 +2,8 @@
 
 A mislabelled sample sits far from its given class and near another one (docs/design.md 1.3 and
 1.11). Three rankings (:data:`rmd_ray.core.label_ranking.LABEL_SCORES`): ``rmd``, the Mahalanobis
-``margin`` MD(x, y) - min_{k != y} MD(x, k) (the default,
-:data:`rmd_ray.core.label_ranking.DEFAULT_LABEL_SCORE`, chosen on the label-noise benchmark), and
-``combined``, the mean of their normalised ranks. We list the top ``k`` with the given label and the
+``margin`` MD(x, y) - min_{k != y} MD(x, k), and ``combined``, the mean of their normalised ranks (the
+default, :data:`rmd_ray.core.label_ranking.DEFAULT_LABEL_SCORE`, chosen on the label-noise benchmark). We list the top ``k`` with the given label and the
 class whose mean is nearest under the shared covariance, and draw their images in a grid for a person to check.
 """
 

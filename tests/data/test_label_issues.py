@@ -75,8 +75,7 @@ def test_find_label_issues_combined_ranks_across_parts(scores_dir, image_folder,
         table = pq.read_table(scores_dir / part)
         ids = pa.array([f"x/{i}.png" for i in table.column("id").to_pylist()])
         pq.write_table(table.set_column(0, "id", ids), scores_dir / part)
-    report = find_label_issues(scores_dir, source=f"folder:{image_folder}", top=4, output_dir=tmp_path / "out",
-                               score="combined")
+    report = find_label_issues(scores_dir, source=f"folder:{image_folder}", top=4, output_dir=tmp_path / "out")
     got = pq.read_table(report.table_path)
     # ranked within each part alone, d, e, f would tie a, b, c; against all six: d 9/12, then a b c e at 7/12
     assert got.column("id").to_pylist() == ["x/d.png", "x/a.png", "x/b.png", "x/c.png"]
@@ -84,8 +83,9 @@ def test_find_label_issues_combined_ranks_across_parts(scores_dir, image_folder,
     assert got.column("nearest_name").to_pylist() == ["cat", "cat", "cat", "dog"]
     assert storage.read_bytes(report.grid_path)[:4] == b"\x89PNG"
     assert report.n_written == 4
-    by_margin = find_label_issues(scores_dir, source=f"folder:{image_folder}", top=2, output_dir=tmp_path / "o3")
-    assert pq.read_table(by_margin.table_path).column("id").to_pylist() == ["x/d.png", "x/e.png"]  # the default
+    by_margin = find_label_issues(scores_dir, source=f"folder:{image_folder}", top=2, output_dir=tmp_path / "o3",
+                                  score="margin")
+    assert pq.read_table(by_margin.table_path).column("id").to_pylist() == ["x/d.png", "x/e.png"]
     by_rmd = find_label_issues(scores_dir, source=f"folder:{image_folder}", top=2, output_dir=tmp_path / "o2",
                                score="rmd")
     assert pq.read_table(by_rmd.table_path).column("id").to_pylist() == ["x/a.png", "x/b.png"]
@@ -98,8 +98,8 @@ def test_find_label_issues_validation(scores_dir, tmp_path):
         find_label_issues(tmp_path / "none.parquet", source="folder:/x", output_dir=tmp_path)
     old = tmp_path / "old.parquet"
     pq.write_table(_table().drop(["margin"]), old)
-    with pytest.raises(ValueError, match="lacks the margin column needed by --score margin: rescore"):
-        find_label_issues(old, source="folder:/x", output_dir=tmp_path)  # the default ranking is the margin
+    with pytest.raises(ValueError, match="lacks the margin column needed by --score combined: rescore"):
+        find_label_issues(old, source="folder:/x", output_dir=tmp_path)  # the default ranking
     with pytest.raises(ValueError, match=r"lacks columns \['md', 'weight'\]"):
         rank_suspects(_table().drop(["md", "weight"]), top=1, classes=CLASSES)
     with pytest.raises(ValueError, match="top must be an int >= 1"):
