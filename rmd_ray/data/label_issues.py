@@ -2,9 +2,10 @@
 
 A mislabelled sample sits far from its given class and near another one (docs/design.md 1.3 and
 1.11). Three rankings (:data:`rmd_ray.core.label_ranking.LABEL_SCORES`): ``rmd``, the Mahalanobis
-``margin`` MD(x, y) - min_{k != y} MD(x, k), and ``combined``, the mean of their normalised ranks (the
-default, :data:`rmd_ray.core.label_ranking.DEFAULT_LABEL_SCORE`, chosen on the label-noise benchmark). We list the top ``k`` with the given label and the
-class whose mean is nearest under the shared covariance, and draw their images in a grid for a person to check.
+``margin`` MD(x, y) - min_{k != y} MD(x, k), and ``combined``, the mean of their normalised ranks
+(the default, :data:`rmd_ray.core.label_ranking.DEFAULT_LABEL_SCORE`, chosen on the label-noise
+benchmark). We list the top ``k`` with the given label and the class whose mean is nearest under the
+shared covariance, and draw their images in a grid for a person to check.
 """
 
 from __future__ import annotations
