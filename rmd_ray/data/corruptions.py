@@ -58,6 +58,7 @@ __all__ = [
     "PRESETS",
     "Corruption",
     "ImageNetCSample",
+    "available_corruptions",
     "corrupt",
     "read_imagenet_c",
 ]
@@ -489,6 +490,28 @@ def _fog(image: np.ndarray, param: tuple[float, float], rng: np.random.Generator
 
 
 FROST_FILES = ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg", "frost6.jpg")
+FROST_MISSING = (
+    "frost needs the original frost textures from the imagecorruptions package: "
+    "pip install --no-deps imagecorruptions (or the 'corruptions' extra of rmd-ray)"
+)
+
+
+def _frost_folder() -> Path | None:
+    # find_spec locates the package without importing it (its __init__ imports OpenCV and scikit-image)
+    spec = importlib.util.find_spec("imagecorruptions")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / "frost"
+
+
+def available_corruptions() -> tuple[list[str], dict[str, str]]:
+    """The corruption names usable here, and those that are not with the reason and fix.
+
+    Only ``frost`` has an external asset (its texture photos); every other corruption is code.
+    """
+    if _frost_folder() is None:
+        return [n for n in CORRUPTIONS.names() if n != "frost"], {"frost": FROST_MISSING}
+    return CORRUPTIONS.names(), {}
 
 
 @functools.cache
@@ -499,13 +522,10 @@ def _frost_texture(index: int, scale: float) -> np.ndarray:
     ``importlib.util.find_spec``, which does not import it, so its OpenCV / scikit-image dependencies
     are not needed (``pip install --no-deps imagecorruptions`` is enough).
     """
-    spec = importlib.util.find_spec("imagecorruptions")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(
-            "frost needs the original frost textures from the imagecorruptions package: "
-            "pip install --no-deps imagecorruptions (or the 'corruptions' extra of rmd-ray)"
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / "frost" / FROST_FILES[index]
+    folder = _frost_folder()
+    if folder is None:
+        raise ModuleNotFoundError(FROST_MISSING)
+    path = folder / FROST_FILES[index]
     with Image.open(path) as im:
         im = im.convert("RGB")
         if scale != 1:

@@ -11,6 +11,7 @@ at 32 px), then normalised. This runs in the calling process (the job's driver),
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from rmd_ray.data.corruptions import CORRUPTIONS, SEVERITIES
+from rmd_ray.data.corruptions import SEVERITIES, available_corruptions
 from rmd_ray.distributed.training import _normalise, prepare_arrays
 from rmd_ray.evaluation.corruption import corruption_eval, published_corruption_eval
 from rmd_ray.nn.engine import model_from_checkpoint
@@ -59,7 +60,8 @@ def checkpoint_corruption_eval(
         already corrupted images: they are evaluated as read, one row per (corruption, severity) and
         no clean row (:func:`rmd_ray.evaluation.corruption.published_corruption_eval`).
     corruptions : sequence of str, optional
-        Default: every name in :data:`rmd_ray.data.corruptions.CORRUPTIONS`.
+        Default: every name in :data:`rmd_ray.data.corruptions.CORRUPTIONS` that is usable here
+        (``frost`` is left out, with a warning, when its textures are not installed).
     severities, batch_size, seed, device
         As in :func:`corruption_eval`.
     preset : {"auto", "cifar", "imagenet"}
@@ -105,7 +107,7 @@ def checkpoint_corruption_eval(
         model.to(device),
         images,
         labels,
-        corruptions=list(corruptions) if corruptions is not None else CORRUPTIONS.names(),
+        corruptions=list(corruptions) if corruptions is not None else _default_corruptions(),
         severities=severities,
         preprocess=preprocess,
         batch_size=batch_size,
@@ -129,3 +131,11 @@ def _select_published(table: pa.Table, corruptions: Sequence[str] | None, severi
     if table.num_rows == 0:
         raise ValueError(f"no published image has severity in {list(severities)}")
     return table
+
+
+def _default_corruptions() -> list[str]:
+    """Every corruption usable here; one whose asset is missing (frost's textures) is left out with a warning."""
+    names, skipped = available_corruptions()
+    for reason in skipped.values():
+        warnings.warn(f"left out of the default corruption list: {reason}", UserWarning, stacklevel=3)
+    return names

@@ -577,3 +577,19 @@ def test_spatter_helpers_by_hand():
     weak = np.zeros((5, 6), np.uint8)
     weak[:, 3:] = 20
     assert not C._canny(weak, 50, 150).any()
+
+
+def test_frost_without_its_textures_says_how_to_install_them(monkeypatch):
+    monkeypatch.setattr(C, "_frost_folder", lambda: None)
+    C._frost_texture.cache_clear()
+    names, skipped = C.available_corruptions()
+    assert "frost" not in names and len(names) == 18
+    assert skipped == {"frost": C.FROST_MISSING}
+    with pytest.raises(ModuleNotFoundError, match=r"pip install --no-deps imagecorruptions"):
+        C.corrupt(_random_image(8, 8), "frost", severity=1, rng=0)
+    C._frost_texture.cache_clear()
+
+
+@needs_frost
+def test_all_nineteen_available_with_the_textures():
+    assert C.available_corruptions() == (NAMES, {})

@@ -136,3 +136,15 @@ def test_published_cifar_c_directory_is_read_not_generated(tmp_path):
     missing = r"corruption\(s\) \['frost'\] are not in the published set; it holds fog, snow"
     with pytest.raises(ValueError, match=missing):
         checkpoint_corruption_eval(checkpoint, table, corruptions=["frost"])
+
+
+def test_default_list_leaves_out_frost_without_its_textures(tmp_path, monkeypatch):
+    from rmd_ray.data import corruptions
+
+    monkeypatch.setattr(corruptions, "_frost_folder", lambda: None)
+    _, checkpoint = _checkpoint(tmp_path)
+    images, labels = _data(n=4, side=8)
+    table = from_arrays(images, labels, classes=["a", "b", "c"])
+    with pytest.warns(UserWarning, match="left out of the default corruption list: frost needs"):
+        rows = checkpoint_corruption_eval(checkpoint, table, severities=[1])
+    assert [r["corruption"] for r in rows[1:]] == [n for n in corruptions.CORRUPTIONS.names() if n != "frost"]
