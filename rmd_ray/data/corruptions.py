@@ -483,6 +483,8 @@ def _fog(image: np.ndarray, param: tuple[float, float], rng: np.random.Generator
     a, decay = param
     x = _to_unit(image)
     h, w = x.shape[:2]
+    # the reference's map side: 256 for ImageNet-C (224 px), 32 for CIFAR-10-C; larger images need the
+    # next power of two. The map's scale (its finest detail is one pixel) is what the severities assume.
     size = max(256 if max(h, w) > 32 else 32, 1 << (max(h, w) - 1).bit_length())
     max_val = x.max()
     x = x + a * _plasma_fractal(size, decay, rng)[:h, :w, None]
