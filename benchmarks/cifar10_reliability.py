@@ -184,7 +184,7 @@ def main() -> None:
     from rmd_ray.core import difficulty_weights
     from rmd_ray.core.atomic import write_json_atomic
     from rmd_ray.core.metrics import evaluate_predictions, softmax
-    from rmd_ray.data.corruptions import CORRUPTIONS
+    from rmd_ray.data.corruptions import available_corruptions
     from rmd_ray.data.io import write_parquet_atomic
     from rmd_ray.evaluation.corruption import corruption_eval
     from rmd_ray.evaluation.proxy import difficulty_proxy_test
@@ -268,7 +268,7 @@ def main() -> None:
     )
 
     tic = time.perf_counter()
-    corruptions = CORRUPTIONS.names()
+    corruptions, _ = available_corruptions()  # all 19, or 18 without frost's textures
     shift = {
         name: corruption_eval(
             seed0_models[name],

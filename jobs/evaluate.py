@@ -1,6 +1,7 @@
 """`ray job submit` entry point for evaluation: metrics of prediction files (deduplicated by id, so a
 padded distributed evaluation never counts a sample twice), the difficulty proxy test, and accuracy and
-ECE of trained checkpoints under 12 corruptions x 5 severities; written to metrics.json, proxy.json and
+ECE of trained checkpoints under the 19 ImageNet-C corruptions x 5 severities (or a published
+ImageNet-C / CIFAR-10-C directory, --corruption-source imagenet-c:ROOT); written to metrics.json, proxy.json and
 corruption.json for `rmd-ray report`.
 
     ray job submit --working-dir . -- python jobs/evaluate.py \

@@ -17,7 +17,9 @@ def _add_shift_args(parser: argparse.ArgumentParser, *, with_checkpoint: bool = 
             help="NAME=checkpoint (model.pt or a Ray checkpoint folder): evaluate it under corruption shift",
         )
         parser.add_argument(
-            "--corruption-source", default=None, help="clean images to corrupt (a source spec, e.g. the test set)"
+            "--corruption-source", default=None,
+            help="clean images to corrupt (a source spec, e.g. the test set), or imagenet-c:ROOT to read a "
+            "published ImageNet-C / CIFAR-10-C directory instead of generating",
         )
         parser.add_argument(
             "--proxy-scores",
@@ -25,7 +27,7 @@ def _add_shift_args(parser: argparse.ArgumentParser, *, with_checkpoint: bool = 
             help="scores.parquet of the evaluation set from `rmd-ray score --scorer` (the proxy test)",
         )
     parser.add_argument("--corruption-limit", type=int, default=None, help="first N rows of the corruption source")
-    parser.add_argument("--corruptions", default=None, help="comma-separated names (default: all 12)")
+    parser.add_argument("--corruptions", default=None, help="comma-separated names (default: all 19)")
     parser.add_argument("--severities", default="1,2,3,4,5", help="comma-separated, in 1..5")
     parser.add_argument(
         "--preset", default="auto", choices=["auto", "cifar", "imagenet"], help="severity table (auto: by image size)"

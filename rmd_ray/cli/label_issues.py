@@ -1,4 +1,4 @@
-"""``rmd-ray find-label-issues``: rank samples by RMD and draw the top suspects."""
+"""``rmd-ray find-label-issues``: rank samples by likely label error (RMD, margin or both), draw the top."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import argparse
 def cmd_find_label_issues(args: argparse.Namespace) -> int:
     from rmd_ray.data.label_issues import find_label_issues
 
-    report = find_label_issues(args.scores, source=args.source, top=args.top, output_dir=args.output)
-    print(f"top {report.n_written} suspects by RMD: {report.table_path}")
+    report = find_label_issues(
+        args.scores, source=args.source, top=args.top, output_dir=args.output, score=args.score
+    )
+    print(f"top {report.n_written} suspects by {args.score}: {report.table_path}")
     print(f"image grid: {report.grid_path}")
     return 0

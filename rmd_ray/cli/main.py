@@ -27,11 +27,16 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--output", required=True, help="output folder")
     score.set_defaults(func=cmd_score)
 
-    issues = sub.add_parser("find-label-issues", help="rank samples by RMD and show the top suspects")
+    issues = sub.add_parser("find-label-issues", help="rank samples by likely label error and show the top suspects")
     issues.add_argument("--scores", required=True, help="scores.parquet from `rmd-ray score`")
     issues.add_argument("--source", required=True, help="the source that was scored (for the images)")
     issues.add_argument("--top", type=int, default=100)
     issues.add_argument("--output", required=True)
+    issues.add_argument(
+        "--score", choices=["rmd", "margin", "combined"], default="combined",
+        help="ranking: RMD, the Mahalanobis margin MD(x, y) - min_{k!=y} MD(x, k), or the mean of the two ranks "
+        "(default combined: the winner of benchmarks/label_noise.py)",
+    )
     issues.set_defaults(func=cmd_find_label_issues)
 
     train = sub.add_parser("train", help="train a classifier with a difficulty-aware or baseline loss (Ray Train)")

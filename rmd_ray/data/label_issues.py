@@ -1,8 +1,11 @@
-"""Beyond the paper: rank training samples by RMD to find likely label errors.
+"""Beyond the paper: rank training samples to find likely label errors.
 
-A mislabelled sample sits far from its given class and near another one, so its RMD is large
-(docs/design.md 1.3). We list the top-``k`` by RMD with the given label and the class whose mean
-is nearest under the shared covariance, and draw their images in a grid for a person to check.
+A mislabelled sample sits far from its given class and near another one (docs/design.md 1.3 and
+1.11). Three rankings (:data:`rmd_ray.core.label_ranking.LABEL_SCORES`): ``rmd``, the Mahalanobis
+``margin`` MD(x, y) - min_{k != y} MD(x, k), and ``combined``, the mean of their normalised ranks
+(the default, :data:`rmd_ray.core.label_ranking.DEFAULT_LABEL_SCORE`, chosen on the label-noise
+benchmark). We list the top ``k`` with the given label and the class whose mean is nearest under the
+shared covariance, and draw their images in a grid for a person to check.
 """
 
 from __future__ import annotations
@@ -16,10 +19,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from rmd_ray.core.label_ranking import DEFAULT_LABEL_SCORE, LABEL_SCORES, label_issue_scores
 from rmd_ray.data import storage
 from rmd_ray.data.decode import DecodeError, decode_image
 from rmd_ray.data.locations import fetch_rows_by_id
-from rmd_ray.data.parts import iter_parts, read_table_metadata
+from rmd_ray.data.parts import column_names, iter_parts, read_table_metadata
+
+_COLUMNS = ["id", "label", "rmd", "md", "weight", "nearest_class", "margin"]
 
 
 @dataclass(frozen=True)
@@ -29,19 +35,39 @@ class LabelIssueReport:
     n_written: int
 
 
-def rank_suspects(scores: pa.Table, *, top: int, classes: list[str]) -> pa.Table:
-    """The ``top`` rows with the largest RMD, hardest first, with class names.
+def _check_columns(names: list[str], score: str) -> None:
+    missing = set(_COLUMNS) - set(names)
+    if missing == {"margin"}:
+        raise ValueError(
+            f"scores table lacks the margin column needed by --score {score}: rescore with this version of "
+            "`rmd-ray score` (or pass --score rmd)"
+        )
+    if missing:
+        raise ValueError(f"scores table lacks columns {sorted(missing)}: pass the scores.parquet of `rmd-ray score`")
 
-    Columns: rank, id, given_label, given_class, nearest_class, nearest_name, rmd, md, weight,
-    label_disagrees (nearest class differs from the given label).
+
+def _top(table: pa.Table, top: int) -> pa.Table:
+    order = pc.sort_indices(table, sort_keys=[("score", "descending"), ("id", "ascending")])
+    return table.take(order[: min(top, table.num_rows)])
+
+
+def rank_suspects(scores: pa.Table, *, top: int, classes: list[str], score: str = DEFAULT_LABEL_SCORE) -> pa.Table:
+    """The ``top`` most suspect rows under ``score``, most suspect first, with class names.
+
+    ``scores`` holds every sample ranked together (``combined`` ranks against the whole table), or
+    already carries a ``score`` column (then ``score`` only names it).
+
+    Columns: rank, id, given_label, given_class, nearest_class, nearest_name, score, rmd, margin, md,
+    weight, label_disagrees (nearest class differs from the given label).
     """
     if isinstance(top, bool) or not isinstance(top, int) or top < 1:
         raise ValueError(f"top must be an int >= 1, got {top!r}")
-    missing = {"id", "label", "rmd", "md", "weight", "nearest_class"} - set(scores.column_names)
-    if missing:
-        raise ValueError(f"scores table lacks columns {sorted(missing)}: pass the scores.parquet of `rmd-ray score`")
-    order = pc.sort_indices(scores, sort_keys=[("rmd", "descending"), ("id", "ascending")])
-    best = scores.take(order[: min(top, scores.num_rows)])
+    LABEL_SCORES.get(score)
+    _check_columns(scores.column_names, score)
+    if "score" not in scores.column_names:
+        values = label_issue_scores(scores.column("rmd").to_numpy(), scores.column("margin").to_numpy(), score=score)
+        scores = scores.append_column("score", pa.array(values, pa.float64()))
+    best = _top(scores, top)
     given = best.column("label").to_numpy()
     nearest = best.column("nearest_class").to_numpy()
 
@@ -56,12 +82,27 @@ def rank_suspects(scores: pa.Table, *, top: int, classes: list[str]) -> pa.Table
             "given_class": [name(int(k)) for k in given],
             "nearest_class": nearest,
             "nearest_name": [name(int(k)) for k in nearest],
+            "score": best.column("score"),
             "rmd": best.column("rmd"),
+            "margin": best.column("margin"),
             "md": best.column("md"),
             "weight": best.column("weight"),
             "label_disagrees": given != nearest,
         }
     )
+
+
+def _all_scores(scores_path: str, score: str) -> np.ndarray | None:
+    """The ranking value of every row, in part order, when it depends on all rows (``combined``)."""
+    if score != "combined":
+        return None
+    rmd, margin = [], []
+    for part in iter_parts(scores_path, columns=["rmd", "margin"]):
+        rmd.append(part.column("rmd").to_numpy())
+        margin.append(part.column("margin").to_numpy())
+    if not rmd:
+        return None
+    return label_issue_scores(np.concatenate(rmd), np.concatenate(margin), score=score)
 
 
 def find_label_issues(
@@ -71,40 +112,46 @@ def find_label_issues(
     top: int = 100,
     output_dir: str | os.PathLike[str],
     grid_columns: int = 8,
+    score: str = DEFAULT_LABEL_SCORE,
 ) -> LabelIssueReport:
     """Write ``label_issues.parquet`` + ``.csv`` and ``label_issues.png`` (a grid of the suspects).
 
     The scores (a parts directory or one file, any URI) are streamed one part at a time keeping the
-    running top ``top``, so memory does not grow with the dataset; only the suspects' images are read
-    from ``source``.
+    running top ``top``, so memory does not grow with the dataset beyond, for ``combined``, one float
+    per row (a first pass reads only the rmd and margin columns to rank every row against all others).
+    Only the suspects' images are read from ``source``.
     """
     scores_path = str(scores_path)
+    LABEL_SCORES.get(score)
     if not storage.exists(scores_path):
         raise ValueError(f"scores file {scores_path!r} not found; run `rmd-ray score` first")
     meta = read_table_metadata(scores_path)
     classes = list(meta.get("classes", []))
+    _check_columns(column_names(scores_path), score)
     best: pa.Table | None = None
-    columns = ["id", "label", "rmd", "md", "weight", "nearest_class"]
+    every = _all_scores(scores_path, score)
+    offset = 0
     for part in iter_parts(scores_path):
-        missing = set(columns) - set(part.column_names)
-        if missing:
-            raise ValueError(
-                f"scores table lacks columns {sorted(missing)}: pass the scores.parquet of `rmd-ray score`"
-            )
-        part = part.select(columns)
-        merged = part if best is None else pa.concat_tables([best, part])
-        order = pc.sort_indices(merged, sort_keys=[("rmd", "descending"), ("id", "ascending")])
-        best = merged.take(order[: min(top, merged.num_rows)])
+        part = part.select(_COLUMNS)
+        if every is not None:
+            values = every[offset:offset + part.num_rows]
+        else:
+            values = label_issue_scores(part.column("rmd").to_numpy(), part.column("margin").to_numpy(), score=score)
+        offset += part.num_rows
+        part = part.append_column("score", pa.array(values, pa.float64()))
+        best = _top(part if best is None else pa.concat_tables([best, part]), top)
     if best is None:
         raise ValueError(f"scores {scores_path!r} hold no rows")
-    suspects = rank_suspects(best, top=top, classes=classes)
+    suspects = rank_suspects(best, top=top, classes=classes, score=score)
     output_dir = str(output_dir)
     table_path = storage.write_parquet_atomic(
-        suspects, storage.join(output_dir, "label_issues.parquet"), metadata=meta
+        suspects, storage.join(output_dir, "label_issues.parquet"), metadata={**meta, "label_score": score}
     )
     _write_csv_atomic(suspects, storage.join(output_dir, "label_issues.csv"))
     images = _images_by_id(source, suspects.column("id").to_pylist())
-    grid_path = _draw_grid(suspects, images, storage.join(output_dir, "label_issues.png"), columns=grid_columns)
+    grid_path = _draw_grid(
+        suspects, images, storage.join(output_dir, "label_issues.png"), columns=grid_columns, score=score
+    )
     return LabelIssueReport(table_path, grid_path, suspects.num_rows)
 
 
@@ -126,21 +173,21 @@ def _write_csv_atomic(table: pa.Table, uri: str) -> None:
     storage.write_bytes_atomic(uri, buffer.getvalue())
 
 
-def _draw_grid(suspects: pa.Table, images: dict[str, object], path: str, *, columns: int) -> str:
+def _draw_grid(suspects: pa.Table, images: dict[str, object], path: str, *, columns: int, score: str) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig = grid_figure(suspects, images, columns=columns)
+    fig = grid_figure(suspects, images, columns=columns, score=score)
     buffer = io.BytesIO()
     fig.savefig(buffer, dpi=110, format="png")
     plt.close(fig)
     return storage.write_bytes_atomic(path, buffer.getvalue())
 
 
-def grid_figure(suspects: pa.Table, images: dict[str, object], *, columns: int):
-    """The suspects' images in a grid, each titled with its rank, RMD, given and nearest class.
+def grid_figure(suspects: pa.Table, images: dict[str, object], *, columns: int, score: str = "rmd"):
+    """The suspects' images in a grid, each titled with its rank, ``score``, given and nearest class.
 
     Each cell's three title lines get their own band above the image: constrained layout sizes the
     gaps from the drawn titles, so a title never overlaps the image of the row above
@@ -164,9 +211,9 @@ def grid_figure(suspects: pa.Table, images: dict[str, object], *, columns: int):
             ax.imshow(np.asarray(image), interpolation="nearest")
         colour = "tab:red" if record["label_disagrees"] else "black"
         ax.set_title(
-            f"#{record['rank']} rmd {record['rmd']:.1f}\ngiven: {record['given_class'][:14]}\n"
+            f"#{record['rank']} {score} {record['score']:.3g}\ngiven: {record['given_class'][:14]}\n"
             f"nearest: {record['nearest_name'][:14]}",
             fontsize=7, color=colour,
         )
-    fig.suptitle("Hardest training samples by RMD (red: nearest class differs from the given label)", fontsize=9)
+    fig.suptitle(f"Likely label errors by {score} (red: nearest class differs from the given label)", fontsize=9)
     return fig

@@ -16,11 +16,12 @@ import ray
 
 from rmd_ray.core import CovarianceConfig, DifficultyScorer, WeightConfig, difficulty_weights
 from rmd_ray.core._xp import module_for_device
+from rmd_ray.core.label_ranking import mahalanobis_margin
 from rmd_ray.core.stats import _batch_stats, merge_all
 from rmd_ray.data import storage
 from rmd_ray.distributed.table_scoring import ERROR_SCHEMA, feature_matrix
 
-__all__ = ["fit_scorer", "id_hashes", "part_scores", "weigh_part", "copy_part"]
+__all__ = ["fit_scorer", "id_hashes", "nearest_and_margin", "part_scores", "weigh_part", "copy_part"]
 
 _MERGE_FAN_IN = 8
 
@@ -78,6 +79,33 @@ def fit_scorer(
 
 
 # ----------------------------------------------------------------------------- pass 3: score (tasks)
+#: Samples per block of the (samples * views, K) class-distance matrix: 2,048 x 1,000 classes x 8 bytes
+#: is 16 MB per view, so memory stays flat in the part size whatever K.
+CLASS_DISTANCE_CHUNK = 2048
+
+
+def nearest_and_margin(
+    scorer: DifficultyScorer, features: np.ndarray, labels: np.ndarray, *, n_views: int,
+    chunk: int = CLASS_DISTANCE_CHUNK,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per sample: the nearest class and the Mahalanobis margin, from the view-mean class distances.
+
+    ``features`` is (n * V, D) with the V views of a sample consecutive; ``labels`` is (n,). The
+    distances to all K classes are formed ``chunk`` samples at a time, never as one (n, K) matrix.
+    Returns ``(nearest (n,) int64, margin (n,) float64)``; margin > 0 exactly when nearest != label
+    (:func:`rmd_ray.core.label_ranking.mahalanobis_margin`).
+    """
+    n = labels.shape[0]
+    nearest, margin = np.empty(n, dtype=np.int64), np.empty(n)
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
+        d = scorer.class_distances(features[start * n_views: stop * n_views])
+        d = d.reshape(stop - start, n_views, -1).mean(axis=1)
+        nearest[start:stop] = d.argmin(axis=1)
+        margin[start:stop] = mahalanobis_margin(d, labels[start:stop])
+    return nearest, margin
+
+
 def id_hashes(ids: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return np.asarray(
         [int.from_bytes(hashlib.blake2b(i.encode(), digest_size=8).digest(), "little") for i in ids.to_pylist()],
@@ -93,12 +121,12 @@ def part_scores(
     features, labels, ok = _ok_features(table, n_views)
     n = ok.num_rows
     md = md0 = kmeans = np.zeros((n, n_views))
-    nearest = np.zeros(n, dtype=np.int64)
+    nearest, margin = np.zeros(n, dtype=np.int64), np.zeros(n)
     if n:
         md_flat, md0_flat = scorer.score_parts(features, labels)
         md, md0 = md_flat.reshape(n, n_views), md0_flat.reshape(n, n_views)
         kmeans = scorer.kmeans_distance(features, labels).reshape(n, n_views)
-        nearest = scorer.class_distances(features).reshape(n, n_views, -1).mean(axis=1).argmin(axis=1)
+        nearest, margin = nearest_and_margin(scorer, features, labels[::n_views], n_views=n_views)
     rmd = md - md0
     columns = {
         "id": ok.column("id"),
@@ -108,6 +136,7 @@ def part_scores(
         "rmd": rmd.mean(axis=1),
         "kmeans": kmeans.mean(axis=1),
         "nearest_class": nearest.astype(np.int64),
+        "margin": margin,
     }
     if n_views > 1:
         columns["md_views"] = pa.FixedSizeListArray.from_arrays(pa.array(md.reshape(-1)), n_views)

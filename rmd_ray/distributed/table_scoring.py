@@ -18,6 +18,7 @@ import ray
 
 from rmd_ray.core import CovarianceConfig, DifficultyScorer, WeightConfig, difficulty_weights
 from rmd_ray.core._xp import module_for_device
+from rmd_ray.core.label_ranking import mahalanobis_margin
 from rmd_ray.core.stats import _batch_stats, merge_all
 
 __all__ = [
@@ -77,6 +78,7 @@ def _block_scores(block: pa.Table, scorer: DifficultyScorer) -> pa.Table:
             "kmeans": scorer.kmeans_distance(features, labels),
             "nearest_class": nearest.astype(np.int64),
             "nearest_md": distances[np.arange(len(nearest)), nearest],
+            "margin": mahalanobis_margin(distances, labels),
         }
     )
 
@@ -104,7 +106,8 @@ def fit_and_score(
     -------
     scorer : DifficultyScorer
     per_row : pyarrow.Table
-        ``id, view, label, md, md0, kmeans, nearest_class, nearest_md`` for every row, sorted by (id, view).
+        ``id, view, label, md, md0, kmeans, nearest_class, nearest_md, margin`` for every row, sorted by
+        (id, view).
     """
     parts = _split_blocks(features, blocks)
     if shuffle_blocks is not None:
@@ -151,7 +154,7 @@ def aggregate_views(per_row: pa.Table, *, n_views: int, weights: WeightConfig) -
     per_row = per_row.append_column("rmd", pc.subtract(per_row.column("md"), per_row.column("md0")))
     if n_views > 1:
         grouped = per_row.group_by(["id", "label"], use_threads=False).aggregate(
-            [(c, "mean") for c in ("md", "md0", "rmd", "kmeans")]
+            [(c, "mean") for c in ("md", "md0", "rmd", "kmeans", "margin")]
             + [(c, "list") for c in ("md", "rmd")]
             + [("nearest_class", "min"), ("view", "count")]
         )
@@ -164,12 +167,13 @@ def aggregate_views(per_row: pa.Table, *, n_views: int, weights: WeightConfig) -
                 "rmd": grouped["rmd_mean"],
                 "kmeans": grouped["kmeans_mean"],
                 "nearest_class": grouped["nearest_class_min"],
+                "margin": grouped["margin_mean"],
                 "md_views": grouped["md_list"],
                 "rmd_views": grouped["rmd_list"],
             }
         ).sort_by("id")
     else:
-        table = per_row.select(["id", "label", "md", "md0", "rmd", "kmeans", "nearest_class"])
+        table = per_row.select(["id", "label", "md", "md0", "rmd", "kmeans", "nearest_class", "margin"])
     rmd = table.column("rmd").to_numpy()
     return table.append_column("weight", pa.array(difficulty_weights(rmd, config=weights)))
 

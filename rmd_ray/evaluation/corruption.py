@@ -20,7 +20,7 @@ from rmd_ray.core.metrics import expected_calibration_error, softmax
 from rmd_ray.data.corruptions import CORRUPTIONS, PRESETS, SEVERITIES, corrupt
 from rmd_ray.nn.engine import predict
 
-__all__ = ["CLEAN", "corruption_eval", "corruption_rng"]
+__all__ = ["CLEAN", "corruption_eval", "corruption_rng", "published_corruption_eval"]
 
 #: ``corruption`` value of the uncorrupted row (its ``severity`` is 0).
 CLEAN = "clean"
@@ -174,4 +174,56 @@ def corruption_eval(
                 )
 
             rows.append(_row(name, s, run(transform), y))
+    return rows
+
+
+def published_corruption_eval(
+    model: nn.Module,
+    images: np.ndarray,
+    labels: Any,
+    corruptions: Sequence[str],
+    severities: Any,
+    *,
+    preprocess: Callable[[np.ndarray], torch.Tensor],
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+) -> list[dict[str, Any]]:
+    """Accuracy and ECE on images that were corrupted already (published ImageNet-C / CIFAR-10-C).
+
+    Parameters
+    ----------
+    model, preprocess, batch_size, device
+        As in :func:`corruption_eval`.
+    images : ndarray of shape (N, H, W, 3), uint8
+        The corrupted images, as read (:func:`rmd_ray.data.readers.read_published_corruptions`).
+    labels : array-like of int, shape (N,)
+    corruptions : sequence of str, length N
+        The corruption of each image (any name: the published sets are not generated here).
+    severities : array-like of int in 1..5, shape (N,)
+
+    Returns
+    -------
+    list of dict
+        ``{"corruption", "severity", "acc", "ece_mass", "ece_width"}``, one row per (corruption,
+        severity) present, sorted by corruption then severity. No clean row: the published sets hold
+        no clean images.
+    """
+    names = np.asarray(list(corruptions), dtype=object)
+    sev = np.asarray(severities)
+    y, _ = _check_inputs(model, images, labels, ["gaussian_noise"], SEVERITIES, preprocess, batch_size, 0,
+                         "imagenet")  # the names are checked below: published ones need not be registered
+    if names.shape != y.shape or sev.shape != y.shape:
+        raise ValueError(
+            f"{y.shape[0]} images but {names.shape[0]} corruption names and {sev.shape[0]} severities; "
+            "pass one of each per image"
+        )
+    if sev.dtype.kind not in "iu" or not np.isin(sev, SEVERITIES).all():
+        raise ValueError(f"severities must be integers in 1..5, got {sorted(set(sev.tolist()))}")
+    rows = []
+    for name, s in sorted({(str(n), int(v)) for n, v in zip(names, sev)}):
+        index = np.flatnonzero((names == name) & (sev == s))
+        group = images[index]
+        batches = _batches(group, y[index], int(batch_size), preprocess, lambda i, g=group: g[i])
+        _, _, logits = predict(model, batches, device=device)
+        rows.append(_row(name, s, logits, y[index]))
     return rows

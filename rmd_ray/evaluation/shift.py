@@ -12,6 +12,7 @@ predictions of whole splits run as Ray batch inference (``rmd_ray.distributed.tr
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,9 +20,9 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from rmd_ray.data.corruptions import CORRUPTIONS, SEVERITIES
+from rmd_ray.data.corruptions import SEVERITIES, available_corruptions
 from rmd_ray.data.decode import DecodeError, decode_image
-from rmd_ray.evaluation.corruption import corruption_eval
+from rmd_ray.evaluation.corruption import corruption_eval, published_corruption_eval
 from rmd_ray.nn.engine import model_from_checkpoint
 from rmd_ray.nn.transforms import eval_geometry, normalize_uint8
 
@@ -56,9 +57,13 @@ def checkpoint_corruption_eval(
     checkpoint : path
         ``model.pt`` or a Ray checkpoint folder from ``run_training`` (``TrainResult.last_checkpoint``).
     table : pyarrow.Table
-        A reader table (``id``, ``label``, an image column); every row must decode.
+        A reader table (``id``, ``label``, an image column); every row must decode. A table with
+        ``corruption`` and ``severity`` columns (``read_source("imagenet-c:ROOT")``) holds published,
+        already corrupted images: they are evaluated as read, one row per (corruption, severity) and
+        no clean row (:func:`rmd_ray.evaluation.corruption.published_corruption_eval`).
     corruptions : sequence of str, optional
-        Default: every name in :data:`rmd_ray.data.corruptions.CORRUPTIONS`.
+        Default: every name in :data:`rmd_ray.data.corruptions.CORRUPTIONS` that is usable here
+        (``frost`` is left out, with a warning, when its textures are not installed).
     severities, batch_size, seed, device
         As in :func:`corruption_eval`.
     preset : {"auto", "cifar", "imagenet"}
@@ -83,6 +88,9 @@ def checkpoint_corruption_eval(
             "checkpoints written by rmd_ray.distributed.training.run_training, or call corruption_eval "
             "with your own preprocess"
         )
+    published = "corruption" in table.column_names and "severity" in table.column_names
+    if published:  # already corrupted (imagenet-c:ROOT): keep the requested names and severities
+        table = _select_published(table, corruptions, severities)
     images, labels = decode_split(table, preset=extra.get("preset", "cifar"), image_size=extra.get("image_size"))
     # the same arithmetic as training's input pipeline, so clean accuracy matches its predictions
     mean, std = torch.tensor(extra["mean"]), torch.tensor(extra["std"])
@@ -90,11 +98,16 @@ def checkpoint_corruption_eval(
     def preprocess(batch: np.ndarray) -> torch.Tensor:
         return normalize_uint8(torch.from_numpy(batch), mean, std)
 
+    if published:
+        return published_corruption_eval(
+            model.to(device), images, labels, table.column("corruption").to_pylist(),
+            table.column("severity").to_numpy(), preprocess=preprocess, batch_size=batch_size, device=device,
+        )
     return corruption_eval(
         model.to(device),
         images,
         labels,
-        corruptions=list(corruptions) if corruptions is not None else CORRUPTIONS.names(),
+        corruptions=list(corruptions) if corruptions is not None else _default_corruptions(),
         severities=severities,
         preprocess=preprocess,
         batch_size=batch_size,
@@ -133,3 +146,27 @@ def decode_split(table: pa.Table, *, preset: str, image_size: int | None) -> tup
                 )
     labels = table.column("label").to_numpy().astype(np.int64)
     return np.stack(arrays), labels
+
+
+def _select_published(table: pa.Table, corruptions: Sequence[str] | None, severities: Sequence[int]) -> pa.Table:
+    """The rows of a published table with the requested corruption names and severities."""
+    import pyarrow.compute as pc
+
+    found = sorted(set(table.column("corruption").to_pylist()))
+    if corruptions is not None:
+        missing = sorted(set(corruptions) - set(found))
+        if missing:
+            raise ValueError(f"corruption(s) {missing} are not in the published set; it holds {', '.join(found)}")
+        table = table.filter(pc.is_in(table.column("corruption"), pa.array(list(corruptions), pa.string())))
+    table = table.filter(pc.is_in(table.column("severity"), pa.array([int(s) for s in severities], pa.int64())))
+    if table.num_rows == 0:
+        raise ValueError(f"no published image has severity in {list(severities)}")
+    return table
+
+
+def _default_corruptions() -> list[str]:
+    """Every corruption usable here; one whose asset is missing (frost's textures) is left out with a warning."""
+    names, skipped = available_corruptions()
+    for reason in skipped.values():
+        warnings.warn(f"left out of the default corruption list: {reason}", UserWarning, stacklevel=3)
+    return names

@@ -694,3 +694,27 @@ def test_core_metrics_do_not_import_torch_or_ray():
         elif isinstance(node, ast.ImportFrom) and node.module:
             names.add(node.module.split(".")[0])
     assert not names & {"torch", "ray", "torchvision"}
+
+
+def test_ood_report_hand_values():
+    # in-distribution a = [3, 0, 0], b = [0, 0, 0]; OOD c = [10, 10, 10], d = [1, 0, 0]
+    z_in = np.array([[3.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    z_out = np.array([[10.0, 10.0, 10.0], [1.0, 0.0, 0.0]])
+    res = M.ood_report(z_in, z_out)
+    assert list(res) == ["maxlogit", "entropy", "msp"]
+    # MaxLogit: in {3, 0}, out {10, 1}: only 3 > 1 of the 4 (in, out) pairs -> AUROC 1/4.
+    # Ranked 10(out) 3(in) 1(out) 0(in): precision 1/2 at each in-sample -> AUPR-In 1/2.
+    # TPR 1 needs threshold 0, both OOD above it -> FPR 1.
+    assert res["maxlogit"]["auroc"] == pytest.approx(0.25)
+    assert res["maxlogit"]["aupr"] == pytest.approx(0.5)
+    assert res["maxlogit"]["fpr_at_95_tpr"] == pytest.approx(1.0)
+    # MSP: a e^3/(e^3+2) = .909, b 1/3; c 1/3 (ties b), d e/(e+2) = .576:
+    # pairs a>c, a>d, b=c (1/2), b<d -> AUROC 2.5/4; AP: R .5 at P 1 (a), R 1 at P 2/4 -> .5 + .25 = .75
+    assert res["msp"]["auroc"] == pytest.approx(0.625)
+    assert res["msp"]["aupr"] == pytest.approx(0.75)
+    assert res["msp"]["fpr_at_95_tpr"] == pytest.approx(1.0)
+    # entropy: with two equal other logits entropy falls as MSP rises, so the ranking (and numbers) match MSP
+    for key in ("auroc", "aupr", "aupr_error", "fpr_at_95_tpr"):
+        assert res["entropy"][key] == pytest.approx(res["msp"][key])
+    with pytest.raises(ValueError, match="in_logits have 3 classes but out_logits 2"):
+        M.ood_report(z_in, z_out[:, :2])

@@ -463,3 +463,82 @@ def test_image_extensions_are_torchvisions():
     from rmd_ray.data.readers import IMAGE_EXTENSIONS
 
     assert IMAGE_EXTENSIONS == tuple(e.lower() for e in IMG_EXTENSIONS)
+
+
+# --------------------------------------------------------------------------------------------
+# published ImageNet-C / CIFAR-10-C directories (imagenet-c:ROOT), on generated layouts
+
+
+def _cifar_c_layout(root: Path, names=("fog", "contrast"), per=4):
+    """The CIFAR-10-C layout: <name>.npy (5 * per, 32, 32, 3), labels.npy (5 * per,)."""
+    root.mkdir(parents=True, exist_ok=True)
+    labels = np.tile(np.arange(per) % 3, 5).astype(np.uint8)  # the published file is uint8
+    np.save(root / "labels.npy", labels)
+    stacks = {}
+    for j, name in enumerate(names):
+        stack = np.zeros((5 * per, 32, 32, 3), np.uint8)
+        for row in range(5 * per):
+            stack[row] = 10 * j + row  # every image is flat at a value that names its row
+        np.save(root / f"{name}.npy", stack)
+        stacks[name] = stack
+    return labels, stacks
+
+
+def test_read_published_cifar_c_splits_severities_and_keeps_labels(tmp_path):
+    from rmd_ray.data.readers import read_published_corruptions
+
+    labels, stacks = _cifar_c_layout(tmp_path / "CIFAR-10-C")
+    table = read_source(f"imagenet-c:{tmp_path / 'CIFAR-10-C'}")
+    assert table.num_rows == 2 * 5 * 4
+    assert table.column("corruption").to_pylist()[:20] == ["contrast"] * 20  # sorted by name
+    assert table.column("severity").to_pylist()[:8] == [1, 1, 1, 1, 2, 2, 2, 2]
+    assert table.column("id").to_pylist()[4:6] == ["contrast/2/00000", "contrast/2/00001"]
+    np.testing.assert_array_equal(table.column("label").to_numpy()[:20], labels)
+    # row "fog/3/00001" is stack row (3 - 1) * 4 + 1 = 9: flat at 10 * 0 + 9 (fog was the first written)
+    row = table.filter(pa.compute.equal(table.column("id"), "fog/3/00001")).to_pylist()[0]
+    np.testing.assert_array_equal(np.asarray(decode_image(row)), stacks["fog"][9])
+    assert table_classes(table) == ["0", "1", "2"]
+    # limit: the first N of each (corruption, severity)
+    limited = read_published_corruptions(tmp_path / "CIFAR-10-C", limit=2)
+    assert limited.num_rows == 2 * 5 * 2
+    assert limited.column("id").to_pylist()[:4] == ["contrast/1/00000", "contrast/1/00001", "contrast/2/00000",
+                                                    "contrast/2/00001"]
+
+
+def test_read_published_imagenet_c_tree(tmp_path):
+    root = tmp_path / "ImageNet-C"
+    pixels = {}
+    for i, rel in enumerate(["snow/2/n02/b.JPEG", "snow/2/n01/a.JPEG", "snow/1/n01/c.JPEG", "frost/5/n02/d.png"]):
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image = np.full((6, 5, 3), 40 * i, np.uint8)
+        Image.fromarray(image).save(path, format="PNG")  # PNG bytes: decoded exactly whatever the name
+        pixels[rel] = image
+    table = read_source(f"imagenet-c:{root}")
+    assert table.column("id").to_pylist() == ["frost/5/n02/d.png", "snow/1/n01/c.JPEG", "snow/2/n01/a.JPEG",
+                                              "snow/2/n02/b.JPEG"]
+    assert table.column("label").to_pylist() == [1, 0, 0, 1]  # sorted wnid folders: n01 -> 0, n02 -> 1
+    assert table.column("corruption").to_pylist() == ["frost", "snow", "snow", "snow"]
+    assert table.column("severity").to_pylist() == [5, 1, 2, 2]
+    assert table_classes(table) == ["n01", "n02"]
+    for row in table.to_pylist():
+        np.testing.assert_array_equal(np.asarray(decode_image(row)), pixels[row["id"]])
+    assert read_source(f"imagenet-c:{root}", limit=1).column("id").to_pylist() == [
+        "frost/5/n02/d.png", "snow/1/n01/c.JPEG", "snow/2/n01/a.JPEG"]
+
+
+def test_read_published_corruptions_validation(tmp_path):
+    from rmd_ray.data.readers import read_published_corruptions
+
+    with pytest.raises(ValueError, match="is not a directory"):
+        read_published_corruptions(tmp_path / "missing")
+    with pytest.raises(ValueError, match="source 'imagenet-c' needs a path"):
+        read_source("imagenet-c:")
+    root = tmp_path / "c"
+    root.mkdir()
+    np.save(root / "labels.npy", np.zeros(10, np.uint8))
+    with pytest.raises(ValueError, match=r"no <corruption>.npy next to"):
+        read_published_corruptions(root)
+    np.save(root / "fog.npy", np.zeros((12, 32, 32, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"has shape \(12, 32, 32, 3\); CIFAR-10-C needs \(5 n, H, W, 3\)"):
+        read_published_corruptions(root)

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from rmd_ray.core import CovarianceConfig, DifficultyScorer, WeightConfig
+from rmd_ray.core.label_ranking import mahalanobis_margin
 from rmd_ray.data.io import read_metadata
 from rmd_ray.data.parts import read_table
 from rmd_ray.data.readers import from_arrays, read_image_folder
@@ -56,6 +57,10 @@ def test_ray_scores_equal_in_process_scores(ray_local, blocks, shrinkage):
         assert np.max(np.abs(md - md_ref) / np.abs(md_ref)) <= 1e-6
         assert np.max(np.abs(rmd - rmd_ref)) <= 1e-6 * np.abs(md_ref).max()
         np.testing.assert_allclose(scorer.covariance_, reference.covariance_, rtol=1e-9, atol=1e-12)
+        # the label-issue margin: MD to the given class minus the nearest other, from the core's definition
+        margin_ref = mahalanobis_margin(reference.class_distances(feats), labels)
+        margin = per_row.column("margin").to_numpy()
+        assert np.max(np.abs(margin - margin_ref)) <= 1e-6 * np.abs(md_ref).max()
 
 
 def _jpeg_bytes(image: Image.Image) -> bytes:
@@ -144,6 +149,10 @@ def test_views_cache_and_rescoring(ray_local, tmp_path):
     row = scores[0]
     assert len(row["rmd_views"]) == 3 and row["rmd"] == pytest.approx(np.mean(row["rmd_views"]))
     assert len(set(np.round(row["rmd_views"], 9))) == 3  # augmented views differ
+    # the margin column of the scoring pass: positive exactly where another class mean is nearer
+    margins = np.array([r["margin"] for r in scores])
+    assert np.isfinite(margins).all()
+    np.testing.assert_array_equal(margins > 0, [r["nearest_class"] != r["label"] for r in scores])
     cached = read_table(first.features_path)  # one row per image, its 3 views side by side
     assert cached.num_rows == 80 and cached.schema.field("features").type.list_size == 3 * 32
 

@@ -163,7 +163,7 @@ def test_validation_errors(setup):
     model, images, labels = setup
     kw = dict(corruptions=["contrast"], severities=[1], preprocess=_preprocess)
     with pytest.raises(ValueError, match=r"unknown corruption.*brightness"):
-        corruption_eval(model, images, labels, corruptions=["fog"], preprocess=_preprocess)
+        corruption_eval(model, images, labels, corruptions=["barrel"], preprocess=_preprocess)
     with pytest.raises(ValueError, match=r"non-empty list of names"):
         corruption_eval(model, images, labels, corruptions=[], preprocess=_preprocess)
     with pytest.raises(ValueError, match=r"non-empty list of names"):
@@ -208,3 +208,43 @@ def test_nan_logits_raise(setup):
         corruption_eval(
             nan_model, images, labels, corruptions=["contrast"], severities=[1], preprocess=_preprocess
         )
+
+
+def _naive_rows(model, images, labels):
+    with torch.no_grad():
+        probs = torch.softmax(model(_preprocess(images)).double(), 1).numpy()
+    return {
+        "acc": float(np.mean(probs.argmax(1) == labels)),
+        "ece_mass": _naive_ece(probs, labels, "mass"),
+        "ece_width": _naive_ece(probs, labels, "width"),
+    }
+
+
+def test_published_eval_groups_precorrupted_images_by_corruption_and_severity(setup):
+    from rmd_ray.evaluation.corruption import published_corruption_eval
+
+    model, images, labels = setup
+    # a published set: the same 24 images under two "corruptions" x severities, interleaved on purpose
+    names = np.array(["snow", "frost"] * (N // 2), dtype=object)
+    sev = np.array([1, 1, 3, 3] * (N // 4))
+    rows = published_corruption_eval(model, images, labels, list(names), sev, preprocess=_preprocess, batch_size=5)
+    assert [(r["corruption"], r["severity"]) for r in rows] == [("frost", 1), ("frost", 3), ("snow", 1), ("snow", 3)]
+    for row in rows:
+        keep = (names == row["corruption"]) & (sev == row["severity"])
+        _close(row, _naive_rows(model, images[keep], labels[keep]))
+
+
+@pytest.mark.parametrize(
+    "names, sev, match",
+    [
+        (["snow"] * 3, np.ones(N, int), "24 images but 3 corruption names and 24 severities"),
+        (["snow"] * N, np.full(N, 6), r"severities must be integers in 1..5, got \[6\]"),
+        (["snow"] * N, np.full(N, 1.5), r"severities must be integers in 1..5"),
+    ],
+)
+def test_published_eval_validation(setup, names, sev, match):
+    from rmd_ray.evaluation.corruption import published_corruption_eval
+
+    model, images, labels = setup
+    with pytest.raises(ValueError, match=match):
+        published_corruption_eval(model, images, labels, names, sev, preprocess=_preprocess)

@@ -101,9 +101,50 @@ def test_errors_name_the_fix(tmp_path):
     with pytest.raises(ValueError, match="holds no normalisation mean/std.*call corruption_eval"):
         checkpoint_corruption_eval(bare, table)
     _, checkpoint = _checkpoint(tmp_path / "ok")
-    with pytest.raises(ValueError, match="unknown corruption .fog.; valid names: box_blur"):
-        checkpoint_corruption_eval(checkpoint, table, corruptions=["fog"])
+    with pytest.raises(ValueError, match="unknown corruption .barrel.; valid names: brightness"):
+        checkpoint_corruption_eval(checkpoint, table, corruptions=["barrel"])
     with pytest.raises(ValueError, match="severities must be a non-empty list of distinct integers in 1..5"):
         checkpoint_corruption_eval(checkpoint, table, severities=[0])
     with pytest.raises(ValueError, match="not a checkpoint file"):
         checkpoint_corruption_eval(tmp_path / "nothing", table)
+
+
+def test_published_cifar_c_directory_is_read_not_generated(tmp_path):
+    """imagenet-c:ROOT on a generated CIFAR-10-C layout: each (corruption, severity) is the model's
+    accuracy on exactly the stored images (no clean row, nothing corrupted again)."""
+    from rmd_ray.data.readers import read_source
+
+    model, checkpoint = _checkpoint(tmp_path)
+    images, labels = _data(n=5 * 6, side=12)
+    root = tmp_path / "CIFAR-10-C"
+    root.mkdir()
+    np.save(root / "labels.npy", labels.astype(np.uint8))
+    np.save(root / "snow.npy", images)
+    np.save(root / "fog.npy", images[::-1].copy())
+    table = read_source(f"imagenet-c:{root}")
+    rows = checkpoint_corruption_eval(checkpoint, table, severities=[2, 5])
+    assert [(r["corruption"], r["severity"]) for r in rows] == [("fog", 2), ("fog", 5), ("snow", 2), ("snow", 5)]
+    for row in rows:
+        stack = images[::-1].copy() if row["corruption"] == "fog" else images
+        block = slice((row["severity"] - 1) * 6, row["severity"] * 6)
+        batches = [{"image": _reference_preprocess(stack[block]), "label": torch.from_numpy(labels[block]),
+                    "id": torch.arange(6)}]
+        _, _, logits = predict(model, batches, device="cpu")
+        assert row["acc"] == pytest.approx(evaluate_predictions(logits, labels[block])["acc"])
+    only_snow = checkpoint_corruption_eval(checkpoint, table, corruptions=["snow"], severities=[5])
+    assert only_snow == [rows[3]]
+    missing = r"corruption\(s\) \['frost'\] are not in the published set; it holds fog, snow"
+    with pytest.raises(ValueError, match=missing):
+        checkpoint_corruption_eval(checkpoint, table, corruptions=["frost"])
+
+
+def test_default_list_leaves_out_frost_without_its_textures(tmp_path, monkeypatch):
+    from rmd_ray.data import corruptions
+
+    monkeypatch.setattr(corruptions, "_frost_folder", lambda: None)
+    _, checkpoint = _checkpoint(tmp_path)
+    images, labels = _data(n=4, side=8)
+    table = from_arrays(images, labels, classes=["a", "b", "c"])
+    with pytest.warns(UserWarning, match="left out of the default corruption list: frost needs"):
+        rows = checkpoint_corruption_eval(checkpoint, table, severities=[1])
+    assert [r["corruption"] for r in rows[1:]] == [n for n in corruptions.CORRUPTIONS.names() if n != "frost"]

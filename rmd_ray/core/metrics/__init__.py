@@ -31,7 +31,13 @@ from rmd_ray.core.metrics.calibration import (
     maximum_calibration_error,
     reliability_diagram_data,
 )
-from rmd_ray.core.metrics.detection import fpr_at_tpr, misclassification_detection, ood_detection
+from rmd_ray.core.metrics.detection import (
+    OOD_SCORES,
+    fpr_at_tpr,
+    misclassification_detection,
+    ood_detection,
+    ood_report,
+)
 from rmd_ray.core.metrics.scoring_rules import (
     accuracy,
     brier_score,
@@ -57,7 +63,9 @@ __all__ = [
     "maximum_calibration_error",
     "misclassification_detection",
     "negative_log_likelihood",
+    "OOD_SCORES",
     "ood_detection",
+    "ood_report",
     "predictive_entropy",
     "reliability_diagram_data",
     "risk_coverage_curve",

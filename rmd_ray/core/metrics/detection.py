@@ -142,3 +142,26 @@ def ood_detection(in_logits: Any, out_logits: Any, *, score: str = "maxlogit") -
     return _detection(s, pos)
 
 
+
+
+#: The OOD scores reported by :func:`ood_report`, in its order (docs/design.md 1.9).
+OOD_SCORES = ("maxlogit", "entropy", "msp")
+
+
+def ood_report(in_logits: Any, out_logits: Any) -> dict[str, dict[str, float]]:
+    """The near-OOD report: AUROC, AUPR and FPR@95%TPR for each of MaxLogit, entropy and MSP.
+
+    In-distribution samples are the positives throughout (:func:`ood_detection`, called once per
+    score; the inputs are validated there, so a bad array fails with its message).
+
+    Parameters
+    ----------
+    in_logits : array-like of shape (N_in, K)
+    out_logits : array-like of shape (N_out, K)
+
+    Returns
+    -------
+    dict
+        ``{score: {"auroc", "aupr", "aupr_error", "fpr_at_95_tpr"}}`` for score in :data:`OOD_SCORES`.
+    """
+    return {score: ood_detection(in_logits, out_logits, score=score) for score in OOD_SCORES}
