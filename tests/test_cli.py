@@ -138,7 +138,9 @@ def test_evaluate_and_report_user_errors(tmp_path, capsys):
     root, ckpt, pred, scores = _folder_with_checkpoint(tmp_path)
     cases = [
         (["evaluate", "--predictions", f"m={pred}", "--checkpoint", f"m={ckpt}", "--output", str(tmp_path)],
-         "--checkpoint needs --corruption-source"),
+         "--checkpoint needs --corruption-source .* or --ood-source NAME=SOURCE"),
+        (["evaluate", "--predictions", f"m={pred}", "--ood-source", "digits=sklearn-digits:", "--output",
+          str(tmp_path)], r"--ood-source needs --checkpoint NAME=\.\.\. for each --predictions NAME=\.\.\."),
         (["evaluate", "--predictions", f"m={pred}", "--proxy-scores", str(scores)],
          "pass --output DIR"),
         (["evaluate", "--predictions", f"m={pred}", "--checkpoint", f"m={ckpt}", "--corruption-source",

@@ -33,6 +33,41 @@ def _add_shift_args(parser: argparse.ArgumentParser, *, with_checkpoint: bool = 
         "--preset", default="auto", choices=["auto", "cifar", "imagenet"], help="severity table (auto: by image size)"
     )
     parser.add_argument("--proxy-groups", type=int, default=5, help="groups of the difficulty proxy test")
+    parser.add_argument(
+        "--ood-source", action="append", default=None,
+        help="NAME=SOURCE (repeatable): out-of-distribution images, predicted by each --checkpoint in Ray and "
+        "scored against that run's --predictions (MaxLogit, entropy, MSP: AUROC, AUPR, FPR@95%%TPR); "
+        "offline sets: sklearn-digits:, parquet:..., folder:...",
+    )
+    parser.add_argument("--ood-limit", type=int, default=None, help="first N rows of each OOD source")
+
+
+def ood_results(args: argparse.Namespace, runs: dict[str, str], checkpoints: dict[str, str], output) -> dict:
+    """``{run: {ood name: report}}`` for every run with both predictions and a checkpoint."""
+    from rmd_ray.data import storage
+    from rmd_ray.distributed.ood import ood_eval
+
+    sources = _parse_pairs(args.ood_source, what="--ood-source")
+    missing = sorted(set(checkpoints) ^ set(runs))
+    if missing:
+        raise ValueError(
+            f"--ood-source needs both --predictions and --checkpoint for each run; unmatched: {missing}"
+        )
+    return {
+        run: ood_eval(checkpoints[run], runs[run], sources, output_dir=storage.join(str(output), "ood", run),
+                      limit=args.ood_limit)
+        for run in runs
+    }
+
+
+def print_ood(results: dict) -> None:
+    for run, sets in results.items():
+        for name, report in sets.items():
+            print(
+                f"ood {run} vs {name} ({report['n_out']} images): AUROC MaxLogit {report['maxlogit']['auroc']:.4f}, "
+                f"entropy {report['entropy']['auroc']:.4f}, MSP {report['msp']['auroc']:.4f}; "
+                f"FPR95 MaxLogit {100 * report['maxlogit']['fpr_at_95_tpr']:.1f}%"
+            )
 
 
 def _corruption_results(checkpoints: dict[str, str], table, args: argparse.Namespace) -> dict[str, list[dict]]:
@@ -73,16 +108,26 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     runs = _parse_pairs(args.predictions, what="--predictions")
     checkpoints = _parse_pairs(args.checkpoint, what="--checkpoint")
-    if checkpoints and not args.corruption_source:
+    if checkpoints and not (args.corruption_source or args.ood_source):
         raise ValueError(
-            "--checkpoint needs --corruption-source: the clean images to corrupt (e.g. fashion-mnist:test)"
+            "--checkpoint needs --corruption-source (the clean images to corrupt, e.g. fashion-mnist:test) "
+            "or --ood-source NAME=SOURCE"
         )
+    if args.ood_source and not checkpoints:
+        raise ValueError("--ood-source needs --checkpoint NAME=... for each --predictions NAME=...")
     if (checkpoints or args.proxy_scores) and not args.output:
-        raise ValueError("corruption and proxy results are written to files: pass --output DIR")
+        raise ValueError("corruption, OOD and proxy results are written to files: pass --output DIR")
     results = {name: evaluate_run(path)["metrics"] for name, path in runs.items()}
     _print_table(results)
     shift = {}
-    if checkpoints:
+    ood = {}
+    if args.ood_source:
+        from rmd_ray.cli.console import start_ray
+
+        start_ray(args)
+        ood = ood_results(args, runs, checkpoints, args.output)
+        print_ood(ood)
+    if checkpoints and args.corruption_source:
         from rmd_ray.data.readers import read_source
 
         shift = _corruption_results(checkpoints, read_source(args.corruption_source, limit=args.corruption_limit), args)
@@ -95,4 +140,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             print(f"corruption: {write_json_atomic(output / 'corruption.json', shift)}")
         if proxy:
             print(f"proxy: {write_json_atomic(output / 'proxy.json', {k: v.to_dict() for k, v in proxy.items()})}")
+        if ood:
+            print(f"ood: {write_json_atomic(output / 'ood.json', ood)}")
     return 0

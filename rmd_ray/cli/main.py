@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--predictions", action="append", required=True, help="NAME=predictions.parquet")
     _add_shift_args(evaluate)
-    evaluate.add_argument("--output", default=None, help="folder for metrics.json, corruption.json, proxy.json")
+    _add_ray_args(evaluate)
+    evaluate.add_argument("--output", default=None, help="folder for metrics, corruption, proxy and ood JSON")
     evaluate.set_defaults(func=cmd_evaluate)
 
     report = sub.add_parser("report", help="a self-contained HTML report with figures")
@@ -63,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--source", default=None, help="the scored source, for image galleries")
     report.add_argument("--corruption", default=None, help="corruption.json from `rmd-ray evaluate`")
     report.add_argument("--proxy", default=None, help="proxy.json from `rmd-ray evaluate`")
+    report.add_argument("--ood", default=None, help="ood.json from `rmd-ray evaluate --ood-source`")
     report.add_argument(
         "--compare", nargs=2, default=None, metavar=("A", "B"), help="runs whose accuracy-rejection gap is shaded"
     )

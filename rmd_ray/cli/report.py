@@ -22,6 +22,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         source=args.source,
         corruption_results=_read_json(args.corruption, what="--corruption"),
         proxy_results=proxy,
+        ood_results=_read_json(args.ood, what="--ood"),
         output_dir=args.output,
         title=args.title,
         compare=args.compare,

@@ -7,11 +7,13 @@ import time
 from pathlib import Path
 
 from rmd_ray.cli.common import _print_table
-from rmd_ray.cli.evaluate import _corruption_results, _print_shift_and_proxy, _proxy_results
+from rmd_ray.cli.evaluate import _corruption_results, _print_shift_and_proxy, _proxy_results, ood_results, print_ood
 from rmd_ray.cli.score import _score
 from rmd_ray.cli.train import _train
 from rmd_ray.core.atomic import write_json_atomic
 
+#: The main job's far-OOD set: scikit-learn's bundled handwritten digits against Fashion-MNIST.
+DEFAULT_OOD = "digits=sklearn-digits:"
 #: ``rmd-ray run --smoke-test``: the whole main job on a few hundred images, one epoch each.
 SMOKE_TEST = {"limit": 512, "epochs": 1, "val_limit": 256, "corruption_limit": 64, "severities": "1,5"}
 
@@ -55,6 +57,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"[{step}/5 train {name}] {args.epochs} epochs, {time.perf_counter() - tic:.0f} s")
     tic = time.perf_counter()
     proxy, shift = _shift_for_run(args, result, runs, checkpoints, output)
+    args.ood_source = args.ood_source or [DEFAULT_OOD]
+    ood = ood_results(args, runs, checkpoints, output / "evaluate")
+    write_json_atomic(output / "evaluate" / "ood.json", ood)
     from rmd_ray.data.label_issues import find_label_issues
     from rmd_ray.evaluation.report import build_report
 
@@ -63,16 +68,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     print(
         f"[4/5 evaluate] test set: {args.val_source} (first {args.val_limit} rows); corruption shift on the "
-        f"first {args.corruption_limit or 0}; {time.perf_counter() - tic:.0f} s"
+        f"first {args.corruption_limit or 0}; OOD: {', '.join(args.ood_source)}; {time.perf_counter() - tic:.0f} s"
     )
     _print_table(metrics)
     _print_shift_and_proxy(shift, proxy)
+    print_ood(ood)
     report = build_report(
         runs=runs,
         scores_path=result.scores_path,
         source=args.source,
         corruption_results=shift or None,
         proxy_results=proxy,
+        ood_results=ood,
         output_dir=output / "report",
         title="rmd-ray main job: Fashion-MNIST",
     )
@@ -85,6 +92,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         "metrics": metrics,
         "proxy": {k: v.to_dict() for k, v in proxy.items()},
         "corruption": shift,
+        "ood": ood,
         "label_issues": str(issues.grid_path),
         "report": str(report),
     }

@@ -39,6 +39,7 @@ __all__ = [
     "read_fashion_mnist",
     "read_image_folder",
     "read_parquet_images",
+    "read_sklearn_digits",
     "read_source",
     "table_classes",
     "validate_labels",
@@ -474,6 +475,26 @@ def read_fashion_mnist(
 # in-memory arrays
 
 
+def read_sklearn_digits(*, limit: int | None = None) -> pa.Table:
+    """scikit-learn's bundled handwritten digits (1,797 images, 8 x 8, 10 classes): an offline OOD set.
+
+    The images ship inside scikit-learn (``sklearn.datasets.load_digits``, no download), so a
+    Fashion-MNIST model can be tested against MNIST-like digits, the usual far-OOD pair, on a machine
+    with no dataset host. Pixels 0..16 are scaled to 0..255 (x * 255 / 16, rounded); models resize
+    them to their input side. Ids are ``digits-<index>``.
+    """
+    from sklearn.datasets import load_digits
+
+    _check_limit(limit)
+    digits = load_digits()
+    images = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)
+    labels = digits.target.astype(np.int64)
+    if limit is not None:
+        images, labels = images[:limit], labels[:limit]
+    table = from_arrays(images, labels, ids=[f"digits-{i}" for i in range(len(labels))])
+    return _with_metadata(table, classes=[str(k) for k in range(10)], source="sklearn-digits")
+
+
 def from_arrays(
     images: np.ndarray,
     labels: np.ndarray | Sequence[int],
@@ -550,6 +571,13 @@ def _split_suffix(rest: str, default: str = "train") -> tuple[str, str]:
 def _source_fashion_mnist(rest: str, limit: int | None) -> pa.Table:
     root, split = _split_suffix(rest)
     return read_fashion_mnist(root or FASHION_MNIST_ROOT, split=split, limit=limit)
+
+
+@SOURCES.register("sklearn-digits")
+def _source_sklearn_digits(rest: str, limit: int | None) -> pa.Table:
+    if rest:
+        raise ValueError(f"sklearn-digits takes no argument, got {rest!r}: write 'sklearn-digits:'")
+    return read_sklearn_digits(limit=limit)
 
 
 @SOURCES.register("parquet")

@@ -144,7 +144,7 @@ def check_source_spec(spec: str) -> None:
     scheme, _, rest = spec.partition(":")
     if scheme not in _PLANNERS:
         raise ValueError(f"unknown data source {scheme!r}; valid: {', '.join(sorted(_PLANNERS))}")
-    if not rest:
+    if not rest and scheme != "sklearn-digits":  # the one source with nothing to point at
         raise ValueError(f"source {scheme!r} needs an argument: '{scheme}:/path/to/data'")
 
 
@@ -388,5 +388,15 @@ def combine_digests(digests: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(digests).encode()).hexdigest()[:16]
 
 
-_IN_MEMORY = {"fashion-mnist": _plan_fashion_mnist, "cifar-pickle": _plan_cifar_pickle}
+def _plan_sklearn_digits(rest: str, *, shard_rows: int, limit: int | None = None) -> ShardedSource:
+    from rmd_ray.data.readers import read_sklearn_digits
+
+    if rest:
+        raise ValueError(f"sklearn-digits takes no argument, got {rest!r}: write 'sklearn-digits:'")
+    return source_from_table(read_sklearn_digits(limit=limit), shard_rows=shard_rows, spec="sklearn-digits:")
+
+
+_IN_MEMORY = {
+    "fashion-mnist": _plan_fashion_mnist, "cifar-pickle": _plan_cifar_pickle, "sklearn-digits": _plan_sklearn_digits,
+}
 _PLANNERS = {"parquet": _plan_parquet, "folder": _plan_folder, "imagenet-val": _plan_val, **_IN_MEMORY}

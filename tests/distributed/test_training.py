@@ -505,6 +505,12 @@ def test_config_normalises_hparams_and_is_hashable():
         ({"cpus_per_worker": 0}, r"cpus_per_worker must be a number > 0"),
         ({"cpus_per_worker": float("nan")}, r"cpus_per_worker must be a number > 0"),
         ({"image_size": 0}, r"image_size must be None \(native size\) or an int >= 1"),
+        ({"decode_cpus": 0}, r"decode_cpus must be a number in \(0, 64\]"),
+        ({"preset": "vgg"}, r"preset must be one of \('auto', 'cifar', 'imagenet'\)"),
+        ({"normalization": "x"}, r"normalization must be one of"),
+        ({"shuffle": "global"}, r"shuffle must be one of \('fresh', 'seeded'\)"),
+        ({"placement_strategy": "ANY"}, r"placement_strategy must be one of"),
+        ({"shuffle_buffer_rows": -1}, r"shuffle_buffer_rows must be None or an int >= 0"),
     ],
 )
 def test_config_validation(kwargs, match):

@@ -98,6 +98,9 @@ def full_report(inputs, tmp_path_factory):
         source=inputs["source"],
         corruption_results=inputs["corruption"],
         proxy_results={"RMD (synthetic)": inputs["proxy"]},
+        ood_results={"CE": {"digits": {"n_in": 10, "n_out": 5, **{
+            s: {"auroc": 0.8, "aupr": 0.7, "aupr_error": 0.3, "fpr_at_95_tpr": 0.5} for s in ("maxlogit", "entropy", "msp")
+        }}}},
         output_dir=out,
         title="Demo <report> & more",
         gallery_per_class=2,
@@ -109,13 +112,14 @@ def test_every_section_has_its_heading_and_figure_when_all_inputs_are_given(full
     path, page = full_report
     assert path.name == "report.html"
     sections = _sections(page)
-    assert list(sections) == list(SECTIONS)  # all seven, in page order
+    assert list(sections) == list(SECTIONS)  # all eight, in page order
     figures = {
         "metrics": 0,
         "reliability": 2,
         "rejection": 1,
         "corruption": 1,
         "proxy": 1,
+        "ood": 0,
         "gallery": 1,
         "weights": 1,
     }
@@ -201,6 +205,7 @@ def test_missing_inputs_give_notes_saying_what_enables_each_section(tmp_path):
     assert "pass runs={name: predictions.parquet}" in sections["metrics"]
     assert "pass corruption_results=corruption_eval(...)" in sections["corruption"]
     assert "pass proxy_results=difficulty_proxy_test(...)" in sections["proxy"]
+    assert "rmd-ray evaluate --ood-source NAME=SOURCE" in sections["ood"]
     assert "pass scores_path=" in sections["gallery"] and "pass scores_path=" in sections["weights"]
 
 
@@ -336,3 +341,17 @@ def test_an_undecodable_source_image_becomes_a_grey_tile_with_a_note(tmp_path):
     ).read_text()
     gallery = _sections(page)["gallery"]
     assert "1 selected image(s) could not be decoded" in gallery and gallery.count("<img ") == 1
+
+
+def test_ood_section_shows_each_run_and_set_and_bolds_the_best_auroc(tmp_path):
+    def report(auroc: float) -> dict:
+        return {"n_in": 100, "n_out": 50, **{s: {"auroc": auroc, "aupr": 0.5, "aupr_error": 0.4, "fpr_at_95_tpr": 0.25}
+                                            for s in ("maxlogit", "entropy", "msp")}}
+
+    ood = {"proposed": {"digits": report(0.9123)}, "ce": {"digits": report(0.8765)}}
+    page = build_report(runs={}, ood_results=ood, output_dir=tmp_path).read_text(encoding="utf-8")
+    assert "Out-of-distribution detection" in page
+    assert page.count('<td class="best">0.9123</td>') == 3 and page.count("<td class=\"\">0.8765</td>") == 3
+    assert "25.0%" in page and "OOD results: 2" in page
+    with pytest.raises(ValueError, match=r"ood_results\['m'\] must be a dict \{OOD set: report\}"):
+        build_report(runs={}, ood_results={"m": {"digits": {"auroc": 1}}}, output_dir=tmp_path)

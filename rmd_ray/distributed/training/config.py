@@ -83,6 +83,11 @@ class TrainConfig:
         Ray Train workers (data parallel, DDP when > 1), >= 1.
     cpus_per_worker : float
         Logical CPUs each worker reserves, > 0; fractional values leave CPUs to Ray Data tasks.
+    decode_cpus : float
+        Logical CPUs each read + decode task asks for, in (0, 64]. Fractional by default: under Tune
+        the trial's own small reservation (0.01 CPU) and a worker group's placement group being
+        torn down can leave just under one CPU free, and a 1-CPU task would then wait forever
+        (seen here as a hang).
     use_gpu : bool
         One GPU per worker.
     placement_strategy : {"PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"}
@@ -131,6 +136,7 @@ class TrainConfig:
     batch_size: int = 128
     num_workers: int = 1
     cpus_per_worker: float = 1.0
+    decode_cpus: float = 0.5
     use_gpu: bool = False
     placement_strategy: str = "PACK"
     amp: bool = True
@@ -187,6 +193,9 @@ class TrainConfig:
         ):
             if getattr(self, name) not in valid:
                 raise ValueError(f"TrainConfig.{name} must be one of {valid}, got {getattr(self, name)!r}")
+        dc = self.decode_cpus
+        if isinstance(dc, bool) or not isinstance(dc, numbers.Real) or not 0 < dc <= 64:
+            raise ValueError(f"TrainConfig.decode_cpus must be a number in (0, 64], got {dc!r}")
         rows = self.shuffle_buffer_rows
         if rows is not None and (not _is_int(rows) or rows < 0):
             raise ValueError(f"TrainConfig.shuffle_buffer_rows must be None or an int >= 0, got {rows!r}")

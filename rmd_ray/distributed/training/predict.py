@@ -22,7 +22,7 @@ from rmd_ray.data import storage
 from rmd_ray.distributed.extract import ExtractConfig, embed_source
 from rmd_ray.distributed.sources import ShardedSource
 
-__all__ = ["ClassifierSpec", "predict_source"]
+__all__ = ["ClassifierSpec", "classifier_from_checkpoint", "predict_source"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,30 @@ class ClassifierSpec:
         preprocess = T.Compose([geometry, T.ToTensor(), T.Normalize(self.mean, self.std)])
         num_classes = int(model.fc.out_features) if hasattr(model, "fc") else int(model(_probe(self)).shape[1])
         return Encoder(self.name, model, num_classes, self.image_size, preprocess, f"{self.preset} eval geometry")
+
+
+def classifier_from_checkpoint(checkpoint: str) -> ClassifierSpec:
+    """The :class:`ClassifierSpec` a training checkpoint describes (``model.pt`` or its folder, any URI).
+
+    The geometry comes from the checkpoint's ``extra`` (``preset``, ``input_side``, ``mean``, ``std``,
+    written by every training run): any source predicted with it is brought to the size and the
+    normalisation the model was trained with.
+    """
+    uri = str(checkpoint)
+    if storage.is_dir(uri):
+        uri = storage.join(uri, "model.pt")
+    _, info = _load(uri)
+    extra = info.get("extra") if isinstance(info.get("extra"), dict) else {}
+    side = extra.get("input_side") or extra.get("image_size")
+    if "mean" not in extra or "std" not in extra or not side:
+        raise ValueError(
+            f"checkpoint {uri} holds no input geometry (mean, std, input_side) in its extra; predict "
+            "checkpoints written by rmd_ray.distributed.training.run_training"
+        )
+    return ClassifierSpec(
+        checkpoint=uri, preset=str(extra.get("preset", "cifar")), image_size=int(side),
+        mean=tuple(float(m) for m in extra["mean"]), std=tuple(float(s) for s in extra["std"]),
+    )
 
 
 def _probe(spec: ClassifierSpec):

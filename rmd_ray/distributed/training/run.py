@@ -44,7 +44,7 @@ from rmd_ray.distributed.training.config import (
     TrainingResult,
 )
 from rmd_ray.distributed.training.errors import FatalErrors, worker_error
-from rmd_ray.distributed.training.predict import ClassifierSpec, predict_source
+from rmd_ray.distributed.training.predict import classifier_from_checkpoint, predict_source
 from rmd_ray.distributed.training.weights import build_weight_index, lookup_weights
 from rmd_ray.distributed.training.worker import WorkerSpec, train_loop_per_worker
 from rmd_ray.nn import engine
@@ -355,6 +355,7 @@ def run_training(
         std=std,
         preset=geometry.preset,
         image_size=geometry.image_size,
+        input_side=int(side),
         steps_per_epoch=steps_per_epoch,
         drop_last=drop_last,
         shuffle_buffer=buffer,
@@ -364,9 +365,9 @@ def run_training(
     )
     train_ds = ingest.train_dataset(
         train_source, geometry=geometry, augment=cfg.augment, weights_ref=weights_ref,
-        shuffle=cfg.shuffle, seed=cfg.seed,
+        shuffle=cfg.shuffle, seed=cfg.seed, decode_cpus=cfg.decode_cpus,
     )
-    val_ds = ingest.eval_dataset(sources["val"], geometry=geometry)
+    val_ds = ingest.eval_dataset(sources["val"], geometry=geometry, decode_cpus=cfg.decode_cpus)
     # the driver context's options (resource limits, ...); order is kept so a seeded run is reproducible
     ingest_options = copy.deepcopy(DataContext.get_current().execution_options)
     ingest_options.preserve_order = cfg.shuffle == "seeded"
@@ -442,11 +443,7 @@ def _finish(result, cfg: TrainConfig, sources, geometry, output_dir: str, storag
         "preset": geometry.preset, "mean": extra.get("mean"), "std": extra.get("std"),
         "checkpoint": last, "run_name": run_name, "rmd_ray_version": __version__,
     }
-    side = geometry.image_size or geometry.native[0]
-    spec = ClassifierSpec(
-        checkpoint=storage.join(last, CHECKPOINT_FILE), preset=geometry.preset, image_size=int(side),
-        mean=tuple(extra["mean"]), std=tuple(extra["std"]),
-    )
+    spec = classifier_from_checkpoint(storage.join(last, CHECKPOINT_FILE))
     predictions: dict[str, str] = {}
     test_metrics = None
     for split in ("val", "test"):

@@ -45,6 +45,7 @@ class WorkerSpec:
     std: list[float]
     preset: str
     image_size: int | None  # the model's input side (None: native, cifar preset)
+    input_side: int  # the side the model saw: image_size, or the native side
     steps_per_epoch: int
     drop_last: bool
     shuffle_buffer: int
@@ -236,6 +237,7 @@ def _report(spec, rank, epoch, metrics, history, model, optimizer, scheduler, lo
                 "seed": spec.config.seed,
                 "image_size": spec.image_size,  # the input side the model was trained at (None: native)
                 "preset": spec.preset,
+                "input_side": spec.input_side,  # what prediction resizes any other source to
             },
         )
         ray.train.report(

@@ -23,7 +23,7 @@ from rmd_ray.evaluation.report.figures import (
     _weights_section,
 )
 from rmd_ray.evaluation.report.gallery import _gallery_section, _scores
-from rmd_ray.evaluation.report.tables import _metrics_section
+from rmd_ray.evaluation.report.tables import _metrics_section, _ood_section
 from rmd_ray.evaluation.report.templating import TEMPLATES, render
 
 #: Section id -> heading, in page order.
@@ -33,6 +33,7 @@ SECTIONS = {
     "rejection": "Accuracy vs rejection rate",
     "corruption": "Calibration under corruption",
     "proxy": "Difficulty proxy test",
+    "ood": "Out-of-distribution detection",
     "gallery": "Hardest and easiest training images by RMD",
     "weights": "Distribution of the weight s",
 }
@@ -102,6 +103,7 @@ def build_report(
     source: str | None = None,
     corruption_results: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
     proxy_results: ProxyResult | Mapping[str, ProxyResult] | None = None,
+    ood_results: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None,
     output_dir: str | os.PathLike[str],
     title: str = "rmd-ray report",
     compare: Sequence[str] | None = None,
@@ -123,6 +125,8 @@ def build_report(
         Output of :func:`rmd_ray.evaluation.corruption.corruption_eval`.
     proxy_results : ProxyResult, or dict {scorer name: ProxyResult}, optional
         Output of :func:`rmd_ray.evaluation.proxy.difficulty_proxy_test`.
+    ood_results : dict {run: {OOD set name: report}}, optional
+        Output of :func:`rmd_ray.distributed.ood.ood_eval` per run (``ood.json`` of ``rmd-ray evaluate``).
     output_dir : folder to write into (created if needed)
     title : page title
     compare : (run a, run b), optional
@@ -159,6 +163,12 @@ def build_report(
         if proxy_results is None
         else _check_named(proxy_results, "proxy_results", lambda r: isinstance(r, ProxyResult), "a ProxyResult")
     )
+    if ood_results is not None:
+        _check_named(
+            ood_results, "ood_results",
+            lambda r: isinstance(r, Mapping) and all(isinstance(v, Mapping) and "msp" in v for v in r.values()),
+            "a dict {OOD set: report} (from rmd_ray.distributed.ood.ood_eval)",
+        )
     for name, value in (
         ("gallery_per_class", gallery_per_class),
         ("max_gallery_classes", max_gallery_classes),
@@ -195,6 +205,17 @@ def build_report(
             ),
         )
     )
+    sections.append(
+        (
+            "ood",
+            _ood_section(ood_results)
+            if ood_results
+            else _note(
+                "Not computed: pass ood_results (rmd-ray evaluate --ood-source NAME=SOURCE writes ood.json) to "
+                "show MaxLogit / entropy / MSP OOD detection."
+            ),
+        )
+    )
     scores = None if scores_path is None else _scores(str(scores_path))
     if scores is None:
         gallery = _note("Not shown: pass scores_path=<scores.parquet> and source=<reader spec of the scored images>.")
@@ -222,6 +243,7 @@ def build_report(
             ("source", source),
             ("corruption methods", len(corruption) if corruption else None),
             ("proxy results", len(proxy) if proxy else None),
+            ("OOD results", len(ood_results) if ood_results else None),
         )
         if v
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from markupsafe import Markup
@@ -28,6 +29,33 @@ def _fmt(metric: str, value: Any) -> str:
         return "&ndash;"
     percent = _METRIC_FORMAT.get(metric, ("", False, False))[2]
     return f"{100 * value:.2f}" if percent else f"{value:.4f}"
+
+
+def _ood_section(results: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
+    """``{run: {OOD set: ood_report + n_in, n_out}}`` (``rmd_ray.distributed.ood.ood_eval``) as one table."""
+    from rmd_ray.core.metrics import OOD_SCORES
+
+    sets = sorted({name for per_run in results.values() for name in per_run})
+    best = {
+        (name, score): max(results[run][name][score]["auroc"] for run in results if name in results[run])
+        for name in sets
+        for score in OOD_SCORES
+    }
+    rows = []
+    for run, per_run in results.items():
+        for name in sets:
+            if name not in per_run:
+                continue
+            report = per_run[name]
+            cells = []
+            for score in OOD_SCORES:
+                auroc = report[score]["auroc"]
+                multi = sum(name in r for r in results.values()) > 1
+                cells.append(("best" if multi and auroc == best[(name, score)] else "", f"{auroc:.4f}"))
+                cells.append(("", f"{report[score]['aupr']:.4f}"))
+                cells.append(("", f"{100 * report[score]['fpr_at_95_tpr']:.1f}%"))
+            rows.append({"run": run, "set": name, "n_in": report["n_in"], "n_out": report["n_out"], "cells": cells})
+    return render("ood.html.j2", scores=list(OOD_SCORES), rows=rows)
 
 
 def _metrics_section(results: dict[str, dict]) -> str:

@@ -1,0 +1,72 @@
+"""OOD detection of a checkpoint: the OOD source predicted by Ray model actors at the checkpoint's geometry,
+scored against in-distribution predictions, equal to a local reference computed by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from rmd_ray.core.metrics import OOD_SCORES, ood_report
+from rmd_ray.data.parts import read_table
+from rmd_ray.data.readers import from_arrays, read_source
+from rmd_ray.distributed.ood import ood_eval
+from rmd_ray.distributed.sources import source_from_table
+from rmd_ray.distributed.training.predict import classifier_from_checkpoint, predict_source
+from rmd_ray.evaluation.shift import decode_split
+from rmd_ray.nn.engine import save_checkpoint
+from rmd_ray.nn.models import build_model
+from rmd_ray.nn.transforms import normalize_uint8
+
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
+MEAN, STD = [0.3, 0.4, 0.5], [0.25, 0.2, 0.3]
+
+
+def _checkpoint(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("resnet18", num_classes=10, cifar_stem=True, width=0.0625).eval()
+    extra = {"mean": MEAN, "std": STD, "preset": "cifar", "image_size": 16, "input_side": 16}
+    path = save_checkpoint(tmp_path / "ckpt" / "model.pt", model=model, optimizer=None, scheduler=None, epoch=1,
+                           extra=extra)
+    return model, path
+
+
+def _logits(model, table) -> np.ndarray:
+    # the reference, written from the geometry's definition: resize to 16 x 16 (PIL bilinear), then normalise
+    images, _ = decode_split(table, preset="cifar", image_size=16)
+    with torch.no_grad():
+        return model(normalize_uint8(torch.from_numpy(images), torch.tensor(MEAN), torch.tensor(STD))).numpy()
+
+
+def test_ood_eval_predicts_in_ray_and_equals_the_local_reference(ray_local, tmp_path):
+    model, path = _checkpoint(tmp_path)
+    rng = np.random.default_rng(0)
+    id_table = from_arrays(rng.integers(0, 256, (40, 20, 20, 3), dtype=np.uint8), rng.integers(0, 10, 40),
+                           classes=[str(k) for k in range(10)])
+    spec = classifier_from_checkpoint(str(path.parent))  # a checkpoint folder works as well as model.pt
+    assert (spec.preset, spec.image_size, spec.mean, spec.std) == ("cifar", 16, tuple(MEAN), tuple(STD))
+    in_uri = predict_source(source_from_table(id_table, shard_rows=16), spec, str(tmp_path / "in.parquet"))
+    reports = ood_eval(str(path), in_uri, {"digits": "sklearn-digits:"}, output_dir=str(tmp_path / "ood"), limit=50)
+
+    digits = read_source("sklearn-digits:", limit=50)  # 8 x 8 grey digits, resized to the model's 16 px
+    predicted = read_table(str(tmp_path / "ood" / "digits.parquet"))
+    assert sorted(predicted.column("id").to_pylist()) == sorted(digits.column("id").to_pylist())  # each once
+    reference = ood_report(_logits(model, id_table), _logits(model, digits))
+    got = reports["digits"]
+    assert (got["n_in"], got["n_out"]) == (40, 50)
+    for score in OOD_SCORES:
+        for key, value in reference[score].items():
+            assert got[score][key] == pytest.approx(value, abs=1e-6), (score, key)
+
+
+def test_ood_eval_errors(ray_local, tmp_path):
+    _, path = _checkpoint(tmp_path)
+    with pytest.raises(ValueError, match="ood_sources is empty: pass NAME=SOURCE pairs"):
+        ood_eval(str(path), "unused", {}, output_dir=str(tmp_path))
+    bare = tmp_path / "bare" / "model.pt"
+    save_checkpoint(bare, model=build_model("resnet18", num_classes=10, width=0.0625), optimizer=None,
+                    scheduler=None, epoch=1)
+    with pytest.raises(ValueError, match=r"holds no input geometry \(mean, std, input_side\)"):
+        classifier_from_checkpoint(str(bare))
+    with pytest.raises(ValueError, match="sklearn-digits takes no argument"):
+        read_source("sklearn-digits:/x")
