@@ -99,7 +99,8 @@ def full_report(inputs, tmp_path_factory):
         corruption_results=inputs["corruption"],
         proxy_results={"RMD (synthetic)": inputs["proxy"]},
         ood_results={"CE": {"digits": {"n_in": 10, "n_out": 5, **{
-            s: {"auroc": 0.8, "aupr": 0.7, "aupr_error": 0.3, "fpr_at_95_tpr": 0.5} for s in ("maxlogit", "entropy", "msp")
+            s: {"auroc": 0.8, "aupr": 0.7, "aupr_error": 0.3, "fpr_at_95_tpr": 0.5}
+            for s in ("maxlogit", "entropy", "msp")
         }}}},
         output_dir=out,
         title="Demo <report> & more",
