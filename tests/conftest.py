@@ -8,10 +8,14 @@ on first use only: a run that never asks for it never imports moto.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 
 _AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -71,3 +75,24 @@ def s3_server() -> Iterator[S3Server]:
             yield S3Server(endpoint=f"http://{host}:{port}")
         finally:
             server.stop()
+
+
+# One local Ray instance for every test that needs one, sized as docs/design.md section 6 says: 3 logical
+# CPUs on a 2-core machine, so a stage that holds whole CPUs (an actor pool, a training worker) leaves a
+# CPU for the Ray Data tasks that feed it (else the pipeline hangs silently). Ray tests also run under a
+# pytest timeout, so a hang fails instead of eating CI's time.
+@pytest.fixture(scope="session")
+def ray_local(s3_server):
+    # s3_server first: it sets the (dummy) AWS credentials in the environment, which the Ray workers
+    # started here inherit, so tasks can reach the loopback S3 server.
+    ray = pytest.importorskip("ray")
+    started = False
+    if not ray.is_initialized():
+        # address="local": our own instance, never a cluster that a `ray start` elsewhere left running
+        ray.init(address="local", num_cpus=3, include_dashboard=False, log_to_driver=False)
+        started = True
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    yield ray
+    if started:
+        ray.shutdown()

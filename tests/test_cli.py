@@ -87,7 +87,8 @@ def _folder_with_checkpoint(tmp_path):
     torch.manual_seed(0)
     model = build_model("resnet18", num_classes=3, cifar_stem=True, width=0.0625)
     ckpt = save_checkpoint(tmp_path / "ckpt" / "model.pt", model=model, optimizer=None, scheduler=None, epoch=1,
-                           extra={"mean": [0.5] * 3, "std": [0.25] * 3, "image_size": None})
+                           extra={"mean": [0.5] * 3, "std": [0.25] * 3, "image_size": None, "preset": "cifar",
+                                  "input_side": 12})
     logits = rng.normal(size=(18, 3)).astype(np.float32)
     pred = write_parquet_atomic(pa.table({"id": ids, "label": labels,
                                           "logits": pa.array(list(logits), pa.list_(pa.float32()))}),
@@ -97,7 +98,7 @@ def _folder_with_checkpoint(tmp_path):
     return root, ckpt, pred, scores
 
 
-def test_evaluate_writes_corruption_and_proxy_results_that_report_draws(tmp_path, capsys):
+def test_evaluate_writes_corruption_and_proxy_results_that_report_draws(ray_local, tmp_path, capsys):
     import json
 
     from rmd_ray.data.readers import read_source
@@ -119,7 +120,14 @@ def test_evaluate_writes_corruption_and_proxy_results_that_report_draws(tmp_path
     assert f"corruption m: mean ACC {mean_acc:.2f}%, mean ECE mass {mean_ece:.2f}%" in printed
     expected = checkpoint_corruption_eval(ckpt, read_source(f"folder:{root}"), corruptions=["contrast", "pixelate"],
                                           severities=[2, 4])
-    assert shift == {"m": expected}
+    # generated corruptions run in Ray (rmd_ray.distributed.training.shift): the in-process rows, plus n
+    assert [(r["corruption"], r["severity"], r["n"]) for r in shift["m"]] == [
+        (e["corruption"], e["severity"], 18) for e in expected
+    ]
+    for got, want in zip(shift["m"], expected):
+        assert got["acc"] == want["acc"]
+        assert got["ece_mass"] == pytest.approx(want["ece_mass"], abs=1e-9)
+        assert got["ece_width"] == pytest.approx(want["ece_width"], abs=1e-9)
     proxy = json.loads((out / "proxy.json").read_text())
     expected_proxy = proxy_test_from_files(scores, pred, n_groups=3)
     assert proxy == {"m": json.loads(json.dumps(expected_proxy.to_dict()))}

@@ -32,7 +32,10 @@ def setup_console(args: argparse.Namespace) -> None:
     ours = logging.getLogger("rmd_ray")
     ours.setLevel(logging.INFO)
     args.log_file = None
-    if args.verbose or not getattr(args, "uses_ray", False):
+    uses_ray = getattr(args, "uses_ray", False)
+    if callable(uses_ray):  # commands that start Ray only for some options (evaluate)
+        uses_ray = uses_ray(args)
+    if args.verbose or not uses_ray:
         return
     from rmd_ray.distributed.console import route_ray_logs
 

@@ -70,16 +70,38 @@ def print_ood(results: dict) -> None:
             )
 
 
-def _corruption_results(checkpoints: dict[str, str], table, args: argparse.Namespace) -> dict[str, list[dict]]:
-    """Corruption rows (clean first) of each checkpoint on ``table``, as --corruptions / --severities / --preset say."""
-    from rmd_ray.evaluation.shift import checkpoint_corruption_eval
+def _corruption_results(
+    checkpoints: dict[str, str], source: str, args: argparse.Namespace, *, limit: int | None
+) -> dict[str, list[dict]]:
+    """Corruption rows (clean first) of each checkpoint on ``source``, as --corruptions / --severities / --preset say.
+
+    Generated corruptions run in Ray (corrupt in tasks, predict in model actors:
+    ``rmd_ray.distributed.training.shift``); a published set (``imagenet-c:ROOT``) is read and
+    predicted in this process.
+    """
+    from rmd_ray.distributed.sources import check_source_spec
 
     names = [c for c in args.corruptions.split(",") if c] if args.corruptions else None
     severities = _int_list(args.severities, what="--severities")
+    if source.startswith("imagenet-c:"):
+        from rmd_ray.data.readers import read_source
+        from rmd_ray.evaluation.shift import checkpoint_corruption_eval
+
+        table = read_source(source, limit=limit)
+        return {
+            name: checkpoint_corruption_eval(checkpoint, table, corruptions=names, severities=severities,
+                                             preset=args.preset)
+            for name, checkpoint in checkpoints.items()
+        }
+    from rmd_ray.cli.console import start_ray
+    from rmd_ray.distributed.sources import open_source
+    from rmd_ray.distributed.training.shift import shift_eval
+
+    check_source_spec(source)
+    start_ray(args)
+    planned = open_source(source, limit=limit)
     return {
-        name: checkpoint_corruption_eval(
-            checkpoint, table, corruptions=names, severities=severities, preset=args.preset
-        )
+        name: shift_eval(checkpoint, planned, corruptions=names, severities=severities, preset=args.preset)
         for name, checkpoint in checkpoints.items()
     }
 
@@ -128,9 +150,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         ood = ood_results(args, runs, checkpoints, args.output)
         print_ood(ood)
     if checkpoints and args.corruption_source:
-        from rmd_ray.data.readers import read_source
-
-        shift = _corruption_results(checkpoints, read_source(args.corruption_source, limit=args.corruption_limit), args)
+        shift = _corruption_results(checkpoints, args.corruption_source, args, limit=args.corruption_limit)
     proxy = _proxy_results(args.proxy_scores, runs, n_groups=args.proxy_groups) if args.proxy_scores else {}
     _print_shift_and_proxy(shift, proxy)
     if args.output:

@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--predictions", action="append", required=True, help="NAME=predictions.parquet")
     _add_shift_args(evaluate)
     _add_ray_args(evaluate)
+    evaluate.set_defaults(uses_ray=_evaluate_uses_ray)
     evaluate.add_argument("--output", default=None, help="folder for metrics, corruption, proxy and ood JSON")
     evaluate.set_defaults(func=cmd_evaluate)
 
@@ -94,6 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(func=cmd_run, limit=10_000, corruption_limit=1_000)
     return parser
+
+
+def _evaluate_uses_ray(args: argparse.Namespace) -> bool:
+    # Ray (and its log file) only for OOD sets and generated corruptions; metrics of files need none
+    source = args.corruption_source or ""
+    generated = bool(args.checkpoint and source and not source.startswith("imagenet-c:"))
+    return bool(args.ood_source) or generated
 
 
 def main(argv: list[str] | None = None) -> int:

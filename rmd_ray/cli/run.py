@@ -20,8 +20,6 @@ SMOKE_TEST = {"limit": 512, "epochs": 1, "val_limit": 256, "corruption_limit": 6
 
 def _shift_for_run(args: argparse.Namespace, result, runs: dict, checkpoints: dict, output: Path):
     """Validation-set scores under the training Gaussians -> proxy test; corruption shift of each model."""
-    from rmd_ray.data.readers import read_source
-
     val_scores = _score(
         args, str(output / "val_scores"), source=args.val_source, limit=args.val_limit, scorer=result.scorer_path
     )
@@ -29,7 +27,7 @@ def _shift_for_run(args: argparse.Namespace, result, runs: dict, checkpoints: di
     write_json_atomic(output / "evaluate" / "proxy.json", {k: v.to_dict() for k, v in proxy.items()})
     shift = {}
     if args.corruption_limit:
-        shift = _corruption_results(checkpoints, read_source(args.val_source, limit=args.corruption_limit), args)
+        shift = _corruption_results(checkpoints, args.val_source, args, limit=args.corruption_limit)
         write_json_atomic(output / "evaluate" / "corruption.json", shift)
     return proxy, shift
 

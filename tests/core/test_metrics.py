@@ -718,3 +718,24 @@ def test_ood_report_hand_values():
         assert res["entropy"][key] == pytest.approx(res["msp"][key])
     with pytest.raises(ValueError, match="in_logits have 3 classes but out_logits 2"):
         M.ood_report(z_in, z_out[:, :2])
+
+
+@pytest.mark.parametrize("binning", ["width", "mass"])
+def test_calibration_error_from_confidence_equals_the_probability_form(binning):
+    from rmd_ray.core.metrics import calibration_error_from_confidence
+
+    rng = np.random.default_rng(7)
+    logits = rng.normal(size=(200, 5)) * 2
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    labels = rng.integers(0, 5, 200)
+    conf, hit = probs.max(axis=1), probs.argmax(axis=1) == labels
+    for norm in ("l1", "l2", "max"):
+        assert calibration_error_from_confidence(conf, hit, binning=binning, norm=norm) == pytest.approx(
+            M.expected_calibration_error(probs, labels, binning=binning, norm=norm), abs=1e-15
+        )
+    with pytest.raises(ValueError, match="must be 1-D of the same length"):
+        calibration_error_from_confidence(conf, hit[:3])
+    with pytest.raises(ValueError, match=r"confidence must be finite and in \[0, 1\]"):
+        calibration_error_from_confidence(conf + 1, hit)
+    with pytest.raises(ValueError, match="correct must be a bool array"):
+        calibration_error_from_confidence(conf, hit.astype(int))

@@ -70,3 +70,24 @@ def test_ood_eval_errors(ray_local, tmp_path):
         classifier_from_checkpoint(str(bare))
     with pytest.raises(ValueError, match="sklearn-digits takes no argument"):
         read_source("sklearn-digits:/x")
+
+
+def test_distributed_corruption_shift_equals_the_in_process_evaluation(ray_local, tmp_path):
+    """One Ray execution (corrupt in tasks, predict in actors) gives the rows of checkpoint_corruption_eval."""
+    from rmd_ray.distributed.training.shift import shift_eval
+    from rmd_ray.evaluation.shift import checkpoint_corruption_eval
+
+    _, path = _checkpoint(tmp_path)
+    rng = np.random.default_rng(1)
+    table = from_arrays(rng.integers(0, 256, (24, 20, 20, 3), dtype=np.uint8), rng.integers(0, 10, 24),
+                        classes=[str(k) for k in range(10)])
+    names, severities = ["gaussian_noise", "motion_blur", "contrast"], [1, 5]
+    got = shift_eval(str(path), source_from_table(table, shard_rows=10), corruptions=names, severities=severities)
+    reference = checkpoint_corruption_eval(path, table, corruptions=names, severities=severities)
+    assert [(r["corruption"], r["severity"]) for r in got] == [(r["corruption"], r["severity"]) for r in reference]
+    for g, r in zip(got, reference):
+        assert g["n"] == 24 and g["acc"] == r["acc"]
+        assert g["ece_mass"] == pytest.approx(r["ece_mass"], abs=1e-9)
+        assert g["ece_width"] == pytest.approx(r["ece_width"], abs=1e-9)
+    with pytest.raises(ValueError, match="severities must be distinct integers in 1..5"):
+        shift_eval(str(path), source_from_table(table), corruptions=names, severities=[0])

@@ -27,6 +27,7 @@ public names from this package; the modules are an implementation detail.
 from rmd_ray.core.metrics._checks import ROW_SUM_TOL, SingleClassWarning, check_probabilities
 from rmd_ray.core.metrics.calibration import (
     ReliabilityDiagram,
+    calibration_error_from_confidence,
     expected_calibration_error,
     maximum_calibration_error,
     reliability_diagram_data,
@@ -56,6 +57,7 @@ __all__ = [
     "accuracy_rejection_curve",
     "aurc",
     "brier_score",
+    "calibration_error_from_confidence",
     "check_probabilities",
     "evaluate_predictions",
     "expected_calibration_error",

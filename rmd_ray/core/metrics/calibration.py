@@ -129,6 +129,35 @@ def expected_calibration_error(
     return norm_fn(np.abs(mean_acc - mean_conf), cnt / conf.shape[0])
 
 
+def calibration_error_from_confidence(
+    confidence: Any, correct: Any, *, n_bins: int = 15, binning: str = "width", norm: str = "l1"
+) -> float:
+    """:func:`expected_calibration_error` from top-label confidences and correctness alone.
+
+    For pipelines that reduce each prediction to ``(max_k p_k, argmax_k p_k == y)`` where the model
+    runs (distributed corruption shift), so that K-wide probability rows never travel. Same bins,
+    edge rules and result as :func:`expected_calibration_error` on the rows they came from.
+
+    Parameters
+    ----------
+    confidence : array-like of shape (N,), in [0, 1]
+    correct : array-like of shape (N,), bool
+    """
+    conf = np.asarray(confidence, dtype=np.float64)
+    hit = np.asarray(correct)
+    if conf.ndim != 1 or conf.shape != hit.shape or conf.size == 0:
+        raise ValueError(f"confidence and correct must be 1-D of the same length >= 1, got {conf.shape} / {hit.shape}")
+    if not np.all(np.isfinite(conf)) or conf.min() < 0 or conf.max() > 1:
+        raise ValueError("confidence must be finite and in [0, 1]")
+    if hit.dtype != bool:
+        raise ValueError(f"correct must be a bool array, got dtype {hit.dtype}")
+    n_bins = _check_n_bins(n_bins)
+    _BINNINGS.get(binning)
+    norm_fn = _NORMS.get(norm)
+    _, _, cnt, mean_conf, mean_acc = _bin_stats(conf, hit, n_bins, binning)
+    return norm_fn(np.abs(mean_acc - mean_conf), cnt / conf.shape[0])
+
+
 def maximum_calibration_error(probs: Any, labels: Any, *, n_bins: int = 15, binning: str = "width") -> float:
     """Maximum calibration error: :func:`expected_calibration_error` with ``norm="max"``."""
     return expected_calibration_error(probs, labels, n_bins=n_bins, binning=binning, norm="max")
