@@ -191,7 +191,7 @@ def test_readme_s3_example_runs_against_a_loopback_s3_server(s3_server, ray_loca
     np.testing.assert_allclose([rescored[i]["rmd"] for i in a], [a[i]["rmd"] for i in a], rtol=1e-12)
     # the label-issue finder reads scores and images from the same store
     assert main(["find-label-issues", "--scores", storage.join(output, "scores.parquet"), "--source", source,
-                 "--top", "5", "--output", storage.join(bucket, "runs", "issues")]) == 0
+                 "--top", "5", "--score", "rmd", "--output", storage.join(bucket, "runs", "issues")]) == 0
     issues = storage.read_parquet(storage.join(bucket, "runs", "issues", "label_issues.parquet"))
     top_rmd = sorted((r["rmd"] for r in a.values()), reverse=True)[:5]
     np.testing.assert_allclose(issues.column("rmd").to_numpy(), top_rmd)
