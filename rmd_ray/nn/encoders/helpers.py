@@ -1,0 +1,76 @@
+"""Helpers shared by the encoder builders: offline hub, freezing, checkpoint loading, size checks."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+# --------------------------------------------------------------------------------------------
+# shared helpers
+
+
+def _force_offline() -> None:
+    # Belt and braces: nothing below passes a hub tag, but a library reading these at import time
+    # must never try the network either.
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+
+def _freeze(model: nn.Module) -> None:
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+
+
+def _load_state_dict(path: str) -> dict[str, torch.Tensor]:
+    """Tensor dict from a .safetensors or torch file, unwrapping ``state_dict`` / ``model`` / ``module.``."""
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        obj = load_file(path, device="cpu")
+    else:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # pickle/zip errors come in many types; all mean "unreadable here"
+            raise ValueError(
+                f"cannot read checkpoint {path!r} with torch.load(weights_only=True): {err}"
+            ) from err
+    for key in ("state_dict", "model"):
+        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(f"checkpoint {path!r} does not hold a state dict (name -> tensor)")
+    if obj and all(k.startswith("module.") for k in obj):
+        obj = {k[len("module.") :]: v for k, v in obj.items()}
+    return obj
+
+
+def _load_strict(model: nn.Module, state: dict, *, path: str, name: str) -> None:
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise ValueError(f"checkpoint {path!r} does not fit encoder {name!r}: {err}") from err
+
+
+def _need_checkpoint(name: str, how: str) -> ValueError:
+    return ValueError(
+        f"encoder {name!r}: pretrained weights requested but no checkpoint given, and there is no "
+        f"network here. {how} Then pass checkpoint='/path/to/file', or pretrained=False for random weights."
+    )
+
+
+def _check_multiple(name: str, image_size: int, step: int) -> None:
+    if image_size % step:
+        raise ValueError(f"encoder {name!r} needs image_size to be a multiple of {step}, got {image_size}")
+
+
+def _describe_transform(mean, std, *, resize: int, crop: int, interpolation: str, note: str = "") -> str:
+    mean = tuple(round(float(m), 4) for m in mean)
+    std = tuple(round(float(s), 4) for s in std)
+    text = (
+        f"resize shorter side to {resize} ({interpolation}), center crop {crop}, "
+        f"x in [0, 1], (x - mean) / std with mean={mean}, std={std}"
+    )
+    return f"{text}; {note}" if note else text
