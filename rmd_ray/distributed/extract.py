@@ -31,6 +31,14 @@ import ray
 from rmd_ray.data import storage
 from rmd_ray.data.parts import write_manifest
 from rmd_ray.data.readers import label_errors
+from rmd_ray.distributed.resume import (
+    EmbeddingStalled,
+    drop_unfinished_rows,
+    prepare,
+    record,
+    run_signature,
+    watched,
+)
 from rmd_ray.distributed.runtime import physical_cpus, worker_setup
 from rmd_ray.distributed.sources import Shard, ShardedSource, combine_digests, read_shard, shard_digest
 from rmd_ray.nn.encoders import DEFAULT_ENCODER, Encoder, build_encoder
@@ -39,8 +47,6 @@ log = logging.getLogger("rmd_ray.scoring")
 
 __all__ = ["EmbedActor", "EmbedResult", "EncoderSpec", "ExtractConfig", "embed_source", "feature_column"]
 
-RUN_RECORD = "_run.json"
-SHARDS_DIR = "_shards"
 
 
 # ------------------------------------------------------------------------------------------- configs
@@ -284,55 +290,6 @@ def _write_stage(
 
 
 # -------------------------------------------------------------------------------------------- driver
-def _run_signature(source: ShardedSource, encoder: EncoderSpec, extract: ExtractConfig, resolution: int) -> dict:
-    return {
-        "encoder": encoder.name,
-        "checkpoint": encoder.checkpoint,
-        "pretrained": encoder.pretrained,
-        "resolution": resolution,
-        "n_views": extract.n_views,
-        "seed": extract.seed,
-        "plan": source.plan_fingerprint(),
-        "classes": list(source.classes),
-    }
-
-
-def _load_records(features_dir: str) -> dict[int, dict[str, Any]]:
-    shards_dir = storage.join(features_dir, SHARDS_DIR)
-    if not storage.is_dir(shards_dir):
-        return {}
-    records = {}
-    for uri in storage.list_files(shards_dir, suffix=".json"):
-        record = storage.read_json(uri)
-        records[int(record["shard"])] = record
-    return records
-
-
-def _prepare(features_dir: str, signature: dict, *, fresh: bool) -> dict[int, dict[str, Any]]:
-    """Start or resume: check the run record, return the completion records already there."""
-    run_uri = storage.join(features_dir, RUN_RECORD)
-    if fresh and storage.exists(features_dir):
-        storage.delete(features_dir)
-    if storage.is_file(run_uri):
-        before = storage.read_json(run_uri)
-        differ = {k: (before.get(k), v) for k, v in signature.items() if before.get(k) != v}
-        if differ:
-            detail = "; ".join(f"{k}: there {a!r} vs now {b!r}" for k, (a, b) in differ.items() if k != "classes")
-            raise ValueError(
-                f"{features_dir!r} holds features of another run ({detail or 'other classes'}); pass --fresh "
-                "(fresh=True) to re-embed into it, or another --output"
-            )
-        return _load_records(features_dir)
-    storage.makedirs(features_dir)
-    storage.write_json_atomic(run_uri, signature)
-    return {}
-
-
-def _record(features_dir: str, shard: int, *, attempt: str, rows: int, digest: str) -> None:
-    value = {"shard": shard, "attempt": attempt, "rows": rows, "digest": digest}
-    storage.write_json_atomic(storage.join(features_dir, SHARDS_DIR, f"{shard:07d}.json"), value)
-
-
 def _actor_resources(extract: ExtractConfig) -> tuple[int, float]:
     resources = ray.cluster_resources()
     gpus = extract.gpus_per_actor
@@ -388,7 +345,7 @@ def _embed_pending(
         batch_size=write_rows, batch_format="numpy", num_cpus=0,  # I/O only: never starved by decode
     )
     counts: dict[int, int] = {}
-    for batch in _watched(ds, stall_seconds=extract.stall_seconds):
+    for batch in watched(ds, stall_seconds=extract.stall_seconds):
         for shard, rows, shard_rows, digest, nodes in zip(
             batch["shard"], batch["rows"], batch["shard_rows"], batch["digest"], batch["nodes"]
         ):
@@ -396,53 +353,10 @@ def _embed_pending(
             counts[shard] = counts.get(shard, 0) + rows
             on_rows(rows, str(nodes))
             if counts[shard] == shard_rows:
-                _record(features_dir, shard, attempt=attempt, rows=shard_rows, digest=str(digest))
+                record(features_dir, shard, attempt=attempt, rows=shard_rows, digest=str(digest))
                 records[shard] = {"shard": shard, "attempt": attempt, "rows": shard_rows, "digest": str(digest)}
             elif counts[shard] > shard_rows:
                 raise RuntimeError(f"shard {shard} produced {counts[shard]} rows for {shard_rows} inputs")
-
-
-class EmbeddingStalled(RuntimeError):
-    """No writer output for ``ExtractConfig.stall_seconds``: the execution was stopped to be resumed."""
-
-
-def _watched(ds: Any, *, stall_seconds: float) -> Iterator[dict[str, np.ndarray]]:
-    """``ds.iter_batches`` with a watchdog: a stalled execution is shut down and raises.
-
-    Ray Data can wait forever for a block that lived on a lost node (seen here when a worker node
-    was removed mid-run). The batches are pumped by a thread; when none arrives for
-    ``stall_seconds`` the execution is shut down and :class:`EmbeddingStalled` raised, and the
-    caller resumes from the completion records like any failed execution.
-    """
-    import queue
-    import threading
-
-    outbox: queue.Queue = queue.Queue(maxsize=8)
-
-    def pump() -> None:
-        try:
-            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-                outbox.put(("batch", batch))
-            outbox.put(("done", None))
-        except BaseException as err:  # noqa: BLE001 - handed to the consuming thread, which raises it
-            outbox.put(("error", err))
-
-    threading.Thread(target=pump, name="rmd-ray-embed-consumer", daemon=True).start()
-    while True:
-        try:
-            kind, item = outbox.get(timeout=stall_seconds)
-        except queue.Empty:
-            # Ray Data has no public call that stops a streaming execution; the Dataset's own executor
-            # handle is what its garbage collection shuts down, so we call the same shutdown.
-            executor = getattr(ds, "_current_executor", None)
-            if executor is not None:
-                executor.shutdown(force=True)
-            raise EmbeddingStalled(f"no features written for {stall_seconds:.0f} s; execution stopped") from None
-        if kind == "done":
-            return
-        if kind == "error":
-            raise item
-        yield item
 
 
 def embed_source(
@@ -469,8 +383,8 @@ def embed_source(
     to the manifest's.
     """
     start = time.perf_counter()
-    signature = _run_signature(source, encoder, extract, resolution)
-    records = _prepare(features_dir, signature, fresh=fresh)
+    signature = run_signature(source, encoder, extract, resolution)
+    records = prepare(features_dir, signature, fresh=fresh)
     plan = {s.index for s in source.shards}
     done_before = {i for i in records if i in plan}
     total = source.n_rows
@@ -508,9 +422,9 @@ def embed_source(
             continue
         if shard.n_rows:
             raise RuntimeError(f"shard {shard.index} ({shard.key()}) has no completion record after the run")
-        _record(features_dir, shard.index, attempt=attempt, rows=0, digest=empty_digest)
+        record(features_dir, shard.index, attempt=attempt, rows=0, digest=empty_digest)
         records[shard.index] = {"shard": shard.index, "attempt": attempt, "rows": 0, "digest": empty_digest}
-    parts = _drop_unfinished_rows(features_dir, records)
+    parts = drop_unfinished_rows(features_dir, records)
     fingerprint = combine_digests([records[s.index]["digest"] for s in source.shards])
     metadata = {
         **signature,
@@ -527,33 +441,3 @@ def embed_source(
     )
 
 
-@ray.remote(num_cpus=0.25, scheduling_strategy="DEFAULT")  # also runs inside Tune trials (prediction)
-def _filter_part(uri: str, keep_attempt_by_shard: dict[int, str], attempt: str) -> int:
-    """Keep the rows of a killed attempt's part whose shard that attempt finished; return rows kept."""
-    table = storage.read_parquet(uri)
-    shards = table.column("shard").to_numpy()
-    keep = np.asarray([keep_attempt_by_shard.get(int(s)) == attempt for s in shards], dtype=bool)
-    if keep.all():
-        return table.num_rows
-    if not keep.any():
-        storage.delete(uri)
-        return 0
-    storage.write_parquet_atomic(table.filter(pa.array(keep)), uri)
-    return int(keep.sum())
-
-
-def _drop_unfinished_rows(features_dir: str, records: dict[int, dict[str, Any]]) -> list[str]:
-    """Make every row appear once: filter the parts of earlier attempts by the shard records."""
-    names = [storage.basename(u) for u in storage.list_files(features_dir, suffix=".parquet")]
-    names = [n for n in names if n.startswith("part-")]
-    attempts = {n: n.split("-")[1] for n in names}
-    finishing = {r["attempt"] for r in records.values()}
-    keep_by_shard = {shard: r["attempt"] for shard, r in records.items()}
-    # Parts of the newest attempt hold only shards it finished; older attempts may hold unfinished ones.
-    check = [n for n in names if len(finishing) > 1 or attempts[n] not in finishing]
-    if check:
-        kept = ray.get([
-            _filter_part.remote(storage.join(features_dir, n), keep_by_shard, attempts[n]) for n in check
-        ])
-        names = [n for n in names if n not in check] + [n for n, k in zip(check, kept) if k]
-    return sorted(names)
