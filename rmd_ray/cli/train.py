@@ -76,6 +76,7 @@ def _train(args: argparse.Namespace, *, loss: str, hparams: dict, scores_path, o
     from rmd_ray.distributed.dashboards import TrainProgressCallback
     from rmd_ray.distributed.sources import check_source_spec, open_source
     from rmd_ray.distributed.training import loss_needs_weights, run_training
+    from rmd_ray.distributed.training.run import TRAIN_SHARD_ROWS
 
     config = _train_config(args, loss=loss, hparams=hparams)  # validates before any data is read
     if loss_needs_weights(config.loss) and not scores_path:
@@ -86,7 +87,7 @@ def _train(args: argparse.Namespace, *, loss: str, hparams: dict, scores_path, o
     check_source_spec(args.val_source)
     start_ray(args)
     # planned, not read: the images are read and decoded in Ray tasks, every epoch
-    train = open_source(args.train_source, limit=args.limit)
+    train = open_source(args.train_source, limit=args.limit, shard_rows=TRAIN_SHARD_ROWS)
     val = open_source(args.val_source, limit=args.val_limit)
     args.tensorboard_dir = tensorboard_dir(output, run_name)
     board = TrainProgressCallback(

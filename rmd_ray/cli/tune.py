@@ -11,6 +11,7 @@ from rmd_ray.cli.train import _train_config
 
 def cmd_tune(args: argparse.Namespace) -> int:
     from rmd_ray.distributed.sources import check_source_spec, open_source
+    from rmd_ray.distributed.training.run import TRAIN_SHARD_ROWS
     from rmd_ray.distributed.tune_space import load_search_space
     from rmd_ray.distributed.tuning import run_tune
 
@@ -20,7 +21,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     check_source_spec(args.train_source)
     check_source_spec(args.val_source)
     start_ray(args)
-    train = open_source(args.train_source, limit=args.limit)
+    train = open_source(args.train_source, limit=args.limit, shard_rows=TRAIN_SHARD_ROWS)
     val = open_source(args.val_source, limit=args.val_limit)
     result = run_tune(space, train=train, val=val, scores_paths=scores, base=base, output_dir=args.output)
     print(f"{result.n_trials} trials; {len(result.pareto)} on the Pareto front")

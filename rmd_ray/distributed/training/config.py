@@ -117,8 +117,8 @@ class TrainConfig:
         resumed epoch, is reproducible; epochs then differ only through the workers' local shuffle
         buffer (seeded by seed, epoch, rank).
     shuffle_buffer_rows : int or None
-        Rows in each worker's local shuffle buffer; None: as many as fit in 256 MB of uint8
-        pixels, capped at the worker's shard; 0 turns it off.
+        Rows in each worker's local shuffle buffer (Ray yields a batch only once it holds that many);
+        None: eight batches, capped at 256 MB of uint8 pixels and at the worker's shard; 0 turns it off.
     seed : int
         Seeds model initialisation, the one-off row permutation, shuffling and augmentation.
     max_failures : int
