@@ -48,9 +48,9 @@ class NodeLog:
         node = ray.get_runtime_context().get_node_id()
         with open(self.path, "a") as fh:
             fh.write(f"{epoch} {rank} {node}\n")
-        # keep epoch 2 open: the controller registers epoch 1's checkpoint (it polls every 2 s) and then
-        # the node goes while this epoch runs
-        time.sleep(8.0 if epoch == 1 else 0.5)
+        # keep epoch 2 open while the controller registers epoch 1's checkpoint (it polls every 2 s) and
+        # the node goes
+        time.sleep(20.0 if epoch == 1 else 0.5)
 
 
 def _controller_node() -> str | None:
@@ -83,7 +83,15 @@ def main(output: str) -> None:
             rows = [lines[i : i + 3] for i in range(0, len(lines) - 2, 3)]
             started = {(int(e), int(r)): n for e, r, n in rows}
             if (1, 0) in started and (1, 1) in started:
-                time.sleep(4.0)  # epoch 1's checkpoint registered, epoch 2 still running (the hook sleeps 8 s)
+                # wait until the controller has registered epoch 1's checkpoint (its snapshot names it):
+                # a fixed delay was not enough on a loaded machine; the hook keeps epoch 2 open meanwhile
+                snapshot = os.path.join(output, "multinode", "checkpoint_manager_snapshot.json")
+                registered = time.time() + 120
+                while time.time() < registered and not (
+                    os.path.exists(snapshot) and "epoch_0001" in open(snapshot).read()
+                ):
+                    time.sleep(0.2)
+                removed["registered"] = os.path.exists(snapshot) and "epoch_0001" in open(snapshot).read()
                 controller = _controller_node()
                 nodes = {started[(1, 0)], started[(1, 1)]}
                 victim = next((n for n in sorted(nodes) if n != controller and n in workers), None)

@@ -143,6 +143,7 @@ def test_training_on_two_nodes_resumes_from_the_checkpoint_when_one_is_lost(tmp_
     result = json.loads(lines[-1])
     removed = result["removed"]
     assert "error" not in removed, removed
+    assert removed["registered"], removed  # the node went after epoch 1's checkpoint was registered
     assert len(removed["training_nodes"]) == 2 and removed["node"] in removed["training_nodes"]  # one per node
     started = [line.split() for line in result["hook"] if line]
     # epochs 0 and 1 started on both nodes; after the loss, epoch 1 again (from its checkpoint, not 0) and 2

@@ -356,3 +356,21 @@ def test_ood_section_shows_each_run_and_set_and_bolds_the_best_auroc(tmp_path):
     assert "25.0%" in page and "OOD results: 2" in page
     with pytest.raises(ValueError, match=r"ood_results\['m'\] must be a dict \{OOD set: report\}"):
         build_report(runs={}, ood_results={"m": {"digits": {"auroc": 1}}}, output_dir=tmp_path)
+
+
+def test_runs_may_be_prediction_parts_directories_as_training_writes(tmp_path):
+    """Training writes predictions_<split>.parquet/ as parts + a manifest (rows it could not predict flagged)."""
+    import shutil
+
+    from rmd_ray.data.parts import write_manifest
+
+    ids, labels, logits = synthetic_run(40, 3, seed=2)
+    single = write_predictions(tmp_path / "single.parquet", ids, labels, logits, metadata={"loss": "ce"})
+    folder = tmp_path / "predictions_test.parquet"
+    folder.mkdir()
+    shutil.copy(single, folder / "part-0.parquet")
+    write_manifest(str(folder), ["part-0.parquet"], rows=40, metadata={"loss": "ce", "split": "test"})
+    page = build_report(runs={"dir": folder, "file": single}, output_dir=tmp_path / "r", **FAST).read_text()
+    table = _sections(page)["metrics"]
+    cells = {run: re.search(rf'<tr><td class="l">{run}</td><td>(\d+)</td>', table).group(1) for run in ("dir", "file")}
+    assert cells == {"dir": "40", "file": "40"}

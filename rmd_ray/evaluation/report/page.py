@@ -69,7 +69,7 @@ def _check_inputs(runs, compare, scores_path, temperatures, title) -> tuple[str,
     for name, path in runs.items():
         if not isinstance(name, str) or not name:
             raise ValueError(f"run names must be non-empty strings, got {name!r}")
-        if not Path(path).is_file():
+        if not storage.exists(path):  # a file, or the parts directory that training writes (any URI)
             raise FileNotFoundError(f"predictions file for run {name!r} not found: {str(path)!r}")
     if compare is None:
         compare = tuple(runs)[:2] if len(runs) >= 2 else None
