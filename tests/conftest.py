@@ -96,3 +96,40 @@ def ray_local(s3_server):
     yield ray
     if started:
         ray.shutdown()
+
+
+def _held_resources(ray) -> str:
+    """What is still holding CPUs on the local instance: live actors and placement groups, by name."""
+    from ray.util import state
+
+    actors = [f"{a.class_name}({a.state})" for a in state.list_actors(filters=[("state", "!=", "DEAD")])]
+    groups = [f"{g.placement_group_id[:8]}({g.state})"
+              for g in state.list_placement_groups(filters=[("state", "!=", "REMOVED")])]
+    return f"actors {actors or 'none'}, placement groups {groups or 'none'}"
+
+
+@pytest.fixture(autouse=True)
+def _ray_resources_released(request):
+    """Every test that uses ``ray_local`` must hand back all of its CPUs.
+
+    The instance is shared by the session: an actor or placement group that one test leaves behind takes
+    CPUs from the next, whose pipeline then waits forever for them (a hang far from its cause). Release is
+    asynchronous, so this waits a while before failing, and the failure names what is still held.
+    """
+    yield
+    if "ray_local" not in request.fixturenames:
+        return
+    import time
+
+    import ray
+
+    if not ray.is_initialized():
+        return
+    total = ray.cluster_resources().get("CPU", 0.0)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if ray.available_resources().get("CPU", 0.0) >= total - 1e-6:
+            return
+        time.sleep(0.5)
+    free = ray.available_resources().get("CPU", 0.0)
+    pytest.fail(f"{request.node.nodeid} left {total - free:g} of {total:g} CPUs held: {_held_resources(ray)}")

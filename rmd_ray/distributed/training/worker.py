@@ -64,8 +64,9 @@ def _mix(*parts: int) -> int:
 
 
 def _timed(iterator, wait: list[float]):
-    """Yield from ``iterator``, adding the seconds spent waiting for each item to ``wait[0]``."""
+    """Yield from ``iterator``; ``wait[0]`` sums the seconds spent waiting for items, ``wait[1]`` is the first's."""
     iterator = iter(iterator)
+    first = True
     while True:
         tic = time.perf_counter()
         try:
@@ -73,7 +74,10 @@ def _timed(iterator, wait: list[float]):
         except StopIteration:
             wait[0] += time.perf_counter() - tic
             return
-        wait[0] += time.perf_counter() - tic
+        waited = time.perf_counter() - tic
+        wait[0] += waited
+        if first:
+            wait[1], first = waited, False
         yield item
 
 
@@ -166,7 +170,7 @@ def _train_worker(spec: WorkerSpec) -> None:
             local_shuffle_buffer_size=spec.shuffle_buffer or None,
             local_shuffle_seed=_mix(cfg.seed, epoch, rank, 0) if spec.shuffle_buffer else None,
         )
-        wait = [0.0]
+        wait = [0.0, 0.0]
         stats = engine.train_one_epoch(
             model,
             _batches(_timed(batches, wait), mean, std),
@@ -199,6 +203,7 @@ def _train_worker(spec: WorkerSpec) -> None:
         metrics["train_s"] = train_s
         # the share of the training steps' wall time spent waiting for the next batch (ingest-bound if high)
         metrics["data_wait_frac"] = wait[0] / train_s if train_s > 0 else 0.0
+        metrics["first_batch_s"] = wait[1]  # the pipeline's start-up, part of the wait above
         _report(spec, rank, epoch, metrics, history, model, optimizer, scheduler, loss_fn, mean_list, std_list)
 
 
