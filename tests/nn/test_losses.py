@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -14,8 +15,10 @@ from hypothesis import strategies as st
 from rmd_ray.nn.losses import (
     LOSSES,
     CorrectnessRankingLoss,
+    Interval,
     build_loss,
     entropy_from_logits,
+    tunable_hparams,
 )
 
 torch.set_num_threads(1)
@@ -71,6 +74,25 @@ def test_unknown_hparam_lists_valid_ones():
 def test_missing_required_hparam():
     with pytest.raises(ValueError, match=r"loss 'crl' needs hyper-parameter\(s\): num_samples"):
         build_loss("crl")
+
+
+def test_tunable_hparams_table_matches_the_constructors():
+    # the one table the tuning schema reads: every constructor argument but crl's num_samples (filled in)
+    table = tunable_hparams()
+    assert {name: sorted(ranges) for name, ranges in table.items()} == {
+        "ce": [], "crl": ["lam"], "entropy_reg": ["beta"], "focal": ["gamma"], "l1_norm": ["lam"],
+        "label_smoothing": ["epsilon"], "poly1": ["epsilon"], "proposed": ["alpha"],
+    }
+    assert table["label_smoothing"]["epsilon"] == Interval(0.0, 1.0) and str(table["poly1"]["epsilon"]) == "[-1, inf)"
+    for name, ranges in table.items():
+        defaults = _make(name).hparams
+        assert set(defaults) - {"num_samples"} == set(ranges), name
+        for key, interval in ranges.items():
+            assert defaults[key] in interval, (name, key)
+            # the constructor rejects the value just outside the declared range, with that range
+            with pytest.raises(ValueError, match=rf"{key} must be a finite number in {re.escape(str(interval))}"):
+                _make(name, **{key: interval.low - 0.5})
+    assert [n for n in ALL if LOSSES.get(n).needs_weights] == ["proposed"]
 
 
 def test_defaults_and_hparams():

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rmd_ray.nn.losses.base import LOSSES, ClassificationLoss, _check_real
+from rmd_ray.nn.losses.base import LOSSES, ClassificationLoss, Interval
 
 
 @LOSSES.register("crl")
@@ -49,6 +49,7 @@ class CorrectnessRankingLoss(ClassificationLoss):
     """
 
     name = "crl"
+    hparam_ranges = {"lam": Interval(0.0)}
 
     def __init__(self, num_samples: int, lam: float = 1.0) -> None:
         super().__init__()
@@ -57,7 +58,7 @@ class CorrectnessRankingLoss(ClassificationLoss):
                 f"loss 'crl': num_samples must be an int >= 1 (the training-set size), got {num_samples!r}"
             )
         self.num_samples = int(num_samples)
-        self.lam = _check_real(self.name, "lam", lam, low=0.0)
+        self.lam = self._real("lam", lam)
         self.register_buffer("correct_count", torch.zeros(self.num_samples, dtype=torch.int64))
         self.register_buffer("seen_count", torch.zeros(self.num_samples, dtype=torch.int64))
 
