@@ -44,6 +44,19 @@ def test_user_errors_print_one_line_and_exit_2(tmp_path, capsys):
     assert "not found" in capsys.readouterr().err
 
 
+def test_tune_scores_are_optional_and_an_unread_key_is_one_line(tmp_path, capsys):
+    # a space whose losses read no weights runs without --scores
+    assert build_parser().parse_args(["tune", "--space", "s.yaml", "--output", "o"]).scores is None
+    space = tmp_path / "unread.yaml"
+    space.write_text("name: t\nobjectives: {acc: max}\nsearch:\n  beta: {type: uniform, low: 0.0, high: 0.5}\n"
+                     "fixed: {loss: focal}\n")
+    assert main(["tune", "--space", str(space), "--output", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and (
+        "unread.yaml.search.beta: no loss in this space reads beta (losses: focal); beta is read by entropy_reg" in err
+    )
+
+
 def test_evaluate_prints_the_table(tmp_path, capsys):
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(50, 3)).astype(np.float32)

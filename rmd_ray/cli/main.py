@@ -73,9 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--output", required=True)
     report.set_defaults(func=cmd_report)
 
-    tune = sub.add_parser("tune", help="Ray Tune over alpha, T, backbone, loss family and lr")
+    tune = sub.add_parser("tune", help="Ray Tune over the loss family, its own hyper-parameters, backbone and lr")
     tune.add_argument("--space", required=True, help="tune_spaces/*.yaml")
-    tune.add_argument("--scores", action="append", required=True, help="BACKBONE=scores.parquet (repeatable)")
+    tune.add_argument(
+        "--scores",
+        action="append",
+        default=None,
+        help="BACKBONE=scores.parquet (repeatable); needed only when a loss in the space reads weights (proposed)",
+    )
     _add_train_args(tune, epochs=8, width=0.25, limit=None, val_limit=None)
     _add_ray_args(tune)
     tune.add_argument("--output", required=True)

@@ -1,6 +1,7 @@
 """Search spaces for Ray Tune, read from ``tune_spaces/*.yaml`` and validated before any trial runs.
 
-Format (every key is checked; an unknown key or a bad range is an error that names it)::
+Format (every key is checked; an unknown key, a key no loss in the space reads, or a bad range is an
+error that names it)::
 
     name: cifar10_alpha_t            # experiment name (letters, digits, _ and -)
     objectives:                      # what the multi-objective searcher optimises
@@ -11,51 +12,174 @@ Format (every key is checked; an unknown key or a bad range is an error that nam
     max_concurrent_trials: 1         # 1 on small machines: a 2-worker trial inside Tune can starve otherwise
     grace_period: 2                  # ASHA: epochs every trial runs before it may be stopped
     search:                          # the sampled parameters
-      alpha:       {type: uniform, low: 0.0, high: 0.5}
-      temperature: {type: loguniform, low: 0.1, high: 5.0}
-      backbone:    {type: choice, values: [efficientnet_lite0]}
       loss:        {type: choice, values: [proposed, entropy_reg, ce]}
-      lr:          {type: loguniform, low: 0.01, high: 0.3}
+      alpha:       {type: uniform, low: 0.0, high: 0.5}       # read by proposed
+      temperature: {type: loguniform, low: 0.1, high: 5.0}    # read by proposed
+      beta:        {type: uniform, low: 0.0, high: 0.5}       # read by entropy_reg
+      lr:          {type: loguniform, low: 0.01, high: 0.3}   # read by every loss
     fixed:                           # passed to every trial unchanged
+      backbone: efficientnet_lite0   # whose cached scores give proposed's weights
       model: resnet18
       width: 0.25
       epochs: 10
 
 Distribution types: ``uniform`` / ``loguniform`` (``low`` < ``high``; loguniform needs ``low`` > 0),
-``randint`` (integers in [low, high)), ``choice`` (non-empty ``values``). Known parameter names and
-their valid ranges are in :data:`PARAMETERS`.
+``randint`` (integers in [low, high)), ``choice`` (non-empty ``values``).
+
+Which loss reads what: every trial reads the training parameters in :data:`TRAINING` (``loss``,
+``lr``, ``weight_decay``, ``batch_size``, ``epochs``, ``model``, ``width``); each loss family reads
+its own hyper-parameters, named and ranged as its constructor takes them
+(``rmd_ray.nn.losses.tunable_hparams``), and a loss that reads difficulty weights (``proposed``) also
+reads :data:`WEIGHT_PARAMETERS` (``backbone``, ``temperature``, ``c``, ``normalization``)::
+
+    proposed         alpha, backbone, c, normalization, temperature
+    entropy_reg      beta
+    label_smoothing  epsilon
+    focal            gamma
+    poly1            epsilon
+    l1_norm          lam
+    crl              lam
+    ce               (nothing)
+
+The space names its loss (``loss`` under ``search`` or ``fixed``), and a key that no loss in the space
+reads is an error (``beta`` with only ``proposed`` and ``ce``, ``alpha`` with a fixed ``focal``). A
+space with a loss that reads weights must name its ``backbone``; one without needs neither a backbone
+nor cached scores. A name read by two families (``epsilon``: label_smoothing and poly1; ``lam``:
+l1_norm and crl) set plainly is one value for both, valid for each; ``<loss>.<name>``
+(``poly1.epsilon``) sets one family's own and then the plain key is not read by that family.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# name -> (kind, valid low, valid high); kind "float", "int" or "name"
-PARAMETERS: dict[str, tuple[str, float | None, float | None]] = {
-    "alpha": ("float", 0.0, 0.5),
-    "temperature": ("float", 1e-3, 100.0),
-    "c": ("float", 1e-9, 1.0),
-    "lr": ("float", 1e-6, 10.0),
-    "weight_decay": ("float", 0.0, 1.0),
-    "label_smoothing": ("float", 0.0, 1.0),
-    "focal_gamma": ("float", 0.0, 10.0),
-    "beta": ("float", 0.0, 5.0),
-    "batch_size": ("int", 1, 8192),
-    "epochs": ("int", 1, 10_000),
-    "backbone": ("name", None, None),
-    "loss": ("name", None, None),
-    "normalization": ("name", None, None),
-    "shrinkage": ("name", None, None),
+from rmd_ray.core.weights import NORMALIZATIONS
+from rmd_ray.nn.losses import LOSSES, tunable_hparams
+from rmd_ray.nn.models import MIN_WIDTH, MODELS
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """What values one tunable parameter takes.
+
+    ``kind`` is ``"float"``, ``"int"`` or ``"name"``; numbers lie in [low, high] (either end open),
+    names in ``names`` (None: any non-empty name, e.g. a backbone matched to ``--scores`` later).
+    """
+
+    kind: str
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    names: tuple[str, ...] | None = None
+
+    def range(self) -> str:
+        lo, hi = ("(" if self.low_open else "["), (")" if self.high_open or self.high == math.inf else "]")
+        return f"{lo}{self.low:g}, {self.high:g}{hi}"
+
+    def contains(self, value: float) -> bool:
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        return above and below
+
+
+# Read by every trial, whatever its loss (rmd_ray.distributed.tuning.trial_train_config).
+TRAINING: dict[str, Parameter] = {
+    "loss": Parameter("name", names=tuple(LOSSES.names())),
+    "lr": Parameter("float", 1e-6, 10.0),
+    "weight_decay": Parameter("float", 0.0, 1.0),
+    "batch_size": Parameter("int", 1, 8192),
+    "epochs": Parameter("int", 1, 10_000),
+    "model": Parameter("name", names=tuple(MODELS.names())),
+    "width": Parameter("float", MIN_WIDTH, 16.0),
 }
+# Read by a loss that reads difficulty weights: whose cached scores, and WeightConfig's fields.
+WEIGHT_PARAMETERS: dict[str, Parameter] = {
+    "backbone": Parameter("name"),
+    "temperature": Parameter("float", 1e-3, 100.0),
+    "c": Parameter("float", 1e-9, 1.0),
+    "normalization": Parameter("name", names=tuple(NORMALIZATIONS.names())),
+}
+
+
+def family_parameters() -> dict[str, dict[str, Parameter]]:
+    """Each loss family and the parameters it reads besides :data:`TRAINING`.
+
+    Derived from the loss registry (names and valid ranges as the constructors take them) plus
+    :data:`WEIGHT_PARAMETERS` for the losses that read difficulty weights.
+    """
+    table = {}
+    for family, ranges in tunable_hparams().items():
+        own = {
+            name: Parameter("float", iv.low, iv.high, low_open=iv.low_open, high_open=iv.high_open)
+            for name, iv in ranges.items()
+        }
+        if LOSSES.get(family).needs_weights:
+            own.update(WEIGHT_PARAMETERS)
+        table[family] = dict(sorted(own.items()))
+    return table
+
+
+FAMILIES: dict[str, dict[str, Parameter]] = family_parameters()
 TOP_LEVEL = {"name", "objectives", "scheduler_metric", "num_samples", "max_concurrent_trials", "grace_period",
              "search", "fixed"}
 DISTRIBUTIONS = {"uniform": {"low", "high"}, "loguniform": {"low", "high"}, "randint": {"low", "high"},
                  "choice": {"values"}}
 METRICS = {"acc", "ece_mass", "ece_width", "nll", "brier", "aurc", "val_nll", "val_loss", "train_loss"}
+
+
+def readers(name: str) -> list[str]:
+    """The loss families that read ``name`` (every family for a :data:`TRAINING` parameter)."""
+    if name in TRAINING:
+        return sorted(FAMILIES)
+    return sorted(f for f, own in FAMILIES.items() if name in own)
+
+
+def _qualified(key: str) -> tuple[str, str] | None:
+    """``(family, name)`` for a ``<loss>.<name>`` key of a name two or more families read, else None."""
+    family, dot, name = key.partition(".")
+    if dot and family in FAMILIES and name in FAMILIES[family] and len(readers(name)) > 1:
+        return family, name
+    return None
+
+
+def own_values(trial: Mapping[str, Any], family: str) -> dict[str, Any]:
+    """The values ``family`` reads from ``trial`` (a trial's config): its own parameters only.
+
+    ``<family>.<name>`` wins over a plain ``<name>``; other families' parameters are left out.
+    """
+    out = {name: trial[name] for name in FAMILIES[family] if name in trial}
+    out.update({name: trial[f"{family}.{name}"] for name in FAMILIES[family] if f"{family}.{name}" in trial})
+    return out
+
+
+def known_keys() -> str:
+    """The valid parameter keys, for error messages: training keys, then each family's own."""
+    own = "; ".join(f"{f}: {', '.join(p) or '(nothing)'}" for f, p in FAMILIES.items())
+    shared = sorted({n for p in FAMILIES.values() for n in p if len(readers(n)) > 1})
+    return (
+        f"every loss reads {', '.join(sorted(TRAINING))}; {own}"
+        f" (a name several losses read may be given per loss as <loss>.<name>: {', '.join(shared)})"
+    )
+
+
+def is_known(key: str) -> bool:
+    """Whether some loss reads ``key`` (a training parameter, a family's own, or ``<loss>.<name>``)."""
+    return key in TRAINING or bool(readers(key)) or _qualified(key) is not None
+
+
+def _check_known(where: str, key: str) -> None:
+    if is_known(key):
+        return
+    family, dot, name = key.partition(".")
+    if dot and family in FAMILIES and name in FAMILIES[family]:
+        raise _fail(where, f"only {family} reads {name}: write {name!r}, not {key!r}")
+    raise _fail(where, f"unknown parameter {key!r}; valid: {known_keys()}")
 
 
 @dataclass(frozen=True)
@@ -70,7 +194,10 @@ class Distribution:
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """A validated search space (see the module docstring for the file format)."""
+    """A validated search space (see the module docstring for the file format).
+
+    ``losses`` are the loss families its trials train with (the ``loss`` choice or the fixed one).
+    """
 
     name: str
     objectives: tuple[tuple[str, str], ...]
@@ -80,9 +207,23 @@ class SearchSpace:
     grace_period: int
     search: tuple[tuple[str, Distribution], ...]
     fixed: tuple[tuple[str, Any], ...]
+    losses: tuple[str, ...] = ()
 
     def parameter(self, name: str) -> Distribution:
         return dict(self.search)[name]
+
+    @property
+    def needs_weights(self) -> bool:
+        """Whether some loss in the space reads difficulty weights (and so cached scores)."""
+        return any(LOSSES.get(f).needs_weights for f in self.losses)
+
+    @property
+    def backbones(self) -> tuple[str, ...]:
+        """The backbones whose cached scores the trials read; empty when no loss reads weights."""
+        if not self.needs_weights:
+            return ()
+        search, fixed = dict(self.search), dict(self.fixed)
+        return tuple(search["backbone"].values) if "backbone" in search else (fixed["backbone"],)
 
 
 def _fail(where: str, message: str) -> ValueError:
@@ -95,23 +236,39 @@ def _check_mode(where: str, mode: Any) -> str:
     return mode
 
 
-def _check_value(where: str, name: str, value: Any) -> None:
-    kind, lo, hi = PARAMETERS[name]
-    if kind == "name":
+def _parameters(key: str, losses: tuple[str, ...]) -> list[tuple[str | None, Parameter]]:
+    """(family, Parameter) for every loss in the space that reads ``key``; family None for TRAINING."""
+    if key in TRAINING:
+        return [(None, TRAINING[key])]
+    qualified = _qualified(key)
+    if qualified:
+        return [(qualified[0], FAMILIES[qualified[0]][qualified[1]])]
+    return [(f, FAMILIES[f][key]) for f in losses if key in FAMILIES[f]]
+
+
+def _check_value(where: str, name: str, value: Any, param: Parameter, family: str | None = None) -> None:
+    if param.kind == "name":
         if not isinstance(value, str) or not value:
             raise _fail(where, f"{name} values must be non-empty names, got {value!r}")
+        if param.names is not None and value not in param.names:
+            raise _fail(where, f"unknown {name} {value!r}; valid: {', '.join(param.names)}")
         return
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise _fail(where, f"{name} must be a finite number, got {value!r}")
-    if kind == "int" and int(value) != value:
+    if param.kind == "int" and int(value) != value:
         raise _fail(where, f"{name} must be an integer, got {value!r}")
-    if not (lo <= value <= hi):
-        raise _fail(where, f"{name} = {value!r} is outside its valid range [{lo}, {hi}]")
+    if not param.contains(value):
+        of = f" for {family}" if family else ""
+        raise _fail(where, f"{name} = {value!r} is outside its valid range {param.range()}{of}")
 
 
-def _distribution(where: str, name: str, spec: Any) -> Distribution:
-    if name not in PARAMETERS:
-        raise _fail(where, f"unknown parameter {name!r}; known: {', '.join(sorted(PARAMETERS))}")
+def _check_all(where: str, key: str, value: Any, params: list[tuple[str | None, Parameter]]) -> None:
+    # a plain key read by several losses in the space is one value for all: valid for each
+    for family, param in params:
+        _check_value(where, key, value, param, family)
+
+
+def _distribution(where: str, key: str, spec: Any, params: list[tuple[str | None, Parameter]]) -> Distribution:
     if not isinstance(spec, dict) or "type" not in spec:
         raise _fail(where, "give a mapping with a 'type' (uniform, loguniform, randint or choice)")
     kind = spec["type"]
@@ -128,20 +285,70 @@ def _distribution(where: str, name: str, spec: Any) -> Distribution:
         if not isinstance(values, list) or not values:
             raise _fail(where, "values must be a non-empty list")
         for v in values:
-            _check_value(where, name, v)
+            _check_all(where, key, v, params)
         return Distribution(kind, values=tuple(values))
-    if PARAMETERS[name][0] == "name":
-        raise _fail(where, f"{name} takes names: use type 'choice'")
+    param_kind = params[0][1].kind
+    if param_kind == "name":
+        raise _fail(where, f"{key} takes names: use type 'choice'")
     low, high = spec["low"], spec["high"]
-    _check_value(f"{where}.low", name, low)
-    _check_value(f"{where}.high", name, high)
+    _check_all(f"{where}.low", key, low, params)
+    _check_all(f"{where}.high", key, high, params)
     if not low < high:
         raise _fail(where, f"low ({low}) must be below high ({high})")
     if kind == "loguniform" and low <= 0:
         raise _fail(where, f"loguniform needs low > 0, got {low}")
-    if kind == "randint" and PARAMETERS[name][0] != "int":
-        raise _fail(where, f"randint is for integer parameters; {name} is a float: use uniform")
+    if kind == "randint" and param_kind != "int":
+        raise _fail(where, f"randint is for integer parameters; {key} is a float: use uniform")
     return Distribution(kind, low=float(low), high=float(high))
+
+
+def _space_losses(source: str, search: dict[str, Any], fixed: dict[str, Any]) -> tuple[str, ...]:
+    """The loss families of the space, validated: the ``loss`` choice, or the fixed loss."""
+    names = tuple(TRAINING["loss"].names or ())
+    if "loss" in search:
+        spec = search["loss"]
+        where = f"{source}.search.loss"
+        if not isinstance(spec, dict) or spec.get("type") != "choice":
+            raise _fail(where, "loss takes names: use type 'choice'")
+        values = spec.get("values")
+        if not isinstance(values, list) or not values:
+            raise _fail(where, "values must be a non-empty list")
+    elif "loss" in fixed:
+        where, values = f"{source}.fixed.loss", [fixed["loss"]]
+    else:
+        raise _fail(
+            source,
+            "name the loss its trials train with: `loss: <name>` under fixed, or "
+            f"`loss: {{type: choice, values: [...]}}` under search (losses: {', '.join(names)})",
+        )
+    for value in values:
+        _check_value(where, "loss", value, TRAINING["loss"])
+    return tuple(dict.fromkeys(values))
+
+
+def _check_read(where: str, key: str, losses: tuple[str, ...], keys: set[str]) -> None:
+    """A key no loss in the space reads is an error naming the key, the space's losses and its readers."""
+    if key in TRAINING:
+        return
+    qualified = _qualified(key)
+    if qualified:
+        family, name = qualified
+        if family not in losses:
+            raise _fail(
+                where,
+                f"no loss in this space reads {key} (losses: {', '.join(losses)}); {key} is read by {family}",
+            )
+        return
+    # a family given <family>.<key> reads that instead of the plain key
+    reading = [f for f in losses if key in FAMILIES[f] and f"{f}.{key}" not in keys]
+    if not reading:
+        overridden = [f for f in losses if key in FAMILIES[f]]
+        instead = "".join(f"; {f} reads {f}.{key} instead" for f in overridden)
+        raise _fail(
+            where,
+            f"no loss in this space reads {key} (losses: {', '.join(losses)}{instead}); "
+            f"{key} is read by {', '.join(readers(key))}",
+        )
 
 
 def _positive_int(where: str, value: Any) -> int:
@@ -179,16 +386,32 @@ def parse_search_space(raw: dict[str, Any], *, source: str = "search space") -> 
     search = raw["search"]
     if not isinstance(search, dict) or not search:
         raise _fail(f"{source}.search", "give at least one parameter to search")
-    dists = tuple((k, _distribution(f"{source}.search.{k}", k, v)) for k, v in search.items())
     fixed = raw.get("fixed", {}) or {}
     if not isinstance(fixed, dict):
         raise _fail(f"{source}.fixed", "must be a mapping")
     clash = set(fixed) & set(search)
     if clash:
         raise _fail(f"{source}.fixed", f"{sorted(clash)} are both fixed and searched; keep one")
+    places = [(f"{source}.search.{k}", k) for k in search] + [(f"{source}.fixed.{k}", k) for k in fixed]
+    for where, key in places:
+        _check_known(where, key)
+    losses = _space_losses(source, search, fixed)
+    keys = set(search) | set(fixed)
+    for where, key in places:
+        _check_read(where, key, losses, keys)
+    weighted = [f for f in losses if LOSSES.get(f).needs_weights]
+    if weighted and "backbone" not in keys:
+        raise _fail(
+            source,
+            f"{', '.join(weighted)} reads difficulty weights from cached scores: name them with "
+            "`backbone: <name>` under fixed (or a backbone choice under search), the NAME of "
+            "--scores NAME=scores.parquet",
+        )
+    dists = tuple(
+        (k, _distribution(f"{source}.search.{k}", k, v, _parameters(k, losses))) for k, v in search.items()
+    )
     for k, v in fixed.items():
-        if k in PARAMETERS:
-            _check_value(f"{source}.fixed.{k}", k, v)
+        _check_all(f"{source}.fixed.{k}", k, v, _parameters(k, losses))
     return SearchSpace(
         name=name,
         objectives=tuple(objectives.items()),
@@ -198,6 +421,7 @@ def parse_search_space(raw: dict[str, Any], *, source: str = "search space") -> 
         grace_period=_positive_int(f"{source}.grace_period", raw.get("grace_period", 1)),
         search=dists,
         fixed=tuple(sorted(fixed.items())),
+        losses=losses,
     )
 
 

@@ -1,16 +1,19 @@
-"""Ray Tune over alpha, T, the scorer backbone, the loss family and the learning rate.
+"""Ray Tune over the loss family, each family's own hyper-parameters, the scorer backbone and the learning rate.
 
 Each trial is a function trainable that builds the Ray Train job (:func:`run_training`) with Ray's
 ``TuneReportCallback``, so every epoch's metrics reach Tune (docs/design.md section 6: ``ray.train.report``
 inside Tune fails every trial). Two objectives, ECE (min) and accuracy (max), drive Optuna's NSGA-II
 through ``OptunaSearch``; ASHA stops trials early on one scalar. A backbone choice reads that
 backbone's cached difficulty scores: scored once per backbone before the search, never per trial,
-and the per-trial weights s are recomputed from the cached RMD with the trial's T (cheap).
+and the per-trial weights s are recomputed from the cached RMD with the trial's T (cheap). A trial's
+loss reads only its own hyper-parameters (``rmd_ray.distributed.tune_space``); a space whose losses
+read no weights (focal, ce, ...) needs no backbone and no scores.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import logging
 import math
 import os
@@ -25,9 +28,10 @@ from rmd_ray.core import WeightConfig, difficulty_weights
 from rmd_ray.data import storage
 from rmd_ray.data.parts import read_table
 from rmd_ray.distributed.sources import ShardedSource
-from rmd_ray.distributed.training import TrainConfig, run_training
+from rmd_ray.distributed.training import TrainConfig, loss_needs_weights, run_training
 from rmd_ray.distributed.training.run import channel_statistics
-from rmd_ray.distributed.tune_space import SearchSpace
+from rmd_ray.distributed.tune_space import SearchSpace, is_known, known_keys, own_values
+from rmd_ray.nn.losses import LOSSES, tunable_hparams
 
 log = logging.getLogger("rmd_ray.tuning")
 
@@ -43,17 +47,6 @@ REPORTED = {
     "val_loss": "val_nll",
     "train_loss": "train_loss",
 }
-# the loss hyper-parameter that the searched "alpha" sets, per loss family
-STRENGTH_PARAM = {
-    "proposed": "alpha",
-    "entropy_reg": "beta",
-    "label_smoothing": "epsilon",
-    "focal": "gamma",
-    "poly1": "epsilon",
-    "l1_norm": "lam",
-    "crl": "lam",
-    "ce": None,
-}
 
 
 @dataclass(frozen=True)
@@ -66,22 +59,55 @@ class TuneResult:
 
 
 def trial_train_config(trial: dict[str, Any], *, base: TrainConfig) -> TrainConfig:
-    """The TrainConfig of one trial: the base config with the trial's loss, strength and learning rate."""
+    """The TrainConfig of one trial: ``base`` with the trial's loss, its own hyper-parameters and training.
+
+    Parameters
+    ----------
+    trial : dict
+        One trial's config (searched and fixed values, see ``rmd_ray.distributed.tune_space``).
+        ``loss`` defaults to ``base.loss``.
+    base : TrainConfig
+        Everything the space does not set.
+
+    Returns
+    -------
+    TrainConfig
+        ``loss_hparams`` hold exactly the trial's values of the hyper-parameters its loss takes
+        (``<loss>.<name>`` before ``<name>``); keys of other losses are ignored, ``base.loss_hparams``
+        never carry over (they may belong to another loss), and a hyper-parameter the trial does not
+        set takes the loss's default. ``lr``, ``weight_decay``, ``epochs``, ``batch_size``, ``model``
+        and ``width`` come from the trial where it sets them.
+
+    Raises
+    ------
+    ValueError
+        For a loss not in the registry or a key no loss reads.
+    """
     loss = trial.get("loss", base.loss)
-    if loss not in STRENGTH_PARAM:
-        raise ValueError(f"loss {loss!r} cannot be tuned; valid: {', '.join(sorted(STRENGTH_PARAM))}")
-    hparams = dict(base.loss_hparams) if loss == base.loss else {}
-    strength = STRENGTH_PARAM[loss]
-    if strength is not None and "alpha" in trial:
-        hparams[strength] = float(trial["alpha"])
+    if loss not in LOSSES:
+        raise ValueError(f"loss {loss!r} cannot be tuned; valid: {', '.join(LOSSES.names())}")
+    unknown = [k for k in trial if not is_known(k)]
+    if unknown:
+        names = ", ".join(map(repr, unknown))
+        raise ValueError(f"trial parameter(s) {names} are read by no loss; valid: {known_keys()}")
+    # only what this trial's loss takes: the weights' T, c and backbone are read by trial_weights
+    takes = tunable_hparams()[loss]
+    hparams = {k: float(v) for k, v in own_values(trial, loss).items() if k in takes}
     optim = base.optim
-    updates = {k: trial[k] for k in ("lr", "weight_decay") if k in trial}
+    updates = {k: float(trial[k]) for k in ("lr", "weight_decay") if k in trial}
     if "epochs" in trial:
         updates["epochs"] = int(trial["epochs"])
     if updates:
         optim = replace(optim, **updates)
-    batch = int(trial.get("batch_size", base.batch_size))
-    return replace(base, loss=loss, loss_hparams=tuple(sorted(hparams.items())), optim=optim, batch_size=batch)
+    return replace(
+        base,
+        loss=loss,
+        loss_hparams=tuple(sorted(hparams.items())),
+        optim=optim,
+        batch_size=int(trial.get("batch_size", base.batch_size)),
+        model=str(trial.get("model", base.model)),
+        width=float(trial.get("width", base.width)),
+    )
 
 
 def trial_weights(rmd_scores: pa.Table, trial: dict[str, Any]) -> pa.Table:
@@ -100,9 +126,9 @@ def _trial(trial: dict[str, Any], *, train, val, scores, base: TrainConfig, outp
     # the same lazy shards, and the channel statistics were computed once before the search
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    backbone = trial["backbone"]
     config = trial_train_config(trial, base=base)
-    weights = trial_weights(scores[backbone], trial) if config.loss == "proposed" else None
+    # a loss without weights (focal, ce, ...) reads no scores and may run in a space without a backbone
+    weights = trial_weights(scores[trial["backbone"]], trial) if loss_needs_weights(config.loss) else None
     from ray import tune
 
     context = tune.get_context()
@@ -119,11 +145,12 @@ def _trial(trial: dict[str, Any], *, train, val, scores, base: TrainConfig, outp
 
 
 def validate_backbones(space: SearchSpace, scores_paths: dict[str, str | Path]) -> dict[str, pa.Table]:
-    """Load every backbone's cached scores once; a backbone without scores is an error naming the fix."""
-    search, fixed = dict(space.search), dict(space.fixed)
-    backbones = list(search["backbone"].values) if "backbone" in search else [fixed.get("backbone")]
+    """Load every backbone's cached scores once; a backbone without scores is an error naming the fix.
+
+    Returns ``{}`` for a space whose losses read no difficulty weights (no scores needed).
+    """
     tables = {}
-    for name in backbones:
+    for name in space.backbones:
         if name not in scores_paths:
             raise ValueError(
                 f"backbone {name!r} has no cached scores: run `rmd-ray score --encoder {name} ...` once and pass "
@@ -180,7 +207,7 @@ def run_tune(
     *,
     train: str | pa.Table | ShardedSource,
     val: str | pa.Table | ShardedSource,
-    scores_paths: dict[str, str | Path],
+    scores_paths: dict[str, str | Path] | None = None,
     base: TrainConfig,
     output_dir: str | Path,
     seed: int = 0,
@@ -189,14 +216,16 @@ def run_tune(
 
     ``train`` / ``val`` are planned once here (source specs, planned sources or reader tables) and
     shared by every trial; ``output_dir`` is a local folder or a storage URI (``s3://...``): Tune's
-    experiment, every trial's checkpoints and the results go there.
+    experiment, every trial's checkpoints and the results go there. ``scores_paths`` (backbone ->
+    scores.parquet) is needed only when a loss in the space reads difficulty weights. The space names
+    the loss and its hyper-parameters: ``base``'s loss and loss_hparams are not used by any trial.
     """
     from ray import tune
     from ray.tune.logger import TBXLoggerCallback
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    scores = validate_backbones(space, scores_paths)
+    scores = validate_backbones(space, scores_paths or {})
     search, fixed = dict(space.search), dict(space.fixed)
     param_space: dict[str, Any] = {}
     for name, dist in search.items():
@@ -208,14 +237,10 @@ def run_tune(
             param_space[name] = tune.loguniform(dist.low, dist.high)
         else:
             param_space[name] = tune.randint(int(dist.low), int(dist.high))
-    base = replace(base, **{k: v for k, v in fixed.items() if k in ("model", "width", "loss", "batch_size")})
-    if "epochs" in fixed:
-        base = replace(base, optim=replace(base.optim, epochs=int(fixed["epochs"])))
-    param_space.setdefault("backbone", fixed.get("backbone", next(iter(scores))))
-    for name in ("loss", "temperature", "alpha"):
-        if name in fixed and name not in param_space:
-            param_space[name] = fixed[name]
-    trial_train_config({k: v for k, v in fixed.items()}, base=base)  # a bad fixed loss fails here, not per trial
+    # Every fixed value reaches every trial's config, so a trial reads fixed and searched keys alike.
+    param_space.update(fixed)
+    # The fixed training parameters (ASHA's max_t is the epochs); a bad fixed value fails here, not per trial.
+    base = trial_train_config(fixed, base=base)
 
     objectives = tuple((REPORTED[n], m) for n, m in space.objectives)
     import optuna
@@ -272,6 +297,8 @@ def run_tune(
             **{f"config/{k}": v for k, v in (result.config or {}).items()},
         }
         row["loss"] = (result.config or {}).get("loss", base.loss)
+        # what the trial's loss was built with: only its own hyper-parameters (the rest took defaults)
+        row["loss_hparams"] = json.dumps(dict(trial_train_config(result.config or {}, base=base).loss_hparams))
         for name, _ in objectives + ((sched_metric, sched_mode),):
             row[name] = float(metrics.get(name, math.nan))
         row["epochs_run"] = int(metrics.get("training_iteration", 0))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -28,16 +29,43 @@ BASE = TrainConfig(model="resnet18", width=0.125, batch_size=32, optim=OptimConf
                    loss="proposed", loss_hparams={"alpha": 0.3})
 
 
-def test_trial_config_maps_alpha_to_each_loss_family():
-    proposed = trial_train_config({"alpha": 0.17, "lr": 0.02}, base=BASE)
-    assert dict(proposed.loss_hparams) == {"alpha": 0.17} and proposed.optim.lr == 0.02
+# one trial holding every family's keys: each loss must take exactly its own
+EVERY_KEY = {"alpha": 0.17, "temperature": 2.0, "c": 0.01, "normalization": "none", "backbone": "tiny",
+             "beta": 0.05, "epsilon": 0.2, "poly1.epsilon": 1.5, "gamma": 3.5, "lam": 0.02, "lr": 0.02}
+
+
+@pytest.mark.parametrize(
+    ("loss", "expected"),
+    [
+        ("proposed", {"alpha": 0.17}),  # T, c, normalization, backbone go to trial_weights, not the loss
+        ("entropy_reg", {"beta": 0.05}),
+        ("label_smoothing", {"epsilon": 0.2}),
+        ("focal", {"gamma": 3.5}),
+        ("poly1", {"epsilon": 1.5}),  # poly1.epsilon wins over the plain epsilon
+        ("l1_norm", {"lam": 0.02}),
+        ("crl", {"lam": 0.02}),
+        ("ce", {}),
+    ],
+)
+def test_trial_config_gives_each_family_exactly_its_own_hparams(loss, expected):
+    config = trial_train_config({**EVERY_KEY, "loss": loss}, base=BASE)
+    assert config.loss == loss and dict(config.loss_hparams) == expected and config.optim.lr == 0.02
+
+
+def test_trial_config_never_inherits_the_base_loss_hparams():
+    # BASE is proposed with alpha 0.3: another loss must not receive alpha ("unknown hyper-parameter alpha")
+    assert trial_train_config({"loss": "focal"}, base=BASE).loss_hparams == ()
+    # nor the same loss: what the trial does not set takes the loss's default
+    assert trial_train_config({"loss": "proposed"}, base=BASE).loss_hparams == ()
     er = trial_train_config({"loss": "entropy_reg", "alpha": 0.05}, base=BASE)
-    assert er.loss == "entropy_reg" and dict(er.loss_hparams) == {"beta": 0.05}
-    ce = trial_train_config({"loss": "ce", "alpha": 0.4}, base=BASE)
-    assert ce.loss == "ce" and ce.loss_hparams == ()
-    assert trial_train_config({"epochs": 5}, base=BASE).optim.epochs == 5
-    with pytest.raises(ValueError, match="loss 'mse' cannot be tuned"):
+    assert er.loss == "entropy_reg" and er.loss_hparams == ()  # alpha is proposed's, never ER's beta
+    config = trial_train_config({"epochs": 5, "batch_size": 16, "width": 0.25, "weight_decay": 0.001}, base=BASE)
+    assert (config.optim.epochs, config.batch_size, config.width, config.optim.weight_decay) == (5, 16, 0.25, 0.001)
+    assert config.loss == "proposed"  # the base's loss when the trial names none
+    with pytest.raises(ValueError, match="loss 'mse' cannot be tuned; valid: ce, crl"):
         trial_train_config({"loss": "mse"}, base=BASE)
+    with pytest.raises(ValueError, match=r"trial parameter\(s\) 'focal_gamma' are read by no loss; valid: every loss"):
+        trial_train_config({"loss": "focal", "focal_gamma": 2.0}, base=BASE)
 
 
 def test_trial_weights_recompute_s_from_cached_rmd():
@@ -60,7 +88,7 @@ def test_pareto_front_by_hand():
 
 
 def test_missing_backbone_scores_name_the_fix(tmp_path):
-    space = parse_search_space({"name": "t", "objectives": {"acc": "max"},
+    space = parse_search_space({"name": "t", "objectives": {"acc": "max"}, "fixed": {"loss": "proposed"},
                                 "search": {"backbone": {"type": "choice", "values": ["a", "b"]}}})
     path = tmp_path / "a.parquet"
     write_parquet_atomic(pa.table({"id": ["x"], "rmd": [1.0]}), path)
@@ -69,6 +97,10 @@ def test_missing_backbone_scores_name_the_fix(tmp_path):
         validate_backbones(space, {"a": path})
     with pytest.raises(ValueError, match="scores for backbone 'b' not found"):
         validate_backbones(space, {"a": path, "b": tmp_path / "nope.parquet"})
+    # losses without weights read no scores: none are loaded, none are needed
+    focal = parse_search_space({"name": "t", "objectives": {"acc": "max"}, "fixed": {"loss": "focal"},
+                                "search": {"gamma": {"type": "uniform", "low": 0.0, "high": 5.0}}})
+    assert validate_backbones(focal, {}) == {} and validate_backbones(focal, {"a": path}) == {}
 
 
 @pytest.mark.ray
@@ -145,3 +177,32 @@ def test_search_results_and_checkpoints_go_to_object_storage(ray_local, s3_serve
 
     payload = torch.load(io.BytesIO(storage.read_bytes(names[-1])), map_location="cpu", weights_only=True)
     assert payload["epoch"] == 1 and payload["extra"]["input_side"] == 12
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(900)
+def test_focal_search_needs_no_backbone_or_scores(ray_local, tmp_path):
+    """A focal-only space: no backbone, no --scores, and a fixed loss other than the base config's.
+
+    Before, the trial inherited BASE's proposed hyper-parameters (``unknown hyper-parameter alpha``) and
+    the driver looked for the scores of backbone None.
+    """
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 3, 96)
+    x = rng.integers(0, 60, (96, 12, 12, 3), dtype=np.uint8)
+    x[np.arange(96), :, :, y] += 150
+    train = from_arrays(x[:64], y[:64], ids=[f"t{i}" for i in range(64)], classes=list("abc"))
+    val = from_arrays(x[64:], y[64:], ids=[f"v{i}" for i in range(32)], classes=list("abc"))
+    space = parse_search_space({
+        "name": "focal", "objectives": {"acc": "max"}, "num_samples": 1, "grace_period": 1,
+        "search": {"gamma": {"type": "uniform", "low": 0.5, "high": 4.0}},
+        "fixed": {"loss": "focal", "epochs": 1},
+    })
+    assert BASE.loss == "proposed" and dict(BASE.loss_hparams) == {"alpha": 0.3}
+    result = run_tune(space, train=train, val=val, base=BASE, output_dir=tmp_path / "out")
+    rows = pq.read_table(result.results_path).to_pylist()
+    assert len(rows) == 1 and rows[0]["error"] == "", rows[0]["error"]
+    row = rows[0]
+    assert row["loss"] == "focal" and row["config/loss"] == "focal" and 0.5 <= row["config/gamma"] <= 4.0
+    assert json.loads(row["loss_hparams"]) == {"gamma": row["config/gamma"]}  # focal's own, nothing of BASE's
+    assert "config/backbone" not in row and row["epochs_run"] == 1 and 0 <= row["val_acc"] <= 1

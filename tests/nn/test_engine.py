@@ -321,6 +321,9 @@ def test_resume_equals_uninterrupted_training(tmp_path, loss_name, schedule):
     assert opt_a.param_groups[0]["lr"] == opt_c.param_groups[0]["lr"]
     if loss_name == "crl":
         assert torch.equal(loss_a.seen_count, loss_c.seen_count) and loss_c.seen_count.sum() == 128
+        # train_one_epoch ends every epoch on the loss: E of crl's normalisation, saved and resumed
+        assert int(loss_a.epochs_finished) == int(loss_c.epochs_finished) == 2
+        assert torch.equal(loss_a.correct_count, loss_c.correct_count)
 
 
 def test_round_trip_restores_params_and_optimizer_state(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -14,8 +15,10 @@ from hypothesis import strategies as st
 from rmd_ray.nn.losses import (
     LOSSES,
     CorrectnessRankingLoss,
+    Interval,
     build_loss,
     entropy_from_logits,
+    tunable_hparams,
 )
 
 torch.set_num_threads(1)
@@ -71,6 +74,25 @@ def test_unknown_hparam_lists_valid_ones():
 def test_missing_required_hparam():
     with pytest.raises(ValueError, match=r"loss 'crl' needs hyper-parameter\(s\): num_samples"):
         build_loss("crl")
+
+
+def test_tunable_hparams_table_matches_the_constructors():
+    # the one table the tuning schema reads: every constructor argument but crl's num_samples (filled in)
+    table = tunable_hparams()
+    assert {name: sorted(ranges) for name, ranges in table.items()} == {
+        "ce": [], "crl": ["lam"], "entropy_reg": ["beta"], "focal": ["gamma"], "l1_norm": ["lam"],
+        "label_smoothing": ["epsilon"], "poly1": ["epsilon"], "proposed": ["alpha"],
+    }
+    assert table["label_smoothing"]["epsilon"] == Interval(0.0, 1.0) and str(table["poly1"]["epsilon"]) == "[-1, inf)"
+    for name, ranges in table.items():
+        defaults = _make(name).hparams
+        assert set(defaults) - {"num_samples"} == set(ranges), name
+        for key, interval in ranges.items():
+            assert defaults[key] in interval, (name, key)
+            # the constructor rejects the value just outside the declared range, with that range
+            with pytest.raises(ValueError, match=rf"{key} must be a finite number in {re.escape(str(interval))}"):
+                _make(name, **{key: interval.low - 0.5})
+    assert [n for n in ALL if LOSSES.get(n).needs_weights] == ["proposed"]
 
 
 def test_defaults_and_hparams():
@@ -372,23 +394,78 @@ def _crl_reference(logits, targets, ids, c_all, lam):
     return F.cross_entropy(logits, targets) + lam * rank
 
 
+def _authors_correctness(counts, epochs_finished):
+    """crl_utils.History.correctness_normalize of the authors' code: (n - min n) / (max_correctness - min n),
+    with max_correctness = max(epochs finished, 1) (it starts at 1 and grows after every epoch but the first)."""
+    n = counts.double()
+    return (n - n.min()) / (max(epochs_finished, 1) - n.min())
+
+
 def test_crl_matches_reference_formulation():
     n = 12
     loss = build_loss("crl", num_samples=n, lam=0.7).eval()
-    # sample j seen j % 4 + 1 times, correct on j % 3 of them (capped)
-    seen = torch.tensor([j % 4 + 1 for j in range(n)])
-    corr = torch.minimum(torch.tensor([j % 3 for j in range(n)]), seen)
-    for j in range(n):
-        for r in range(int(seen[j])):
-            loss.update(torch.tensor([j]), torch.tensor([r < corr[j]]))
-    c_all = corr.double() / seen.double()
+    # 4 finished epochs; sample j right (j % 3) + 1 times: n_min = 1, so c = (n - 1) / 3
+    counts = torch.tensor([j % 3 + 1 for j in range(n)])
+    for epoch in range(4):
+        loss.update(torch.arange(n), counts > epoch)
+        loss.end_epoch()
+    assert loss.correct_count.tolist() == counts.tolist() and int(loss.epochs_finished) == 4
+    c_all = _authors_correctness(counts, 4)
     torch.testing.assert_close(loss.correctness(torch.arange(n)), c_all, rtol=0, atol=0)
+    torch.testing.assert_close(c_all[:3], torch.tensor([0.0, 1 / 3, 2 / 3], dtype=torch.float64))
     x, y, _, _ = _batch(b=8, k=3, seed=12, dtype=torch.float64, scale=2.0)
     ids = torch.tensor([3, 7, 0, 11, 5, 2, 9, 4])
     expected = _crl_reference(x, y, ids, c_all, 0.7)
     assert loss(x, y, ids=ids).item() == pytest.approx(expected.item(), rel=1e-12)
     assert c_all[ids].unique().numel() > 2  # the ranking term is really exercised
     assert loss(x, y, ids=ids).item() > F.cross_entropy(x, y).item()
+
+
+def test_crl_normalises_correctness_as_the_authors_by_hand():
+    loss = build_loss("crl", num_samples=4, lam=1.0).eval()
+    # Epochs 1-3 (one visit per sample each): sample 0 right 3 times, sample 1 once, sample 2 twice,
+    # sample 3 once. Then, in epoch 4, sample 0 is visited and right again:
+    #   n = (4, 1, 2, 1), n_min = 1, E = 3 finished epochs
+    #   c = (n - n_min) / (E - n_min) = (3, 0, 1, 0) / 2 = (1.5, 0, 0.5, 0)
+    # (the old count / visits gave (4/4, 1/3, 2/3, 1/3) = (1, 1/3, 2/3, 1/3)).
+    for right in ([1, 0, 1, 1], [1, 1, 1, 0], [1, 0, 0, 0]):
+        loss.update(torch.arange(4), torch.tensor(right, dtype=torch.bool))
+        loss.end_epoch()
+    loss.update(torch.tensor([0]), torch.tensor([True]))
+    assert loss.correct_count.tolist() == [4, 1, 2, 1] and loss.seen_count.tolist() == [4, 3, 3, 3]
+    assert loss.correctness(torch.arange(4)).tolist() == [1.5, 0.0, 0.5, 0.0]
+    # Ranking samples 0 and 2: logits (0, 0) -> kappa_0 = 1/2; (ln 3, 0) -> kappa_2 = 3/4 (both target 0).
+    #   pair (0, 2): g = +1, margin |1.5 - 0.5| = 1: max(0, -(1/2 - 3/4) + 1) = 1.25
+    #   pair (2, 0): g = -1:                        max(0, (3/4 - 1/2) + 1) = 1.25
+    # so each loss is its CE (ln 2, -ln 3/4) + 1.25; with the old c the margin was 1/3 (1/4 + 1/3).
+    x = torch.tensor([[0.0, 0.0], [LN3, 0.0]], dtype=torch.float64)
+    y = torch.tensor([0, 0])
+    per = loss.per_sample(x, y, ids=torch.tensor([0, 2])).numpy()
+    np.testing.assert_allclose(per, [math.log(2.0) + 1.25, -math.log(0.75) + 1.25], rtol=1e-12)
+
+
+def test_crl_normalisation_guard_when_every_sample_is_always_right():
+    loss = build_loss("crl", num_samples=2).eval()
+    assert loss.correctness(torch.arange(2)).tolist() == [0.0, 0.0]  # nothing recorded: E floors at 1
+    # both right in the one finished epoch: n_min = E = 1, where the authors divide 0 by 0
+    loss.update(torch.arange(2), torch.tensor([True, True]))
+    loss.end_epoch()
+    assert loss.correctness(torch.arange(2)).tolist() == [0.0, 0.0]
+    # sample 0 right again in epoch 2: E - n_min = 0 -> the guard divides by 1, count differences
+    loss.update(torch.tensor([0]), torch.tensor([True]))
+    assert loss.correctness(torch.arange(2)).tolist() == [1.0, 0.0]
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    assert torch.isfinite(loss(x, torch.tensor([0, 1]), ids=torch.arange(2)))
+
+
+def test_crl_loads_a_checkpoint_without_the_epoch_count():
+    old = build_loss("crl", num_samples=3)
+    for _ in range(2):
+        old.update(torch.arange(3), torch.tensor([True, False, True]))
+    state = {k: v for k, v in old.state_dict().items() if k != "epochs_finished"}
+    new = build_loss("crl", num_samples=3)
+    new.load_state_dict(state)  # strict: the missing count is filled in from the visits
+    assert int(new.epochs_finished) == 2 and new.correct_count.tolist() == [2, 0, 2]
 
 
 def test_crl_hand_value_two_samples():
@@ -419,10 +496,11 @@ def test_crl_forward_updates_history_only_in_training():
     first = loss(x, y, ids=ids)
     assert loss.seen_count.tolist() == [0, 1, 0, 0, 2]
     assert loss.correct_count.tolist() == [0, 0, 0, 0, 2]
-    assert loss.correctness(torch.tensor([4, 1, 0])).tolist() == [1.0, 0.0, 0.0]
+    # sample 4 right twice before any epoch finished: (2 - 0) / max(1 - 0, 1), above 1 as in the authors' code
+    assert loss.correctness(torch.tensor([4, 1, 0])).tolist() == [2.0, 0.0, 0.0]
     # the first call ranked with an empty history (all ties) -> plain CE
     torch.testing.assert_close(first, F.cross_entropy(x, y), rtol=1e-6, atol=0)
-    assert set(loss.state_dict()) == {"correct_count", "seen_count"}
+    assert set(loss.state_dict()) == {"correct_count", "seen_count", "epochs_finished"}
 
 
 # ------------------------------------------------------------------ gradients and numerics

@@ -16,8 +16,8 @@ __all__ = ["CHECKPOINT_FILE", "TrainConfig", "TrainingResult", "loss_needs_weigh
 
 CHECKPOINT_FILE = "model.pt"  # inside every Ray checkpoint directory (engine.save_checkpoint format)
 
-# Losses that read the per-sample difficulty weight s (rmd_ray.nn.losses: only the paper's loss).
-_WEIGHTED_LOSSES = frozenset({"proposed"})
+# Losses that read the per-sample difficulty weight s (each loss declares it: only the paper's loss).
+_WEIGHTED_LOSSES = frozenset(name for name in LOSSES.names() if LOSSES.get(name).needs_weights)
 # Losses whose hyper-parameter is the training-set size, filled in here (ids index its history).
 _SIZED_LOSSES = frozenset({"crl"})
 SCORE_METRIC = "val_acc"  # ranks checkpoints for "best"; latest is always kept as well

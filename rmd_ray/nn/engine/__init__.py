@@ -12,7 +12,8 @@ Batches are any iterable of mappings with keys
 - ``"weight"``: (B,) per-sample difficulty weights in [0, 1], optional (needed by ``proposed``),
 
 as torch tensors or NumPy arrays (e.g. ``Dataset.iter_torch_batches`` / ``iter_batches``). The loss
-is called as ``loss_fn(logits, labels, weights=weights, ids=ids)`` (see ``rmd_ray.nn.losses``).
+is called as ``loss_fn(logits, labels, weights=weights, ids=ids)`` (see ``rmd_ray.nn.losses``), and
+its ``end_epoch()``, where it has one, after every training epoch.
 
 Submodules: :mod:`~rmd_ray.nn.engine.optim` (:class:`OptimConfig`, :func:`build_optimizer`,
 :func:`build_scheduler`), :mod:`~rmd_ray.nn.engine.augmentation` (:func:`random_crop_flip`),

@@ -98,6 +98,7 @@ def train_one_epoch(
         See the module docstring. Consumed once.
     loss_fn : callable
         ``loss_fn(logits, labels, weights=..., ids=...) -> scalar``; a module is put in train mode.
+        If it has an ``end_epoch()`` method (``crl``), that is called once after the last batch.
     scheduler : LRScheduler, optional
         Stepped after every optimiser step (see :func:`build_scheduler`).
     device : torch.device or str
@@ -164,6 +165,10 @@ def train_one_epoch(
         steps += 1
     if n == 0:
         raise ValueError("batches was empty: nothing to train on")
+    # A loss with per-epoch state (crl counts finished epochs to normalise correctness) advances it here.
+    end_epoch = getattr(loss_fn, "end_epoch", None)
+    if callable(end_epoch):
+        end_epoch()
     return {"loss": total_loss.item() / n, "acc": correct.item() / n, "n": n, "steps": steps}
 
 

@@ -1,7 +1,9 @@
 """Training losses: the paper's difficulty-weighted entropy regulariser and the baselines it compares with.
 
 Every loss is an ``nn.Module`` registered in ``LOSSES`` and built with ``build_loss(name, **hparams)``;
-hyper-parameters are validated at construction. All share one call signature::
+hyper-parameters are validated at construction against the ranges each loss declares
+(``hparam_ranges``), which :func:`tunable_hparams` collects into one table for the tuning schema.
+All share one call signature::
 
     loss = loss_fn(logits, targets, weights=None, ids=None)     # scalar, mean over the batch
     per = loss_fn.per_sample(logits, targets, weights=None, ids=None)   # (B,)
@@ -28,9 +30,11 @@ from __future__ import annotations
 # isort: off
 from rmd_ray.nn.losses.base import (
     ClassificationLoss as ClassificationLoss,
+    Interval as Interval,
     LOSSES as LOSSES,
     build_loss as build_loss,
     entropy_from_logits as entropy_from_logits,
+    tunable_hparams as tunable_hparams,
 )
 from rmd_ray.nn.losses.proposed import (
     ProposedLoss as ProposedLoss,
@@ -59,6 +63,8 @@ __all__ = [
     "EntropyRegLoss",
     "Poly1Loss",
     "CorrectnessRankingLoss",
+    "Interval",
     "build_loss",
     "entropy_from_logits",
+    "tunable_hparams",
 ]

@@ -7,6 +7,9 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +29,32 @@ def _interval(low: float, high: float, low_open: bool, high_open: bool) -> str:
     hi = ")" if high_open or high == math.inf else "]"
     fmt = lambda v: "inf" if v == math.inf else f"{v:g}"  # noqa: E731
     return f"{lo}{fmt(low)}, {fmt(high)}{hi}"
+
+
+@dataclass(frozen=True)
+class Interval:
+    """The valid range of one real hyper-parameter: [low, high], either end open.
+
+    Declared once per loss (``ClassificationLoss.hparam_ranges``): the constructor checks values
+    against it and the tuning schema (``rmd_ray.distributed.tune_space``) reads it, so a search space
+    cannot accept a value that the loss would reject.
+    """
+
+    low: float
+    high: float = math.inf
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value: object) -> bool:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            return False
+        v = float(value)
+        above = v > self.low if self.low_open else v >= self.low
+        below = v < self.high if self.high_open else v <= self.high
+        return math.isfinite(v) and above and below
+
+    def __str__(self) -> str:
+        return _interval(self.low, self.high, self.low_open, self.high_open)
 
 
 def _check_real(
@@ -124,6 +153,18 @@ class ClassificationLoss(nn.Module):
     """
 
     name: str = ""
+    #: Valid range of each tunable hyper-parameter (constructor argument), see :class:`Interval`.
+    #: Arguments that are not tuned (``crl``'s ``num_samples``, filled in from the data) are absent.
+    hparam_ranges: ClassVar[Mapping[str, Interval]] = {}
+    #: Whether the loss reads the per-sample difficulty weights s (and so needs cached scores).
+    needs_weights: ClassVar[bool] = False
+
+    def _real(self, name: str, value: object) -> float:
+        """``value`` checked against ``hparam_ranges[name]``, as a float (for constructors)."""
+        iv = self.hparam_ranges[name]
+        return _check_real(
+            self.name, name, value, low=iv.low, high=iv.high, low_open=iv.low_open, high_open=iv.high_open
+        )
 
     def forward(
         self, logits: Tensor, targets: Tensor, *, weights: Tensor | None = None, ids: Tensor | None = None
@@ -161,6 +202,25 @@ class ClassificationLoss(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------------
+
+
+def tunable_hparams() -> dict[str, dict[str, Interval]]:
+    """Every registered loss and its tunable hyper-parameters with their valid ranges.
+
+    The one table of which loss reads which hyper-parameter, derived from the registry; the tuning
+    schema builds its per-family parameters from it.
+
+    Returns
+    -------
+    dict
+        ``{loss name: {hyper-parameter name: Interval}}``; ``ce`` maps to ``{}``.
+
+    Examples
+    --------
+    >>> tunable_hparams()["focal"]
+    {'gamma': Interval(low=0.0, high=inf, low_open=False, high_open=False)}
+    """
+    return {name: dict(LOSSES.get(name).hparam_ranges) for name in LOSSES.names()}
 
 
 def build_loss(name: str, **hparams: object) -> ClassificationLoss:

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rmd_ray.nn.losses.base import LOSSES, ClassificationLoss, _check_real, _entropy, _log_pt, _one_minus_pt
+from rmd_ray.nn.losses.base import LOSSES, ClassificationLoss, Interval, _entropy, _log_pt, _one_minus_pt
 
 # ----------------------------------------------------------------------------------------------------
 # baselines
@@ -42,10 +42,11 @@ class LabelSmoothingLoss(ClassificationLoss):
     """
 
     name = "label_smoothing"
+    hparam_ranges = {"epsilon": Interval(0.0, 1.0)}
 
     def __init__(self, epsilon: float = 0.1) -> None:
         super().__init__()
-        self.epsilon = _check_real(self.name, "epsilon", epsilon, low=0.0, high=1.0)
+        self.epsilon = self._real("epsilon", epsilon)
 
     def _per_sample(self, logits, logp, targets, weights, ids) -> Tensor:
         return F.cross_entropy(logits, targets, label_smoothing=self.epsilon, reduction="none")
@@ -74,10 +75,11 @@ class FocalLoss(ClassificationLoss):
     """
 
     name = "focal"
+    hparam_ranges = {"gamma": Interval(0.0)}
 
     def __init__(self, gamma: float = 2.0) -> None:
         super().__init__()
-        self.gamma = _check_real(self.name, "gamma", gamma, low=0.0)
+        self.gamma = self._real("gamma", gamma)
 
     def _per_sample(self, logits, logp, targets, weights, ids) -> Tensor:
         log_pt = _log_pt(logp, targets)
@@ -106,10 +108,11 @@ class L1NormLoss(ClassificationLoss):
     """
 
     name = "l1_norm"
+    hparam_ranges = {"lam": Interval(0.0)}
 
     def __init__(self, lam: float = 0.01) -> None:
         super().__init__()
-        self.lam = _check_real(self.name, "lam", lam, low=0.0)
+        self.lam = self._real("lam", lam)
 
     def _per_sample(self, logits, logp, targets, weights, ids) -> Tensor:
         return F.nll_loss(logp, targets, reduction="none") + self.lam * logits.abs().sum(dim=1).to(logp.dtype)
@@ -135,10 +138,11 @@ class EntropyRegLoss(ClassificationLoss):
     """
 
     name = "entropy_reg"
+    hparam_ranges = {"beta": Interval(0.0)}
 
     def __init__(self, beta: float = 0.3) -> None:
         super().__init__()
-        self.beta = _check_real(self.name, "beta", beta, low=0.0)
+        self.beta = self._real("beta", beta)
 
     def _per_sample(self, logits, logp, targets, weights, ids) -> Tensor:
         return F.nll_loss(logp, targets, reduction="none") - self.beta * _entropy(logp)
@@ -163,10 +167,11 @@ class Poly1Loss(ClassificationLoss):
     """
 
     name = "poly1"
+    hparam_ranges = {"epsilon": Interval(-1.0)}
 
     def __init__(self, epsilon: float = 1.0) -> None:
         super().__init__()
-        self.epsilon = _check_real(self.name, "epsilon", epsilon, low=-1.0)
+        self.epsilon = self._real("epsilon", epsilon)
 
     def _per_sample(self, logits, logp, targets, weights, ids) -> Tensor:
         return F.nll_loss(logp, targets, reduction="none") + self.epsilon * _one_minus_pt(

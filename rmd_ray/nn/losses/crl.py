@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rmd_ray.nn.losses.base import LOSSES, ClassificationLoss, _check_real
+from rmd_ray.nn.losses.base import LOSSES, ClassificationLoss, Interval
 
 
 @LOSSES.register("crl")
@@ -20,19 +20,33 @@ class CorrectnessRankingLoss(ClassificationLoss):
         \ell_i = -\log p_{i,y_i} + \lambda \max\bigl(0,\,
                  -g(c_i, c_j)(\kappa_i - \kappa_j) + |c_i - c_j|\bigr), \quad j = (i + 1) \bmod B
 
-    with kappa_i = max_k p_ik the confidence, c_i the running correctness frequency of sample i
-    and g(a, b) = sign(a - b). Samples that were classified correctly more often must get a higher
+    with kappa_i = max_k p_ik the confidence, c_i the normalised correctness of sample i and
+    g(a, b) = sign(a - b). Samples that were classified correctly more often must get a higher
     confidence, by a margin of |c_i - c_j|; pairs with equal c give 0. As in the authors' code,
     each sample is paired with the next one in the batch (``torch.roll``), and gradients flow
     through both confidences.
 
-    The history lives in two int64 buffers of length ``num_samples`` indexed by sample id
-    (``ids`` must lie in [0, num_samples)): ``correct_count`` and ``seen_count``, and
-    c_i = correct_count_i / max(seen_count_i, 1) (0 for a sample not seen yet). The authors instead
-    divide cumulative correct counts by the number of finished epochs (min-max normalised); with
-    one visit per sample per epoch the two give the same ordering, and this form needs no epoch
-    bookkeeping. The buffers are in ``state_dict()``, so pass the loss to ``save_checkpoint`` to
-    resume exactly. Under data-parallel training each worker keeps its own history.
+    Correctness is normalised as in the authors' code (``crl_utils.History.correctness_normalize``,
+    github.com/daintlab/confidence-aware-learning)::
+
+        c_i = (n_i - n_min) / max(E - n_min, 1),    E = max(epochs finished, 1)
+
+    with n_i the number of times sample i was classified correctly so far and n_min the smallest
+    n over all ``num_samples`` samples. The authors divide by (E - n_min) and start E at 1; since
+    n and E are integers, E - n_min >= 1 whenever theirs is defined, and the guard only replaces
+    their division by zero (every sample right in every finished epoch) with count differences.
+    Mid-epoch a sample already right in the current epoch can reach (E + 1 - n_min) / (E - n_min) > 1,
+    as in the authors' code. The ranking's sign depends only on the counts; the normalisation
+    sets the margin, |n_i - n_j| / (E - n_min), which differs from a per-sample frequency n_i / visits
+    as soon as every sample has been right at least once (n_min >= 1).
+
+    The history lives in buffers indexed by sample id (``ids`` must lie in [0, num_samples)):
+    ``correct_count`` (n), ``seen_count`` (visits, kept for diagnostics) and ``epochs_finished``
+    (E before the floor of 1), advanced by :meth:`end_epoch`, which
+    ``rmd_ray.nn.engine.train_one_epoch`` calls after every training epoch. The buffers are in
+    ``state_dict()``, so pass the loss to ``save_checkpoint`` to resume exactly. Under data-parallel
+    training each worker keeps its own history; samples a worker never saw count 0 there, so its
+    n_min is 0 and c_i = n_i / E.
 
     Updating: ``forward`` records the batch (correct = argmax logits == target) AFTER computing the
     loss, so a batch is ranked with the history from earlier steps only (as in the authors' code)
@@ -49,6 +63,7 @@ class CorrectnessRankingLoss(ClassificationLoss):
     """
 
     name = "crl"
+    hparam_ranges = {"lam": Interval(0.0)}
 
     def __init__(self, num_samples: int, lam: float = 1.0) -> None:
         super().__init__()
@@ -57,9 +72,18 @@ class CorrectnessRankingLoss(ClassificationLoss):
                 f"loss 'crl': num_samples must be an int >= 1 (the training-set size), got {num_samples!r}"
             )
         self.num_samples = int(num_samples)
-        self.lam = _check_real(self.name, "lam", lam, low=0.0)
+        self.lam = self._real("lam", lam)
         self.register_buffer("correct_count", torch.zeros(self.num_samples, dtype=torch.int64))
         self.register_buffer("seen_count", torch.zeros(self.num_samples, dtype=torch.int64))
+        self.register_buffer("epochs_finished", torch.zeros((), dtype=torch.int64))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # Checkpoints written before epochs_finished existed: with one visit per sample per epoch
+        # (a single worker), the most visits of any sample is the number of finished epochs.
+        key, seen = prefix + "epochs_finished", prefix + "seen_count"
+        if key not in state_dict and seen in state_dict:
+            state_dict[key] = state_dict[seen].max().clone()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _check_ids(self, ids: Tensor | None) -> None:
         if ids is None:
@@ -76,8 +100,15 @@ class CorrectnessRankingLoss(ClassificationLoss):
         self._check_ids(ids)
 
     def correctness(self, ids: Tensor) -> Tensor:
-        """Running correctness frequency c for ``ids``, float64 in [0, 1]."""
-        return self.correct_count[ids].double() / self.seen_count[ids].clamp_min(1).double()
+        """Normalised correctness c for ``ids`` (float64; see the class docstring for the formula)."""
+        n_min = self.correct_count.min()
+        denominator = (self.epochs_finished.clamp_min(1) - n_min).clamp_min(1)
+        return (self.correct_count[ids] - n_min).double() / denominator.double()
+
+    @torch.no_grad()
+    def end_epoch(self) -> None:
+        """Count one finished training epoch (the E of the normalisation); the engine calls it."""
+        self.epochs_finished += 1
 
     @torch.no_grad()
     def update(self, ids: Tensor, correct: Tensor) -> None:

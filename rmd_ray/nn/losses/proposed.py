@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rmd_ray.nn.losses.base import LOSSES, ClassificationLoss, _check_real, _entropy
+from rmd_ray.nn.losses.base import LOSSES, ClassificationLoss, Interval, _entropy
 
 # ----------------------------------------------------------------------------------------------------
 # the method
@@ -31,10 +31,12 @@ class ProposedLoss(ClassificationLoss):
     """
 
     name = "proposed"
+    hparam_ranges = {"alpha": Interval(0.0)}
+    needs_weights = True
 
     def __init__(self, alpha: float = 0.3) -> None:
         super().__init__()
-        self.alpha = _check_real(self.name, "alpha", alpha, low=0.0)
+        self.alpha = self._real("alpha", alpha)
 
     def _check_extra(self, logits, weights, ids) -> None:
         if weights is None:
