@@ -27,6 +27,7 @@ import pyarrow as pa
 from rmd_ray.core import WeightConfig, difficulty_weights
 from rmd_ray.data import storage
 from rmd_ray.data.parts import read_table
+from rmd_ray.distributed.runtime import count_actor_made_placement_groups, reclaim_orphaned_placement_groups
 from rmd_ray.distributed.sources import ShardedSource
 from rmd_ray.distributed.training import TrainConfig, loss_needs_weights, run_training
 from rmd_ray.distributed.training.run import channel_statistics
@@ -141,7 +142,49 @@ def _trial(trial: dict[str, Any], *, train, val, scores, base: TrainConfig, outp
         run_name=context.get_trial_id(),
         callbacks=[TuneReportCallback()],
         channel_stats=stats,
+        predict=False,  # Tune ranks on the reported val metrics; a batch prediction would only cost time
     )
+
+
+def _reclaim_callback():
+    """A Tune callback that gives back the CPUs of stopped trials' Train runs while the search goes on.
+
+    ASHA stops trials early; each stop leaves its Train worker group's placement group behind
+    (:func:`~rmd_ray.distributed.runtime.reclaim_orphaned_placement_groups` says why), and with one
+    trial at a time on a small cluster the next trial would wait for those CPUs forever.
+    """
+    import time
+
+    from ray.tune import Callback
+
+    class ReclaimStoppedTrials(Callback):
+        def __init__(self) -> None:
+            self._next = 0.0
+
+        def on_step_end(self, iteration, trials, **info) -> None:
+            now = time.monotonic()
+            if now >= self._next:  # one GCS table read every 2 s, not every 0.1 s controller step
+                self._next = now + 2.0
+                _reclaim("during the search")
+
+    return ReclaimStoppedTrials()
+
+
+def _reclaim(where: str) -> None:
+    removed = reclaim_orphaned_placement_groups()
+    if removed:
+        log.info("%s: removed %d placement groups left by stopped trials", where, removed)
+
+
+def _reclaim_after_search(wait_s: float = 10.0) -> None:
+    """Reclaim once Tune has ended every trial actor (the last ones may still be exiting)."""
+    import time
+
+    deadline = time.monotonic() + wait_s
+    _reclaim("after the search")
+    while time.monotonic() < deadline and count_actor_made_placement_groups():
+        time.sleep(0.5)
+        _reclaim("after the search")
 
 
 def validate_backbones(space: SearchSpace, scores_paths: dict[str, str | Path]) -> dict[str, pa.Table]:
@@ -257,7 +300,9 @@ def run_tune(
         metric=sched_metric,
         mode=sched_mode,
         time_attr="training_iteration",
-        max_t=base.optim.epochs,
+        # one past the last epoch: ASHA then never stops a trial that reports its last epoch, so the trial
+        # function returns and Ray Train shuts down cleanly (a stop would end the run mid-shutdown)
+        max_t=base.optim.epochs + 1,
         grace_period=min(space.grace_period, base.optim.epochs),
     )
     output_dir = os.fspath(output_dir) if storage.is_remote(output_dir) else str(Path(output_dir).resolve())
@@ -284,10 +329,12 @@ def run_tune(
             max_concurrent_trials=space.max_concurrent_trials,
         ),
         run_config=tune.RunConfig(
-            name=space.name, **_tune_storage(output_dir), callbacks=[TBXLoggerCallback()]
+            name=space.name, **_tune_storage(output_dir),
+            callbacks=[TBXLoggerCallback(), _reclaim_callback()],
         ),
     )
     grid = tuner.fit()
+    _reclaim_after_search()
     rows = []
     for result in grid:
         metrics = dict(result.metrics or {})

@@ -224,9 +224,10 @@ class TrainingResult:
         Ray checkpoint directories (each holds ``model.pt``); best by ``val_acc``.
     predictions : dict
         Split name (``"val"``, ``"test"``) -> the predictions directory (Parquet parts + manifest,
-        any URI) of the last checkpoint.
-    predictions_path : str
-        ``predictions["test"]`` when a test source was given, else ``predictions["val"]``.
+        any URI) of the last checkpoint; empty when ``run_training(..., predict=False)``.
+    predictions_path : str or None
+        ``predictions["test"]`` when a test source was given, else ``predictions["val"]`` (None without
+        predictions).
     test_metrics : dict or None
         ``evaluate_predictions`` on the test split with the last checkpoint.
     run_path : str
@@ -238,7 +239,7 @@ class TrainingResult:
     last_checkpoint: str
     best_checkpoint: str
     predictions: dict[str, str]
-    predictions_path: str
+    predictions_path: str | None
     test_metrics: dict[str, float] | None
     run_path: str
 

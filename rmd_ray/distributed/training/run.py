@@ -237,6 +237,7 @@ def run_training(
     callbacks: Sequence[Any] = (),
     channel_stats: tuple[Sequence[float], Sequence[float]] | None = None,
     shard_rows: int = TRAIN_SHARD_ROWS,
+    predict: bool = True,
 ) -> TrainingResult:
     """Train ``config.model`` with ``config.loss`` on Ray Train from lazily read sources; predict in Ray.
 
@@ -269,6 +270,9 @@ def run_training(
         Per-channel statistics in [0, 1] units, to skip the streaming pass (Tune computes them once).
     shard_rows : int
         Rows per shard when planning specs and tables (default :data:`TRAIN_SHARD_ROWS`).
+    predict : bool
+        Predict val (and test) after training (default). Tune trials pass False: they are ranked on the
+        metrics each epoch reported, and ``predictions`` is then empty.
 
     Returns
     -------
@@ -426,7 +430,7 @@ def run_training(
         raise failure
     if result.checkpoint is None:
         raise RuntimeError(f"training finished without a checkpoint in {result.path}")
-    return _finish(result, cfg, sources, geometry, output_dir, storage_path, run_name)
+    return _finish(result, cfg, sources if predict else {}, geometry, output_dir, storage_path, run_name)
 
 
 def _check_sized_loss(cfg: TrainConfig, n_train: int) -> dict[str, Any]:
@@ -480,7 +484,7 @@ def _finish(result, cfg: TrainConfig, sources, geometry, output_dir: str, storag
         last_checkpoint=last,
         best_checkpoint=_best(result, last, uri_of),
         predictions=predictions,
-        predictions_path=predictions.get("test", predictions["val"]),
+        predictions_path=predictions.get("test", predictions.get("val")),
         test_metrics=test_metrics,
         run_path=str(result.path),
     )
