@@ -26,13 +26,15 @@ import hashlib
 import io
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from rmd_ray.data import storage
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: a decode task that yields uint8 never loads it
+    import torch
 
 __all__ = ["DecodeError", "IMAGE_KEYS", "augment", "decode_batch", "decode_image", "view_seed"]
 
@@ -314,6 +316,8 @@ def decode_batch(
     if view is not None and (isinstance(view, bool) or not isinstance(view, (int, np.integer)) or view < 0):
         raise ValueError(f"view must be None or a non-negative int, got {view!r}")
     row_list = _rows(rows)
+    import torch
+
     tensors: list[torch.Tensor] = []
     ok_ids: list[str] = []
     errors: list[tuple[str, int, str]] = []

@@ -71,10 +71,18 @@ def dashboard_url() -> str | None:
 
 def worker_setup(threads: int = 1) -> None:
     """Per-process setup for actors and tasks: one torch thread each (2 threads per process are 4-5x
-    slower here once anything else runs, docs/design.md section 6)."""
-    import torch
+    slower here once anything else runs, docs/design.md section 6).
 
-    torch.set_num_threads(threads)
+    A process that has not imported torch is not made to (a decode task at the cifar geometry never
+    needs it, and the import costs seconds in every fresh worker); the thread count is left in the
+    environment, which torch reads when it is imported later.
+    """
+    import sys
+
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+    else:
+        os.environ["OMP_NUM_THREADS"] = str(threads)
 
 
 def reclaim_orphaned_placement_groups() -> int:

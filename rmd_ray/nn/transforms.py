@@ -22,10 +22,12 @@ Presets
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # imported where used: a decode task at the cifar geometry never loads torch
+    import torch
 
 __all__ = [
     "CIFAR_MAX_SIDE",
@@ -77,12 +79,13 @@ def resolve_preset(preset: str, *, image_size: int | None, native_side: int) -> 
 
 def eval_geometry(preset: str, image_size: int | None) -> Callable[[Any], Any]:
     """PIL RGB -> PIL RGB, deterministic (validation, test, prediction, channel statistics)."""
+    if preset == "cifar":
+        # PIL directly, not torchvision's Resize: on a PIL image that is the same call
+        # (Image.resize, bilinear), and importing torchvision (with torch and torch._dynamo) took
+        # 2-3 s of every fresh decode process, paid again at each epoch's first batch (measured)
+        return _identity if image_size is None else _PilResize(image_size)
     from torchvision.transforms import v2 as T
 
-    if preset == "cifar":
-        if image_size is None:
-            return T.Identity()
-        return T.Resize((image_size, image_size), interpolation=T.InterpolationMode.BILINEAR)
     if preset == "imagenet":
         resize = int(round(image_size / _EVAL_CROP_FRACTION))
         return T.Compose(
@@ -91,11 +94,27 @@ def eval_geometry(preset: str, image_size: int | None) -> Callable[[Any], Any]:
     raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
 
 
+def _identity(image: Any) -> Any:
+    return image
+
+
+class _PilResize:
+    """``image.resize((S, S), BILINEAR)``: what torchvision's ``Resize((S, S))`` does to a PIL image."""
+
+    def __init__(self, side: int) -> None:
+        self.side = side
+
+    def __call__(self, image: Any) -> Any:
+        from PIL import Image
+
+        return image.resize((self.side, self.side), Image.Resampling.BILINEAR)
+
+
 def train_geometry(preset: str, image_size: int | None) -> Callable[[Any], Any]:
     """PIL RGB -> PIL RGB for training rows (random for ``imagenet``; the ``cifar`` crop runs on the worker)."""
-    from torchvision.transforms import v2 as T
-
     if preset == "imagenet":
+        from torchvision.transforms import v2 as T
+
         return T.Compose(
             [
                 T.RandomResizedCrop(image_size, interpolation=T.InterpolationMode.BILINEAR),
@@ -112,6 +131,8 @@ def normalize_uint8(batch: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) 
     ``x / 255`` first, as torchvision's ``ToTensor`` then ``Normalize`` compute it, so a pipeline that
     normalises here and one that runs the full torchvision preprocessing give the same floats.
     """
+    import torch
+
     x = batch.permute(0, 3, 1, 2).to(torch.float32).div_(255.0)
     mean = mean.to(device=x.device, dtype=torch.float32).view(1, -1, 1, 1)
     std = std.to(device=x.device, dtype=torch.float32).view(1, -1, 1, 1)

@@ -6,18 +6,28 @@ loop every Ray Train worker runs), :mod:`.predict` (batch inference with a model
 :mod:`.run` (the driver).
 """
 
-from rmd_ray.distributed.training.config import CHECKPOINT_FILE, TrainConfig, TrainingResult, loss_needs_weights
-from rmd_ray.distributed.training.predict import ClassifierSpec, predict_source
-from rmd_ray.distributed.training.run import run_training
-from rmd_ray.distributed.training.weights import join_weights
+import importlib
+from typing import Any
 
-__all__ = [
-    "CHECKPOINT_FILE",
-    "ClassifierSpec",
-    "TrainConfig",
-    "TrainingResult",
-    "join_weights",
-    "loss_needs_weights",
-    "predict_source",
-    "run_training",
-]
+# Lazy (PEP 562): every decode task imports .ingest, which would otherwise load this package's driver
+# and worker modules (torch, torchvision, Ray Train: ~3 s in each fresh worker process, measured).
+_EXPORTS = {
+    "CHECKPOINT_FILE": "config",
+    "TrainConfig": "config",
+    "TrainingResult": "config",
+    "loss_needs_weights": "config",
+    "ClassifierSpec": "predict",
+    "predict_source": "predict",
+    "run_training": "run",
+    "join_weights": "weights",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value

@@ -7,8 +7,6 @@ from typing import Any
 
 import ray
 
-from rmd_ray.nn.engine import NonFiniteLossError
-
 __all__ = ["FatalErrors", "IngestError", "WorkerFailure", "fatal_record", "worker_error"]
 
 
@@ -54,6 +52,9 @@ class FatalErrors:
 
 def fatal_record(err: BaseException) -> dict[str, Any] | None:
     """The record of a deterministic error anywhere in ``err``'s cause chain (Ray wraps task errors)."""
+    # imported here: decode tasks import this module, and rmd_ray.nn.engine would load torch there
+    from rmd_ray.nn.engine import NonFiniteLossError
+
     seen = set()
     while err is not None and id(err) not in seen:
         seen.add(id(err))
@@ -82,6 +83,8 @@ def worker_error(
             if record is not None:
                 break
     if record is not None and record["kind"] == "nonfinite":
+        from rmd_ray.nn.engine import NonFiniteLossError
+
         return NonFiniteLossError(step=record["step"], ids=ids_of(record["ids"]), value=record["value"])
     if record is not None:
         return ValueError(record["message"])

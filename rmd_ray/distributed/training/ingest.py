@@ -103,10 +103,11 @@ def _decode_shard(
             order = np.random.default_rng([seed, index]).permutation(n)
         else:
             order = np.arange(n)
-        if train and permute == "fresh":
+        if train and geometry.preset == "imagenet":  # RandomResizedCrop draws from torch's global RNG
             import torch
 
-            torch.manual_seed(int(np.random.default_rng().integers(2**62)))  # RandomResizedCrop's draws
+            rng = np.random.default_rng() if permute == "fresh" else np.random.default_rng([seed, index, 1])
+            torch.manual_seed(int(rng.integers(2**62)))
         for start in range(0, n, _ROWS_PER_BATCH):
             rows = order[start : start + _ROWS_PER_BATCH]
             part = table.take(pa.array(rows))
