@@ -1,19 +1,20 @@
 """Training at scale on one machine: streaming ingest vs what a user would write instead.
 
 Generates an ImageNet-train layout (class folders of JPEGs; ``scoring_scale.make_imagenet_layout``)
-at N and 4N images and trains one epoch of a small ResNet-18 at 32 px on it, each run in a fresh
-process:
+at N and 4N images and trains a small ResNet-18 at 32 px on it (two epochs at N, one at 4N), each run
+in a fresh process:
 
 - ``ray``: ``run_training(folder:ROOT, ...)``: shards read, decoded and resized in Ray tasks, one Ray
   Train worker, the cifar geometry (pad-4 crop + flip on the worker), validation on 1,000 images (one per class), then
-  Ray batch prediction of them. Reported: driver peak RSS, the epoch's training time (``train_s``),
-  the share of it the worker waited for data (``data_wait_frac``), and the whole call.
+  Ray batch prediction of them. Reported per epoch: the training time (``train_s``), the share of it
+  the worker waited for data (``data_wait_frac``) and the first batch's wait; driver peak RSS and the
+  whole call.
 - ``dataloader``: a plain torch loop fed by a ``torch.utils.data.DataLoader`` over the same folder
   (``torchvision.datasets.ImageFolder``, PIL decode + bilinear resize to 32 + the same crop / flip,
   ``num_workers`` decode processes on the same 2 cores), same model, batch size and threads.
 
-Targets (issue 11): driver peak RSS 4N / N <= 1.15; data wait <= 10% of the Ray epoch; Ray epoch
-<= 1.10x the DataLoader epoch. The end-to-end smoke run (``--smoke``) scores a 1,000-class layout,
+Targets (issue 11): driver peak RSS 4N / N <= 1.15; data wait <= 10% of each Ray epoch; each Ray
+epoch <= 1.10x the same DataLoader epoch. The end-to-end smoke run (``--smoke``) scores a 1,000-class layout,
 trains one epoch and evaluates, timed.
 
 Run: python benchmarks/training_scale.py [--n 4000] [--smoke-n 2000]
@@ -65,9 +66,10 @@ def _child_ray(root: str, val_root: str, output: str, options: str = "{}") -> No
     result = run_training(f"folder:{root}", val=f"folder:{val_root}", config=config, output_dir=output,
                           run_name="ray")
     seconds = time.perf_counter() - start
-    epoch = result.epochs[-1]  # with 2 epochs: the second, after Ray Data's first execution warmed up
+    epoch = result.epochs[-1]  # the last: with 2 epochs, after Ray Data's first execution warmed up
     print(json.dumps({
         "seconds": seconds, "train_s": epoch["train_s"], "data_wait_frac": epoch["data_wait_frac"],
+        "epochs": [{k: e[k] for k in ("train_s", "data_wait_frac", "first_batch_s")} for e in result.epochs],
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }))
 
@@ -111,7 +113,8 @@ def _child_dataloader(root: str, workers: int, options: str = "{}") -> None:
             yield {"image": normalize_uint8(images, mean, std), "label": labels,
                    "id": torch.arange(i * batch, i * batch + len(labels))}
 
-    for _ in range(epochs):  # the last epoch is timed, as the Ray side reports its last
+    per_epoch = []
+    for _ in range(epochs):  # every epoch timed; the last is reported as train_s, as the Ray side does
         start = time.perf_counter()
         engine.train_one_epoch(
             model, batches(), build_loss("ce").to(device), optimizer, scheduler=scheduler, device=device,
@@ -120,7 +123,8 @@ def _child_dataloader(root: str, workers: int, options: str = "{}") -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
-    print(json.dumps({"seconds": seconds, "train_s": seconds,
+        per_epoch.append(seconds)
+    print(json.dumps({"seconds": seconds, "train_s": seconds, "epochs": per_epoch,
                       "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
@@ -187,42 +191,51 @@ def main() -> None:
         tmp = Path(tmp)
         val = make_imagenet_layout(tmp / "val", 1000, size=48, seed=1)  # one image per class
         rows, runs = [], {}
-        for n in (args.n, 4 * args.n):
+        for n, epochs in ((args.n, 2), (4 * args.n, 1)):
             root = make_imagenet_layout(tmp / f"train{n}", n, size=48)
-            ray_run = _run("ray", str(root), str(val), str(tmp / f"out{n}"))
+            ray_run = _run("ray", str(root), str(val), str(tmp / f"out{n}"), json.dumps({"epochs": epochs}))
             runs[n] = ray_run
-            rows.append([f"ray ({n:,} images)", f"{ray_run['train_s']:.1f}", f"{100 * ray_run['data_wait_frac']:.1f}%",
-                         f"{ray_run['seconds']:.1f}", f"{ray_run['peak_rss_mib']:.0f}"])
+            for i, e in enumerate(ray_run["epochs"], 1):
+                rows.append([f"ray ({n:,} images), epoch {i}", f"{e['train_s']:.1f}",
+                             f"{100 * e['data_wait_frac']:.1f}%", f"{e['first_batch_s']:.1f}", f"{ray_run['seconds']:.1f}" if i == 1 else "",
+                             f"{ray_run['peak_rss_mib']:.0f}" if i == 1 else ""])
             if n == args.n:
-                base = _run("dataloader", str(root), str(args.workers))
+                base = _run("dataloader", str(root), str(args.workers), json.dumps({"epochs": epochs}))
                 runs["dataloader"] = base
-                rows.append([f"DataLoader loop ({n:,} images, {args.workers} worker)", f"{base['train_s']:.1f}", "",
-                             f"{base['seconds']:.1f}", f"{base['peak_rss_mib']:.0f}"])
+                for i, seconds in enumerate(base["epochs"], 1):
+                    rows.append([f"DataLoader loop ({n:,} images, {args.workers} worker), epoch {i}", f"{seconds:.1f}",
+                                 "", "", "", f"{base['peak_rss_mib']:.0f}" if i == 1 else ""])
         smoke = _run("smoke", str(make_imagenet_layout(tmp / "smoke", args.smoke_n, size=64, seed=2)), str(val),
                      str(tmp / "smoke_out"))
     rss_ratio = runs[4 * args.n]["peak_rss_mib"] / runs[args.n]["peak_rss_mib"]
-    epoch_ratio = runs[args.n]["train_s"] / runs["dataloader"]["train_s"]
+    ray_epochs, base_epochs = runs[args.n]["epochs"], runs["dataloader"]["epochs"]
+    ratios = [r["train_s"] / b for r, b in zip(ray_epochs, base_epochs)]
     smoke_total = smoke["score_s"] + smoke["train_s"] + smoke["evaluate_s"]
+    waits = ", ".join(f"epoch {i}: **{100 * e['data_wait_frac']:.1f}%**" for i, e in enumerate(ray_epochs, 1))
     text = "\n".join([
         "# training_scale", "",
         f"{machine_line()}; ImageNet layout (1,000 class folders, 48 px JPEGs), ResNet-18 width {WIDTH} at "
-        f"{SIDE} px, batch {BATCH}, 1 epoch, 1 Ray Train worker (1 CPU, 1 torch thread); every run in a fresh process.",
+        f"{SIDE} px, batch {BATCH}, 1 Ray Train worker (1 CPU, 1 torch thread, decode tasks: the default, one "
+        f"per core the worker leaves = 1 here); N = {args.n:,}: 2 epochs on each side, 4N: 1 epoch; every run in a "
+        "fresh process.",
         "",
-        markdown_table(["run", "epoch (train) s", "data wait", "whole call s", "driver peak RSS MiB"], rows),
+        markdown_table(["run", "epoch (train) s", "data wait", "first batch s", "whole call s", "peak RSS MiB"], rows),
         "",
         f"- driver peak RSS 4N / N: **{rss_ratio:.3f}** (target <= 1.15)",
-        f"- data wait, Ray epoch at N: **{100 * runs[args.n]['data_wait_frac']:.1f}%** of the training steps' time "
-        f"(4N: {100 * runs[4 * args.n]['data_wait_frac']:.1f}%; target <= 10%)",
-        f"- Ray epoch / DataLoader epoch at N: **{epoch_ratio:.2f}x** (target <= 1.10x)",
+        f"- data wait per Ray epoch at N: {waits} of the training steps' time (4N, epoch 1: "
+        f"**{100 * runs[4 * args.n]['data_wait_frac']:.1f}%**; target <= 10%)",
+        "- Ray epoch / DataLoader epoch at N: " + ", ".join(
+            f"epoch {i}: **{r:.2f}x**" for i, r in enumerate(ratios, 1)) + " (target <= 1.10x)",
         f"- smoke run, {args.smoke_n:,} images in 1,000 classes (64 px JPEGs): score {smoke['score_s']:.0f} s, "
         f"train ResNet-18 1 epoch (proposed loss) + predict {smoke['train_s']:.0f} s, evaluate "
         f"{smoke['evaluate_s']:.1f} s; total **{smoke_total / 60:.1f} min** (target < 10); "
         f"{smoke['rows_scored']} rows scored, {smoke['test_rows']} test rows predicted once each, "
         f"test ACC {100 * smoke['test_acc']:.1f}% (chance 0.1%).",
         "",
-        "The whole-call time of a Ray run includes Ray Train's start-up, the channel-statistics pass and the "
-        "batch prediction of the validation split, which the DataLoader loop does not do; the ratio above "
-        "compares the epochs.",
+        "Epoch 1 of a Ray run includes the pipeline's start-up (Ray Data's executor and a fresh decode process: "
+        "the first-batch column); later epochs reuse both. The whole-call time also includes Ray Train's "
+        "start-up, the channel-statistics pass and the batch prediction of the validation split, which the "
+        "DataLoader loop does not do; the ratios compare epochs.",
     ])
     print(text)
     write_result("training_scale.md", text + "\n")

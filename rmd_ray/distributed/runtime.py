@@ -53,12 +53,19 @@ def init_ray(
                 kwargs.setdefault("dashboard_host", "127.0.0.1")
             # address="local": always a new instance of our own, never a cluster that `ray start` left running
             context = ray.init(address="local", num_cpus=num_cpus or physical_cpus() + 1, **kwargs)
+            _context["extra_cpus"] = 0 if num_cpus else 1
         else:
             context = ray.init(address=address, **kwargs)
         _context["dashboard_url"] = getattr(context, "dashboard_url", None) or None
         if log_file is not None:
             route_worker_output()
     return ray.cluster_resources()
+
+
+def compute_cpus() -> float:
+    """The cluster's CPUs that can do work: Ray's CPU total, less the extra logical CPU that
+    :func:`init_ray` declares on a local instance (it keeps pipelines from hanging; it is no core)."""
+    return ray.cluster_resources().get("CPU", 0.0) - _context.get("extra_cpus", 0)
 
 
 def dashboard_url() -> str | None:

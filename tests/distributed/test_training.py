@@ -511,6 +511,8 @@ def test_config_normalises_hparams_and_is_hashable():
         ({"shuffle": "global"}, r"shuffle must be one of \('fresh', 'seeded'\)"),
         ({"placement_strategy": "ANY"}, r"placement_strategy must be one of"),
         ({"shuffle_buffer_rows": -1}, r"shuffle_buffer_rows must be None or an int >= 0"),
+        ({"decode_tasks": 0}, r"decode_tasks must be None \(auto\) or an int >= 1"),
+        ({"decode_tasks": 2.5}, r"decode_tasks must be None \(auto\) or an int >= 1"),
     ],
 )
 def test_config_validation(kwargs, match):
@@ -525,11 +527,32 @@ def test_fresh_shuffle_draws_a_new_order_every_epoch_and_seeded_repeats_it(ray_l
 
     source = source_from_table(TRAIN, shard_rows=32)  # 8 shards
     orders = {}
-    for mode in ("fresh", "seeded"):
+    for mode, tasks in (("fresh", 1), ("seeded", None)):  # one decode task in flight, or Ray Data's default
         ds = train_dataset(source, geometry=Geometry("cifar", None, (16, 16)), augment=True, weights_ref=None,
-                           shuffle=mode, seed=0)
+                           shuffle=mode, seed=0, decode_tasks=tasks)
         orders[mode] = [[int(r["index"]) for r in ds.iter_rows()] for _ in range(3)]
         assert all(sorted(order) == list(range(256)) for order in orders[mode])
     assert len({tuple(o) for o in orders["fresh"]}) == 3  # shard order and row order re-drawn per epoch
     assert len({tuple(o) for o in orders["seeded"]}) == 1  # fixed by the seed (epochs differ via the buffer)
     assert orders["seeded"][0] != list(range(256))  # rows are permuted even when seeded
+
+
+@pytest.mark.parametrize(
+    ("cluster_cpus", "extra", "workers", "per_worker", "asked", "expected"),
+    [
+        (3.0, 1, 1, 1.0, None, 1),  # local 2-core instance (2 + 1 declared): one core left after the worker
+        (17.0, 1, 1, 1.0, None, 15),  # a 16-core GPU box: a decode task per free core
+        (3.0, 0, 2, 1.0, None, 1),  # the test instance, two workers: at least one task
+        (64.0, 0, 4, 4.0, None, 48),
+        (3.0, 1, 1, 1.0, 6, 6),  # asked for: taken as given
+    ],
+)
+def test_decode_tasks_default_to_the_cores_the_workers_leave(monkeypatch, cluster_cpus, extra, workers,
+                                                              per_worker, asked, expected):
+    from rmd_ray.distributed import runtime
+    from rmd_ray.distributed.training import run
+
+    monkeypatch.setattr(runtime.ray, "cluster_resources", lambda: {"CPU": cluster_cpus})
+    monkeypatch.setitem(runtime._context, "extra_cpus", extra)
+    config = TrainConfig(num_workers=workers, cpus_per_worker=per_worker, decode_tasks=asked)
+    assert run._decode_tasks(config) == expected

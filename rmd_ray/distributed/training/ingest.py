@@ -157,11 +157,12 @@ def _offsets(source: ShardedSource) -> dict[int, int]:
 
 def train_dataset(
     source: ShardedSource, *, geometry: Geometry, augment: bool, weights_ref: Any | None, shuffle: str,
-    seed: int, decode_cpus: float = 1.0,
+    seed: int, decode_cpus: float = 1.0, decode_tasks: int | None = None,
 ):
     """The lazy training dataset: ``image`` uint8 (S, S, 3), ``label``, ``index``, ``weight`` if given.
 
-    ``augment=False`` gives every row the eval geometry.
+    ``augment=False`` gives every row the eval geometry. ``decode_tasks`` caps the tasks in flight
+    (None: Ray Data's default).
 
     ``shuffle``: ``"fresh"`` draws the shard order and each shard's row order anew every epoch (and
     RandomResizedCrop's draws); ``"seeded"`` fixes both from ``seed`` (reproducible runs; the epochs
@@ -177,6 +178,7 @@ def train_dataset(
             "weights": None if weights_ref is None else [weights_ref],
         },
         batch_size=1, batch_format="pyarrow", num_cpus=decode_cpus,
+        compute=None if decode_tasks is None else ray.data.TaskPoolStrategy(size=decode_tasks),
     )
 
 

@@ -33,7 +33,7 @@ import torch
 
 from rmd_ray import __version__
 from rmd_ray.data import storage
-from rmd_ray.distributed.runtime import init_ray
+from rmd_ray.distributed.runtime import compute_cpus, init_ray
 from rmd_ray.distributed.sources import DEFAULT_SHARD_ROWS, ShardedSource, open_source, source_from_table
 from rmd_ray.distributed.training import ingest
 from rmd_ray.distributed.training.config import (
@@ -377,7 +377,7 @@ def run_training(
     )
     train_ds = ingest.train_dataset(
         train_source, geometry=geometry, augment=cfg.augment, weights_ref=weights_ref,
-        shuffle=cfg.shuffle, seed=cfg.seed, decode_cpus=cfg.decode_cpus,
+        shuffle=cfg.shuffle, seed=cfg.seed, decode_cpus=cfg.decode_cpus, decode_tasks=_decode_tasks(cfg),
     )
     val_ds = ingest.eval_dataset(sources["val"], geometry=geometry, decode_cpus=cfg.decode_cpus)
     # the driver context's options (resource limits, ...); order is kept so a seeded run is reproducible
@@ -431,6 +431,12 @@ def run_training(
     if result.checkpoint is None:
         raise RuntimeError(f"training finished without a checkpoint in {result.path}")
     return _finish(result, cfg, sources if predict else {}, geometry, output_dir, storage_path, run_name)
+
+
+def _decode_tasks(cfg: TrainConfig) -> int:
+    if cfg.decode_tasks is not None:
+        return cfg.decode_tasks
+    return max(1, int(compute_cpus() - cfg.num_workers * cfg.cpus_per_worker))
 
 
 def _check_sized_loss(cfg: TrainConfig, n_train: int) -> dict[str, Any]:
