@@ -197,7 +197,8 @@ def main() -> None:
             runs[n] = ray_run
             for i, e in enumerate(ray_run["epochs"], 1):
                 rows.append([f"ray ({n:,} images), epoch {i}", f"{e['train_s']:.1f}",
-                             f"{100 * e['data_wait_frac']:.1f}%", f"{e['first_batch_s']:.1f}", f"{ray_run['seconds']:.1f}" if i == 1 else "",
+                             f"{100 * e['data_wait_frac']:.1f}%", f"{e['first_batch_s']:.1f}",
+                             f"{ray_run['seconds']:.1f}" if i == 1 else "",
                              f"{ray_run['peak_rss_mib']:.0f}" if i == 1 else ""])
             if n == args.n:
                 base = _run("dataloader", str(root), str(args.workers), json.dumps({"epochs": epochs}))
