@@ -97,7 +97,7 @@ def test_a_decode_task_at_the_cifar_geometry_never_loads_torch():
         "table = pa.table({'id': ['a', 'b'], 'image': [buf.getvalue()] * 2, 'label': [0, 1]})\n"
         "import rmd_ray.distributed.training.ingest as ingest\n"
         "ingest.read_shard = lambda shard, classes: table\n"
-        "out = list(_decode_shard(pa.table({'shard': [0]}), plan={0: None}, offsets={0: 0}, classes=('x', 'y'),\n"
+        "out = list(_decode_shard(pa.table({'shards': [[0]]}), plan={0: None}, offsets={0: 0}, classes=('x', 'y'),\n"
         "    geometry=Geometry('cifar', 8), train=True, permute='fresh', seed=0, weights=None))\n"
         "print(out[0]['image'].shape, sorted(m for m in ('torch', 'torchvision', 'ray.train') if m in sys.modules))\n"
     )

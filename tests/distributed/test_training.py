@@ -512,6 +512,7 @@ def test_config_normalises_hparams_and_is_hashable():
         ({"placement_strategy": "ANY"}, r"placement_strategy must be one of"),
         ({"shuffle_buffer_rows": -1}, r"shuffle_buffer_rows must be None or an int >= 0"),
         ({"decode_tasks": 0}, r"decode_tasks must be None \(auto\) or an int >= 1"),
+        ({"shards_per_task": 0}, r"shards_per_task must be an int >= 1"),
         ({"decode_tasks": 2.5}, r"decode_tasks must be None \(auto\) or an int >= 1"),
     ],
 )
@@ -556,3 +557,24 @@ def test_decode_tasks_default_to_the_cores_the_workers_leave(monkeypatch, cluste
     monkeypatch.setitem(runtime._context, "extra_cpus", extra)
     config = TrainConfig(num_workers=workers, cpus_per_worker=per_worker, decode_tasks=asked)
     assert run._decode_tasks(config) == expected
+
+
+def test_a_task_interleaves_its_group_of_shards_so_a_class_sorted_source_is_mixed(ray_local):
+    """8 one-class shards, 4 a task: every block holds 4 classes (not 1), every row once, every epoch."""
+    from rmd_ray.distributed.sources import source_from_table
+    from rmd_ray.distributed.training.ingest import Geometry, train_dataset
+
+    labels = np.repeat(np.arange(8), 32)  # sorted by class, as ImageFolder and the CIFAR-10 Parquet are
+    images = np.zeros((256, 4, 4, 3), np.uint8)
+    table = from_arrays(images, labels, ids=[f"r{i}" for i in range(256)], classes=[str(k) for k in range(8)])
+    source = source_from_table(table, shard_rows=32)
+    assert [len(set(labels[s.index * 32:(s.index + 1) * 32])) for s in source.shards] == [1] * 8
+    for mode in ("fresh", "seeded"):
+        ds = train_dataset(source, geometry=Geometry("cifar", None, (4, 4)), augment=False, weights_ref=None,
+                           shuffle=mode, seed=3, shards_per_task=4, decode_tasks=1)
+        for _ in range(2):
+            blocks = list(ds.iter_batches(batch_size=None, batch_format="numpy"))
+            assert [len(set(b["label"].tolist())) for b in blocks] == [4, 4]
+            assert sorted(np.concatenate([b["index"] for b in blocks]).tolist()) == list(range(256))
+            for b in blocks:  # index -> label as planned: rows keep their own labels through the interleave
+                np.testing.assert_array_equal(labels[b["index"]], b["label"])

@@ -95,6 +95,13 @@ class TrainConfig:
         contend with the training step, and each fresh task process costs a start-up at the first
         epoch's first batch (measured on 2 cores: 4 tasks gave epoch 1 a 5.8 s first batch, 1 task 3.2 s,
         with no wait in later epochs either way).
+    shards_per_task : int
+        Shards one training read task reads and interleaves, >= 1 (default 8). A class-sorted source
+        (ImageFolder; the CIFAR-10 Parquet) holds one or two classes per shard, and the worker's local
+        buffer only mixes a few blocks: with one shard per task, batches held one or two classes and
+        CIFAR-10 (classes 0-4, sorted) trained to 46% test accuracy against 70% in-process (measured).
+        Memory: a task holds its group's encoded images (ImageNet JPEGs, 512-row shards: ~56 MB a
+        shard). Pre-shuffled Parquet needs no mixing (1 is enough).
     use_gpu : bool
         One GPU per worker.
     placement_strategy : {"PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"}
@@ -145,6 +152,7 @@ class TrainConfig:
     cpus_per_worker: float = 1.0
     decode_cpus: float = 0.5
     decode_tasks: int | None = None
+    shards_per_task: int = 8
     use_gpu: bool = False
     placement_strategy: str = "PACK"
     amp: bool = True
@@ -207,6 +215,8 @@ class TrainConfig:
         tasks = self.decode_tasks
         if tasks is not None and (not _is_int(tasks) or tasks < 1):
             raise ValueError(f"TrainConfig.decode_tasks must be None (auto) or an int >= 1, got {tasks!r}")
+        if not _is_int(self.shards_per_task) or self.shards_per_task < 1:
+            raise ValueError(f"TrainConfig.shards_per_task must be an int >= 1, got {self.shards_per_task!r}")
         rows = self.shuffle_buffer_rows
         if rows is not None and (not _is_int(rows) or rows < 0):
             raise ValueError(f"TrainConfig.shuffle_buffer_rows must be None or an int >= 0, got {rows!r}")

@@ -2,8 +2,9 @@
 
 Data flow of one epoch (docs/design.md section 7.7)::
 
-    shard list (tiny) --random_shuffle (per epoch) or a seeded order--> one generator task per shard:
-        read_shard -> rows permuted -> decode -> geometry (imagenet: RandomResizedCrop + flip)
+    shard groups (tiny; shards_per_task each, drawn from the seed) --randomize_block_order (per epoch)
+    or a seeded order--> one generator task per group: read_shard for each -> the group's rows permuted
+    together -> decode -> geometry (imagenet: RandomResizedCrop + flip)
         -> weight looked up by id (sorted ids from the object store) -> uint8 (B, S, S, 3) batches
     --streaming_split(equal=True)--> workers: local shuffle buffer seeded by (seed, epoch, rank)
 
@@ -89,33 +90,46 @@ def _decode_shard(
     batch: pa.Table, *, plan: dict[int, Shard], offsets: dict[int, int], classes: tuple[str, ...],
     geometry: Geometry, train: bool, permute: str, seed: int, weights: list | None,
 ) -> Iterator[dict[str, np.ndarray]]:
-    """One shard index in; its rows out in batches of uint8 images (a generator: Ray Data streams it)."""
+    """A group of shard indices in; their rows, interleaved, out in batches of uint8 images (a generator).
+
+    The rows of every shard in the group are permuted together, so each yielded block mixes the group's
+    shards: a class-sorted source (ImageFolder, the CIFAR-10 Parquet) has one or two classes per shard.
+    """
     worker_setup()
-    for index in batch.column("shard").to_pylist():
-        shard = plan[index]
-        table = read_shard(shard, classes=classes)
-        _check_labels(table, len(classes))
-        shard_weights = None if weights is None else lookup_weights(weights[0], table.column("id"))
+    for group in batch.column("shards").to_pylist():
+        tables, indices, group_weights = [], [], []
+        for index in group:
+            shard = plan[index]
+            table = read_shard(shard, classes=classes)
+            _check_labels(table, len(classes))
+            if weights is not None:
+                group_weights.append(lookup_weights(weights[0], table.column("id")))
+            keep = [c for c in table.column_names if c not in ("shard", "shard_rows")]
+            tables.append(table.select(keep))
+            indices.append(offsets[index] + np.arange(table.num_rows, dtype=np.int64))
+        table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+        index_of_row = np.concatenate(indices)
+        shard_weights = np.concatenate(group_weights) if weights is not None else None
         n = table.num_rows
         if permute == "fresh":
             order = np.random.default_rng().permutation(n)
         elif permute == "seeded":
-            order = np.random.default_rng([seed, index]).permutation(n)
+            order = np.random.default_rng([seed, group[0]]).permutation(n)
         else:
             order = np.arange(n)
         if train and geometry.preset == "imagenet":  # RandomResizedCrop draws from torch's global RNG
             import torch
 
-            rng = np.random.default_rng() if permute == "fresh" else np.random.default_rng([seed, index, 1])
+            rng = np.random.default_rng() if permute == "fresh" else np.random.default_rng([seed, group[0], 1])
             torch.manual_seed(int(rng.integers(2**62)))
         for start in range(0, n, _ROWS_PER_BATCH):
             rows = order[start : start + _ROWS_PER_BATCH]
             part = table.take(pa.array(rows))
-            records = part.select([c for c in part.column_names if c not in ("shard", "shard_rows")]).to_pylist()
+            records = part.to_pylist()
             out = {
                 "image": np.stack([_to_uint8(r, geometry, train=train) for r in records]),
                 "label": part.column("label").to_numpy().astype(np.int64),
-                "index": (offsets[index] + rows).astype(np.int64),
+                "index": index_of_row[rows],
             }
             if shard_weights is not None:
                 out["weight"] = shard_weights[rows]
@@ -134,13 +148,16 @@ def _check_labels(table: pa.Table, num_classes: int) -> None:
         )
 
 
-def _shard_dataset(source: ShardedSource, *, shuffle: str, seed: int):
+def _shard_dataset(source: ShardedSource, *, shuffle: str, seed: int, shards_per_task: int = 1):
     shards = [s for s in source.shards if s.n_rows]
-    if shuffle == "seeded":
+    if shuffle == "seeded" or (shuffle == "fresh" and shards_per_task > 1):
+        # groups drawn at random once (from the seed): a group mixes shards far apart in the plan, and so
+        # classes of a class-sorted source; "fresh" still re-orders the groups every epoch
         shards = [shards[i] for i in np.random.default_rng(seed).permutation(len(shards))]
-    ds = ray.data.from_items([{"shard": s.index} for s in shards], override_num_blocks=len(shards))
+    groups = [[s.index for s in shards[i : i + shards_per_task]] for i in range(0, len(shards), shards_per_task)]
+    ds = ray.data.from_items([{"shards": g} for g in groups], override_num_blocks=len(groups))
     if shuffle == "fresh":
-        # one block per shard: a new shard order every execution (epoch). Not random_shuffle(): its
+        # one block per group: a new group order every execution (epoch). Not random_shuffle(): its
         # all-to-all tasks carry no scheduling strategy and inside a Tune trial they are captured by
         # the trial's placement group, where they never fit (seen here as a hang).
         ds = ds.randomize_block_order()
@@ -157,18 +174,19 @@ def _offsets(source: ShardedSource) -> dict[int, int]:
 
 def train_dataset(
     source: ShardedSource, *, geometry: Geometry, augment: bool, weights_ref: Any | None, shuffle: str,
-    seed: int, decode_cpus: float = 1.0, decode_tasks: int | None = None,
+    seed: int, decode_cpus: float = 1.0, decode_tasks: int | None = None, shards_per_task: int = 1,
 ):
     """The lazy training dataset: ``image`` uint8 (S, S, 3), ``label``, ``index``, ``weight`` if given.
 
     ``augment=False`` gives every row the eval geometry. ``decode_tasks`` caps the tasks in flight
-    (None: Ray Data's default).
+    (None: Ray Data's default). ``shards_per_task`` shards are read, and their rows interleaved, by one
+    task (groups drawn once from ``seed``).
 
     ``shuffle``: ``"fresh"`` draws the shard order and each shard's row order anew every epoch (and
     RandomResizedCrop's draws); ``"seeded"`` fixes both from ``seed`` (reproducible runs; the epochs
     then differ only through the workers' seeded local shuffle buffer).
     """
-    ds = _shard_dataset(source, shuffle=shuffle, seed=seed)
+    ds = _shard_dataset(source, shuffle=shuffle, seed=seed, shards_per_task=shards_per_task)
     return ds.map_batches(
         _decode_shard,
         fn_kwargs={

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import ray
@@ -316,6 +317,11 @@ def run_training(
     init_ray()
     _check_cluster(cfg)
     tic = time.perf_counter()
+    if isinstance(inputs["train"], pa.Table):
+        # an in-memory table is on the driver anyway: its rows go into shards in a seeded random order,
+        # so every shard mixes classes (reader tables come sorted by class, as CIFAR-10's does)
+        order = np.random.default_rng([cfg.seed, 2]).permutation(inputs["train"].num_rows)
+        inputs = {**inputs, "train": inputs["train"].take(pa.array(order))}
     sources = {split: _plan(value, shard_rows=shard_rows) for split, value in inputs.items()}
     train_source = sources["train"]
     n_train = train_source.n_rows
@@ -378,6 +384,7 @@ def run_training(
     train_ds = ingest.train_dataset(
         train_source, geometry=geometry, augment=cfg.augment, weights_ref=weights_ref,
         shuffle=cfg.shuffle, seed=cfg.seed, decode_cpus=cfg.decode_cpus, decode_tasks=_decode_tasks(cfg),
+        shards_per_task=cfg.shards_per_task,
     )
     val_ds = ingest.eval_dataset(sources["val"], geometry=geometry, decode_cpus=cfg.decode_cpus)
     # the driver context's options (resource limits, ...); order is kept so a seeded run is reproducible
