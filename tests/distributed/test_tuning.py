@@ -141,6 +141,16 @@ def test_two_trial_search_reports_metrics_and_pareto(ray_local, tmp_path):
         assert scalars["ray/tune/val_ece_mass"][-1][1] == pytest.approx(row["val_ece_mass"], rel=1e-6)
 
 
+def _bright_channel_splits(rng):
+    """64 train / 32 val 12 px images whose class is the bright channel (learnable in one epoch)."""
+    y = rng.integers(0, 3, 96)
+    x = rng.integers(0, 60, (96, 12, 12, 3), dtype=np.uint8)
+    x[np.arange(96), :, :, y] += 150
+    train = from_arrays(x[:64], y[:64], ids=[f"t{i}" for i in range(64)], classes=list("abc"))
+    val = from_arrays(x[64:], y[64:], ids=[f"v{i}" for i in range(32)], classes=list("abc"))
+    return train, val
+
+
 @pytest.mark.ray
 @pytest.mark.timeout(900)
 def test_search_results_and_checkpoints_go_to_object_storage(ray_local, s3_server, tmp_path):
@@ -148,11 +158,7 @@ def test_search_results_and_checkpoints_go_to_object_storage(ray_local, s3_serve
     from rmd_ray.data import storage
 
     rng = np.random.default_rng(1)
-    y = rng.integers(0, 3, 96)
-    x = rng.integers(0, 60, (96, 12, 12, 3), dtype=np.uint8)
-    x[np.arange(96), :, :, y] += 150
-    train = from_arrays(x[:64], y[:64], ids=[f"t{i}" for i in range(64)], classes=list("abc"))
-    val = from_arrays(x[64:], y[64:], ids=[f"v{i}" for i in range(32)], classes=list("abc"))
+    train, val = _bright_channel_splits(rng)
     space = parse_search_space({
         "name": "s3", "objectives": {"acc": "max"}, "num_samples": 1, "grace_period": 1,
         "search": {"lr": {"type": "loguniform", "low": 0.01, "high": 0.1}},
@@ -169,8 +175,8 @@ def test_search_results_and_checkpoints_go_to_object_storage(ray_local, s3_serve
     # the trial's Ray Train checkpoint lives in the bucket, not on local disk
     names = storage.glob(storage.join(out, "trials", "*", "*", "model.pt"))
     assert names, storage.list_dirs(storage.join(out, "trials"))
-    # Tune stops a trial at its last reported epoch (ASHA's max_t), before any prediction: trials leave
-    # checkpoints and metrics; the chosen setting is then trained with `rmd-ray train`
+    # trials run with predict=False: they leave checkpoints and metrics; the chosen setting is then
+    # trained with `rmd-ray train`
     import io
 
     import torch
@@ -188,11 +194,7 @@ def test_focal_search_needs_no_backbone_or_scores(ray_local, tmp_path):
     the driver looked for the scores of backbone None.
     """
     rng = np.random.default_rng(2)
-    y = rng.integers(0, 3, 96)
-    x = rng.integers(0, 60, (96, 12, 12, 3), dtype=np.uint8)
-    x[np.arange(96), :, :, y] += 150
-    train = from_arrays(x[:64], y[:64], ids=[f"t{i}" for i in range(64)], classes=list("abc"))
-    val = from_arrays(x[64:], y[64:], ids=[f"v{i}" for i in range(32)], classes=list("abc"))
+    train, val = _bright_channel_splits(rng)
     space = parse_search_space({
         "name": "focal", "objectives": {"acc": "max"}, "num_samples": 1, "grace_period": 1,
         "search": {"gamma": {"type": "uniform", "low": 0.5, "high": 4.0}},
