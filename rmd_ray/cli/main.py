@@ -81,14 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="BACKBONE=scores.parquet (repeatable); needed only when a loss in the space reads weights (proposed)",
     )
-    _add_train_args(tune, epochs=8, width=0.25, limit=None, val_limit=None)
+    _add_train_args(tune, epochs=8, width=0.25, limit=None, val_limit=None, test=False)
     _add_ray_args(tune)
     tune.add_argument("--output", required=True)
     tune.set_defaults(func=cmd_tune)
 
     run = sub.add_parser("run", help="the main job on the embedded default: score, train (proposed, CE), evaluate")
     _add_score_args(run)
-    _add_train_args(run, epochs=6, width=0.125, limit=None, val_limit=5_000, with_source=False)
+    _add_train_args(run, epochs=6, width=0.125, limit=None, val_limit=5_000, with_source=False, split=False)
     _add_shift_args(run, with_checkpoint=False)
     _add_ray_args(run)
     run.add_argument("--alpha", type=float, default=0.3, help="alpha of the proposed loss")

@@ -361,7 +361,8 @@ def run_tune(
     )
     results_path = storage.write_parquet_atomic(
         table, storage.join(output_dir, "tune_results.parquet"),
-        metadata={"space": space.name, "objectives": list(objectives)},
+        # what every trial was ranked on (a split of the training data, or the source given)
+        metadata={"space": space.name, "objectives": list(objectives), "val": val_source.description},
     )
     import pyarrow.csv as pacsv
 
