@@ -27,7 +27,9 @@ def test_defaults_carve_a_tenth_and_keep_run_as_it_was():
     assert (train.val_fraction, train.split_seed) == (DEFAULT_VAL_FRACTION, 0) == (0.1, 0)
     assert train.test_source == "fashion-mnist:test"  # the default training source's own test split
     tune = build_parser().parse_args(["tune", "--space", "s.yaml", "--output", "o"])
-    assert tune.carve_validation and tune.val_source is None and not hasattr(tune, "test_source")
+    assert tune.carve_validation and tune.val_source is None and tune.test_source is None
+    check_validation_args(tune)
+    assert (tune.val_fraction, tune.test_source) == (0.1, "fashion-mnist:test")
     # the main job keeps its data flow: it selects nothing, and its evaluation data is the test split
     run = build_parser().parse_args(["run"])
     assert not run.carve_validation and run.val_source == "fashion-mnist:test" and not hasattr(run, "val_fraction")
@@ -91,6 +93,8 @@ def test_job_smoke_settings_pass_the_flag_checks(job):
 def test_test_source_is_checked_before_ray_starts(tmp_path, capsys):
     assert main(["train", "--loss", "ce", "--test-source", "nosuch:x", "--output", str(tmp_path)]) == 2
     assert "rmd-ray train: error: unknown data source 'nosuch'" in capsys.readouterr().err
+    assert main(["tune", "--space", SPACE, "--test-source", "nosuch:x", "--output", str(tmp_path)]) == 2
+    assert "rmd-ray tune: error: unknown data source 'nosuch'" in capsys.readouterr().err
 
 
 def _png(rng, label: int) -> bytes:

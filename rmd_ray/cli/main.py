@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="BACKBONE=scores.parquet (repeatable); needed only when a loss in the space reads weights (proposed)",
     )
-    _add_train_args(tune, epochs=8, width=0.25, limit=None, val_limit=None, test=False)
+    _add_train_args(tune, epochs=8, width=0.25, limit=None, val_limit=None)
     _add_ray_args(tune)
     tune.add_argument("--output", required=True)
     tune.set_defaults(func=cmd_tune)
