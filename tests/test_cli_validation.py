@@ -144,3 +144,33 @@ def test_train_records_the_split_validates_on_it_and_predicts_test_once(ray_loca
     assert sorted(val_pred) == sorted(ids)
     test_pred = read_table(str(out / "r" / "predictions_test.parquet"), columns=["id"]).column("id").to_pylist()
     assert sorted(test_pred) == [f"te{i:03d}" for i in range(18)]
+
+
+@pytest.mark.ray
+@pytest.mark.slow  # one Tune trial of one epoch
+@pytest.mark.timeout(600)
+def test_tune_ranks_on_the_split_and_tests_the_front_once(ray_local, tmp_path, capsys):
+    from rmd_ray.data.io import read_metadata
+
+    space = tmp_path / "focal.yaml"
+    space.write_text("name: focal\nobjectives: {acc: max}\nnum_samples: 1\ngrace_period: 1\n"
+                     "search:\n  gamma: {type: uniform, low: 0.5, high: 4.0}\nfixed: {loss: focal, epochs: 1}\n")
+    train_spec = _images(tmp_path / "train.parquet", n=48, seed=0, prefix="tr")
+    test_spec = _images(tmp_path / "test.parquet", n=18, seed=1, prefix="te")
+    out = tmp_path / "out"
+    assert main(["tune", "--space", str(space), "--train-source", train_spec, "--test-source", test_spec,
+                 "--width", "0.0625", "--train-batch-size", "8", "--cpus-per-worker", "0.5",
+                 "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    recorded = pq.read_table(out / "val_split.parquet")
+    # default fraction 0.1 of each class of 16: round(1.6) = 2 per class
+    assert np.bincount(recorded.column("label").to_numpy()).tolist() == [2, 2, 2]
+    assert "validation split: 6 of 48 training rows (0.1 of each class, seed 0)" in printed
+    assert "ranked on parquet" in printed and "validation part (0.1 stratified, seed 0)" in printed
+    rows = pq.read_table(out / "tune_results.parquet").to_pylist()
+    assert len(rows) == 1 and rows[0]["pareto"] and 0 <= rows[0]["test_acc"] <= 1
+    meta = read_metadata(str(out / "tune_results.parquet"))
+    assert meta["test"] == {"trials_predicted": [rows[0]["trial"]], "after_selection": True}
+    assert "validation part" in meta["val"]
+    assert f"test split {test_spec}: predicted once, after the search, by the Pareto-front trials" in printed
+    assert f"{rows[0]['trial']:<12} {100 * rows[0]['test_acc']:>7.2f}" in printed  # the test table
