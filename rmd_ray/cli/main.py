@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="the main job on the embedded default: score, train (proposed, CE), evaluate")
     _add_score_args(run)
-    _add_train_args(run, epochs=6, width=0.125, limit=None, val_limit=5_000, with_source=False)
+    _add_train_args(run, epochs=6, width=0.125, limit=None, val_limit=5_000, with_source=False, split=False)
     _add_shift_args(run, with_checkpoint=False)
     _add_ray_args(run)
     run.add_argument("--alpha", type=float, default=0.3, help="alpha of the proposed loss")

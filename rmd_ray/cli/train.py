@@ -8,6 +8,11 @@ from pathlib import Path
 from rmd_ray.cli.common import DEFAULT_SOURCE, _number, _parse_pairs, _print_table
 from rmd_ray.cli.console import start_ray
 
+#: ``--val-fraction`` when neither it nor ``--val-source`` is given.
+DEFAULT_VAL_FRACTION = 0.1
+#: ``rmd-ray train``'s test split when it trains on the default source.
+DEFAULT_TEST_SOURCE = "fashion-mnist:test"
+
 
 def _add_train_args(
     parser: argparse.ArgumentParser,
@@ -17,12 +22,18 @@ def _add_train_args(
     limit: int | None,
     val_limit: int | None,
     with_source: bool = True,
+    split: bool = True,
+    test: bool = True,
 ) -> None:
     if with_source:  # `run` trains on its --source / --limit
         parser.add_argument("--train-source", default=DEFAULT_SOURCE, help="training data (a source spec)")
         parser.add_argument("--limit", type=int, default=limit, help="first N training rows")
-    parser.add_argument("--val-source", default="fashion-mnist:test", help="evaluation data (a source spec)")
-    parser.add_argument("--val-limit", type=int, default=val_limit, help="first N evaluation rows")
+    if split:
+        _add_split_args(parser, val_limit=val_limit, test=test)
+    else:  # `run`: its fixed settings select nothing; the test split is its evaluation data, as before
+        parser.add_argument("--val-source", default="fashion-mnist:test", help="evaluation data (a source spec)")
+        parser.add_argument("--val-limit", type=int, default=val_limit, help="first N evaluation rows")
+        parser.set_defaults(carve_validation=False)
     parser.add_argument("--model", default="resnet18")
     parser.add_argument("--width", type=float, default=width, help="channel multiplier (1.0: torchvision's)")
     parser.add_argument("--imagenet-stem", action="store_true", help="7x7 stem + max-pool (default: CIFAR stem)")
@@ -50,6 +61,87 @@ def _add_train_args(
     parser.add_argument("--seed", type=int, default=0)
 
 
+def _add_split_args(parser: argparse.ArgumentParser, *, val_limit: int | None, test: bool) -> None:
+    parser.add_argument(
+        "--val-fraction", type=float, default=None,
+        help=f"share of each class of the training data held out for validation and selection (seeded, "
+        f"stratified; default {DEFAULT_VAL_FRACTION}); the ids are written to val_split.parquet in the output",
+    )
+    parser.add_argument("--split-seed", type=int, default=None, help="seed of the validation split (default 0)")
+    parser.add_argument(
+        "--val-source", default=None,
+        help="validation data (a source spec) instead of a split of the training data; excludes --val-fraction",
+    )
+    parser.add_argument("--val-limit", type=int, default=val_limit, help="first N rows of --val-source")
+    if test:
+        parser.add_argument(
+            "--test-source", default=None,
+            help="test data (a source spec, or 'none'), predicted once, after training (default: fashion-mnist:test "
+            f"when training on the default {DEFAULT_SOURCE}, else none)",
+        )
+        parser.add_argument("--test-limit", type=int, default=None, help="first N test rows")
+    parser.set_defaults(carve_validation=True)
+
+
+def check_validation_args(args: argparse.Namespace) -> None:
+    """Check the validation flags before Ray starts; fills in the default ``--val-fraction``."""
+    from rmd_ray.distributed.sources import check_source_spec
+
+    if not getattr(args, "carve_validation", False):
+        return
+    if args.val_source is not None:
+        if args.val_fraction is not None:
+            raise ValueError(
+                "--val-fraction and --val-source both given: --val-source is the validation data, --val-fraction "
+                "carves it out of the training data; pass one of them"
+            )
+        if args.split_seed is not None:
+            raise ValueError("--split-seed seeds the split --val-fraction draws; with --val-source there is none")
+        check_source_spec(args.val_source)
+    else:
+        if args.val_limit is not None:
+            raise ValueError(
+                "--val-limit applies to --val-source only; a validation split of the training data is sized by "
+                "--val-fraction (and --limit)"
+            )
+        if args.val_fraction is None:
+            args.val_fraction = DEFAULT_VAL_FRACTION
+        if not 0.0 < args.val_fraction < 1.0:  # NaN fails too
+            raise ValueError(
+                f"--val-fraction must be in (0, 1) (the share of each class held out), got {args.val_fraction:g}; "
+                f"e.g. {DEFAULT_VAL_FRACTION}"
+            )
+        if args.split_seed is None:
+            args.split_seed = 0
+    if hasattr(args, "test_source"):
+        if args.test_source is None:  # another training source's classes would not match Fashion-MNIST's test
+            args.test_source = DEFAULT_TEST_SOURCE if args.train_source == DEFAULT_SOURCE else "none"
+        if args.test_source.lower() not in ("", "none"):
+            check_source_spec(args.test_source)
+
+
+def plan_validation(args: argparse.Namespace, train, *, record_dir):
+    """(train, val, split): the training source and its validation data, as ``args`` ask.
+
+    With ``--val-source`` the training source is kept whole and ``split`` is None. Otherwise a seeded,
+    stratified ``--val-fraction`` of it is carved out (ids read in Ray tasks, nothing decoded) and its
+    ids are written to ``<record_dir>/val_split.parquet`` before training starts.
+    """
+    from rmd_ray.distributed.sources import open_source
+    from rmd_ray.distributed.splits import split_source, write_val_split
+
+    if not getattr(args, "carve_validation", False) or args.val_source is not None:
+        return train, open_source(args.val_source, limit=args.val_limit), None
+    split = split_source(train, fraction=args.val_fraction, seed=args.split_seed)
+    path = write_val_split(split, record_dir)
+    print(
+        f"validation split: {split.val.n_rows} of {train.n_rows} training rows ({args.val_fraction:g} of each "
+        f"class, seed {args.split_seed}) -> {path}",
+        flush=True,
+    )
+    return split.train, split.val, split
+
+
 def _train_config(args: argparse.Namespace, *, loss: str, hparams: dict):
     from rmd_ray.distributed.training import TrainConfig
     from rmd_ray.nn.engine import OptimConfig
@@ -73,6 +165,7 @@ def _train_config(args: argparse.Namespace, *, loss: str, hparams: dict):
 
 
 def _train(args: argparse.Namespace, *, loss: str, hparams: dict, scores_path, output: Path, run_name: str):
+    from rmd_ray.data import storage
     from rmd_ray.distributed.dashboards import TrainProgressCallback
     from rmd_ray.distributed.sources import check_source_spec, open_source
     from rmd_ray.distributed.training import loss_needs_weights, run_training
@@ -84,11 +177,20 @@ def _train(args: argparse.Namespace, *, loss: str, hparams: dict, scores_path, o
             f"loss {config.loss!r} needs difficulty weights: pass --scores <scores.parquet from rmd-ray score>"
         )
     check_source_spec(args.train_source)
-    check_source_spec(args.val_source)
+    if args.carve_validation:
+        check_validation_args(args)
+    else:
+        check_source_spec(args.val_source)
     start_ray(args)
     # planned, not read: the images are read and decoded in Ray tasks, every epoch
     train = open_source(args.train_source, limit=args.limit, shard_rows=TRAIN_SHARD_ROWS)
-    val = open_source(args.val_source, limit=args.val_limit)
+    train, val, _ = plan_validation(args, train, record_dir=storage.join(str(output), run_name))
+    if not args.carve_validation:
+        test = val  # `run`: its evaluation data is the test split, and nothing is selected on it
+    elif args.test_source.lower() in ("", "none"):
+        test = None
+    else:  # predicted once, after training (run_training's last step); nothing is chosen from it
+        test = open_source(args.test_source, limit=args.test_limit)
     args.tensorboard_dir = tensorboard_dir(output, run_name)
     board = TrainProgressCallback(
         f"train {run_name}",
@@ -99,7 +201,7 @@ def _train(args: argparse.Namespace, *, loss: str, hparams: dict, scores_path, o
     return run_training(
         train,
         val=val,
-        test=val,
+        test=test,
         scores=str(scores_path) if scores_path else None,
         config=config,
         output_dir=str(output),

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import math
 
-from rmd_ray.cli.common import _parse_pairs
+from rmd_ray.cli.common import _parse_pairs, _print_table
 from rmd_ray.cli.console import start_ray
-from rmd_ray.cli.train import _train_config
+from rmd_ray.cli.train import _train_config, check_validation_args, plan_validation
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
@@ -19,12 +20,22 @@ def cmd_tune(args: argparse.Namespace) -> int:
     scores = _parse_pairs(args.scores, what="--scores")
     base = _train_config(args, loss="proposed", hparams={})
     check_source_spec(args.train_source)
-    check_source_spec(args.val_source)
+    check_validation_args(args)
     start_ray(args)
     train = open_source(args.train_source, limit=args.limit, shard_rows=TRAIN_SHARD_ROWS)
-    val = open_source(args.val_source, limit=args.val_limit)
-    result = run_tune(space, train=train, val=val, scores_paths=scores, base=base, output_dir=args.output)
-    print(f"{result.n_trials} trials; {len(result.pareto)} on the Pareto front")
+    # every trial is ranked on this validation data, never on a test split: by default a seeded,
+    # stratified part of the training data whose ids go to <output>/val_split.parquet
+    train, val, _ = plan_validation(args, train, record_dir=args.output)
+    # the test split is touched once, after the search: the Pareto-front trials' last checkpoints predict it
+    test = None if args.test_source.lower() in ("", "none") else open_source(args.test_source, limit=args.test_limit)
+    result = run_tune(
+        space, train=train, val=val, test=test, scores_paths=scores, base=base, output_dir=args.output
+    )
+    print(f"{result.n_trials} trials; {len(result.pareto)} on the Pareto front (ranked on {val.description})")
+    if test is not None:
+        print(f"test split {args.test_source}: predicted once, after the search, by the Pareto-front trials")
+        tested = [row for row in result.pareto if math.isfinite(row.get("test_acc", math.nan))]
+        _print_table({row["trial"]: {k[5:]: v for k, v in row.items() if k.startswith("test_")} for row in tested})
     print(f"results: {result.results_path}")
     print(f"pareto:  {result.pareto_path}")
     print(f"tensorboard --logdir {result.experiment_path}")

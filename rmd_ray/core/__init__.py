@@ -5,6 +5,7 @@ from rmd_ray.core.covariance import SHRINKAGE, SingularCovarianceWarning, apply_
 from rmd_ray.core.estimator import DifficultyScorer, NotFittedError
 from rmd_ray.core.registry import Registry
 from rmd_ray.core.scores import class_distances, kmeans_distance, label_conditional_md, mahalanobis_sq, relative_md
+from rmd_ray.core.splits import stratified_split, validation_counts
 from rmd_ray.core.stats import (
     ClassStats,
     batch_stats,
@@ -25,6 +26,6 @@ __all__ = [
     "NotFittedError", "Registry", "SingularCovarianceWarning", "WeightConfig", "apply_shrinkage", "batch_stats",
     "class_agnostic_covariance", "class_agnostic_mean", "class_distances", "difficulty_weights", "empty_stats",
     "kmeans_distance", "label_conditional_md", "log_difficulty_weights", "mahalanobis_sq", "merge_all",
-    "merge_stats", "normalize_scores", "relative_md", "residual_fourth_moments", "stream_stats",
-    "whitening_matrix", "within_class_covariance",
+    "merge_stats", "normalize_scores", "relative_md", "residual_fourth_moments", "stratified_split", "stream_stats",
+    "validation_counts", "whitening_matrix", "within_class_covariance",
 ]

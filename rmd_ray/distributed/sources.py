@@ -64,6 +64,13 @@ class Shard:
     ``"folder"`` (``dirs``: consecutive class directories as (uri, label, class name, image count)),
     ``"val"`` (``uri`` the image folder, ``labels_uri`` the label file, rows ``start:stop`` of its
     name-sorted lines) or ``"table"`` (``table_ref`` an object ref of a table slice).
+
+    A *view* of a shard (:mod:`rmd_ray.distributed.splits`: the training and validation parts of a
+    split) keeps its index and read recipe and adds a row filter by id: ``id_filter_mode`` ``"only"``
+    keeps the rows whose id is in ``id_filter``, ``"exclude"`` drops them; the first ``rows_read``
+    rows are read before filtering and ``n_rows`` counts the rows kept. The ids are the shard's
+    validation ids only (about ``fraction`` of its rows), so a split of ImageNet's 1.28 M training rows
+    at fraction 0.1 carries about 128,000 short strings (a few MB), shipped with the plan.
     """
 
     index: int
@@ -77,11 +84,17 @@ class Shard:
     stop: int = 0
     table_ref: Any = field(default=None, compare=False)
     columns: tuple[str, ...] = ()
+    id_filter: tuple[str, ...] = ()
+    id_filter_mode: str = ""
+    rows_read: int = 0
 
     def key(self) -> str:
         """What identifies the shard's content across runs (no object refs)."""
         parts = [self.kind, self.uri, ",".join(map(str, self.row_groups)), repr(self.dirs),
                  self.labels_uri, f"{self.start}:{self.stop}", str(self.n_rows), ",".join(self.columns)]
+        if self.id_filter_mode:  # a view: the same rows under another filter are other content
+            digest = hashlib.sha256("\n".join(sorted(self.id_filter)).encode()).hexdigest()[:16]
+            parts.append(f"{self.id_filter_mode}:{digest}:{self.rows_read}")
         return "|".join(parts)
 
 
@@ -324,23 +337,21 @@ def _plan_cifar_pickle(rest: str, *, shard_rows: int, limit: int | None = None) 
 
 
 # -------------------------------------------------------------------------------------------- reading
-def read_shard(shard: Shard, *, classes: Sequence[str]) -> pa.Table:
+def read_shard(shard: Shard, *, classes: Sequence[str], ids_only: bool = False) -> pa.Table:
     """Read one shard into a reader table plus ``shard`` (int64) and ``shard_rows`` (int64) columns.
 
     Runs inside a Ray task. Labels are not judged here (see :func:`rmd_ray.data.readers.validate_labels`).
+    ``ids_only`` keeps only ``id`` and ``label`` (Parquet then reads no image bytes; folders list
+    their files, nothing more): what a split needs.
     """
     if shard.kind == "parquet":
         parquet = pq.ParquetFile(storage.open_input(shard.uri))
-        table = parquet.read_row_groups(list(shard.row_groups), columns=["id", "label", "image"])
+        wanted = ["id", "label"] if ids_only else ["id", "label", "image"]
+        table = parquet.read_row_groups(list(shard.row_groups), columns=wanted)
         if shard.stop:
             table = table.slice(shard.start, shard.stop - shard.start)
-        table = pa.table(
-            {
-                "id": table.column("id").cast(pa.string()),
-                "label": table.column("label").cast(pa.int64()),
-                "image": table.column("image").cast(pa.binary()),
-            }
-        )
+        casts = {"id": pa.string(), "label": pa.int64(), "image": pa.binary()}
+        table = pa.table({name: table.column(name).cast(casts[name]) for name in wanted})
     elif shard.kind == "folder":
         ids, labels, paths = [], [], []
         for uri, label, name, _ in shard.dirs:
@@ -368,7 +379,14 @@ def read_shard(shard: Shard, *, classes: Sequence[str]) -> pa.Table:
         table = ray.get(shard.table_ref)
     else:  # pragma: no cover - planners only make the kinds above
         raise ValueError(f"unknown shard kind {shard.kind!r}")
+    if shard.id_filter_mode:
+        # a view: the rows the plan counted, then the filter (by id, so file order cannot move a row)
+        table = table.slice(0, shard.rows_read)
+        listed = pc.is_in(table.column("id").cast(pa.string()), value_set=pa.array(shard.id_filter, pa.string()))
+        table = table.filter(listed if shard.id_filter_mode == "only" else pc.invert(listed))
     table = table.slice(0, shard.n_rows)
+    if ids_only:
+        table = table.select(["id", "label"])
     n = table.num_rows
     table = table.append_column("shard", pa.array(np.full(n, shard.index, dtype=np.int64)))
     return table.append_column("shard_rows", pa.array(np.full(n, shard.n_rows, dtype=np.int64)))

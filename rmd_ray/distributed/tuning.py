@@ -250,6 +250,7 @@ def run_tune(
     *,
     train: str | pa.Table | ShardedSource,
     val: str | pa.Table | ShardedSource,
+    test: str | pa.Table | ShardedSource | None = None,
     scores_paths: dict[str, str | Path] | None = None,
     base: TrainConfig,
     output_dir: str | Path,
@@ -262,6 +263,10 @@ def run_tune(
     experiment, every trial's checkpoints and the results go there. ``scores_paths`` (backbone ->
     scores.parquet) is needed only when a loss in the space reads difficulty weights. The space names
     the loss and its hyper-parameters: ``base``'s loss and loss_hparams are not used by any trial.
+
+    Trials are ranked on ``val`` only. ``test`` (optional) is touched once, after the search: the last
+    checkpoint of each Pareto-front trial predicts it into ``<output_dir>/test/<trial>.parquet/``, and
+    its metrics fill the ``test_*`` columns of those rows (NaN elsewhere); nothing is chosen from them.
     """
     from ray import tune
     from ray.tune.logger import TBXLoggerCallback
@@ -335,7 +340,7 @@ def run_tune(
     )
     grid = tuner.fit()
     _reclaim_after_search()
-    rows = []
+    rows, checkpoints = [], {}
     for result in grid:
         metrics = dict(result.metrics or {})
         row = {
@@ -350,18 +355,29 @@ def run_tune(
             row[name] = float(metrics.get(name, math.nan))
         row["epochs_run"] = int(metrics.get("training_iteration", 0))
         rows.append(row)
+        # the trial's last reported checkpoint (TuneReportCallback's key; Ray Train always keeps the latest)
+        checkpoints[row["trial"]] = metrics.get("checkpoint_path")
     if rows and all(r["error"] for r in rows):
         raise RuntimeError(f"every trial failed; the first error:\n{rows[0]['error'][-2000:]}")
     front = pareto_front(rows, objectives)
     front_ids = {r["trial"] for r in front}
     for row in rows:
         row["pareto"] = row["trial"] in front_ids
+    tested: list[str] = []
+    if test is not None:  # after selection, once per selected trial
+        tested = _test_front(_plan(test), train_source, front, checkpoints, base=base, output_dir=output_dir)
+        for row in rows:
+            for name in _TEST_METRICS:
+                row[f"test_{name}"] = row.pop(f"_test_{name}", math.nan)
     table = pa.Table.from_pylist(
         [{k: (str(v) if isinstance(v, (list, dict)) else v) for k, v in r.items()} for r in rows]
     )
     results_path = storage.write_parquet_atomic(
         table, storage.join(output_dir, "tune_results.parquet"),
-        metadata={"space": space.name, "objectives": list(objectives)},
+        # what every trial was ranked on (a split of the training data, or the source given)
+        metadata={"space": space.name, "objectives": list(objectives), "val": val_source.description,
+                  # the test split's one use: these trials, after the search
+                  "test": None if test is None else {"trials_predicted": tested, "after_selection": True}},
     )
     import pyarrow.csv as pacsv
 
@@ -370,6 +386,45 @@ def run_tune(
     storage.write_bytes_atomic(storage.join(output_dir, "tune_results.csv"), csv.getvalue())
     pareto_path = _plot_pareto(rows, front, objectives, storage.join(output_dir, "pareto.png"))
     return TuneResult(results_path, pareto_path, grid.experiment_path, len(rows), front)
+
+
+#: The metrics written as ``test_<name>`` for the Pareto-front trials.
+_TEST_METRICS = ("acc", "ece_mass", "ece_width", "nll")
+
+
+def _test_front(test, train, front, checkpoints, *, base: TrainConfig, output_dir: str) -> list[str]:
+    """Predict ``test`` once with each front trial's last checkpoint; its metrics go into the row."""
+    import ray
+
+    from rmd_ray.distributed.training.config import CHECKPOINT_FILE
+    from rmd_ray.distributed.training.predict import classifier_from_checkpoint, predict_source
+    from rmd_ray.distributed.training.run import _prediction_metrics, _uri_of
+
+    if test.classes != train.classes:
+        raise ValueError(
+            f"the test source names {len(test.classes)} classes but training names {len(train.classes)}; labels "
+            "are class indices, so the test split needs the training split's class list"
+        )
+    trials_uri = storage.join(output_dir, "trials")
+    base_path = storage.resolve(trials_uri)[1] if storage.is_remote(trials_uri) else ""
+    tested = []
+    for row in front:
+        path = checkpoints.get(row["trial"])
+        if not path:
+            log.warning("trial %s reported no checkpoint: its test metrics stay NaN", row["trial"])
+            continue
+        checkpoint = _uri_of(trials_uri, base_path, path)
+        uri = storage.join(output_dir, "test", f"{row['trial']}.parquet")
+        predict_source(
+            test, classifier_from_checkpoint(storage.join(checkpoint, CHECKPOINT_FILE)), uri,
+            batch_size=max(base.batch_size, 256), gpus_per_actor=1.0 if base.use_gpu else 0.0,
+            metadata={"split": "test", "trial": row["trial"], "checkpoint": checkpoint},
+        )
+        metrics = ray.get(_prediction_metrics.remote(uri))
+        for name in _TEST_METRICS:
+            row[f"_test_{name}"] = float(metrics[name])
+        tested.append(row["trial"])
+    return tested
 
 
 def _plan(value):

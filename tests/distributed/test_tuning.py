@@ -201,10 +201,25 @@ def test_focal_search_needs_no_backbone_or_scores(ray_local, tmp_path):
         "fixed": {"loss": "focal", "epochs": 1},
     })
     assert BASE.loss == "proposed" and dict(BASE.loss_hparams) == {"alpha": 0.3}
-    result = run_tune(space, train=train, val=val, base=BASE, output_dir=tmp_path / "out")
+    yt = rng.integers(0, 3, 24)
+    xt = rng.integers(0, 60, (24, 12, 12, 3), dtype=np.uint8)
+    xt[np.arange(24), :, :, yt] += 150
+    test = from_arrays(xt, yt, ids=[f"x{i}" for i in range(24)], classes=list("abc"))
+    result = run_tune(space, train=train, val=val, test=test, base=BASE, output_dir=tmp_path / "out")
     rows = pq.read_table(result.results_path).to_pylist()
     assert len(rows) == 1 and rows[0]["error"] == "", rows[0]["error"]
     row = rows[0]
     assert row["loss"] == "focal" and row["config/loss"] == "focal" and 0.5 <= row["config/gamma"] <= 4.0
     assert json.loads(row["loss_hparams"]) == {"gamma": row["config/gamma"]}  # focal's own, nothing of BASE's
     assert "config/backbone" not in row and row["epochs_run"] == 1 and 0 <= row["val_acc"] <= 1
+    # the test split, once, after the search: the front trial's last checkpoint predicts every test id once
+    from rmd_ray.core.metrics import evaluate_predictions
+    from rmd_ray.data.io import read_metadata
+    from rmd_ray.evaluation.evaluate import load_predictions
+
+    assert row["pareto"] and read_metadata(result.results_path)["test"] == {
+        "trials_predicted": [row["trial"]], "after_selection": True}
+    ids, labels, logits = load_predictions(str(tmp_path / "out" / "test" / f"{row['trial']}.parquet"))
+    assert sorted(ids) == sorted(f"x{i}" for i in range(24))
+    expected = evaluate_predictions(logits, labels)
+    assert row["test_acc"] == pytest.approx(expected["acc"]) and row["test_nll"] == pytest.approx(expected["nll"])
