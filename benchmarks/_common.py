@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmark scripts: timing, tables and atomic result files."""
+"""Helpers shared by the benchmark scripts: timing, tables, atomic result files and label noise."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -39,3 +41,26 @@ def write_result(name: str, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
     return path
+
+
+# CIFAR-10 class order: airplane 0, automobile 1, bird 2, cat 3, deer 4, dog 5, frog 6, horse 7, ship 8, truck 9
+ASYMMETRIC = {9: 1, 2: 0, 4: 7, 3: 5, 5: 3}
+
+
+def flip_symmetric(labels: np.ndarray, *, rate: float, n_classes: int, seed: int) -> np.ndarray:
+    """``rate`` of all samples get a label drawn uniformly from the other classes; returns noisy labels."""
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(len(labels), size=int(round(rate * len(labels))), replace=False)
+    noisy = labels.copy()
+    noisy[idx] = (labels[idx] + rng.integers(1, n_classes, size=idx.size)) % n_classes
+    return noisy
+
+
+def flip_asymmetric(labels: np.ndarray, *, rate: float, seed: int) -> np.ndarray:
+    """Per source class in ASYMMETRIC, ``rate`` of its samples (rounded) move to the target class."""
+    rng = np.random.default_rng(seed)
+    noisy = labels.copy()
+    for source, target in ASYMMETRIC.items():
+        members = np.flatnonzero(labels == source)  # the clean labels: cat<->dog swaps both ways
+        noisy[rng.choice(members, size=int(round(rate * members.size)), replace=False)] = target
+    return noisy

@@ -35,6 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine_line, markdown_table, write_result  # noqa: E402
+from _inprocess import logits_of, normaliser, train_model  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10"
 
@@ -83,62 +84,11 @@ def rmd_scores(train_table, test_table, *, image_size: int):
     return train, scorer.score(f_test, y_test)[1]
 
 
-def normaliser(images):
-    """``uint8 (B, H, W, 3) -> float (B, 3, H, W)`` standardised by the training images' channel mean / std."""
-    import torch
-
-    mean = torch.tensor(images.reshape(-1, 3).mean(0) / 255.0, dtype=torch.float32)[:, None, None]
-    std = torch.tensor(images.reshape(-1, 3).std(0) / 255.0, dtype=torch.float32)[:, None, None]
-
-    def to_tensor(x):
-        return (torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).float() / 255.0 - mean) / std
-
-    return to_tensor
-
-
 def train_and_predict(images, labels, weights, test_images, test_labels, *, loss, hparams, epochs, seed, width):
-    import torch
-
-    from rmd_ray.nn import engine
-    from rmd_ray.nn.losses import build_loss
-    from rmd_ray.nn.models import build_model
-
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
     to_tensor = normaliser(images)
-    x, xt = to_tensor(images), to_tensor(test_images)
-    y, yt = torch.from_numpy(labels), torch.from_numpy(test_labels)
-    w = torch.from_numpy(weights.astype(np.float32))
-    model = build_model("resnet18", num_classes=int(labels.max()) + 1, cifar_stem=True, width=width)
-    config = engine.OptimConfig(lr=0.05, epochs=epochs, schedule="cosine", weight_decay=5e-4)
-    optimizer = engine.build_optimizer(model, config)
-    batch = 128
-    steps = int(np.ceil(len(y) / batch))
-    scheduler = engine.build_scheduler(optimizer, config, steps_per_epoch=steps)
-    loss_fn = build_loss(loss, **hparams)
-
-    def batches():
-        order = torch.randperm(len(y), generator=generator)
-        for i in range(0, len(y), batch):
-            idx = order[i : i + batch]
-            yield {"image": x[idx], "label": y[idx], "weight": w[idx], "id": idx}
-
-    for _ in range(epochs):
-        engine.train_one_epoch(
-            model,
-            batches(),
-            loss_fn,
-            optimizer,
-            scheduler=scheduler,
-            device="cpu",
-            augment=lambda im: engine.random_crop_flip(im, generator=generator),
-        )
-    test_batches = (
-        {"image": xt[i : i + 500], "label": yt[i : i + 500], "id": torch.arange(i, min(i + 500, len(yt)))}
-        for i in range(0, len(yt), 500)
-    )
-    _, _, logits = engine.predict(model, test_batches, device="cpu")
-    return model, logits
+    model = train_model(images, labels, weights, loss=loss, hparams=hparams, epochs=epochs, seed=seed, width=width,
+                        to_tensor=to_tensor, num_classes=int(labels.max()) + 1)
+    return model, logits_of(model, test_images, to_tensor).astype(np.float32)
 
 
 def train_and_predict_ray(images, labels, weights, test_images, test_labels, *, loss, hparams, epochs, seed, width,

@@ -40,32 +40,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine_line, markdown_table, write_result  # noqa: E402
+from _common import flip_asymmetric, flip_symmetric, machine_line, markdown_table, write_result  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10" / "train.parquet"
-# CIFAR-10 class order: airplane 0, automobile 1, bird 2, cat 3, deer 4, dog 5, frog 6, horse 7, ship 8, truck 9
-ASYMMETRIC = {9: 1, 2: 0, 4: 7, 3: 5, 5: 3}
 DEFAULT = "combined"  # rmd_ray.core.label_ranking.DEFAULT_LABEL_SCORE, chosen from this benchmark
 SETTINGS = (("symmetric", 0.1), ("symmetric", 0.2), ("asymmetric", 0.2), ("asymmetric", 0.4))
-
-
-def flip_symmetric(labels: np.ndarray, *, rate: float, n_classes: int, seed: int) -> np.ndarray:
-    """``rate`` of all samples get a label drawn uniformly from the other classes; returns noisy labels."""
-    rng = np.random.default_rng(seed)
-    idx = rng.choice(len(labels), size=int(round(rate * len(labels))), replace=False)
-    noisy = labels.copy()
-    noisy[idx] = (labels[idx] + rng.integers(1, n_classes, size=idx.size)) % n_classes
-    return noisy
-
-
-def flip_asymmetric(labels: np.ndarray, *, rate: float, seed: int) -> np.ndarray:
-    """Per source class in ASYMMETRIC, ``rate`` of its samples (rounded) move to the target class."""
-    rng = np.random.default_rng(seed)
-    noisy = labels.copy()
-    for source, target in ASYMMETRIC.items():
-        members = np.flatnonzero(labels == source)  # the clean labels: cat<->dog swaps both ways
-        noisy[rng.choice(members, size=int(round(rate * members.size)), replace=False)] = target
-    return noisy
 
 
 def embed(table, *, image_size: int, batch: int = 256) -> np.ndarray:

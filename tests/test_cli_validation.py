@@ -35,6 +35,21 @@ def test_defaults_carve_a_tenth_and_keep_run_as_it_was():
     assert not run.carve_validation and run.val_source == "fashion-mnist:test" and not hasattr(run, "val_fraction")
 
 
+def test_train_difficulty_flags_become_the_configs_weight_source():
+    from rmd_ray.cli.train import _train_config
+    from rmd_ray.core import WeightConfig
+
+    args = build_parser().parse_args(["train", "--output", "o", "--difficulty", "shuffled_rmd", "--temperature", "0.5",
+                                      "--normalization", "rank"])
+    config = _train_config(args, loss="proposed", hparams={})
+    assert config.difficulty == "shuffled_rmd"
+    assert config.weight_config == WeightConfig(temperature=0.5, normalization="rank")
+    plain = _train_config(build_parser().parse_args(["train", "--output", "o"]), loss="proposed", hparams={})
+    assert plain.difficulty is None and plain.weight_config == WeightConfig()  # the weights as scored
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--output", "o", "--difficulty", "entropy"])
+
+
 def test_explicit_val_source_is_used_as_given():
     # the command of earlier releases: another training source and its test file as --val-source
     args = build_parser().parse_args(["train", "--train-source", "parquet:/t.parquet", "--val-source",

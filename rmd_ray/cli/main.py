@@ -14,6 +14,8 @@ from rmd_ray.cli.run import SMOKE_TEST, cmd_run
 from rmd_ray.cli.score import _add_score_args, cmd_score
 from rmd_ray.cli.train import _add_train_args, cmd_train
 from rmd_ray.cli.tune import cmd_tune
+from rmd_ray.core.difficulty import DIFFICULTY_SOURCES
+from rmd_ray.core.weights import NORMALIZATIONS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,6 +47,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--loss", default="proposed", help="loss registry name (proposed, ce, entropy_reg, ...)")
     train.add_argument("--loss-param", action="append", help="loss hyper-parameter NAME=VALUE (repeatable)")
     train.add_argument("--scores", default=None, help="scores.parquet (weights, joined by id) for the proposed loss")
+    train.add_argument(
+        "--difficulty", default=None, choices=DIFFICULTY_SOURCES.names(),
+        help="recompute the weights from this difficulty source of --scores (rmd, md, kmeans, loss; the controls "
+        "shuffled_rmd and uniform) with --temperature / --normalization; default: the weights as scored",
+    )
+    train.add_argument("--temperature", type=float, default=0.7, help="T of the recomputed weights (--difficulty)")
+    train.add_argument(
+        "--normalization", default="minmax", choices=NORMALIZATIONS.names(),
+        help="normalisation of the recomputed weights (--difficulty)",
+    )
     train.add_argument("--run-name", default=None)
     train.add_argument("--output", required=True)
     train.set_defaults(func=cmd_train)

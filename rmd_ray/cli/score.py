@@ -34,7 +34,10 @@ def _add_score_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--temperature", type=float, default=0.7, help="T of the weights")
     parser.add_argument("--c", type=float, default=1e-3, help="c of the weights")
-    parser.add_argument("--normalization", default="minmax", choices=NORMALIZATIONS.names())
+    parser.add_argument(
+        "--normalization", default="minmax", choices=[n for n in NORMALIZATIONS.names() if n != "rank"],
+        help="of the stored weights (rank weights: rmd-ray train --difficulty rmd --normalization rank)",
+    )
     parser.add_argument(
         "--features-cache",
         default=None,

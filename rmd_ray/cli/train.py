@@ -143,10 +143,17 @@ def plan_validation(args: argparse.Namespace, train, *, record_dir):
 
 
 def _train_config(args: argparse.Namespace, *, loss: str, hparams: dict):
+    from rmd_ray.core import WeightConfig
     from rmd_ray.distributed.training import TrainConfig
     from rmd_ray.nn.engine import OptimConfig
 
+    difficulty = getattr(args, "difficulty", None)  # `run` trains on the weights as scored
+    weight_config = (
+        WeightConfig(temperature=args.temperature, normalization=args.normalization) if difficulty else WeightConfig()
+    )
     return TrainConfig(
+        difficulty=difficulty,
+        weight_config=weight_config,
         model=args.model,
         width=args.width,
         cifar_stem=not args.imagenet_stem,

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["stratified_split", "validation_counts"]
+__all__ = ["stratified_folds", "stratified_split", "validation_counts"]
 
 
 def _check_fraction(fraction: Any) -> float:
@@ -51,6 +51,63 @@ def validation_counts(class_sizes: Any, *, fraction: float) -> np.ndarray:
     return np.where(sizes >= 2, counts, 0)
 
 
+def _check_labels(labels: Any, seed: Any) -> np.ndarray:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise ValueError(f"labels must be 1-D (N,), got shape {labels.shape}; flatten them first")
+    if labels.size and (labels.dtype == bool or not np.issubdtype(labels.dtype, np.integer)):
+        raise TypeError(f"labels must be integers, got dtype {labels.dtype}; cast with labels.astype(np.int64)")
+    labels = labels.astype(np.int64, copy=False)
+    if labels.size and labels.min() < 0:
+        bad = int(np.flatnonzero(labels < 0)[0])
+        raise ValueError(
+            f"labels must be >= 0; position {bad} is {int(labels[bad])} (a missing label?): drop or fix those rows"
+        )
+    return labels
+
+
+def stratified_folds(labels: Any, *, folds: int, seed: int) -> np.ndarray:
+    """Assign every sample to one of ``folds`` folds, each class spread evenly over them.
+
+    Parameters
+    ----------
+    labels : array-like of int, shape (N,)
+    folds : int, >= 2
+    seed : int
+        Seeds ``numpy.random.default_rng(seed)``; classes are drawn in increasing label order.
+
+    Returns
+    -------
+    numpy.ndarray of int64, shape (N,)
+        The fold of each sample, in ``0 .. folds - 1``. Within a class of ``n_c`` samples, shuffled,
+        the j-th goes to fold ``(j + o_c) mod folds`` with ``o_c`` the samples of the classes before
+        it: every fold gets ``floor(n_c / folds)`` or one more of each class, and the folds' sizes
+        differ by at most one.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`stratified_split` for the labels and seed; ``folds`` < 2 or above N.
+    """
+    labels = _check_labels(labels, seed)
+    if isinstance(folds, bool) or not isinstance(folds, (int, np.integer)) or folds < 2:
+        raise ValueError(f"folds must be an int >= 2 (each sample is held out by one fold), got {folds!r}")
+    if folds > labels.size:
+        raise ValueError(f"folds ({folds}) exceeds the samples ({labels.size}): some folds would hold out nothing")
+    rng = np.random.default_rng(seed)
+    order = np.argsort(labels, kind="stable")
+    _, starts, sizes = np.unique(labels[order], return_index=True, return_counts=True)
+    assignment = np.empty(labels.size, dtype=np.int64)
+    offset = 0
+    for start, size in zip(starts, sizes):
+        members = order[start + rng.permutation(size)]
+        assignment[members] = (np.arange(size) + offset) % folds
+        offset += int(size)
+    return assignment
+
+
 def stratified_split(labels: Any, *, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Split sample positions into training and validation, the same fraction of every class.
 
@@ -80,19 +137,7 @@ def stratified_split(labels: Any, *, fraction: float, seed: int) -> tuple[np.nda
         For labels that are not 1-D or are negative, or a fraction outside (0, 1).
     """
     fraction = _check_fraction(fraction)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-    labels = np.asarray(labels)
-    if labels.ndim != 1:
-        raise ValueError(f"labels must be 1-D (N,), got shape {labels.shape}; flatten them first")
-    if labels.size and (labels.dtype == bool or not np.issubdtype(labels.dtype, np.integer)):
-        raise TypeError(f"labels must be integers, got dtype {labels.dtype}; cast with labels.astype(np.int64)")
-    labels = labels.astype(np.int64, copy=False)
-    if labels.size and labels.min() < 0:
-        bad = int(np.flatnonzero(labels < 0)[0])
-        raise ValueError(
-            f"labels must be >= 0; position {bad} is {int(labels[bad])} (a missing label?): drop or fix those rows"
-        )
+    labels = _check_labels(labels, seed)
     rng = np.random.default_rng(seed)
     # stable sort: within a class, positions stay in input order, so the draw depends only on the data
     order = np.argsort(labels, kind="stable")

@@ -41,6 +41,25 @@ def _identity(scores: Any, reference: tuple[float, float]) -> Any:
     return scores
 
 
+@NORMALIZATIONS.register("rank")
+def _rank(scores: Any, reference: tuple[float, float]) -> Any:
+    # Min-max is compressed by a few extreme scores (most samples crowd near 0); ranks spread the
+    # weights evenly over [0, 1] whatever the tails. Ties share their average rank, so equal scores
+    # always get equal weights. Ranks are only defined within one set: see normalize_scores.
+    xp = array_module(scores)
+    n = scores.shape[0]
+    if n == 1:
+        return scores * 0.0
+    order = xp.argsort(scores, kind="stable")
+    ordered = scores[order]
+    group = xp.concatenate([xp.zeros(1, dtype=xp.int64), xp.cumsum(ordered[1:] != ordered[:-1])])
+    positions = xp.arange(n, dtype=xp.float64)
+    mean_position = xp.bincount(group, weights=positions) / xp.bincount(group)
+    ranks = xp.empty(n, dtype=xp.float64)
+    ranks[order] = mean_position[group]
+    return ranks / (n - 1)
+
+
 def _check_scores(scores: Any) -> Any:
     xp = array_module(scores)
     if not isinstance(scores, xp.ndarray) or scores.ndim != 1:
@@ -62,13 +81,21 @@ def normalize_scores(
     Parameters
     ----------
     scores : ndarray, shape (N,)
-    method : {"minmax", "none"}
+    method : {"minmax", "rank", "none"}
+        ``minmax``: (r - min) / (max - min). ``rank``: (rank(r) - 1) / (N - 1), ties sharing their
+        average rank, so the weights spread evenly whatever the tails. ``none``: r unchanged.
     reference : (min, max), optional
         Range to normalise by; default the range of ``scores`` itself (the training set). Pass the
         training range to weight new samples consistently; values outside it map outside [0, 1].
+        Not defined for ``rank`` (ValueError).
     """
     normalize = NORMALIZATIONS.get(method)
     scores = _check_scores(scores)
+    if method == "rank" and reference is not None:
+        raise ValueError(
+            "rank normalisation ranks the training samples among themselves and cannot place new samples "
+            "against a reference range; weight new samples with normalization='minmax' (or 'none')"
+        )
     if reference is None:
         reference = (float(scores.min()), float(scores.max()))
     return normalize(scores, reference)

@@ -221,6 +221,13 @@ def run_scoring(
         ``progress(rows_embedded, rows_total)`` as pass 1 goes.
     """
     output_dir = str(output_dir)
+    if weights.normalization == "rank":
+        # parts are weighted independently against the global (min, max); ranks would need one global sort
+        raise ValueError(
+            "rank normalisation is not available when scoring (each part is weighted against the global range); "
+            "score with normalization='minmax' and rank the weights where they are used: rmd-ray train "
+            "--difficulty rmd --normalization rank, or a Tune space's normalization"
+        )
     timings: dict[str, float] = {}
     if isinstance(source, pa.Table):
         source = source_from_table(source, shard_rows=shard_rows)

@@ -30,9 +30,10 @@ Which loss reads what: every trial reads the training parameters in :data:`TRAIN
 ``lr``, ``weight_decay``, ``batch_size``, ``epochs``, ``model``, ``width``); each loss family reads
 its own hyper-parameters, named and ranged as its constructor takes them
 (``rmd_ray.nn.losses.tunable_hparams``), and a loss that reads difficulty weights (``proposed``) also
-reads :data:`WEIGHT_PARAMETERS` (``backbone``, ``temperature``, ``c``, ``normalization``)::
+reads :data:`WEIGHT_PARAMETERS` (``backbone``, ``temperature``, ``c``, ``normalization``,
+``difficulty``: the source of the weights, ``rmd_ray.core.difficulty``)::
 
-    proposed         alpha, backbone, c, normalization, temperature
+    proposed         alpha, backbone, c, difficulty, normalization, temperature
     entropy_reg      beta
     label_smoothing  epsilon
     focal            gamma
@@ -58,6 +59,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rmd_ray.core.difficulty import DIFFICULTY_SOURCES
 from rmd_ray.core.weights import NORMALIZATIONS
 from rmd_ray.nn.losses import LOSSES, tunable_hparams
 from rmd_ray.nn.models import MIN_WIDTH, MODELS
@@ -104,6 +106,7 @@ WEIGHT_PARAMETERS: dict[str, Parameter] = {
     "temperature": Parameter("float", 1e-3, 100.0),
     "c": Parameter("float", 1e-9, 1.0),
     "normalization": Parameter("name", names=tuple(NORMALIZATIONS.names())),
+    "difficulty": Parameter("name", names=tuple(DIFFICULTY_SOURCES.names())),
 }
 
 

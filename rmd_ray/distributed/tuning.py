@@ -24,9 +24,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from rmd_ray.core import WeightConfig, difficulty_weights
+from rmd_ray.core import WeightConfig
+from rmd_ray.core.difficulty import DIFFICULTY_COLUMNS, weights_from_columns
 from rmd_ray.data import storage
-from rmd_ray.data.parts import read_table
+from rmd_ray.data.parts import column_names, read_table
 from rmd_ray.distributed.runtime import count_actor_made_placement_groups, reclaim_orphaned_placement_groups
 from rmd_ray.distributed.sources import ShardedSource
 from rmd_ray.distributed.training import TrainConfig, loss_needs_weights, run_training
@@ -111,15 +112,22 @@ def trial_train_config(trial: dict[str, Any], *, base: TrainConfig) -> TrainConf
     )
 
 
-def trial_weights(rmd_scores: pa.Table, trial: dict[str, Any]) -> pa.Table:
-    """``id, weight`` for one trial: s recomputed from the cached RMD with the trial's T."""
+def trial_weights(scores: pa.Table, trial: dict[str, Any], *, seed: int = 0) -> pa.Table:
+    """``id, weight`` for one trial: s recomputed from the cached scores with the trial's T and source.
+
+    ``difficulty`` (default ``rmd``) names the column the weights come from and, for the controls
+    ``shuffled_rmd`` / ``uniform``, how they are spread (``rmd_ray.core.difficulty``); ``seed``
+    seeds ``shuffled_rmd``'s permutation.
+    """
     config = WeightConfig(
         temperature=float(trial.get("temperature", 0.7)),
         c=float(trial.get("c", 1e-3)),
         normalization=str(trial.get("normalization", "minmax")),
     )
-    weights = difficulty_weights(rmd_scores.column("rmd").to_numpy(), config=config)
-    return pa.table({"id": rmd_scores.column("id"), "weight": weights})
+    source = str(trial.get("difficulty", "rmd"))
+    columns = {name: scores.column(name).to_numpy() for name in scores.column_names if name != "id"}
+    weights = weights_from_columns(columns, source=source, config=config, seed=seed)
+    return pa.table({"id": scores.column("id"), "weight": weights})
 
 
 def _trial(trial: dict[str, Any], *, train, val, scores, base: TrainConfig, output_dir: str, stats) -> None:
@@ -129,7 +137,9 @@ def _trial(trial: dict[str, Any], *, train, val, scores, base: TrainConfig, outp
 
     config = trial_train_config(trial, base=base)
     # a loss without weights (focal, ce, ...) reads no scores and may run in a space without a backbone
-    weights = trial_weights(scores[trial["backbone"]], trial) if loss_needs_weights(config.loss) else None
+    weights = None
+    if loss_needs_weights(config.loss):
+        weights = trial_weights(scores[trial["backbone"]], trial, seed=base.seed)
     from ray import tune
 
     context = tune.get_context()
@@ -202,7 +212,10 @@ def validate_backbones(space: SearchSpace, scores_paths: dict[str, str | Path]) 
         path = str(scores_paths[name])
         if not storage.exists(path):
             raise ValueError(f"scores for backbone {name!r} not found at {path!r}")
-        tables[name] = read_table(path, columns=["id", "rmd"]).replace_schema_metadata(None)
+        # the per-row difficulty columns only (no images, no per-view lists): every source a trial may name
+        present = set(column_names(path))
+        wanted = ["id"] + [c for c in DIFFICULTY_COLUMNS if c in present]
+        tables[name] = read_table(path, columns=wanted).replace_schema_metadata(None)
     return tables
 
 

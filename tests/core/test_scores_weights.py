@@ -83,7 +83,7 @@ def test_weights_reference_values():
 @settings(max_examples=60, deadline=None)
 @given(
     arrays(np.float64, st.integers(1, 50), elements=st.floats(-1e6, 1e6)),
-    st.sampled_from(["minmax", "none"]),
+    st.sampled_from(["minmax", "rank", "none"]),
     st.floats(0.05, 10.0),
 )
 def test_weights_lie_in_unit_interval_are_monotone_and_finite(r, normalization, temperature):
@@ -91,7 +91,7 @@ def test_weights_lie_in_unit_interval_are_monotone_and_finite(r, normalization, 
     s = difficulty_weights(r, config=config)
     log_s = log_difficulty_weights(r, config=config)
     assert np.isfinite(s).all() and np.isfinite(log_s).all()
-    if normalization == "minmax":
+    if normalization in ("minmax", "rank"):
         # r in [0, 1]: exp(-1/T)/(1+c) <= s <= 1/(1 + c exp(-1/T)), both representable strictly inside (0, 1)
         assert (s > 0).all() and (s < 1).all()
     else:
@@ -135,5 +135,5 @@ def test_weight_validation():
         WeightConfig(temperature=0.0)
     with pytest.raises(ValueError, match="c must be finite and > 0"):
         WeightConfig(c=-1.0)
-    with pytest.raises(ValueError, match="unknown normalization 'zscore'; valid names: minmax, none"):
+    with pytest.raises(ValueError, match="unknown normalization 'zscore'; valid names: minmax, none, rank"):
         WeightConfig(normalization="zscore")

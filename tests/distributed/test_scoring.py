@@ -181,6 +181,8 @@ def test_views_cache_and_rescoring(ray_local, tmp_path):
         )
     with pytest.raises(ValueError, match="not found; run without --features-cache"):
         run_scoring(table, output_dir=tmp_path / "bad", encoder=TINY, features_cache=tmp_path / "nope.parquet")
+    with pytest.raises(ValueError, match="rank normalisation is not available when scoring.*--normalization rank"):
+        run_scoring(table, output_dir=tmp_path / "bad", encoder=TINY, weights=WeightConfig(normalization="rank"))
 
 
 def test_a_fitted_scorer_scores_a_validation_set_without_refitting(ray_local, tmp_path):

@@ -382,6 +382,46 @@ def test_join_weights_errors():
         join_weights(["a"], {"id": ["a"], "weight": [0.5]})
 
 
+def test_reweighted_recomputes_weights_from_the_difficulty_source():
+    from rmd_ray.core import WeightConfig, difficulty_weights
+    from rmd_ray.distributed.training.weights import reweighted
+
+    table = pa.table({"id": ["a", "b", "c"], "weight": [0.9, 0.9, 0.9], "md": [3.0, 1.0, 2.0], "rmd": [0.0, 1.0, 5.0]})
+    config = WeightConfig(temperature=0.4)
+    out = reweighted(table, ("md", config, 0))
+    assert out.column_names == ["id", "weight"] and out.column("id").to_pylist() == ["a", "b", "c"]
+    expected = difficulty_weights(np.array([3.0, 1.0, 2.0]), config=config)
+    np.testing.assert_allclose(out.column("weight").to_numpy(), expected)
+    uniform = reweighted(table, ("uniform", WeightConfig(), 0)).column("weight").to_numpy()
+    np.testing.assert_allclose(uniform, difficulty_weights(np.array([0.0, 1.0, 5.0])).mean())
+    with pytest.raises(ValueError, match="source 'loss' reads the column 'loss', which the scores lack"):
+        reweighted(table, ("loss", WeightConfig(), 0))
+
+
+def test_weight_index_recomputes_a_sources_weights_in_its_task(ray_local, tmp_path):
+    from rmd_ray.core import WeightConfig, difficulty_weights
+    from rmd_ray.data.io import write_parquet_atomic
+    from rmd_ray.distributed.training.weights import build_weight_index, lookup_weights
+
+    path = tmp_path / "scores.parquet"
+    kmeans = np.array([4.0, 0.5, 2.0, 9.0])
+    write_parquet_atomic(pa.table({"id": ["w", "x", "y", "z"], "weight": [0.5] * 4, "kmeans": kmeans}), path)
+    config = WeightConfig(normalization="rank")
+    ref, rows = build_weight_index(str(path), difficulty=("kmeans", config, 0))
+    assert rows == 4
+    expected = difficulty_weights(kmeans, config=config)[[3, 0]]
+    np.testing.assert_allclose(lookup_weights(ref, ["z", "w"]), expected, rtol=1e-6)
+    with pytest.raises(ValueError, match="source 'md' reads the column 'md', which the scores lack"):
+        build_weight_index(str(path), difficulty=("md", config, 0))
+
+
+def test_train_config_checks_the_difficulty_source():
+    with pytest.raises(ValueError, match="unknown difficulty source 'entropy'; valid names: kmeans, loss, md, rmd"):
+        TrainConfig(difficulty="entropy")
+    with pytest.raises(ValueError, match="TrainConfig.weight_config must be an rmd_ray.core.WeightConfig"):
+        TrainConfig(difficulty="md", weight_config={"temperature": 1.0})
+
+
 # ------------------------------------------------------------------------- decoding and statistics
 
 

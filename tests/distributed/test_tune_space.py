@@ -99,6 +99,7 @@ SPECS = {
     "temperature": {"type": "loguniform", "low": 0.1, "high": 5.0},
     "c": {"type": "loguniform", "low": 1e-4, "high": 1e-2},
     "normalization": {"type": "choice", "values": ["minmax", "none"]},
+    "difficulty": {"type": "choice", "values": ["rmd", "shuffled_rmd"]},
     "backbone": {"type": "choice", "values": ["a"]},
     "beta": {"type": "uniform", "low": 0.0, "high": 0.5},
     "epsilon": {"type": "uniform", "low": 0.0, "high": 0.3},
@@ -117,7 +118,7 @@ def test_family_table_is_the_loss_registry_plus_weights():
     assert {f: sorted(own) for f, own in FAMILIES.items()} == {
         "ce": [], "crl": ["lam"], "entropy_reg": ["beta"], "focal": ["gamma"], "l1_norm": ["lam"],
         "label_smoothing": ["epsilon"], "poly1": ["epsilon"],
-        "proposed": ["alpha", "backbone", "c", "normalization", "temperature"],
+        "proposed": ["alpha", "backbone", "c", "difficulty", "normalization", "temperature"],
     }
     for family, ranges in tunable_hparams().items():
         for key, interval in ranges.items():

@@ -77,6 +77,18 @@ def test_trial_weights_recompute_s_from_cached_rmd():
     assert out.column("id").to_pylist() == ["a", "b", "c", "d"]
 
 
+def test_trial_weights_follow_the_trials_difficulty_source():
+    table = pa.table({"id": ["a", "b", "c", "d"], "rmd": [3.0, -1.0, 10.0, 0.5], "md": [1.0, 2.0, 3.0, 4.0]})
+    rank = WeightConfig(normalization="rank")
+    md = trial_weights(table, {"difficulty": "md", "normalization": "rank"}).column("weight").to_numpy()
+    np.testing.assert_allclose(md, difficulty_weights(np.array([1.0, 2.0, 3.0, 4.0]), config=rank))
+    shuffled = trial_weights(table, {"difficulty": "shuffled_rmd"}, seed=5).column("weight").to_numpy()
+    expected = difficulty_weights(table.column("rmd").to_numpy())[np.random.default_rng(5).permutation(4)]
+    np.testing.assert_allclose(shuffled, expected)
+    with pytest.raises(ValueError, match="source 'kmeans' reads the column 'kmeans', which the scores lack"):
+        trial_weights(table, {"difficulty": "kmeans"})
+
+
 def test_pareto_front_by_hand():
     rows = [{"t": "a", "ece": 0.05, "acc": 0.80}, {"t": "b", "ece": 0.03, "acc": 0.78},
             {"t": "c", "ece": 0.06, "acc": 0.79}, {"t": "d", "ece": 0.03, "acc": 0.81},
@@ -93,6 +105,10 @@ def test_missing_backbone_scores_name_the_fix(tmp_path):
     path = tmp_path / "a.parquet"
     write_parquet_atomic(pa.table({"id": ["x"], "rmd": [1.0]}), path)
     assert set(validate_backbones(space, {"a": path, "b": path})) == {"a", "b"}
+    # every difficulty column the scores hold is loaded (a trial may name any source), nothing else
+    full = tmp_path / "full.parquet"
+    write_parquet_atomic(pa.table({"id": ["x"], "rmd": [1.0], "md": [2.0], "kmeans": [3.0], "label": [0]}), full)
+    assert validate_backbones(space, {"a": full, "b": path})["a"].column_names == ["id", "kmeans", "md", "rmd"]
     with pytest.raises(ValueError, match=r"backbone 'b' has no cached scores: run `rmd-ray score --encoder b"):
         validate_backbones(space, {"a": path})
     with pytest.raises(ValueError, match="scores for backbone 'b' not found"):

@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from rmd_ray.core.config import WeightConfig
+from rmd_ray.core.difficulty import DIFFICULTY_SOURCES
 from rmd_ray.nn.engine import OptimConfig
 from rmd_ray.nn.losses import LOSSES, build_loss
 from rmd_ray.nn.models import MIN_WIDTH, MODELS
@@ -139,6 +141,13 @@ class TrainConfig:
         Worker failures Ray Train recovers from (restarting from the latest checkpoint); -1 for no limit.
     eval_every : int
         Evaluate on the validation set every ``eval_every`` epochs (and always after the last).
+    difficulty : str or None
+        None (default): the ``weight`` column of the scores as ``rmd-ray score`` wrote it. A name in
+        ``rmd_ray.core.difficulty.DIFFICULTY_SOURCES`` (``rmd``, ``md``, ``kmeans``, ``loss``,
+        ``shuffled_rmd``, ``uniform``): the weights recomputed from that source's column with
+        ``weight_config`` (and ``seed`` for ``shuffled_rmd``), in the task that indexes them.
+    weight_config : WeightConfig
+        T, c and normalisation of the recomputed weights; read only when ``difficulty`` is set.
     """
 
     model: str = "resnet18"
@@ -165,9 +174,18 @@ class TrainConfig:
     seed: int = 0
     max_failures: int = 2
     eval_every: int = 1
+    difficulty: str | None = None
+    weight_config: WeightConfig = field(default_factory=WeightConfig)
 
     def __post_init__(self) -> None:
         MODELS.get(self.model)  # ValueError listing the valid models
+        if self.difficulty is not None:
+            DIFFICULTY_SOURCES.get(self.difficulty)  # ValueError listing the sources
+        if not isinstance(self.weight_config, WeightConfig):
+            raise ValueError(
+                "TrainConfig.weight_config must be an rmd_ray.core.WeightConfig, got "
+                f"{type(self.weight_config).__name__}"
+            )
         if isinstance(self.width, bool) or not isinstance(self.width, numbers.Real):
             raise ValueError(f"TrainConfig.width must be a number >= {MIN_WIDTH}, got {self.width!r}")
         if not math.isfinite(self.width) or self.width < MIN_WIDTH:

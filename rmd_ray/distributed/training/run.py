@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import gc
 import logging
 import math
@@ -328,7 +329,8 @@ def run_training(
     loss_kwargs = _check_sized_loss(cfg, n_train)
     weights_ref = None
     if needs_weights:
-        weights_ref, _ = build_weight_index(scores)
+        difficulty = None if cfg.difficulty is None else (cfg.difficulty, cfg.weight_config, cfg.seed)
+        weights_ref, _ = build_weight_index(scores, difficulty=difficulty)
         if isinstance(inputs["train"], pa.Table):  # ids in memory anyway: the whole check before anything starts
             lookup_weights(ray.get(weights_ref), inputs["train"].column("id"))
     num_classes = len(train_source.classes)
@@ -477,6 +479,9 @@ def _finish(result, cfg: TrainConfig, sources, geometry, output_dir: str, storag
         "preset": geometry.preset, "mean": extra.get("mean"), "std": extra.get("std"),
         "checkpoint": last, "run_name": run_name, "rmd_ray_version": __version__,
     }
+    if cfg.difficulty is not None and cfg.loss in _WEIGHTED_LOSSES:
+        meta["difficulty"] = cfg.difficulty
+        meta["weight_config"] = dataclasses.asdict(cfg.weight_config)
     spec = classifier_from_checkpoint(storage.join(last, CHECKPOINT_FILE))
     predictions: dict[str, str] = {}
     test_metrics = None

@@ -18,11 +18,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 
+from rmd_ray.core.config import WeightConfig
+from rmd_ray.core.difficulty import source_column, weights_from_columns
 from rmd_ray.distributed.training.errors import IngestError
 
-__all__ = ["WeightIndex", "build_weight_index", "join_weights", "lookup_weights"]
+__all__ = ["WeightIndex", "build_weight_index", "join_weights", "lookup_weights", "reweighted"]
 
 WeightIndex = tuple[np.ndarray, np.ndarray]  # (sorted ids as bytes 'S<w>', float32 weights)
+DifficultyChoice = tuple[str, WeightConfig, int]  # (difficulty source, weight map, seed)
 
 
 def _index_from_table(scores: pa.Table) -> WeightIndex:
@@ -53,22 +56,46 @@ def _index_from_table(scores: pa.Table) -> WeightIndex:
     return keys, weights.astype(np.float32)
 
 
+def reweighted(table: pa.Table, difficulty: DifficultyChoice) -> pa.Table:
+    """``id, weight`` with the weights recomputed from ``difficulty = (source, WeightConfig, seed)``.
+
+    The table needs ``id`` and the column the source reads (``rmd_ray.core.difficulty``).
+    """
+    source, config, seed = difficulty
+    column = source_column(source)
+    if column not in table.column_names:
+        weights_from_columns({}, source=source)  # the error naming the column and how to get it
+    values = pc.cast(table.column(column), pa.float64()).to_numpy(zero_copy_only=False)
+    weights = weights_from_columns({column: values}, source=source, config=config, seed=seed)
+    return pa.table({"id": table.column("id"), "weight": weights})
+
+
 @ray.remote(num_cpus=0.5, scheduling_strategy="DEFAULT")  # never captured by a Tune trial's placement group
-def _build(scores: Any) -> WeightIndex:
-    from rmd_ray.data.parts import read_table
+def _build(scores: Any, difficulty: DifficultyChoice | None) -> WeightIndex:
+    from rmd_ray.data.parts import column_names, read_table
 
-    table = scores if isinstance(scores, pa.Table) else read_table(scores, columns=["id", "weight"])
-    return _index_from_table(table)
+    if difficulty is None:
+        table = scores if isinstance(scores, pa.Table) else read_table(scores, columns=["id", "weight"])
+        return _index_from_table(table)
+    if not isinstance(scores, pa.Table):
+        column = source_column(difficulty[0])
+        wanted = ["id"] + [column] * (column in column_names(scores))
+        scores = read_table(scores, columns=wanted)
+    return _index_from_table(reweighted(scores, difficulty))
 
 
-def build_weight_index(scores: str | pa.Table) -> tuple[Any, int]:
+def build_weight_index(scores: str | pa.Table, *, difficulty: DifficultyChoice | None = None) -> tuple[Any, int]:
     """Check and index ``scores`` in a task; return (object ref of the :data:`WeightIndex`, rows).
 
-    Raises ValueError (duplicate ids, a weight outside [0, 1]) before any training starts.
+    ``difficulty``: None indexes the stored ``weight`` column; ``(source, WeightConfig, seed)``
+    recomputes the weights from that source's column first (:func:`reweighted`).
+
+    Raises ValueError (duplicate ids, a weight outside [0, 1], the source's column missing) before any
+    training starts.
     """
     if not isinstance(scores, (str, pa.Table)):
         raise TypeError(f"scores must be a scores.parquet path / URI or a pyarrow.Table, got {type(scores).__name__}")
-    ref = _build.remote(scores)
+    ref = _build.remote(scores, difficulty)
     try:
         keys, _ = ray.get(ref)  # small next to the images; the driver only looks at its length
     except ray.exceptions.RayTaskError as err:
