@@ -217,6 +217,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--noise", default=",".join(NOISE))
     parser.add_argument("--cache", default="/tmp/difficulty_study/runs.jsonl")
+    parser.add_argument(
+        "--threads", type=int, default=None,
+        help="torch threads for training (default: all cores); with 1, one process per --noise setting in parallel "
+        "shares 2 cores better (the runs are cached, so a last run over every setting only reads them)",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny data, 2 epochs, 2 seeds")
     parser.add_argument("--output", default="difficulty_study")
     args = parser.parse_args()
@@ -241,7 +246,7 @@ def main() -> None:
     ood = ood_images(len(test_labels), args.image_size)
     train_idx, val_idx = stratified_split(clean_pool, fraction=0.1, seed=0)
     features = embed(pool_table.take(train_idx), image_size=64)
-    torch.set_num_threads(os.cpu_count() or 1)  # embed runs at one thread; training gets the machine
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)  # embed ran at one thread
     x_train, x_val = pool[train_idx], pool[val_idx]
     to_tensor = normaliser(x_train)
     print(f"data: {len(train_idx)} train / {len(val_idx)} val / {len(test_labels)} test at {args.image_size} px; "

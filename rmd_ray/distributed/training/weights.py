@@ -63,10 +63,12 @@ def reweighted(table: pa.Table, difficulty: DifficultyChoice) -> pa.Table:
     """
     source, config, seed = difficulty
     column = source_column(source)
-    if column not in table.column_names:
-        weights_from_columns({}, source=source)  # the error naming the column and how to get it
-    values = pc.cast(table.column(column), pa.float64()).to_numpy(zero_copy_only=False)
-    weights = weights_from_columns({column: values}, source=source, config=config, seed=seed)
+    # a missing column is left out, and weights_from_columns's error names it and how to get it
+    columns = {
+        name: pc.cast(table.column(name), pa.float64()).to_numpy(zero_copy_only=False)
+        for name in (column,) if name in table.column_names
+    }
+    weights = weights_from_columns(columns, source=source, config=config, seed=seed)
     return pa.table({"id": table.column("id"), "weight": weights})
 
 
