@@ -294,6 +294,7 @@ def run_training(
     from ray.data import DataContext
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
@@ -365,7 +366,11 @@ def run_training(
         # Eight batches mix rows of several blocks (shards are re-ordered and permuted in the tasks anyway).
         budget = _SHUFFLE_BUFFER_BYTES // (3 * side * side + 24)
         buffer = int(min(shard_n, 8 * cfg.batch_size, max(cfg.batch_size, budget)))
-    fatal = FatalErrors.remote()
+    # on the driver's node: a 0-CPU actor may otherwise land on a worker node, and when that node is lost
+    # every restarted worker failed reading it (seen in the two-node fault test: the run gave up)
+    fatal = FatalErrors.options(
+        scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+    ).remote()
     spec = WorkerSpec(
         config=cfg,
         num_classes=num_classes,

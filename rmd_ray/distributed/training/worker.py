@@ -119,7 +119,10 @@ def _restore(spec, model, optimizer, scheduler, loss_fn, device) -> tuple[int, l
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """Ray Train entry point: turn deterministic errors into records the driver can re-raise."""
     spec: WorkerSpec = loop_config["spec"]
-    prior = ray.get(spec.fatal.get.remote())
+    try:
+        prior = ray.get(spec.fatal.get.remote())
+    except ray.exceptions.RayActorError:  # the record keeper went with a lost node: nothing to skip, train
+        prior = None
     if prior is not None:  # a retry would only hit the same error again
         raise WorkerFailure(prior)
     try:
@@ -128,7 +131,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         record = fatal_record(err)  # a NaN loss, bad input in a read task, a checkpoint that does not fit
         if record is None:
             raise
-        ray.get(spec.fatal.put.remote(record))
+        with contextlib.suppress(ray.exceptions.RayActorError):  # the error itself still reaches the driver
+            ray.get(spec.fatal.put.remote(record))
         raise WorkerFailure(record) from None
 
 
