@@ -46,6 +46,7 @@ def _rank(scores: Any, reference: tuple[float, float]) -> Any:
     # Min-max is compressed by a few extreme scores (most samples crowd near 0); ranks spread the
     # weights evenly over [0, 1] whatever the tails. Ties share their average rank, so equal scores
     # always get equal weights. Ranks are only defined within one set: see normalize_scores.
+    # Not scipy.stats.rankdata: it is NumPy-only, and this runs on CuPy arrays too.
     xp = array_module(scores)
     n = scores.shape[0]
     if n == 1:

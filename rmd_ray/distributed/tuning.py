@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 
 from rmd_ray.core import WeightConfig
-from rmd_ray.core.difficulty import DIFFICULTY_COLUMNS, weights_from_columns
+from rmd_ray.core.difficulty import DIFFICULTY_COLUMNS, source_column, weights_from_columns
 from rmd_ray.data import storage
 from rmd_ray.data.parts import column_names, read_table
 from rmd_ray.distributed.runtime import count_actor_made_placement_groups, reclaim_orphaned_placement_groups
@@ -125,7 +125,8 @@ def trial_weights(scores: pa.Table, trial: dict[str, Any], *, seed: int = 0) -> 
         normalization=str(trial.get("normalization", "minmax")),
     )
     source = str(trial.get("difficulty", "rmd"))
-    columns = {name: scores.column(name).to_numpy() for name in scores.column_names if name != "id"}
+    wanted = source_column(source)  # only the column this trial's source reads (every trial repeats this)
+    columns = {name: scores.column(name).to_numpy() for name in (wanted,) if name in scores.column_names}
     weights = weights_from_columns(columns, source=source, config=config, seed=seed)
     return pa.table({"id": scores.column("id"), "weight": weights})
 
