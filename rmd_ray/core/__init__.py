@@ -9,6 +9,7 @@ from rmd_ray.core.splits import stratified_split, validation_counts
 from rmd_ray.core.stats import (
     ClassStats,
     batch_stats,
+    between_class_covariance,
     class_agnostic_covariance,
     class_agnostic_mean,
     empty_stats,
@@ -24,6 +25,7 @@ from rmd_ray.core.weights import NORMALIZATIONS, difficulty_weights, log_difficu
 __all__ = [
     "SHRINKAGE", "NORMALIZATIONS", "ClassStats", "CovarianceConfig", "DegenerateClassWarning", "DifficultyScorer",
     "NotFittedError", "Registry", "SingularCovarianceWarning", "WeightConfig", "apply_shrinkage", "batch_stats",
+    "between_class_covariance",
     "class_agnostic_covariance", "class_agnostic_mean", "class_distances", "difficulty_weights", "empty_stats",
     "kmeans_distance", "label_conditional_md", "log_difficulty_weights", "mahalanobis_sq", "merge_all",
     "merge_stats", "normalize_scores", "relative_md", "residual_fourth_moments", "stratified_split", "stream_stats",

@@ -16,7 +16,9 @@ class CovarianceConfig:
     shrinkage : {"none", "ridge", "ledoit_wolf", "oas"}
         See :data:`rmd_ray.core.covariance.SHRINKAGE`.
     ridge_eps : float
-        Relative ridge for ``shrinkage="ridge"``: Sigma + ridge_eps * trace(Sigma)/d * I.
+        Relative ridge for ``shrinkage="ridge"``: Sigma + ridge_eps * trace(Sigma)/d * I, the same amount
+        (the shared covariance's trace) added to the class-agnostic covariance, so that
+        Sigma_0 - Sigma stays the between-class covariance (docs/design.md 1.13).
     rcond : float
         A covariance whose smallest/largest eigenvalue ratio falls below ``rcond`` is treated as
         singular: a warning, and a pseudo-inverse through eigh (null directions ignored).

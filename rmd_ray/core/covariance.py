@@ -4,7 +4,8 @@ Shrinkage maps an empirical covariance S (d x d) of n samples to (1 - a) S + a m
 with a chosen by:
 
 - ``none``:  a = 0.
-- ``ridge``: S + eps * mu * I (scale-aware: eps is relative to the mean eigenvalue).
+- ``ridge``: S + eps * mu * I (scale-aware: eps is relative to the mean eigenvalue). The scorer adds
+  the shared covariance's ridge to the class-agnostic one as well (docs/design.md 1.13).
 - ``oas``:   Chen et al. (2010) oracle approximating shrinkage, the formula of scikit-learn's ``OAS``:
   a = min(1, (m2 + mu^2) / ((n + 1)(m2 - mu^2/d))), m2 = mean(S**2), clamped to [0, 1] (an isotropic
   S makes the denominator a rounding residue of either sign). Needs only S and n.
@@ -146,17 +147,55 @@ def apply_shrinkage(
     return (1.0 - coefficient) * covariance + coefficient * mu * eye, coefficient
 
 
-def _solve_triangular_identity(xp: Any, lower: Any) -> Any:
-    eye = xp.eye(lower.shape[0], dtype=lower.dtype)
+def _cholesky_or_none(xp: Any, covariance: Any) -> Any:
+    try:
+        lower = xp.linalg.cholesky(covariance)
+    except Exception:  # LinAlgError: numerically indefinite; the caller falls back to eigh
+        return None
+    return lower if bool(xp.isfinite(lower).all()) else None  # CuPy signals failure with NaNs, not an exception
+
+
+def solve_lower(lower: Any, rhs: Any, *, transpose: bool = False) -> Any:
+    """L^-1 rhs (or L^-T rhs) for a lower-triangular L, on the array module of ``lower``."""
+    xp = array_module(lower)
     if xp is np:
         from scipy.linalg import solve_triangular
     else:  # pragma: no cover - GPU only
         from cupyx.scipy.linalg import solve_triangular
-    return solve_triangular(lower, eye, lower=True)
+    return solve_triangular(lower, rhs, lower=True, trans="T" if transpose else "N")
+
+
+def _solve_triangular_identity(xp: Any, lower: Any) -> Any:
+    return solve_lower(lower, xp.eye(lower.shape[0], dtype=lower.dtype))
+
+
+def eigenvalue_floor(raw_covariance: Any, coefficient: float) -> float:
+    """The identity part a * trace(S)/d that shrinkage added to a positive semi-definite S: a lower bound
+    on every eigenvalue of the shrunk covariance (0 without shrinkage)."""
+    return float(coefficient) * _trace_mean(raw_covariance) if coefficient > 0 else 0.0
+
+
+def cholesky_factor(covariance: Any, *, rcond: float = 1e-10, max_rank: int | None = None, floor: float = 0.0) -> Any:
+    """The lower Cholesky factor L (Sigma = L L^T) when ``covariance`` passes the condition test of
+    :func:`whitening_matrix` (same parameters), else None (singular: the caller takes the eigh fallback)."""
+    xp = array_module(covariance)
+    if max_rank is not None and max_rank < covariance.shape[0]:
+        return None
+    if not (floor > 0 and floor > rcond * float(xp.trace(covariance))):
+        eigenvalues = xp.linalg.eigvalsh(covariance)
+        largest, smallest = float(eigenvalues[-1]), float(eigenvalues[0])
+        if not (largest > 0 and smallest > rcond * largest):
+            return None
+    return _cholesky_or_none(xp, covariance)
 
 
 def whitening_matrix(
-    covariance: Any, *, rcond: float = 1e-10, what: str = "covariance", max_rank: int | None = None
+    covariance: Any,
+    *,
+    rcond: float = 1e-10,
+    what: str = "covariance",
+    max_rank: int | None = None,
+    floor: float = 0.0,
 ) -> tuple[Any, bool]:
     """A (d, d) such that ||A (f - mu)||^2 is the squared Mahalanobis distance under ``covariance``.
 
@@ -172,6 +211,10 @@ def whitening_matrix(
         of N samples, N - K' about the means of K' non-empty classes. Below d the covariance is
         singular whatever rounding left in its null space, so it is treated as singular (warning,
         pseudo-inverse on at most ``max_rank`` directions) even when its eigenvalues pass ``rcond``.
+    floor : float
+        A lower bound on the eigenvalues known by construction (:func:`eigenvalue_floor`). When
+        ``floor > rcond * trace`` the ratio test passes without computing eigenvalues (every eigenvalue
+        is >= floor and the largest is <= the trace), so the O(d^3) ``eigvalsh`` is skipped.
 
     Returns
     -------
@@ -181,19 +224,14 @@ def whitening_matrix(
         True when the fallback was used (a :class:`SingularCovarianceWarning` was issued).
     """
     xp = array_module(covariance)
+    lower = cholesky_factor(covariance, rcond=rcond, max_rank=max_rank, floor=floor)
+    if lower is not None:
+        return _solve_triangular_identity(xp, lower), False
     d = covariance.shape[0]
     rank_deficient = max_rank is not None and max_rank < d
     eigenvalues = xp.linalg.eigvalsh(covariance)
     largest = float(eigenvalues[-1])
     smallest = float(eigenvalues[0])
-    if not rank_deficient and largest > 0 and smallest > rcond * largest:
-        try:
-            lower = xp.linalg.cholesky(covariance)
-        except Exception:  # LinAlgError; numerically indefinite despite eigvalsh: use the fallback
-            pass
-        else:
-            if bool(xp.isfinite(lower).all()):  # CuPy signals failure with NaNs, not an exception
-                return _solve_triangular_identity(xp, lower), False
     kept = int((eigenvalues > rcond * max(largest, 0.0)).sum()) if largest > 0 else 0
     if rank_deficient:
         kept = min(kept, max(max_rank, 0))

@@ -6,19 +6,27 @@ import json
 import os
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from rmd_ray.core._xp import array_module, module_for_device, to_numpy
 from rmd_ray.core.atomic import atomic_path
 from rmd_ray.core.config import CovarianceConfig, WeightConfig
-from rmd_ray.core.covariance import apply_shrinkage, whitening_matrix
-from rmd_ray.core.scores import class_distances, kmeans_distance, label_conditional_md, mahalanobis_sq
+from rmd_ray.core.covariance import apply_shrinkage, cholesky_factor, eigenvalue_floor, solve_lower, whitening_matrix
+from rmd_ray.core.label_ranking import mahalanobis_margin
+from rmd_ray.core.scores import (
+    class_distances,
+    discriminant_distances,
+    discriminant_factor,
+    kmeans_distance,
+    label_conditional_md,
+    mahalanobis_sq,
+)
 from rmd_ray.core.stats import (
     ClassStats,
     _batch_stats,
-    class_agnostic_covariance,
+    between_class_covariance,
     class_agnostic_mean,
     empty_stats,
     merge_stats,
@@ -29,6 +37,21 @@ from rmd_ray.core.validation import check_class_counts, check_features, check_la
 from rmd_ray.core.weights import difficulty_weights
 
 FORMAT_VERSION = 1
+
+#: Shrinkage rules under which Sigma_0 = Sigma + Sigma_B exactly (one ridge for both covariances).
+SHARED_SHRINKAGE = ("none", "ridge")
+
+
+class Distances(NamedTuple):
+    md: np.ndarray
+    md0: np.ndarray
+    to_classes: np.ndarray
+
+
+class LabelScores(NamedTuple):
+    rmd: np.ndarray
+    margin: np.ndarray
+    nearest_class: np.ndarray
 
 
 class NotFittedError(ValueError):
@@ -62,6 +85,13 @@ class DifficultyScorer:
     singular_ : dict
         Whether each covariance needed the pseudo-inverse fallback.
 
+    Notes
+    -----
+    ``whitening_`` and ``global_whitening_`` are built on first use. With ``shrinkage`` ``none`` or
+    ``ridge``, a non-singular Sigma and K <= d / 2, MD_0, RMD and the margin come from the discriminant
+    shortcut (:mod:`rmd_ray.core.scores`, docs/design.md 1.13): :meth:`label_scores` needs no (N, d) x (d, d)
+    product, :meth:`distances` and :meth:`score_parts` one.
+
     Examples
     --------
     >>> scorer = DifficultyScorer(n_classes=10).fit(features, labels)   # doctest: +SKIP
@@ -78,6 +108,7 @@ class DifficultyScorer:
         self.device = device
         self._xp = module_for_device(device)
         self.stats_: ClassStats | None = None
+        self._fitted = False
 
     # ---------------------------------------------------------------- fitting
     def fit(self, features: Any, labels: Any) -> DifficultyScorer:
@@ -141,34 +172,71 @@ class DifficultyScorer:
         check_class_counts(to_numpy(stats.counts))
         n = stats.n_samples
         means, global_mean = self._means_from_stats()
-        within, within_fourth = within_class_covariance(stats), None
-        total, total_fourth = class_agnostic_covariance(stats), None
+        within_fourth = total_fourth = None
         if fourth_moments is not None:
             within_fourth, total_fourth = fourth_moments
         cfg = self.covariance
+        raw_within = within_class_covariance(stats)
         within, a_within = apply_shrinkage(
-            within, method=cfg.shrinkage, n_samples=n, fourth_moment=within_fourth, ridge_eps=cfg.ridge_eps
+            raw_within, method=cfg.shrinkage, n_samples=n, fourth_moment=within_fourth, ridge_eps=cfg.ridge_eps
         )
-        total, a_total = apply_shrinkage(
-            total, method=cfg.shrinkage, n_samples=n, fourth_moment=total_fourth, ridge_eps=cfg.ridge_eps
-        )
+        within_floor = eigenvalue_floor(raw_within, a_within)
+        between = between_class_covariance(stats)
+        if cfg.shrinkage in SHARED_SHRINKAGE:
+            # One ridge for both (docs/design.md 1.13): Sigma_0 - Sigma stays the between-class covariance,
+            # so no regulariser-made term enters RMD and the discriminant shortcut is exact.
+            total, a_total, total_floor = within + between, a_within, within_floor
+        else:  # oas / ledoit_wolf: the class-agnostic fit is scikit-learn's on the pooled features
+            raw_total = raw_within + between
+            total, a_total = apply_shrinkage(
+                raw_total, method=cfg.shrinkage, n_samples=n, fourth_moment=total_fourth, ridge_eps=cfg.ridge_eps
+            )
+            total_floor = eigenvalue_floor(raw_total, a_total)
         self.means_, self.global_mean_ = means, global_mean
         self.covariance_, self.global_covariance_ = within, total
         self.shrinkage_ = {"within": a_within, "global": a_total}
         # Shrinkage (a > 0) restores full rank; without it the rank bounds of the raw scatters hold, and
         # a covariance below full rank by construction is singular even where rounding hides it.
         within_rank, global_rank = _rank_bounds(n, int(to_numpy(stats.counts > 0).sum()))
-        self.whitening_, s1 = whitening_matrix(
-            within, rcond=cfg.rcond, what="shared within-class covariance",
-            max_rank=within_rank if a_within == 0.0 else None,
-        )
-        self.global_whitening_, s0 = whitening_matrix(
-            total, rcond=cfg.rcond, what="class-agnostic covariance",
-            max_rank=global_rank if a_total == 0.0 else None,
-        )
-        self.singular_ = {"within": s1, "global": s0}
+        within_options = dict(rcond=cfg.rcond, max_rank=within_rank if a_within == 0.0 else None, floor=within_floor)
+        self._within_lower = cholesky_factor(within, **within_options)
+        self._whitening = self._factor = self._global_whitening = None
+        within_singular = self._within_lower is None
+        if within_singular:  # warns and builds the pseudo-inverse whitening
+            self._whitening, _ = whitening_matrix(within, what="shared within-class covariance", **within_options)
+        k, d = means.shape
+        if cfg.shrinkage in SHARED_SHRINKAGE and not within_singular and k <= d // 2:
+            # Sigma > 0 and Sigma_0 = Sigma + PSD: Sigma_0 > 0 too, its whitening is only built on request.
+            self._factor = discriminant_factor(means - global_mean, stats.counts, self._within_lower)
+            global_singular = False
+        else:
+            self._global_whitening, global_singular = whitening_matrix(
+                total, rcond=cfg.rcond, what="class-agnostic covariance",
+                max_rank=global_rank if a_total == 0.0 else None, floor=total_floor,
+            )
+        self.singular_ = {"within": within_singular, "global": global_singular}
         self._fourth = list(fourth_moments) if fourth_moments is not None else None
+        self._fitted = True
         return self
+
+    @property
+    def whitening_(self) -> Any:
+        """A with A^T A = Sigma^-1, shape (d, d): L^-1, built on first use (label_scores never needs it)."""
+        self._check_fitted()
+        if self._whitening is None:
+            self._whitening = solve_lower(self._within_lower, self._xp.eye(self._within_lower.shape[0]))
+        return self._whitening
+
+    @property
+    def global_whitening_(self) -> Any:
+        """A_0 with A_0^T A_0 = Sigma_0^-1, shape (d, d); built on first use when the fit did not need it."""
+        self._check_fitted()
+        if self._global_whitening is None:
+            self._global_whitening, _ = whitening_matrix(
+                self.global_covariance_, rcond=self.covariance.rcond, what="class-agnostic covariance",
+                floor=eigenvalue_floor(within_class_covariance(self.stats_), self.shrinkage_["within"]),
+            )
+        return self._global_whitening
 
     def fourth_moments(self, features: Any, labels: Any) -> tuple[float, float]:
         """Second-pass sums for ``ledoit_wolf`` when streaming: add them up over all batches, then
@@ -186,12 +254,69 @@ class DifficultyScorer:
         return md, md - md0
 
     def score_parts(self, features: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
-        """Return ``(md, md0)``: label-conditional and class-agnostic squared distances, shape (N,)."""
+        """Return ``(md, md0)``: label-conditional and class-agnostic squared distances, shape (N,).
+
+        One (N, d) x (d, d) product with the discriminant shortcut (MD_0 = MD(f, y) - RMD), two without.
+        """
         self._check_fitted()
         features, labels = self._validated(features, labels)
         md = label_conditional_md(features, labels, self.means_, self.whitening_)
-        md0 = mahalanobis_sq(features, self.global_mean_, self.global_whitening_)
+        if self._factor is None:
+            md0 = mahalanobis_sq(features, self.global_mean_, self.global_whitening_)
+        else:
+            relative, gain = discriminant_distances(features, self.global_mean_, self._factor)
+            rmd = relative[self._xp.arange(labels.shape[0]), labels] + gain
+            md0 = self._xp.maximum(md - rmd, 0.0)  # >= 0 exactly; rounding must not make it negative
         return to_numpy(md), to_numpy(md0)
+
+    def distances(self, features: Any, labels: Any) -> Distances:
+        """MD(f, y), MD_0(f) and MD(f, k) to every class, from one whitening product when the shortcut applies.
+
+        Returns
+        -------
+        Distances
+            ``md``, ``md0`` of shape (N,) and ``to_classes`` of shape (N, K), NumPy float64.
+        """
+        self._check_fitted()
+        features, labels = self._validated(features, labels)
+        if self._factor is None:
+            md, md0 = self.score_parts(features, labels)
+            return Distances(md, md0, self.class_distances(features))
+        xp, rows = self._xp, self._xp.arange(labels.shape[0])
+        md = label_conditional_md(features, labels, self.means_, self.whitening_)
+        relative, gain = discriminant_distances(features, self.global_mean_, self._factor)
+        offset = md - relative[rows, labels]  # q = ||A (f - mu_0)||^2
+        to_classes = xp.maximum(offset[:, None] + relative, 0.0)
+        to_classes[rows, labels] = md  # the direct difference, not the expansion, for the given class
+        md0 = xp.maximum(offset - gain, 0.0)
+        return Distances(to_numpy(md), to_numpy(md0), to_numpy(to_classes))
+
+    def label_scores(self, features: Any, labels: Any) -> LabelScores:
+        """RMD, the Mahalanobis margin and the nearest class, without any (N, d) x (d, d) product when the
+        discriminant shortcut applies (O(N d K), module docstring of :mod:`rmd_ray.core.scores`).
+
+        Returns
+        -------
+        LabelScores
+            ``rmd``, ``margin`` (:func:`rmd_ray.core.label_ranking.mahalanobis_margin`) of shape (N,) float64
+            and ``nearest_class`` of shape (N,) int64, NumPy.
+        """
+        self._check_fitted()
+        features, labels = self._validated(features, labels)
+        rows = self._xp.arange(labels.shape[0])
+        if self._factor is None:
+            to_classes = self.class_distances(features)
+            md0 = to_numpy(mahalanobis_sq(features, self.global_mean_, self.global_whitening_))
+            labels_np = to_numpy(labels)
+            rmd = to_classes[np.arange(labels_np.shape[0]), labels_np] - md0
+            return LabelScores(rmd, mahalanobis_margin(to_classes, labels_np), to_classes.argmin(axis=1))
+        # The margin and the argmin are unchanged by the per-row shift q, so ``relative`` serves both.
+        relative, gain = discriminant_distances(features, self.global_mean_, self._factor)
+        return LabelScores(
+            to_numpy(relative[rows, labels] + gain),
+            to_numpy(mahalanobis_margin(relative, labels)),
+            to_numpy(relative.argmin(axis=1)).astype(np.int64),
+        )
 
     def kmeans_distance(self, features: Any, labels: Any) -> np.ndarray:
         """Squared Euclidean distance to the own class mean, shape (N,) (paper Table 8 baseline)."""
@@ -279,7 +404,7 @@ class DifficultyScorer:
         return means, global_mean
 
     def _check_fitted(self) -> None:
-        if getattr(self, "whitening_", None) is None:
+        if not getattr(self, "_fitted", False):
             raise NotFittedError("this DifficultyScorer is not fitted: call fit(features, labels) first")
 
     def __repr__(self) -> str:

@@ -33,7 +33,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy.stats import rankdata
 
 from rmd_ray.core._xp import array_module
 from rmd_ray.core.registry import Registry
@@ -78,6 +77,10 @@ def rank_average(*scores: np.ndarray) -> np.ndarray:
     Ties get their average rank (``scipy.stats.rankdata``), so the result does not depend on the input
     order, and any strictly increasing transform of a score leaves it unchanged.
     """
+    # scipy.stats costs ~1 s to import: imported here, not at module level, because the core (and so every
+    # decode task's fresh process) imports this module through the estimator
+    from scipy.stats import rankdata
+
     if not scores:
         raise ValueError("rank_average needs at least one score array")
     n = len(scores[0])

@@ -143,8 +143,9 @@ def _add_gram(xp: Any, gram: Any, rows: Any, *, alpha: float = 1.0) -> Any:
 
 def _symmetric(xp: Any, gram: Any) -> Any:
     """The full symmetric matrix from the lower triangle (exactly symmetric, whatever BLAS filled above)."""
-    lower = xp.tril(gram)
-    return xp.ascontiguousarray(lower + xp.tril(gram, -1).T)
+    full = xp.tril(gram)
+    full += xp.triu(full.T, 1)  # two passes over d^2, not four: this is ~5% of a 10,000 x 1,280 fit
+    return xp.ascontiguousarray(full)
 
 
 def _add_run_sums(sparse: Any, xp: Any, sums: Any, rows: Any, run_labels: Any, bounds: Any) -> None:
@@ -271,12 +272,16 @@ def within_class_covariance(stats: ClassStats) -> Any:
     return stats.scatter / stats.n_samples
 
 
-def class_agnostic_covariance(stats: ClassStats) -> Any:
-    r"""Sigma_0 = (W + \sum_k n_k (m_k - mu_0)(m_k - mu_0)^T) / N, shape (d, d)."""
+def between_class_covariance(stats: ClassStats) -> Any:
+    r"""Sigma_B = \sum_k (n_k / N) (m_k - mu_0)(m_k - mu_0)^T, shape (d, d), rank <= K - 1."""
     xp = array_module(stats.means)
     centred = stats.means - class_agnostic_mean(stats)
-    between = (centred * stats.counts.astype(xp.float64)[:, None]).T @ centred
-    return (stats.scatter + between) / stats.n_samples
+    return (centred * stats.counts.astype(xp.float64)[:, None]).T @ centred / stats.n_samples
+
+
+def class_agnostic_covariance(stats: ClassStats) -> Any:
+    r"""Sigma_0 = (W + \sum_k n_k (m_k - mu_0)(m_k - mu_0)^T) / N = Sigma + Sigma_B, shape (d, d)."""
+    return within_class_covariance(stats) + between_class_covariance(stats)
 
 
 def residual_fourth_moments(features: Any, labels: Any, *, means: Any, global_mean: Any) -> tuple[float, float]:

@@ -21,7 +21,7 @@ from rmd_ray.core.stats import _batch_stats, merge_all
 from rmd_ray.data import storage
 from rmd_ray.distributed.table_scoring import ERROR_SCHEMA, feature_matrix
 
-__all__ = ["fit_scorer", "id_hashes", "nearest_and_margin", "part_scores", "weigh_part", "copy_part"]
+__all__ = ["fit_scorer", "id_hashes", "view_mean_scores", "part_scores", "weigh_part", "copy_part"]
 
 _MERGE_FAN_IN = 8
 
@@ -84,26 +84,31 @@ def fit_scorer(
 CLASS_DISTANCE_CHUNK = 2048
 
 
-def nearest_and_margin(
+def view_mean_scores(
     scorer: DifficultyScorer, features: np.ndarray, labels: np.ndarray, *, n_views: int,
     chunk: int = CLASS_DISTANCE_CHUNK,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per sample: the nearest class and the Mahalanobis margin, from the view-mean class distances.
+) -> dict[str, np.ndarray]:
+    """Per sample: MD and MD_0 per view, the nearest class and the Mahalanobis margin of the view-mean
+    class distances.
 
     ``features`` is (n * V, D) with the V views of a sample consecutive; ``labels`` is (n,). The
-    distances to all K classes are formed ``chunk`` samples at a time, never as one (n, K) matrix.
-    Returns ``(nearest (n,) int64, margin (n,) float64)``; margin > 0 exactly when nearest != label
-    (:func:`rmd_ray.core.label_ranking.mahalanobis_margin`).
+    distances to all K classes are formed ``chunk`` samples at a time, never as one (n, K) matrix, and
+    with one whitening product per chunk (:meth:`DifficultyScorer.distances`).
+    Returns ``md``, ``md0`` (n, V) float64, ``nearest`` (n,) int64 and ``margin`` (n,) float64; margin > 0
+    exactly when nearest != label (:func:`rmd_ray.core.label_ranking.mahalanobis_margin`).
     """
     n = labels.shape[0]
+    md, md0 = np.empty((n, n_views)), np.empty((n, n_views))
     nearest, margin = np.empty(n, dtype=np.int64), np.empty(n)
     for start in range(0, n, chunk):
         stop = min(start + chunk, n)
-        d = scorer.class_distances(features[start * n_views: stop * n_views])
-        d = d.reshape(stop - start, n_views, -1).mean(axis=1)
+        rows = slice(start * n_views, stop * n_views)
+        part = scorer.distances(features[rows], np.repeat(labels[start:stop], n_views))
+        md[start:stop], md0[start:stop] = part.md.reshape(-1, n_views), part.md0.reshape(-1, n_views)
+        d = part.to_classes.reshape(stop - start, n_views, -1).mean(axis=1)
         nearest[start:stop] = d.argmin(axis=1)
         margin[start:stop] = mahalanobis_margin(d, labels[start:stop])
-    return nearest, margin
+    return {"md": md, "md0": md0, "nearest": nearest, "margin": margin}
 
 
 def id_hashes(ids: pa.ChunkedArray | pa.Array) -> np.ndarray:
@@ -123,10 +128,9 @@ def part_scores(
     md = md0 = kmeans = np.zeros((n, n_views))
     nearest, margin = np.zeros(n, dtype=np.int64), np.zeros(n)
     if n:
-        md_flat, md0_flat = scorer.score_parts(features, labels)
-        md, md0 = md_flat.reshape(n, n_views), md0_flat.reshape(n, n_views)
+        parts = view_mean_scores(scorer, features, labels[::n_views], n_views=n_views)
+        md, md0, nearest, margin = parts["md"], parts["md0"], parts["nearest"], parts["margin"]
         kmeans = scorer.kmeans_distance(features, labels).reshape(n, n_views)
-        nearest, margin = nearest_and_margin(scorer, features, labels[::n_views], n_views=n_views)
     rmd = md - md0
     columns = {
         "id": ok.column("id"),

@@ -65,8 +65,7 @@ def _block_fourth_moments(block: pa.Table, scorer: DifficultyScorer) -> tuple[fl
 def _block_scores(block: pa.Table, scorer: DifficultyScorer) -> pa.Table:
     features = feature_matrix(block)
     labels = block.column("label").to_numpy()
-    md, md0 = scorer.score_parts(features, labels)
-    distances = scorer.class_distances(features)
+    md, md0, distances = scorer.distances(features, labels)
     nearest = distances.argmin(axis=1)
     return pa.table(
         {
