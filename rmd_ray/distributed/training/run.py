@@ -421,6 +421,7 @@ def run_training(
         dataset_config=DataConfig(datasets_to_split=["train"], execution_options=ingest_options),
     )
     failure = None
+    ingest.warm_decode_workers(_decode_tasks(cfg), geometry=geometry, decode_cpus=cfg.decode_cpus)
     try:
         tic = time.perf_counter()
         result = trainer.fit()

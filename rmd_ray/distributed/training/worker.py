@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -81,6 +82,50 @@ def _timed(iterator, wait: list[float]):
         yield item
 
 
+class _Started:
+    """An iterable whose first item is fetched in a background thread from construction on.
+
+    The first epoch's pipeline start-up (Ray Train creates the split coordinator on rank 0's first
+    ``get_dataset_shard``, then Ray Data starts its executor and the first decode task) then runs while
+    the worker builds its model, optimiser and schedule, instead of after. The thread only ever calls
+    ``next`` once, before the consumer does: the iterator is never advanced from two threads at once.
+    """
+
+    def __init__(self, iterable) -> None:
+        self._iterator = iter(iterable)
+        self._first: tuple = ()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._fetch, name="first-batch", daemon=True)
+        self._thread.start()
+
+    def _fetch(self) -> None:
+        try:
+            self._first = (next(self._iterator),)
+        except StopIteration:
+            pass
+        except BaseException as err:  # re-raised in the consumer's thread, where the error handling is
+            self._error = err
+
+    def __iter__(self):
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        yield from self._first
+        yield from self._iterator
+
+
+def _epoch_batches(shard, spec: WorkerSpec, epoch: int, rank: int, device):
+    """This worker's batches of one epoch, the local shuffle buffer seeded by (seed, epoch, rank)."""
+    seed = spec.config.seed
+    return shard.iter_torch_batches(
+        batch_size=spec.config.batch_size,
+        device=device,
+        drop_last=spec.drop_last,
+        local_shuffle_buffer_size=spec.shuffle_buffer or None,
+        local_shuffle_seed=_mix(seed, epoch, rank, 0) if spec.shuffle_buffer else None,
+    )
+
+
 def _batches(iterator, mean, std):
     for b in iterator:
         out = {"image": normalize_uint8(b["image"], mean, std), "label": b["label"], "id": b["index"]}
@@ -147,6 +192,12 @@ def _train_worker(spec: WorkerSpec) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = get_device()
+    # First, before any set-up: rank 0's call creates the split coordinator (a new process), and a fresh
+    # run starts its first epoch now, overlapping the model build (a restart learns its epoch from the
+    # checkpoint, so it starts after the restore)
+    train_shard = ray.train.get_dataset_shard("train")
+    fresh = ray.train.get_checkpoint() is None and spec.initial_checkpoint is None
+    first_epoch = _Started(_epoch_batches(train_shard, spec, 0, rank, device)) if fresh else None
     torch.manual_seed(cfg.seed)  # same initial weights on every rank (DDP broadcasts rank 0's anyway)
     model = build_model(cfg.model, num_classes=spec.num_classes, cifar_stem=cfg.cifar_stem, width=cfg.width)
     model = prepare_model(model)  # to device; DDP when world > 1
@@ -159,7 +210,6 @@ def _train_worker(spec: WorkerSpec) -> None:
     std = torch.tensor(std_list, dtype=torch.float32, device=device)
     # the cifar crop + flip runs here on the device, seeded; imagenet's random resized crop ran in the read task
     crop_on_worker = cfg.augment and spec.preset == "cifar"
-    train_shard = ray.train.get_dataset_shard("train")
     val_data = ray.train.get_dataset_shard("val")
     resumed_from = start
     for epoch in range(start, cfg.optim.epochs):
@@ -167,13 +217,10 @@ def _train_worker(spec: WorkerSpec) -> None:
             spec.epoch_hook(epoch)
         tic = time.perf_counter()
         gen = torch.Generator().manual_seed(_mix(cfg.seed, epoch, rank, 1))
-        batches = train_shard.iter_torch_batches(
-            batch_size=cfg.batch_size,
-            device=device,
-            drop_last=spec.drop_last,
-            local_shuffle_buffer_size=spec.shuffle_buffer or None,
-            local_shuffle_seed=_mix(cfg.seed, epoch, rank, 0) if spec.shuffle_buffer else None,
-        )
+        if first_epoch is not None and epoch == 0:
+            batches, first_epoch = first_epoch, None
+        else:
+            batches = _epoch_batches(train_shard, spec, epoch, rank, device)
         wait = [0.0, 0.0]
         stats = engine.train_one_epoch(
             model,
