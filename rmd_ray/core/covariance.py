@@ -175,18 +175,36 @@ def eigenvalue_floor(raw_covariance: Any, coefficient: float) -> float:
     return float(coefficient) * _trace_mean(raw_covariance) if coefficient > 0 else 0.0
 
 
-def cholesky_factor(covariance: Any, *, rcond: float = 1e-10, max_rank: int | None = None, floor: float = 0.0) -> Any:
-    """The lower Cholesky factor L (Sigma = L L^T) when ``covariance`` passes the condition test of
-    :func:`whitening_matrix` (same parameters), else None (singular: the caller takes the eigh fallback)."""
+def _checked_cholesky(covariance: Any, *, rcond: float, max_rank: int | None, floor: float) -> tuple[Any, Any]:
+    """(L, eigenvalues): L when ``covariance`` passes the condition test of :func:`whitening_matrix`, else
+    None; the eigenvalues when the test needed them (None when the floor proved it), for the fallback."""
     xp = array_module(covariance)
     if max_rank is not None and max_rank < covariance.shape[0]:
-        return None
+        return None, None
+    eigenvalues = None
     if not (floor > 0 and floor > rcond * float(xp.trace(covariance))):
         eigenvalues = xp.linalg.eigvalsh(covariance)
         largest, smallest = float(eigenvalues[-1]), float(eigenvalues[0])
         if not (largest > 0 and smallest > rcond * largest):
-            return None
-    return _cholesky_or_none(xp, covariance)
+            return None, eigenvalues
+    return _cholesky_or_none(xp, covariance), eigenvalues
+
+
+def factor_or_whitening(
+    covariance: Any,
+    *,
+    rcond: float = 1e-10,
+    what: str = "covariance",
+    max_rank: int | None = None,
+    floor: float = 0.0,
+) -> tuple[Any, Any]:
+    """``(L, None)`` with Sigma = L L^T when ``covariance`` is well conditioned, else ``(None, A)`` with A the
+    eigh pseudo-inverse whitening (and a :class:`SingularCovarianceWarning`). Parameters as
+    :func:`whitening_matrix`; for callers that solve with L instead of forming L^-1."""
+    lower, eigenvalues = _checked_cholesky(covariance, rcond=rcond, max_rank=max_rank, floor=floor)
+    if lower is not None:
+        return lower, None
+    return None, _pseudo_inverse_whitening(covariance, eigenvalues, rcond=rcond, what=what, max_rank=max_rank)
 
 
 def whitening_matrix(
@@ -223,13 +241,20 @@ def whitening_matrix(
     singular : bool
         True when the fallback was used (a :class:`SingularCovarianceWarning` was issued).
     """
-    xp = array_module(covariance)
-    lower = cholesky_factor(covariance, rcond=rcond, max_rank=max_rank, floor=floor)
+    lower, whitening = factor_or_whitening(covariance, rcond=rcond, what=what, max_rank=max_rank, floor=floor)
     if lower is not None:
-        return _solve_triangular_identity(xp, lower), False
+        return _solve_triangular_identity(array_module(covariance), lower), False
+    return whitening, True
+
+
+def _pseudo_inverse_whitening(
+    covariance: Any, eigenvalues: Any, *, rcond: float, what: str, max_rank: int | None
+) -> Any:
+    xp = array_module(covariance)
     d = covariance.shape[0]
     rank_deficient = max_rank is not None and max_rank < d
-    eigenvalues = xp.linalg.eigvalsh(covariance)
+    if eigenvalues is None:
+        eigenvalues = xp.linalg.eigvalsh(covariance)
     largest = float(eigenvalues[-1])
     smallest = float(eigenvalues[0])
     kept = int((eigenvalues > rcond * max(largest, 0.0)).sum()) if largest > 0 else 0
@@ -247,11 +272,11 @@ def whitening_matrix(
         "Mahalanobis distances ignore the null directions. Use shrinkage='ledoit_wolf' (or 'oas', or 'ridge') "
         "to regularise it, or give more samples than feature dimensions plus classes.",
         SingularCovarianceWarning,
-        stacklevel=3,
+        stacklevel=4,  # whoever called whitening_matrix / factor_or_whitening
     )
     values, vectors = xp.linalg.eigh(covariance)
     # eigh sorts ascending: keep the ``kept`` largest, so rounding noise in a structural null space
     # (which can exceed rcond * max) never gets inverted
     keep = (values > rcond * max(largest, 0.0)) & (xp.arange(d) >= d - kept)
     inv_sqrt = xp.where(keep, 1.0 / xp.sqrt(xp.where(keep, values, 1.0)), 0.0)
-    return inv_sqrt[:, None] * vectors.T, True
+    return inv_sqrt[:, None] * vectors.T

@@ -13,7 +13,13 @@ import numpy as np
 from rmd_ray.core._xp import array_module, module_for_device, to_numpy
 from rmd_ray.core.atomic import atomic_path
 from rmd_ray.core.config import CovarianceConfig, WeightConfig
-from rmd_ray.core.covariance import apply_shrinkage, cholesky_factor, eigenvalue_floor, solve_lower, whitening_matrix
+from rmd_ray.core.covariance import (
+    apply_shrinkage,
+    eigenvalue_floor,
+    factor_or_whitening,
+    solve_lower,
+    whitening_matrix,
+)
 from rmd_ray.core.label_ranking import mahalanobis_margin
 from rmd_ray.core.scores import (
     class_distances,
@@ -199,11 +205,12 @@ class DifficultyScorer:
         # a covariance below full rank by construction is singular even where rounding hides it.
         within_rank, global_rank = _rank_bounds(n, int(to_numpy(stats.counts > 0).sum()))
         within_options = dict(rcond=cfg.rcond, max_rank=within_rank if a_within == 0.0 else None, floor=within_floor)
-        self._within_lower = cholesky_factor(within, **within_options)
-        self._whitening = self._factor = self._global_whitening = None
+        # L itself (the shortcut solves with it); the pseudo-inverse whitening, with a warning, when singular
+        self._within_lower, self._whitening = factor_or_whitening(
+            within, what="shared within-class covariance", **within_options
+        )
+        self._factor = self._global_whitening = None
         within_singular = self._within_lower is None
-        if within_singular:  # warns and builds the pseudo-inverse whitening
-            self._whitening, _ = whitening_matrix(within, what="shared within-class covariance", **within_options)
         k, d = means.shape
         if cfg.shrinkage in SHARED_SHRINKAGE and not within_singular and k <= d // 2:
             # Sigma > 0 and Sigma_0 = Sigma + PSD: Sigma_0 > 0 too, its whitening is only built on request.
@@ -259,14 +266,7 @@ class DifficultyScorer:
         One (N, d) x (d, d) product with the discriminant shortcut (MD_0 = MD(f, y) - RMD), two without.
         """
         self._check_fitted()
-        features, labels = self._validated(features, labels)
-        md = label_conditional_md(features, labels, self.means_, self.whitening_)
-        if self._factor is None:
-            md0 = mahalanobis_sq(features, self.global_mean_, self.global_whitening_)
-        else:
-            relative, gain = discriminant_distances(features, self.global_mean_, self._factor)
-            rmd = relative[self._xp.arange(labels.shape[0]), labels] + gain
-            md0 = self._xp.maximum(md - rmd, 0.0)  # >= 0 exactly; rounding must not make it negative
+        md, md0, _ = self._md_md0(*self._validated(features, labels))
         return to_numpy(md), to_numpy(md0)
 
     def distances(self, features: Any, labels: Any) -> Distances:
@@ -279,16 +279,13 @@ class DifficultyScorer:
         """
         self._check_fitted()
         features, labels = self._validated(features, labels)
-        if self._factor is None:
-            md, md0 = self.score_parts(features, labels)
-            return Distances(md, md0, self.class_distances(features))
+        md, md0, relative = self._md_md0(features, labels)
+        if relative is None:
+            return Distances(to_numpy(md), to_numpy(md0), self._class_distances(features))
         xp, rows = self._xp, self._xp.arange(labels.shape[0])
-        md = label_conditional_md(features, labels, self.means_, self.whitening_)
-        relative, gain = discriminant_distances(features, self.global_mean_, self._factor)
         offset = md - relative[rows, labels]  # q = ||A (f - mu_0)||^2
         to_classes = xp.maximum(offset[:, None] + relative, 0.0)
         to_classes[rows, labels] = md  # the direct difference, not the expansion, for the given class
-        md0 = xp.maximum(offset - gain, 0.0)
         return Distances(to_numpy(md), to_numpy(md0), to_numpy(to_classes))
 
     def label_scores(self, features: Any, labels: Any) -> LabelScores:
@@ -303,9 +300,8 @@ class DifficultyScorer:
         """
         self._check_fitted()
         features, labels = self._validated(features, labels)
-        rows = self._xp.arange(labels.shape[0])
         if self._factor is None:
-            to_classes = self.class_distances(features)
+            to_classes = self._class_distances(features)
             md0 = to_numpy(mahalanobis_sq(features, self.global_mean_, self.global_whitening_))
             labels_np = to_numpy(labels)
             rmd = to_classes[np.arange(labels_np.shape[0]), labels_np] - md0
@@ -313,7 +309,7 @@ class DifficultyScorer:
         # The margin and the argmin are unchanged by the per-row shift q, so ``relative`` serves both.
         relative, gain = discriminant_distances(features, self.global_mean_, self._factor)
         return LabelScores(
-            to_numpy(relative[rows, labels] + gain),
+            to_numpy(relative[self._xp.arange(labels.shape[0]), labels] + gain),
             to_numpy(mahalanobis_margin(relative, labels)),
             to_numpy(relative.argmin(axis=1)).astype(np.int64),
         )
@@ -327,7 +323,19 @@ class DifficultyScorer:
     def class_distances(self, features: Any) -> np.ndarray:
         """MD under the shared covariance from each sample to each class mean, shape (N, K)."""
         self._check_fitted()
-        features = self._xp.asarray(check_features(features))
+        return self._class_distances(self._xp.asarray(check_features(features)))
+
+    # ---------------------------------------------------------------- helpers
+    def _md_md0(self, features: Any, labels: Any) -> tuple[Any, Any, Any]:
+        """(MD(f, y), MD_0(f), relative class distances or None) on validated inputs, array-module arrays."""
+        md = label_conditional_md(features, labels, self.means_, self.whitening_)
+        if self._factor is None:
+            return md, mahalanobis_sq(features, self.global_mean_, self.global_whitening_), None
+        relative, gain = discriminant_distances(features, self.global_mean_, self._factor)
+        rmd = relative[self._xp.arange(labels.shape[0]), labels] + gain
+        return md, self._xp.maximum(md - rmd, 0.0), relative  # MD_0 >= 0 exactly: rounding must not flip it
+
+    def _class_distances(self, features: Any) -> np.ndarray:
         # Shift by mu_0 first: the expansion ||z||^2 - 2 z.p + ||p||^2 cancels badly far from the origin.
         centred = features.astype(self._xp.float64) - self.global_mean_
         return to_numpy(class_distances(centred, self.means_ - self.global_mean_, self.whitening_))
@@ -380,7 +388,6 @@ class DifficultyScorer:
         fourth = meta.get("fourth_moments")
         return scorer.merge(stats).finalize(fourth_moments=tuple(fourth) if fourth else None)
 
-    # ---------------------------------------------------------------- helpers
     def _validated(self, features: Any, labels: Any) -> tuple[Any, Any]:
         check_features(features)
         check_labels(labels, n_samples=features.shape[0], n_classes=self.n_classes)

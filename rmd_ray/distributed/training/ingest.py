@@ -141,7 +141,8 @@ def _warm(geometry: Geometry) -> None:
     from rmd_ray.data.decode import decode_image  # noqa: F401
 
     worker_setup()
-    _geometry_fn(geometry, True), _geometry_fn(geometry, False)
+    _geometry_fn(geometry, True)
+    _geometry_fn(geometry, False)
 
 
 def _train_runtime_env() -> dict[str, Any] | None:
