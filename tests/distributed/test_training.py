@@ -618,3 +618,31 @@ def test_a_task_interleaves_its_group_of_shards_so_a_class_sorted_source_is_mixe
             assert sorted(np.concatenate([b["index"] for b in blocks]).tolist()) == list(range(256))
             for b in blocks:  # index -> label as planned: rows keep their own labels through the interleave
                 np.testing.assert_array_equal(labels[b["index"]], b["label"])
+
+
+def test_each_yield_of_a_decode_task_is_its_own_block(ray_local):
+    """Ray Data merges a task's yields up to 128 MiB: one 600-row task would be one block, handed over when
+    the task ends. The ingest datasets stream 256-row blocks; the driver's own context is untouched."""
+    from ray.data import DataContext
+
+    from rmd_ray.distributed.sources import source_from_table
+    from rmd_ray.distributed.training.ingest import Geometry, eval_dataset, train_dataset
+
+    default = DataContext.get_current().target_max_block_size
+    labels = np.arange(600) % 3
+    table = from_arrays(np.zeros((600, 8, 8, 3), np.uint8), labels, ids=[f"r{i}" for i in range(600)],
+                        classes=["a", "b", "c"])
+    source = source_from_table(table, shard_rows=300)
+    geometry = Geometry("cifar", None, (8, 8))
+    datasets = [
+        train_dataset(source, geometry=geometry, augment=False, weights_ref=None, shuffle="seeded", seed=0,
+                      shards_per_task=2, decode_tasks=1),
+        eval_dataset(source, geometry=geometry),
+    ]
+    for ds in datasets:
+        assert ds.context.target_max_block_size == 256 * 8 * 8 * 3
+        sizes = [bundle.num_rows() for bundle in ds.iter_internal_ref_bundles()]
+        assert sum(sizes) == 600 and max(sizes) <= 256, sizes
+    assert DataContext.get_current().target_max_block_size == default
+    # Ray Train's DataConfig copies the dataset before splitting it: the copy keeps the target
+    assert datasets[0].copy(datasets[0]).context.target_max_block_size == 256 * 8 * 8 * 3

@@ -37,10 +37,17 @@ class WorkerFailure(RuntimeError):
 
 @ray.remote(num_cpus=0)
 class FatalErrors:
-    """Holds the first deterministic worker error of a run, so that retries fail at once."""
+    """Holds the first deterministic worker error of a run, so that retries fail at once, and whether
+    the run's first worker group has started (which may use the split made before ``fit()``)."""
 
     def __init__(self) -> None:
         self._record: dict[str, Any] | None = None
+        self._started = False
+
+    def first_start(self) -> bool:
+        """True on the first call only: rank 0 of the run's first worker group asks it once."""
+        first, self._started = not self._started, True
+        return first
 
     def put(self, record: dict[str, Any]) -> None:
         if self._record is None:

@@ -15,6 +15,8 @@ only the shards that hold them.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import functools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -29,7 +31,10 @@ from rmd_ray.distributed.sources import Shard, ShardedSource, read_shard
 from rmd_ray.distributed.training.errors import IngestError
 from rmd_ray.distributed.training.weights import lookup_weights
 
-__all__ = ["Geometry", "channel_stats", "eval_dataset", "ids_at", "probe_native_size", "train_dataset"]
+__all__ = [
+    "Geometry", "channel_stats", "eval_dataset", "ids_at", "prestarted_split", "probe_native_size", "release_split",
+    "train_dataset",
+]
 
 _ROWS_PER_BATCH = 256  # rows per yielded block: small enough to stream, large enough to amortise
 
@@ -166,22 +171,58 @@ def _train_runtime_env() -> dict[str, Any] | None:
     return {"env_vars": env_vars}
 
 
-def warm_decode_workers(count: int, *, geometry: Geometry, decode_cpus: float) -> list[Any]:
-    """Start ``count`` pooled worker processes, in Ray Train's runtime environment, that have imported what
-    a decode task imports.
+def warm_decode_workers(count: int, *, geometry: Geometry, decode_cpus: float, train_env: bool = True) -> list[Any]:
+    """Start ``count`` pooled worker processes that have imported what a decode task imports.
 
-    Call before ``TorchTrainer.fit``, without waiting. Measured (benchmarks/training_scale.py, N = 4,000):
-    the first batch of a run's first epoch waited 3.5 s against 0.7-0.9 s in later epochs. The first decode
-    task started in a fresh process (Ray Train's runtime environment, so processes the driver's earlier
-    tasks left idle do not qualify): warmed, the wait is 2.6-2.7 s. The rest is Ray's: the split
-    coordinator's own fresh process (1.3 s; actors did not take the warmed processes) and the first
-    execution's set-up. Skipped inside a placement group (a Tune trial), where these tasks would queue
-    for CPUs outside it.
+    Call before ``TorchTrainer.fit``, without waiting. Ray's worker pool reuses an idle process only for
+    a task with the same runtime environment: ``train_env=True`` warms them in Ray Train's (that of the
+    split Ray Train makes, whose coordinator inherits its controller's), ``False`` in this driver's (that
+    of :func:`prestarted_split`'s decode tasks). Measured (benchmarks/training_scale.py, N = 4,000): the
+    first batch of a run waited 3.5 s against 0.7-0.9 s in later epochs, as the first decode task started a
+    fresh process; warmed, 2.6-2.7 s. Skipped inside a placement group (a Tune trial), where these tasks
+    would queue for CPUs outside it.
     """
-    runtime_env = _train_runtime_env()
+    runtime_env = _train_runtime_env() if train_env else {}
     if runtime_env is None or ray.get_runtime_context().get_placement_group_id() is not None:
         return []
-    return [_warm.options(num_cpus=decode_cpus, runtime_env=runtime_env).remote(geometry) for _ in range(count)]
+    options = {"runtime_env": runtime_env} if runtime_env else {}
+    return [_warm.options(num_cpus=decode_cpus, **options).remote(geometry) for _ in range(count)]
+
+
+def prestarted_split(ds, world_size: int, *, execution_options: Any) -> list[Any] | None:
+    """The training split Ray Train would make, made now, before ``fit()``; None where it should not be.
+
+    Ray Train 2.60 makes ``streaming_split(world_size, equal=True)`` of a copy of the dataset carrying
+    the ingest options only when rank 0 first calls ``get_dataset_shard``, after the worker group has
+    started; its split coordinator is an actor in a fresh process, and the first batch of a run waited
+    for it (2.2-2.4 s at N = 4,000 on 2 cores, 14% of epoch 1). Made here, the coordinator starts beside
+    Ray Train's start-up: first batch 0.5-0.7 s, epoch 1 waits 4-5% (benchmarks/training_scale.py).
+
+    Only on one node and outside a placement group: Ray Train passes the workers' nodes as locality hints,
+    unknown before they are placed (on one node there is nothing to localise), and a Tune trial's
+    processes stay in its placement group. The workers use it on the run's first attempt only
+    (:meth:`FatalErrors.first_start`); a restart takes Ray Train's own split, since this one's epoch state
+    went with the failed group.
+    """
+    if ray.get_runtime_context().get_placement_group_id() is not None:
+        return None
+    if sum(1 for node in ray.nodes() if node["Alive"]) != 1:
+        return None
+    ds = ds.copy(ds)
+    ds.context.execution_options = copy.deepcopy(execution_options)
+    return ds.streaming_split(world_size, equal=True)
+
+
+def release_split(split: list[Any] | None) -> None:
+    """Stop the executor of a :func:`prestarted_split` (what Ray Train does to its own split when a worker
+    group ends), without waiting: decode tasks for a group that is gone would hold CPUs and object store.
+
+    Uses the split iterator's coordinator handle, a Ray Data internal, hence the guard.
+    """
+    coordinator = getattr(split[0], "_coord_actor", None) if split else None
+    if coordinator is not None:
+        with contextlib.suppress(Exception):  # already gone with its node, or an older Ray
+            coordinator.shutdown_executor.remote()
 
 
 def _check_labels(table: pa.Table, num_classes: int) -> None:
@@ -235,7 +276,7 @@ def train_dataset(
     then differ only through the workers' seeded local shuffle buffer).
     """
     ds = _shard_dataset(source, shuffle=shuffle, seed=seed, shards_per_task=shards_per_task)
-    return ds.map_batches(
+    ds = ds.map_batches(
         _decode_shard,
         fn_kwargs={
             "plan": {s.index: s for s in source.shards}, "offsets": _offsets(source), "classes": source.classes,
@@ -246,12 +287,13 @@ def train_dataset(
         batch_size=1, batch_format="pyarrow", num_cpus=decode_cpus,
         compute=None if decode_tasks is None else ray.data.TaskPoolStrategy(size=decode_tasks),
     )
+    return _stream_yields(ds, geometry)
 
 
 def eval_dataset(source: ShardedSource, *, geometry: Geometry, decode_cpus: float = 1.0):
     """The lazy evaluation dataset in plan order (``image``, ``label``, ``index``)."""
     ds = _shard_dataset(source, shuffle="none", seed=0)
-    return ds.map_batches(
+    ds = ds.map_batches(
         _decode_shard,
         fn_kwargs={
             "plan": {s.index: s for s in source.shards}, "offsets": _offsets(source), "classes": source.classes,
@@ -259,6 +301,25 @@ def eval_dataset(source: ShardedSource, *, geometry: Geometry, decode_cpus: floa
         },
         batch_size=1, batch_format="pyarrow", num_cpus=decode_cpus,
     )
+    return _stream_yields(ds, geometry)
+
+
+def _stream_yields(ds, geometry: Geometry):
+    """``ds`` with each of a decode task's yields its own block, so the first rows reach a worker while
+    the task still decodes the rest.
+
+    Ray Data buffers a task's yields until they pass ``DataContext.target_max_block_size`` (128 MiB by
+    default) or the task ends: at 32 px a whole 4,000-row epoch of one task was one block, handed over
+    only when the task finished (first block 1.4 s into an epoch; 0.3 s with this, measured on 2 cores).
+    The target is set, on this dataset's own context only, to one yield's image bytes, which the yield
+    (with its labels and indices) just exceeds. At 224 px (38 MB a yield) the buffer merged three yields
+    into a block; now each is one.
+    """
+    side = (geometry.image_size, geometry.image_size) if geometry.image_size is not None else geometry.native
+    if side is not None:
+        yield_bytes = _ROWS_PER_BATCH * side[0] * side[1] * 3
+        ds.context.target_max_block_size = min(ds.context.target_max_block_size or yield_bytes, yield_bytes)
+    return ds
 
 
 def channel_stats(source: ShardedSource, *, geometry: Geometry) -> tuple[list[float], list[float]]:

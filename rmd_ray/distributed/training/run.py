@@ -371,6 +371,15 @@ def run_training(
     fatal = FatalErrors.options(
         scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
     ).remote()
+    train_ds = ingest.train_dataset(
+        train_source, geometry=geometry, augment=cfg.augment, weights_ref=weights_ref,
+        shuffle=cfg.shuffle, seed=cfg.seed, decode_cpus=cfg.decode_cpus, decode_tasks=_decode_tasks(cfg),
+        shards_per_task=cfg.shards_per_task,
+    )
+    val_ds = ingest.eval_dataset(sources["val"], geometry=geometry, decode_cpus=cfg.decode_cpus)
+    # the driver context's options (resource limits, ...); order is kept so a seeded run is reproducible
+    ingest_options = copy.deepcopy(DataContext.get_current().execution_options)
+    ingest_options.preserve_order = cfg.shuffle == "seeded"
     spec = WorkerSpec(
         config=cfg,
         num_classes=num_classes,
@@ -387,16 +396,8 @@ def run_training(
         fatal=fatal,
         initial_checkpoint=initial_ref,
         epoch_hook=epoch_hook,
+        prestarted_split=ingest.prestarted_split(train_ds, cfg.num_workers, execution_options=ingest_options),
     )
-    train_ds = ingest.train_dataset(
-        train_source, geometry=geometry, augment=cfg.augment, weights_ref=weights_ref,
-        shuffle=cfg.shuffle, seed=cfg.seed, decode_cpus=cfg.decode_cpus, decode_tasks=_decode_tasks(cfg),
-        shards_per_task=cfg.shards_per_task,
-    )
-    val_ds = ingest.eval_dataset(sources["val"], geometry=geometry, decode_cpus=cfg.decode_cpus)
-    # the driver context's options (resource limits, ...); order is kept so a seeded run is reproducible
-    ingest_options = copy.deepcopy(DataContext.get_current().execution_options)
-    ingest_options.preserve_order = cfg.shuffle == "seeded"
     filesystem, storage_path = _storage_location(output_dir)
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -421,7 +422,10 @@ def run_training(
         dataset_config=DataConfig(datasets_to_split=["train"], execution_options=ingest_options),
     )
     failure = None
-    ingest.warm_decode_workers(_decode_tasks(cfg), geometry=geometry, decode_cpus=cfg.decode_cpus)
+    ingest.warm_decode_workers(
+        _decode_tasks(cfg), geometry=geometry, decode_cpus=cfg.decode_cpus,
+        train_env=spec.prestarted_split is None,
+    )
     try:
         tic = time.perf_counter()
         result = trainer.fit()
@@ -434,6 +438,7 @@ def run_training(
         failure = worker_error(err, record, lambda idx: ingest.ids_at(train_source, idx))
         log.info("training failed: %s: %s", type(err).__name__, err)
     finally:
+        ingest.release_split(spec.prestarted_split)
         with contextlib.suppress(Exception):
             ray.kill(fatal)
     if failure is not None:

@@ -26,6 +26,7 @@ import torch
 from rmd_ray.distributed.runtime import worker_setup
 from rmd_ray.distributed.training.config import CHECKPOINT_FILE, SCORE_METRIC, TrainConfig
 from rmd_ray.distributed.training.errors import WorkerFailure, fatal_record
+from rmd_ray.distributed.training.ingest import release_split
 from rmd_ray.nn import engine
 from rmd_ray.nn.losses import build_loss
 from rmd_ray.nn.models import build_model
@@ -53,6 +54,7 @@ class WorkerSpec:
     fatal: Any  # actor handle of FatalErrors
     initial_checkpoint: Any = None  # ObjectRef of checkpoint bytes (resume_from), or None
     epoch_hook: Callable[[int], None] | None = None
+    prestarted_split: list[Any] | None = None  # ingest.prestarted_split: one iterator per rank
 
 
 def _inner(model: torch.nn.Module) -> torch.nn.Module:
@@ -85,9 +87,9 @@ def _timed(iterator, wait: list[float]):
 class _Started:
     """An iterable whose first item is fetched in a background thread from construction on.
 
-    The first epoch's pipeline start-up (Ray Train creates the split coordinator on rank 0's first
-    ``get_dataset_shard``, then Ray Data starts its executor and the first decode task) then runs while
-    the worker builds its model, optimiser and schedule, instead of after. The thread only ever calls
+    The first epoch's pipeline start-up (Ray Data starting the split's executor and first decode task,
+    and after a restart Ray Train creating its split coordinator on rank 0's first ``get_dataset_shard``)
+    then runs while the worker builds its model, optimiser and schedule, instead of after. The thread only ever calls
     ``next`` once, before the consumer does: the iterator is never advanced from two threads at once.
     """
 
@@ -112,6 +114,31 @@ class _Started:
             raise self._error
         yield from self._first
         yield from self._iterator
+
+
+def _train_shard(spec: WorkerSpec, rank: int, world: int):
+    """This rank's training split: the one made before ``fit()`` in the run's first worker group, Ray
+    Train's own after a restart (the first one's epoch state went with the failed group).
+
+    Rank 0 decides for the group and broadcasts it: ranks that decided on their own could take different
+    splits, and a split waits for all of its ranks.
+    """
+    first = False
+    if spec.prestarted_split is not None:
+        if rank == 0:
+            try:
+                first = bool(ray.get(spec.fatal.first_start.remote()))
+            except ray.exceptions.RayActorError:  # the record keeper went with a lost node: a restart
+                first = False
+        if world > 1:
+            from ray.train.collective import broadcast_from_rank_zero
+
+            first = broadcast_from_rank_zero(first)
+    if first:
+        return spec.prestarted_split[rank]
+    if rank == 0 and spec.prestarted_split is not None:
+        release_split(spec.prestarted_split)  # a restart: the first group's split is nobody's now
+    return ray.train.get_dataset_shard("train")
 
 
 def _epoch_batches(shard, spec: WorkerSpec, epoch: int, rank: int, device):
@@ -192,10 +219,10 @@ def _train_worker(spec: WorkerSpec) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = get_device()
-    # First, before any set-up: rank 0's call creates the split coordinator (a new process), and a fresh
-    # run starts its first epoch now, overlapping the model build (a restart learns its epoch from the
-    # checkpoint, so it starts after the restore)
-    train_shard = ray.train.get_dataset_shard("train")
+    # First, before any set-up: the split (Ray Train's: rank 0's call creates its coordinator, a new
+    # process), and a fresh run starts its first epoch now, overlapping the model build (a restart learns
+    # its epoch from the checkpoint, so it starts after the restore)
+    train_shard = _train_shard(spec, rank, world)
     fresh = ray.train.get_checkpoint() is None and spec.initial_checkpoint is None
     first_epoch = _Started(_epoch_batches(train_shard, spec, 0, rank, device)) if fresh else None
     torch.manual_seed(cfg.seed)  # same initial weights on every rank (DDP broadcasts rank 0's anyway)
