@@ -6,6 +6,9 @@ Each line measures a ratio against a baseline in the same run:
    features with K = 1,000 classes (counts, means, pooled scatter);
 2. statistics rate: CuPy statistics rows/s as a fraction of CuPy's own float64 X^T X rate on the
    same chunks (the floor of any exact scatter);
+2b. label ranking: CuPy ``rank_label_issues`` (float32 factor refined in float64, docs/design.md 1.14)
+   equals NumPy's to 1e-9 relative on 100,000 x 1,280 features, K = 10, and its time against the float64
+   statistics path (``DifficultyScorer.fit`` + ``label_scores``) on the same GPU;
 3. encoder: EfficientNet-Lite0 images/s through rmd-ray's pass 1 with a GPU actor (Ray Data decode
    tasks on the CPUs) against a plain torch loop on the same GPU fed by a DataLoader with as many
    decode workers as CPUs (target >= 0.9x);
@@ -80,6 +83,47 @@ def check_statistics(n: int, d: int, k: int, chunk: int) -> list[list[str]]:
          "<= 1e-10: " + ("met" if rel <= 1e-10 else "NOT met")],
         ["CuPy statistics rate", f"{stats_rate / 1e6:.2f} M rows/s vs float64 X^T X {gemm_rate / 1e6:.2f} M rows/s",
          f"{100 * stats_rate / gemm_rate:.0f}% of the GEMM rate", ">= 70%"],
+    ]
+
+
+def check_label_ranking(n: int, d: int, k: int) -> list[list[str]]:
+    from rmd_ray.core import CovarianceConfig, DifficultyScorer, rank_label_issues
+    from rmd_ray.core._xp import cupy_available
+
+    if not cupy_available():
+        return [["CuPy label ranking", "skipped: CuPy or a GPU is missing (pip install -e '.[gpu]')", "", ""]]
+    import cupy
+
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, k, n)
+    mixing = np.eye(d) + 0.05 * rng.normal(size=(d, d))
+    feats = (rng.normal(size=(k, d))[labels] + rng.normal(size=(n, d)) @ mixing).astype(np.float32)
+    cpu = rank_label_issues(feats, labels, n_classes=k)
+    gpu_feats, gpu_labels = cupy.asarray(feats), cupy.asarray(labels)
+
+    def refined():
+        return rank_label_issues(gpu_feats, gpu_labels, n_classes=k, device="cuda")
+
+    def float64_statistics():
+        scorer = DifficultyScorer(n_classes=k, covariance=CovarianceConfig(shrinkage="ridge"), device="cuda")
+        return scorer.fit(gpu_feats, gpu_labels).label_scores(gpu_feats, gpu_labels)
+
+    gpu = refined()  # warm-up + result
+    float64_statistics()
+    rel = max(float(np.abs(gpu.rmd - cpu.rmd).max() / np.abs(cpu.rmd).max()),
+              float(np.abs(gpu.margin - cpu.margin).max() / np.abs(cpu.margin).max()))
+    times = []
+    for fn in (refined, float64_statistics):
+        _sync()
+        start = time.perf_counter()
+        fn()
+        _sync()
+        times.append(time.perf_counter() - start)
+    return [
+        ["CuPy vs NumPy label ranking", f"{n:,} x {d}, K = {k}, solver {gpu.solver}", f"max rel. diff {rel:.1e}",
+         "<= 1e-9: " + ("met" if rel <= 1e-9 else "NOT met")],
+        ["CuPy label ranking time", f"refined {times[0]:.3f} s vs float64 statistics {times[1]:.3f} s",
+         f"{times[0] / times[1]:.2f}x", "< 1x"],
     ]
 
 
@@ -239,6 +283,7 @@ def main() -> None:
     start = time.perf_counter()
     rows += check_statistics(4_000 if dry else 200_000, 64 if dry else 512, 50 if dry else 1000,
                              1_000 if dry else 65_536)
+    rows += check_label_ranking(2_000 if dry else 100_000, 64 if dry else 1_280, 10)
     workdir = Path(tempfile.mkdtemp(prefix="rmd_gpu_check_"))
     try:
         rows += check_encoder(256 if dry else 20_000, 32 if dry else 224, 32 if dry else 256, workdir)

@@ -11,8 +11,10 @@ settings, each on those same features:
 For each setting every ranking flags the flipped samples; we report AUROC, AP (flipped = positive)
 and the wall time after features:
 
-- rmd / margin / combined (rmd_ray.core.label_ranking): fit the Gaussians on the noisy labels
-  (shrinkage ridge, the CLI default), score, rank. One fit serves all three.
+- rmd / margin / combined (``rmd_ray.core.rank_label_issues``): fit the Gaussians on the noisy labels
+  (shrinkage ridge, the CLI default), score, rank. One fit serves all three. Its one solve uses a float32
+  factor refined to float64 accuracy (docs/design.md 1.14); the same rankings from the float64 statistics
+  (``DifficultyScorer.fit``, what ``rmd-ray score`` merges across shards) are timed too, with their agreement.
 - cleanlab: 5-fold out-of-fold probabilities of a logistic regression, then
   ``cleanlab.rank.get_label_quality_scores(method="self_confidence")`` (ranked lowest first) and
   ``cleanlab.filter.find_label_issues`` (its default filter, reported as precision/recall of the flags).
@@ -71,8 +73,21 @@ def embed(table, *, image_size: int, batch: int = 256) -> np.ndarray:
 
 
 def rmd_rankings(features: np.ndarray, noisy: np.ndarray) -> dict[str, np.ndarray]:
-    """The three rankings from one Gaussian fit. The fit's one (N, d) x (d, d) product is the scatter;
-    RMD and the margin come from the discriminant shortcut (docs/design.md 1.13) in O(N d K)."""
+    """The three rankings from one Gaussian fit (rmd_ray.core.rank_label_issues, shrinkage ridge, the CLI
+    default). The one solve Sigma^-1 (m - mu_0) comes from a float32 factor refined to float64 accuracy
+    (docs/design.md 1.14); RMD and the margin from the discriminant shortcut (docs/design.md 1.13), O(N d K)."""
+    from rmd_ray.core import rank_label_issues
+    from rmd_ray.core.label_ranking import label_issue_scores
+
+    ranking = rank_label_issues(features, noisy, n_classes=10, score=DEFAULT)
+    if ranking.solver != "refined":
+        sys.exit(f"rank_label_issues fell back to float64 on the benchmark features: {ranking.solver_note}")
+    return {name: label_issue_scores(ranking.rmd, ranking.margin, score=name) for name in ("rmd", "margin", "combined")}
+
+
+def float64_statistics_rankings(features: np.ndarray, noisy: np.ndarray) -> dict[str, np.ndarray]:
+    """The same rankings from the float64 statistics (DifficultyScorer.fit: the float64 scatter that
+    `rmd-ray score` merges across shards), for the time and agreement lines."""
     from rmd_ray.core import CovarianceConfig, DifficultyScorer
     from rmd_ray.core.label_ranking import label_issue_scores
 
@@ -163,7 +178,8 @@ def main() -> None:
 
     warnings.filterwarnings("ignore", message="lbfgs failed to converge")  # the raw-feature default, as shipped
     limits = threadpool_limits(1)
-    rows, wins, ratios, all_cores = [], {}, [], []
+    rows, wins, ratios, all_cores, statistics_path, default_peer_walls = [], {}, [], [], [], []
+    default_peer = next(iter(CLEANLAB_MODELS))  # LogisticRegression() on raw features, cleanlab's example
     for kind, rate in SETTINGS:
         if kind == "symmetric":
             noisy = flip_symmetric(clean, rate=rate, n_classes=10, seed=args.seed)
@@ -172,6 +188,10 @@ def main() -> None:
         flipped = noisy != clean
         setting = f"{kind} {rate:.0%} ({int(flipped.sum()):,} flipped)"
         ours, ours_s, ours_cpu = _timed(lambda noisy=noisy: rmd_rankings(features, noisy), repeat=3)
+        exact, exact_s, _ = _timed(lambda noisy=noisy: float64_statistics_rankings(features, noisy), repeat=3)
+        statistics_path.append((ours_s, exact_s, max(
+            float(np.abs(ours[name] - exact[name]).max() / np.abs(exact[name]).max()) for name in ("rmd", "margin")
+        ), bool((ours["combined"] == exact["combined"]).all())))
         peers = {}
         for name, make in CLEANLAB_MODELS.items():
             (suspicion, flags), wall, cpu = _timed(
@@ -179,6 +199,7 @@ def main() -> None:
             peers[name] = (suspicion, flags, wall, cpu)
         peer_auroc = {name: roc_auc_score(flipped, p[0]) for name, p in peers.items()}
         ratios.append({name: ours_s / p[2] for name, p in peers.items()})
+        default_peer_walls.append(peers[default_peer][2])
         # The libraries' default threading (every core): what a user who sets nothing gets on this machine.
         limits.restore_original_limits()
         _, ours_all, _ = _timed(lambda noisy=noisy: rmd_rankings(features, noisy), repeat=3)
@@ -213,6 +234,14 @@ def main() -> None:
         f"bird->airplane, deer->horse, cat<->dog. **Bold**: the default ranking (`{DEFAULT}`).\n\n"
         f"{markdown_table(header, rows)}\n\nAUROC against each cleanlab variant:\n\n{verdict}\n\n"
         f"Wall time of the RMD rankings / cleanlab's, per setting (target <= 0.05):\n\n{timing}\n\n"
+        "The rankings above solve with a float32 factor refined to float64 accuracy (`rank_label_issues`). From "
+        "the float64 statistics instead (`DifficultyScorer.fit`, the float64 scatter `rmd-ray score` merges "
+        "across shards), per setting: refined s / float64-statistics s, largest relative difference of RMD and "
+        "the margin, combined ranking identical: "
+        + "; ".join(f"{a:.2f} / {b:.2f}, {e:.1e}, {'yes' if same else 'NO'}" for a, b, e, same in statistics_path)
+        + f". Float64 statistics / cleanlab ({default_peer}): "
+        + ", ".join(f"{b / wall:.3f}" for (_, b, _, _), wall in zip(statistics_path, default_peer_walls))
+        + "\n\n"
         f"With the libraries' default threading ({os.cpu_count()} cores, nothing limited; cleanlab with "
         "LogisticRegression() on raw features), RMD rankings s / cleanlab s per setting: "
         + ", ".join(f"{a:.2f} / {b:.1f} = {a / b:.3f}" for a, b in all_cores) + "\n"

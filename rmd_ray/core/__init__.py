@@ -3,6 +3,7 @@
 from rmd_ray.core.config import CovarianceConfig, WeightConfig
 from rmd_ray.core.covariance import SHRINKAGE, SingularCovarianceWarning, apply_shrinkage, whitening_matrix
 from rmd_ray.core.estimator import DifficultyScorer, NotFittedError
+from rmd_ray.core.label_ranking import LabelIssueRanking, rank_label_issues
 from rmd_ray.core.registry import Registry
 from rmd_ray.core.scores import class_distances, kmeans_distance, label_conditional_md, mahalanobis_sq, relative_md
 from rmd_ray.core.splits import stratified_split, validation_counts
@@ -27,7 +28,8 @@ __all__ = [
     "NotFittedError", "Registry", "SingularCovarianceWarning", "WeightConfig", "apply_shrinkage", "batch_stats",
     "between_class_covariance",
     "class_agnostic_covariance", "class_agnostic_mean", "class_distances", "difficulty_weights", "empty_stats",
-    "kmeans_distance", "label_conditional_md", "log_difficulty_weights", "mahalanobis_sq", "merge_all",
+    "kmeans_distance", "label_conditional_md", "LabelIssueRanking",
+    "rank_label_issues", "log_difficulty_weights", "mahalanobis_sq", "merge_all",
     "merge_stats", "normalize_scores", "relative_md", "residual_fourth_moments", "stratified_split", "stream_stats",
     "validation_counts", "whitening_matrix", "within_class_covariance",
 ]

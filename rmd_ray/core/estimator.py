@@ -20,13 +20,13 @@ from rmd_ray.core.covariance import (
     solve_lower,
     whitening_matrix,
 )
-from rmd_ray.core.label_ranking import mahalanobis_margin
 from rmd_ray.core.scores import (
     class_distances,
     discriminant_distances,
     discriminant_factor,
     kmeans_distance,
     label_conditional_md,
+    mahalanobis_margin,
     mahalanobis_sq,
 )
 from rmd_ray.core.stats import (
@@ -122,24 +122,7 @@ class DifficultyScorer:
         features, labels = self._validated(features, labels)
         n, d = features.shape
         if self.covariance.shrinkage == "none":
-            # The pooled within-class scatter has rank at most N - (non-empty classes), the class-agnostic
-            # one N - 1: n > d is not enough (N = 12, d = 10, K = 4 gives every sample MD = 8).
-            n_nonempty = int(to_numpy(self._xp.bincount(labels, minlength=self.n_classes) > 0).sum())
-            within_rank, global_rank = _rank_bounds(n, n_nonempty)
-            deficient = [
-                f"the {name} covariance has rank at most {formula} = {rank} < d"
-                for name, formula, rank in (
-                    ("shared within-class", "N - classes", within_rank),
-                    ("class-agnostic", "N - 1", global_rank),
-                )
-                if rank < d
-            ]
-            if deficient:
-                raise ValueError(
-                    f"{n} samples for {d} feature dimensions ({n_nonempty} non-empty classes): "
-                    f"{' and '.join(deficient)} (singular). Pass CovarianceConfig(shrinkage='ledoit_wolf') "
-                    f"(or 'oas'/'ridge'), or at least d + classes = {d + n_nonempty} samples"
-                )
+            require_full_rank(n, d, int(to_numpy(self._xp.bincount(labels, minlength=self.n_classes) > 0).sum()))
         self.stats_ = None
         self._accumulate(features, labels)
         fourth = None
@@ -295,7 +278,7 @@ class DifficultyScorer:
         Returns
         -------
         LabelScores
-            ``rmd``, ``margin`` (:func:`rmd_ray.core.label_ranking.mahalanobis_margin`) of shape (N,) float64
+            ``rmd``, ``margin`` (:func:`rmd_ray.core.scores.mahalanobis_margin`) of shape (N,) float64
             and ``nearest_class`` of shape (N,) int64, NumPy.
         """
         self._check_fitted()
@@ -417,6 +400,29 @@ class DifficultyScorer:
     def __repr__(self) -> str:
         state = f"fitted on {self.stats_.n_samples}" if self.stats_ is not None else "unfitted"
         return f"DifficultyScorer(n_classes={self.n_classes}, shrinkage={self.covariance.shrinkage!r}, {state})"
+
+
+def require_full_rank(n_samples: int, n_features: int, n_nonempty: int) -> None:
+    """Raise when, without shrinkage, a covariance is singular by construction (whatever the data).
+
+    The pooled within-class scatter has rank at most N - (non-empty classes), the class-agnostic one N - 1:
+    n > d is not enough (N = 12, d = 10, K = 4 gives every sample MD = 8).
+    """
+    within_rank, global_rank = _rank_bounds(n_samples, n_nonempty)
+    deficient = [
+        f"the {name} covariance has rank at most {formula} = {rank} < d"
+        for name, formula, rank in (
+            ("shared within-class", "N - classes", within_rank),
+            ("class-agnostic", "N - 1", global_rank),
+        )
+        if rank < n_features
+    ]
+    if deficient:
+        raise ValueError(
+            f"{n_samples} samples for {n_features} feature dimensions ({n_nonempty} non-empty classes): "
+            f"{' and '.join(deficient)} (singular). Pass CovarianceConfig(shrinkage='ledoit_wolf') "
+            f"(or 'oas'/'ridge'), or at least d + classes = {n_features + n_nonempty} samples"
+        )
 
 
 def _rank_bounds(n_samples: int, n_nonempty: int) -> tuple[int, int]:

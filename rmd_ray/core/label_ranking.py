@@ -26,49 +26,33 @@ sample lies inside its true class and RMD, which also rewards merely atypical sa
 hard ones. The combination stays within 0.002 of RMD under symmetric noise and recovers 40-60% of the
 margin's lead under flips, so it is the safe choice when the noise type is unknown; the margin alone
 loses one setting (symmetric 10%) to cleanlab at C = 0.01 by 0.001.
+
+:func:`rank_label_issues` ranks features held in memory in one call. Under the CLI's shrinkage (``ridge``)
+it never forms the float64 scatter: the one solve the rankings need, Sigma^-1 (m_k - mu_0), comes from a
+float32 factor refined to float64 accuracy against the exact rows (:mod:`rmd_ray.core.refinement`,
+docs/design.md 1.14), and RMD and the margin follow from the discriminant shortcut (docs/design.md 1.13).
+Mergeable statistics (``rmd-ray score`` over a source) keep the float64 scatter.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from rmd_ray.core._xp import array_module
+from rmd_ray.core._xp import array_module, module_for_device, to_numpy
+from rmd_ray.core.config import CovarianceConfig
+from rmd_ray.core.estimator import DifficultyScorer
+from rmd_ray.core.refinement import refined_scatter_solve
 from rmd_ray.core.registry import Registry
+from rmd_ray.core.scores import discriminant_factor_from_solution, discriminant_parts, mahalanobis_margin
+from rmd_ray.core.validation import check_class_counts, check_features, check_labels, check_n_classes
 
-__all__ = ["DEFAULT_LABEL_SCORE", "LABEL_SCORES", "label_issue_scores", "mahalanobis_margin", "rank_average"]
-
-
-def mahalanobis_margin(distances: Any, labels: Any) -> Any:
-    """MD(x, y) - min over k != y of MD(x, k), row-wise.
-
-    Parameters
-    ----------
-    distances : ndarray, shape (N, K), K >= 2
-        MD(x_i, k) to every class mean (:func:`rmd_ray.core.scores.class_distances`).
-    labels : ndarray of int, shape (N,)
-        The given labels y_i in 0..K-1.
-
-    Returns
-    -------
-    ndarray of float64, shape (N,)
-        > 0 iff some other class is strictly nearer than the given one.
-    """
-    xp = array_module(distances)
-    d = distances.astype(xp.float64)
-    n, k = d.shape
-    if k < 2:
-        raise ValueError(f"the margin needs at least 2 classes, got distances of shape {d.shape}")
-    labels = xp.asarray(labels)
-    rows = xp.arange(n)
-    own = d[rows, labels]
-    # The smallest and second-smallest distance per row: the best alternative is the second one
-    # exactly when the given class is the nearest. O(N K), no (N, K) copy with the own class masked.
-    order = xp.argpartition(d, 1, axis=1)[:, :2]
-    first, second = d[rows, order[:, 0]], d[rows, order[:, 1]]
-    best_other = xp.where(order[:, 0] == labels, second, first)
-    return own - best_other
+__all__ = [
+    "DEFAULT_LABEL_SCORE", "LABEL_SCORES", "LabelIssueRanking", "label_issue_scores", "mahalanobis_margin",
+    "rank_average", "rank_label_issues",
+]
 
 
 def rank_average(*scores: np.ndarray) -> np.ndarray:
@@ -130,3 +114,196 @@ def label_issue_scores(rmd: Any, margin: Any, *, score: str = DEFAULT_LABEL_SCOR
     if score == "margin":
         return m
     return rank_average(r, m)
+
+
+@dataclass(frozen=True)
+class LabelIssueRanking:
+    """What :func:`rank_label_issues` returns, every array of shape (N,) in the input's row order, NumPy.
+
+    Attributes
+    ----------
+    score : ndarray of float64
+        The ranking ``score_name``, larger = more suspect.
+    rmd, margin : ndarray of float64
+        RMD(x, y) and the Mahalanobis margin (module docstring).
+    nearest_class : ndarray of int64
+        The class whose mean is nearest under the shared covariance.
+    score_name : str
+    solver : {"refined", "float64"}
+        ``refined``: float32 factor + float64 refinement (:mod:`rmd_ray.core.refinement`); ``float64``: the
+        float64 statistics of :class:`rmd_ray.core.DifficultyScorer`.
+    solver_note : str
+        Why ``float64`` was used (empty for ``refined``).
+    """
+
+    score: np.ndarray
+    rmd: np.ndarray
+    margin: np.ndarray
+    nearest_class: np.ndarray
+    score_name: str
+    solver: str
+    solver_note: str
+
+
+def rank_label_issues(
+    features: Any,
+    labels: Any,
+    *,
+    n_classes: int,
+    covariance: CovarianceConfig = CovarianceConfig(shrinkage="ridge"),
+    score: str = DEFAULT_LABEL_SCORE,
+    device: str = "cpu",
+) -> LabelIssueRanking:
+    r"""Rank samples held in memory by how likely their given label is wrong.
+
+    Fits the Gaussians of docs/design.md 1.2 on ``(features, labels)`` and scores the same samples. The
+    result equals ``DifficultyScorer(...).fit(features, labels).label_scores(features, labels)`` to float64
+    rounding (tests/core/test_refinement.py). With ``shrinkage="ridge"`` (whose eigenvalue floor proves the
+    shared covariance well conditioned, so the scorer would use its Cholesky factor too) and K <= d / 2,
+    the one solve needed, P = Sigma^-1 (m - mu_0)^T (d, K), is refined from a float32 factor: about half the
+    flops of the float64 scatter. Otherwise, or when refinement does not converge, the scorer's float64
+    statistics are used and ``solver_note`` says why.
+
+    Parameters
+    ----------
+    features : ndarray, shape (N, d), float32 or float64 (NumPy, or CuPy with ``device="cuda"``)
+    labels : ndarray of int, shape (N,)
+        The given labels in 0..K-1.
+    n_classes : int
+        K.
+    covariance : CovarianceConfig
+        Default ``ridge`` (1e-4), the CLI's default.
+    score : {"rmd", "margin", "combined"}
+        The ranking in ``LabelIssueRanking.score`` (:data:`LABEL_SCORES`).
+    device : {"cpu", "cuda", "auto"}
+
+    Returns
+    -------
+    LabelIssueRanking
+
+    Raises
+    ------
+    ValueError
+        Unknown ``score``, invalid features or labels, or, without shrinkage, fewer samples than d + classes.
+    """
+    LABEL_SCORES.get(score)
+    n_classes = check_n_classes(n_classes)
+    if not isinstance(covariance, CovarianceConfig):
+        raise TypeError("covariance must be a CovarianceConfig, e.g. CovarianceConfig(shrinkage='ridge')")
+    xp = module_for_device(device)
+    features = xp.asarray(check_features(features))
+    labels = xp.asarray(check_labels(labels, n_samples=features.shape[0], n_classes=n_classes))
+    note = _refinement_unavailable(covariance, n_classes, features.shape[1])
+    parts = None
+    if not note:
+        parts = _refined_label_scores(features, labels, n_classes, covariance)
+        if isinstance(parts, str):
+            note, parts = parts, None
+    if parts is None:
+        scorer = DifficultyScorer(n_classes=n_classes, covariance=covariance, device=device).fit(features, labels)
+        parts = scorer.label_scores(features, labels)
+    rmd, margin, nearest = parts
+    return LabelIssueRanking(
+        score=label_issue_scores(rmd, margin, score=score), rmd=rmd, margin=margin, nearest_class=nearest,
+        score_name=score, solver="float64" if note else "refined", solver_note=note,
+    )
+
+
+def _refinement_unavailable(covariance: CovarianceConfig, n_classes: int, n_features: int) -> str:
+    """Why the refined solve cannot stand in for the scorer's float64 path ("" when it can)."""
+    if covariance.shrinkage != "ridge":
+        return (
+            f"shrinkage {covariance.shrinkage!r}: only the ridge's eigenvalue floor proves, without eigenvalues, "
+            "that the scorer would factorise the covariance (not take its pseudo-inverse)"
+        )
+    eps = covariance.ridge_eps
+    if not eps > covariance.rcond * n_features * (1.0 + eps):  # the floor test of covariance.whitening_matrix
+        return f"ridge_eps {eps:g} does not bound the condition number below 1 / rcond at d = {n_features}"
+    if n_classes > n_features // 2:
+        return f"{n_classes} classes > d / 2 = {n_features // 2}: the discriminant shortcut does not apply"
+    return ""
+
+
+# Rows per block when centring on NumPy: 64 x 1,280 float64 is 640 KiB, within one core's L2, so the
+# cast, the centring, the float32 copy and the sum of squares are made from cache.
+_BLOCK_ROWS = 64
+
+
+def _class_anchors(features: Any, labels: Any, counts: Any) -> Any:
+    """Each class's first row (in input order) as float64, shape (K, d); zero rows for empty classes."""
+    xp = array_module(features)
+    order = xp.argsort(labels, kind="stable") if xp is np else xp.argsort(labels)
+    present = counts > 0
+    first = (xp.cumsum(counts) - counts)[present]
+    anchors = xp.zeros((counts.shape[0], features.shape[1]), dtype=xp.float64)
+    anchors[present] = features[order[first]]
+    return anchors
+
+
+def _blocks(n: int, xp: Any) -> list[slice]:
+    return [slice(0, n)] if xp is not np else [slice(s, s + _BLOCK_ROWS) for s in range(0, n, _BLOCK_ROWS)]
+
+
+def _shift(features: Any, labels: Any, anchors: Any, rows: Any) -> None:
+    """rows = features - anchors[labels] in float64: exact for float32 features (the cast happens here)."""
+    xp = array_module(features)
+    for block in _blocks(features.shape[0], xp):
+        rows[block] = features[block]
+        rows[block] -= anchors[labels[block]]
+
+
+def _centre(rows: Any, labels: Any, offsets: Any, rows32: Any) -> float:
+    """rows -= offsets[labels] in place and rows32 = float32(rows), in one pass; returns sum ||rows_i||^2."""
+    xp = array_module(rows)
+    total = 0.0
+    for block in _blocks(rows.shape[0], xp):
+        rows[block] -= offsets[labels[block]]
+        rows32[block] = rows[block]
+        total += float(xp.vdot(rows[block], rows[block]))
+    return total
+
+
+def _class_sums(rows: Any, labels: Any, n_classes: int) -> Any:
+    """sum_{i: y_i = k} rows_i for each k, shape (K, d), through a sparse (K, N) indicator."""
+    xp = array_module(rows)
+    if xp is np:
+        from scipy import sparse
+    else:  # pragma: no cover - GPU only
+        from cupyx.scipy import sparse
+    n = rows.shape[0]
+    indicator = sparse.coo_matrix((xp.ones(n), (labels, xp.arange(n))), shape=(n_classes, n)).tocsr()
+    return xp.asarray(indicator @ rows)
+
+
+def _refined_label_scores(features: Any, labels: Any, n_classes: int, covariance: CovarianceConfig) -> Any:
+    """(rmd, margin, nearest) through the refined solve, or the reason it did not converge (a str)."""
+    xp = array_module(features)
+    n, d = features.shape
+    counts = xp.bincount(labels, minlength=n_classes)
+    check_class_counts(to_numpy(counts))
+    # The means as in stats.batch_stats: a member a_k of each class plus the mean offset o_k from it, summed
+    # over residuals of about one within-class spread, so no digits are lost far from the origin.
+    anchors = _class_anchors(features, labels, counts)
+    rows, rows32 = xp.empty((n, d), dtype=xp.float64), xp.empty((n, d), dtype=xp.float32)
+    _shift(features, labels, anchors, rows)
+    offsets = _class_sums(rows, labels, n_classes) / xp.maximum(counts, 1)[:, None]
+    global_mean = (counts.astype(xp.float64) @ (anchors + offsets)) / n
+    # an empty class's mean is mu_0, as in DifficultyScorer
+    means = xp.where((counts > 0)[:, None], anchors + offsets, global_mean[None, :])
+    trace = _centre(rows, labels, offsets, rows32)  # trace(W): rows are now f - m_y
+    centred_means = means - global_mean
+    solved = refined_scatter_solve(
+        rows, xp.ascontiguousarray(centred_means.T), ridge=covariance.ridge_eps * trace / d, rows32=rows32
+    )
+    del rows, rows32
+    if not solved.converged:
+        return f"refined solve: {solved.reason}"
+    # Sigma = (W + ridge I) / N, so Sigma^-1 (m - mu_0)^T = N Y
+    precision_means = n * solved.solution
+    factor = discriminant_factor_from_solution(precision_means, centred_means, counts)
+    # G = (f - mu_0)^T P = (f - m_y)^T P + (m_y - mu_0)^T P, the first term N R Y from the solve
+    coordinates = n * solved.row_products + (centred_means @ precision_means)[labels]
+    relative, gain = discriminant_parts(coordinates, factor)
+    rmd = relative[xp.arange(n), labels] + gain
+    nearest = to_numpy(relative.argmin(axis=1)).astype(np.int64)
+    return to_numpy(rmd), to_numpy(mahalanobis_margin(relative, labels)), nearest

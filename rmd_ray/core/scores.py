@@ -129,6 +129,37 @@ def kmeans_distance(features: Any, labels: Any, means: Any, *, chunk_size: int =
     return out
 
 
+def mahalanobis_margin(distances: Any, labels: Any) -> Any:
+    """MD(x, y) - min over k != y of MD(x, k), row-wise.
+
+    Parameters
+    ----------
+    distances : ndarray, shape (N, K), K >= 2
+        MD(x_i, k) to every class mean (:func:`class_distances`).
+    labels : ndarray of int, shape (N,)
+        The given labels y_i in 0..K-1.
+
+    Returns
+    -------
+    ndarray of float64, shape (N,)
+        > 0 iff some other class is strictly nearer than the given one.
+    """
+    xp = array_module(distances)
+    d = distances.astype(xp.float64)
+    n, k = d.shape
+    if k < 2:
+        raise ValueError(f"the margin needs at least 2 classes, got distances of shape {d.shape}")
+    labels = xp.asarray(labels)
+    rows = xp.arange(n)
+    own = d[rows, labels]
+    # The smallest and second-smallest distance per row: the best alternative is the second one
+    # exactly when the given class is the nearest. O(N K), no (N, K) copy with the own class masked.
+    order = xp.argpartition(d, 1, axis=1)[:, :2]
+    first, second = d[rows, order[:, 0]], d[rows, order[:, 1]]
+    best_other = xp.where(order[:, 0] == labels, second, first)
+    return own - best_other
+
+
 @dataclass(frozen=True)
 class DiscriminantFactor:
     """What the discriminant shortcut needs from a fit (module docstring), O(d K + K^2) numbers.
@@ -160,18 +191,41 @@ def discriminant_factor(centred_means: Any, counts: Any, lower: Any) -> Discrimi
     lower : ndarray, shape (d, d)
         L with Sigma = L L^T (a Cholesky factor, not a pseudo-inverse: the identity needs Sigma > 0).
     """
-    xp = array_module(centred_means, lower)
     projected = solve_lower(lower, centred_means.T)  # (d, K): columns L^-1 (m_k - mu_0), K triangular solves
-    gram = projected.T @ projected  # M, (K, K)
+    return _factor(solve_lower(lower, projected, transpose=True), projected.T @ projected, counts)
+
+
+def discriminant_factor_from_solution(precision_means: Any, centred_means: Any, counts: Any) -> DiscriminantFactor:
+    """The shortcut from P = Sigma^-1 (m - mu_0)^T solved elsewhere (:mod:`rmd_ray.core.refinement`).
+
+    Parameters
+    ----------
+    precision_means : ndarray, shape (d, K)
+    centred_means : ndarray, shape (K, d)
+        m_k - mu_0.
+    counts : ndarray, shape (K,)
+    """
+    gram = centred_means @ precision_means  # M = (m - mu_0) Sigma^-1 (m - mu_0)^T, symmetric up to rounding
+    return _factor(precision_means, 0.5 * (gram + gram.T), counts)
+
+
+def _factor(precision_means: Any, gram: Any, counts: Any) -> DiscriminantFactor:
+    xp = array_module(precision_means, gram)
     root = xp.sqrt(counts.astype(xp.float64) / float(counts.sum()))
     inner = xp.eye(gram.shape[0]) + root[:, None] * gram * root[None, :]
     # C = I + PSD has every eigenvalue >= 1: its Cholesky factor always exists.
     inner_inverse = _solve_triangular_identity(xp, xp.linalg.cholesky(inner))
     return DiscriminantFactor(
-        precision_means=solve_lower(lower, projected, transpose=True),
+        precision_means=precision_means,
         mean_norms=xp.diagonal(gram).copy(),
         gain_whitening=root[:, None] * inner_inverse.T,
     )
+
+
+def discriminant_parts(coordinates: Any, factor: DiscriminantFactor) -> tuple[Any, Any]:
+    """``(relative, gain)`` of :func:`discriminant_distances` from the coordinates G = (f - mu_0)^T P, (N, K)."""
+    whitened = coordinates @ factor.gain_whitening
+    return factor.mean_norms[None, :] - 2.0 * coordinates, (whitened * whitened).sum(axis=1)
 
 
 def discriminant_distances(
@@ -201,7 +255,5 @@ def discriminant_distances(
         stop = min(start + chunk_size, n)
         # x~^T P = x^T P - mu_0^T P: one float64 copy of the chunk instead of two (cast, then centre)
         coordinates = features[start:stop].astype(xp.float64) @ factor.precision_means - shift
-        relative[start:stop] = factor.mean_norms[None, :] - 2.0 * coordinates
-        whitened = coordinates @ factor.gain_whitening
-        gain[start:stop] = (whitened * whitened).sum(axis=1)
+        relative[start:stop], gain[start:stop] = discriminant_parts(coordinates, factor)
     return relative, gain

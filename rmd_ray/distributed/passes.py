@@ -16,7 +16,7 @@ import ray
 
 from rmd_ray.core import CovarianceConfig, DifficultyScorer, WeightConfig, difficulty_weights
 from rmd_ray.core._xp import module_for_device
-from rmd_ray.core.label_ranking import mahalanobis_margin
+from rmd_ray.core.scores import mahalanobis_margin
 from rmd_ray.core.stats import _batch_stats, merge_all
 from rmd_ray.data import storage
 from rmd_ray.distributed.table_scoring import ERROR_SCHEMA, feature_matrix
@@ -95,7 +95,7 @@ def view_mean_scores(
     distances to all K classes are formed ``chunk`` samples at a time, never as one (n, K) matrix, and
     with one whitening product per chunk (:meth:`DifficultyScorer.distances`).
     Returns ``md``, ``md0`` (n, V) float64, ``nearest`` (n,) int64 and ``margin`` (n,) float64; margin > 0
-    exactly when nearest != label (:func:`rmd_ray.core.label_ranking.mahalanobis_margin`).
+    exactly when nearest != label (:func:`rmd_ray.core.scores.mahalanobis_margin`).
     """
     n = labels.shape[0]
     md, md0 = np.empty((n, n_views)), np.empty((n, n_views))

@@ -18,7 +18,7 @@ import ray
 
 from rmd_ray.core import CovarianceConfig, DifficultyScorer, WeightConfig, difficulty_weights
 from rmd_ray.core._xp import module_for_device
-from rmd_ray.core.label_ranking import mahalanobis_margin
+from rmd_ray.core.scores import mahalanobis_margin
 from rmd_ray.core.stats import _batch_stats, merge_all
 
 __all__ = [
