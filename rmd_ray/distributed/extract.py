@@ -90,6 +90,9 @@ class ExtractConfig:
     stall_seconds : float
         An execution that writes no features for this long (a block lost with a node, say) is
         stopped and resumed from the completion records.
+    startup_seconds : float
+        How long an execution may take to write its first features (its actors load the encoder)
+        before it counts as stalled; ``stall_seconds`` if that is longer.
     """
 
     batch_size: int = 64
@@ -100,6 +103,7 @@ class ExtractConfig:
     write_rows: int = 4096
     decode_cpus: float = 1.0
     stall_seconds: float = 600.0
+    startup_seconds: float = 600.0
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "n_views", "write_rows"):
@@ -112,8 +116,9 @@ class ExtractConfig:
             raise ValueError(f"gpus_per_actor must be >= 0, got {self.gpus_per_actor!r}")
         if not 0 < self.decode_cpus <= 64:
             raise ValueError(f"decode_cpus must be in (0, 64], got {self.decode_cpus!r}")
-        if not self.stall_seconds > 0:
-            raise ValueError(f"stall_seconds must be > 0, got {self.stall_seconds!r}")
+        for name in ("stall_seconds", "startup_seconds"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
 
 
 @dataclass(frozen=True)
@@ -345,7 +350,7 @@ def _embed_pending(
         batch_size=write_rows, batch_format="numpy", num_cpus=0,  # I/O only: never starved by decode
     )
     counts: dict[int, int] = {}
-    for batch in watched(ds, stall_seconds=extract.stall_seconds):
+    for batch in watched(ds, stall_seconds=extract.stall_seconds, startup_seconds=extract.startup_seconds):
         for shard, rows, shard_rows, digest, nodes in zip(
             batch["shard"], batch["rows"], batch["shard_rows"], batch["digest"], batch["nodes"]
         ):

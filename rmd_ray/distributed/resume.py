@@ -78,16 +78,21 @@ def record(features_dir: str, shard: int, *, attempt: str, rows: int, digest: st
 
 
 class EmbeddingStalled(RuntimeError):
-    """No writer output for ``ExtractConfig.stall_seconds``: the execution was stopped to be resumed."""
+    """No writer output for ``ExtractConfig.stall_seconds`` (``startup_seconds`` before the first): resume it."""
 
 
-def watched(ds: Any, *, stall_seconds: float) -> Iterator[dict[str, np.ndarray]]:
+def watched(ds: Any, *, stall_seconds: float, startup_seconds: float) -> Iterator[dict[str, np.ndarray]]:
     """``ds.iter_batches`` with a watchdog: a stalled execution is shut down and raises.
 
     Ray Data can wait forever for a block that lived on a lost node (seen here when a worker node
     was removed mid-run). The batches are pumped by a thread; when none arrives for
     ``stall_seconds`` the execution is shut down and :class:`EmbeddingStalled` raised, and the
     caller resumes from the completion records like any failed execution.
+
+    The first batch gets ``max(startup_seconds, stall_seconds)`` instead: before it, the encoder
+    actors are still starting (a process importing torch and loading weights took over 45 s on a
+    loaded 2-core CI machine), and stopping them then only restarts the same slow start (CI saw a
+    run stop twice that way without writing a row).
     """
     import queue
     import threading
@@ -103,16 +108,18 @@ def watched(ds: Any, *, stall_seconds: float) -> Iterator[dict[str, np.ndarray]]
             outbox.put(("error", err))
 
     threading.Thread(target=pump, name="rmd-ray-embed-consumer", daemon=True).start()
+    timeout = max(startup_seconds, stall_seconds)
     while True:
         try:
-            kind, item = outbox.get(timeout=stall_seconds)
+            kind, item = outbox.get(timeout=timeout)
         except queue.Empty:
             # Ray Data has no public call that stops a streaming execution; the Dataset's own executor
             # handle is what its garbage collection shuts down, so we call the same shutdown.
             executor = getattr(ds, "_current_executor", None)
             if executor is not None:
                 executor.shutdown(force=True)
-            raise EmbeddingStalled(f"no features written for {stall_seconds:.0f} s; execution stopped") from None
+            raise EmbeddingStalled(f"no features written for {timeout:g} s; execution stopped") from None
+        timeout = stall_seconds
         if kind == "done":
             return
         if kind == "error":

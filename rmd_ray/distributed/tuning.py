@@ -307,10 +307,12 @@ def run_tune(
     objectives = tuple((REPORTED[n], m) for n, m in space.objectives)
     import optuna
 
+    from rmd_ray.distributed._samplers import PicklableNSGAIISampler
+
     searcher = OptunaSearch(
         metric=[n for n, _ in objectives],
         mode=[m for _, m in objectives],
-        sampler=optuna.samplers.NSGAIISampler(seed=seed)
+        sampler=PicklableNSGAIISampler(seed=seed)
         if len(objectives) > 1
         else optuna.samplers.TPESampler(seed=seed),
     )

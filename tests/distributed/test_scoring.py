@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 import warnings
 
 import numpy as np
@@ -236,5 +237,46 @@ def test_extract_config_validation():
         ExtractConfig(batch_size=0)
     with pytest.raises(ValueError, match="num_actors must be an int >= 1"):
         ExtractConfig(num_actors=0)
+    with pytest.raises(ValueError, match="stall_seconds must be > 0"):
+        ExtractConfig(stall_seconds=0)
+    with pytest.raises(ValueError, match="startup_seconds must be > 0"):
+        ExtractConfig(startup_seconds=-1.0)
     with pytest.raises(ValueError, match="unknown encoder 'nope'"):
         EncoderSpec("nope").build()
+
+
+class _SlowDataset:
+    """Stands in for a Dataset: yields after the given delays; records whether it was shut down."""
+
+    def __init__(self, delays):
+        self.delays = delays
+        self.shut_down = False
+        self._current_executor = self
+
+    def shutdown(self, force):
+        self.shut_down = force
+
+    def iter_batches(self, **_):
+        for i, delay in enumerate(self.delays):
+            time.sleep(delay)
+            yield {"i": np.asarray([i])}
+
+
+def test_the_watchdog_gives_the_first_batch_the_startup_budget_and_later_ones_the_stall_budget():
+    from rmd_ray.distributed.resume import EmbeddingStalled, watched
+
+    # a slow start (actors loading the encoder) is not a stall ...
+    slow_start = _SlowDataset([0.6, 0.0, 0.1])
+    got = [int(b["i"][0]) for b in watched(slow_start, stall_seconds=0.3, startup_seconds=2.0)]
+    assert got == [0, 1, 2] and not slow_start.shut_down
+    # ... but a gap after the first batch is, and the execution is shut down
+    stalls_later = _SlowDataset([0.0, 0.8])
+    with pytest.raises(EmbeddingStalled, match=r"no features written for 0\.3 s"):
+        list(watched(stalls_later, stall_seconds=0.3, startup_seconds=2.0))
+    assert stalls_later.shut_down is True
+    # a start longer than the startup budget is a stall too; the longer of the two budgets applies
+    never_starts = _SlowDataset([1.0])
+    with pytest.raises(EmbeddingStalled, match=r"no features written for 0\.4 s"):
+        list(watched(never_starts, stall_seconds=0.1, startup_seconds=0.4))
+    assert never_starts.shut_down is True
+    assert [int(b["i"][0]) for b in watched(_SlowDataset([0.3]), stall_seconds=0.6, startup_seconds=0.1)] == [0]

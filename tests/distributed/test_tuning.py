@@ -239,3 +239,34 @@ def test_focal_search_needs_no_backbone_or_scores(ray_local, tmp_path):
     assert sorted(ids) == sorted(f"x{i}" for i in range(24))
     expected = evaluate_predictions(logits, labels)
     assert row["test_acc"] == pytest.approx(expected["acc"]) and row["test_nll"] == pytest.approx(expected["nll"])
+
+
+def _two_objective_params(sampler, n_trials: int, *, pickle_after: int | None = None) -> list[tuple]:
+    import pickle
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(directions=["minimize", "maximize"], sampler=sampler)
+    params = []
+    for i in range(n_trials):
+        if i == pickle_after:
+            study.sampler = pickle.loads(pickle.dumps(study.sampler))  # what Ray Tune does with its searcher
+        trial = study.ask()
+        x, y = trial.suggest_float("x", 0.0, 1.0), trial.suggest_float("y", 0.1, 5.0, log=True)
+        study.tell(trial, [(x - 0.3) ** 2 + y, x * y])
+        params.append((x, y))
+    return params
+
+
+def test_the_search_sampler_pickles_and_samples_exactly_as_optunas_nsga2():
+    """optuna 5.1's GA samplers hold a thread lock that Ray Tune's Tuner cannot pickle."""
+    import optuna
+
+    from rmd_ray.distributed._samplers import PicklableNSGAIISampler
+
+    reference = _two_objective_params(optuna.samplers.NSGAIISampler(seed=3, population_size=4), 14)
+    ours = _two_objective_params(PicklableNSGAIISampler(seed=3, population_size=4), 14)
+    round_tripped = _two_objective_params(PicklableNSGAIISampler(seed=3, population_size=4), 14, pickle_after=9)
+    assert ours == reference  # generations past the first (population 4): the genetic path, not only random
+    assert round_tripped == reference
