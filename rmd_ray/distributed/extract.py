@@ -329,6 +329,9 @@ def _embed_pending(
     """One Ray Data execution over ``shards``; completion records are written as shards finish."""
     actors, gpus = _actor_resources(extract)
     ds = ray.data.from_items([{"shard": s.index} for s in shards], override_num_blocks=len(shards))
+    # The encoder actors go one per node before two on one (every node's CPUs/GPUs work) by Ray Data's own
+    # default, "SPREAD": Ray 2.60 deprecates passing a scheduling strategy to map_batches or its DataContext
+    # ("Ray Data manages scheduling internally"); the two-node test checks that both nodes embed.
     # Read and decode in one generator task per shard, yielding encoder-sized batches: as two map
     # stages Ray Data fuses them and bundles every shard into one task by the decode batch size, which
     # serialises the whole run (measured: 1 task, 1 block of 10,000 rows, no overlap with the encoder).
@@ -341,7 +344,6 @@ def _embed_pending(
     ds = ds.map_batches(
         EmbedActor, fn_constructor_kwargs={"spec": encoder}, compute=ray.data.ActorPoolStrategy(size=actors),
         batch_size=extract.batch_size, batch_format="numpy", num_cpus=0 if gpus else 1, num_gpus=gpus,
-        scheduling_strategy="SPREAD",  # one encoder per node before two on one: every node's CPUs/GPUs work
     )
     # Parts no larger than a shard, so completion records follow the work instead of arriving in bursts.
     write_rows = max(1, min(extract.write_rows, max(s.n_rows for s in shards)))
