@@ -20,6 +20,7 @@ import hashlib
 import logging
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -350,9 +351,17 @@ def _embed_pending(
     # The writes ask for no CPU (I/O only: never starved by decode), so nothing but this cap bounds how many
     # run at once; uncapped, Ray Data ran 15 at once on a 2-node cluster here, each in a fresh worker process
     # (writes waited 21 s on average to start, 50 s for 384 rows). Two per encoder keep up with the encoders.
+    writers = 2 * actors
+    # The cap is an upper bound: a small run whose encoder output arrives as fewer blocks than the cap is fine,
+    # and Ray Data's warning about it would only alarm the user. Matched to this operator only; set per call
+    # (the executor warns from its own thread, under whatever filters the process has then).
+    warnings.filterwarnings(
+        "ignore", message=r"The maximum number of concurrent tasks for 'MapBatches\(_write_stage\)'",
+        category=UserWarning,
+    )
     ds = ds.map_batches(
         _write_stage, fn_kwargs={"features_dir": features_dir, "attempt": attempt, "column": column},
-        batch_size=write_rows, batch_format="numpy", num_cpus=0, compute=ray.data.TaskPoolStrategy(size=2 * actors),
+        batch_size=write_rows, batch_format="numpy", num_cpus=0, compute=ray.data.TaskPoolStrategy(size=writers),
     )
     counts: dict[int, int] = {}
     for batch in watched(ds, stall_seconds=extract.stall_seconds, startup_seconds=extract.startup_seconds):
