@@ -315,6 +315,57 @@ def _actor_resources(extract: ExtractConfig) -> tuple[int, float]:
     return max(1, cpus - cpus // 4 - nodes), 0.0
 
 
+def _embedding_pipeline(
+    shards: list[Shard],
+    *,
+    classes: tuple[str, ...],
+    features_dir: str,
+    encoder: EncoderSpec,
+    extract: ExtractConfig,
+    attempt: str,
+    column: str = "features",
+) -> Any:
+    """The lazy Dataset of one execution: decode tasks -> encoder actor pool -> writer tasks."""
+    actors, gpus = _actor_resources(extract)
+    ds = ray.data.from_items([{"shard": s.index} for s in shards], override_num_blocks=len(shards))
+    # Read and decode in one generator task per shard, yielding encoder-sized batches: as two map
+    # stages Ray Data fuses them and bundles every shard into one task by the decode batch size, which
+    # serialises the whole run (measured: 1 task, 1 block of 10,000 rows, no overlap with the encoder).
+    # max_calls=0 is Ray's default (a task worker is reused without limit); it is spelled out because Ray Data
+    # fuses a task stage into the next actor stage whose remote arguments are equal, which with CPU encoders
+    # (1 CPU each, decode_cpus 1) moved decoding into the encoder actors: no decode beside encoding, and on a
+    # cluster no decoding on the CPU-only nodes (extract_throughput 1.00x, one run 24.8 s against 12-16 s).
+    ds = ds.map_batches(
+        _read_decode_stage,
+        fn_kwargs={"plan": {s.index: s for s in shards}, "classes": classes, "spec": encoder,
+                   "n_views": extract.n_views, "seed": extract.seed, "batch_size": extract.batch_size},
+        batch_size=1, batch_format="pyarrow", num_cpus=extract.decode_cpus, max_calls=0,
+    )
+    # The encoder actors go one per node before two on one (every node's CPUs/GPUs work) by Ray Data's own
+    # default, "SPREAD": Ray 2.60 deprecates passing a scheduling strategy to map_batches or its DataContext
+    # ("Ray Data manages scheduling internally"); the two-node test checks that both nodes embed.
+    ds = ds.map_batches(
+        EmbedActor, fn_constructor_kwargs={"spec": encoder}, compute=ray.data.ActorPoolStrategy(size=actors),
+        batch_size=extract.batch_size, batch_format="numpy", num_cpus=0 if gpus else 1, num_gpus=gpus,
+    )
+    # Parts no larger than a shard, so completion records follow the work instead of arriving in bursts.
+    write_rows = max(1, min(extract.write_rows, max(s.n_rows for s in shards)))
+    # The writes ask for no CPU (I/O only: never starved by decode), so nothing but this cap bounds how many
+    # run at once; uncapped, Ray Data ran 15 at once on a 2-node cluster here, each in a fresh worker process
+    # (writes waited 21 s on average to start, 50 s for 384 rows). Two per encoder keep up with the encoders.
+    # The cap is an upper bound: a small run whose encoder output arrives as fewer blocks than the cap is fine,
+    # and Ray Data's warning about it would only alarm the user. Matched to this operator only; set per call
+    # (the executor warns from its own thread, under whatever filters the process has then).
+    warnings.filterwarnings(
+        "ignore", message=r"The maximum number of concurrent tasks for 'MapBatches\(_write_stage\)'",
+        category=UserWarning,
+    )
+    return ds.map_batches(
+        _write_stage, fn_kwargs={"features_dir": features_dir, "attempt": attempt, "column": column},
+        batch_size=write_rows, batch_format="numpy", num_cpus=0, compute=ray.data.TaskPoolStrategy(size=2 * actors),
+    )
+
+
 def _embed_pending(
     shards: list[Shard],
     *,
@@ -328,41 +379,8 @@ def _embed_pending(
     column: str = "features",
 ) -> None:
     """One Ray Data execution over ``shards``; completion records are written as shards finish."""
-    actors, gpus = _actor_resources(extract)
-    ds = ray.data.from_items([{"shard": s.index} for s in shards], override_num_blocks=len(shards))
-    # The encoder actors go one per node before two on one (every node's CPUs/GPUs work) by Ray Data's own
-    # default, "SPREAD": Ray 2.60 deprecates passing a scheduling strategy to map_batches or its DataContext
-    # ("Ray Data manages scheduling internally"); the two-node test checks that both nodes embed.
-    # Read and decode in one generator task per shard, yielding encoder-sized batches: as two map
-    # stages Ray Data fuses them and bundles every shard into one task by the decode batch size, which
-    # serialises the whole run (measured: 1 task, 1 block of 10,000 rows, no overlap with the encoder).
-    ds = ds.map_batches(
-        _read_decode_stage,
-        fn_kwargs={"plan": {s.index: s for s in shards}, "classes": classes, "spec": encoder,
-                   "n_views": extract.n_views, "seed": extract.seed, "batch_size": extract.batch_size},
-        batch_size=1, batch_format="pyarrow", num_cpus=extract.decode_cpus,
-    )
-    ds = ds.map_batches(
-        EmbedActor, fn_constructor_kwargs={"spec": encoder}, compute=ray.data.ActorPoolStrategy(size=actors),
-        batch_size=extract.batch_size, batch_format="numpy", num_cpus=0 if gpus else 1, num_gpus=gpus,
-    )
-    # Parts no larger than a shard, so completion records follow the work instead of arriving in bursts.
-    write_rows = max(1, min(extract.write_rows, max(s.n_rows for s in shards)))
-    # The writes ask for no CPU (I/O only: never starved by decode), so nothing but this cap bounds how many
-    # run at once; uncapped, Ray Data ran 15 at once on a 2-node cluster here, each in a fresh worker process
-    # (writes waited 21 s on average to start, 50 s for 384 rows). Two per encoder keep up with the encoders.
-    writers = 2 * actors
-    # The cap is an upper bound: a small run whose encoder output arrives as fewer blocks than the cap is fine,
-    # and Ray Data's warning about it would only alarm the user. Matched to this operator only; set per call
-    # (the executor warns from its own thread, under whatever filters the process has then).
-    warnings.filterwarnings(
-        "ignore", message=r"The maximum number of concurrent tasks for 'MapBatches\(_write_stage\)'",
-        category=UserWarning,
-    )
-    ds = ds.map_batches(
-        _write_stage, fn_kwargs={"features_dir": features_dir, "attempt": attempt, "column": column},
-        batch_size=write_rows, batch_format="numpy", num_cpus=0, compute=ray.data.TaskPoolStrategy(size=writers),
-    )
+    ds = _embedding_pipeline(shards, classes=classes, features_dir=features_dir, encoder=encoder, extract=extract,
+                             attempt=attempt, column=column)
     counts: dict[int, int] = {}
     for batch in watched(ds, stall_seconds=extract.stall_seconds, startup_seconds=extract.startup_seconds):
         for shard, rows, shard_rows, digest, nodes in zip(

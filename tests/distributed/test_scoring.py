@@ -280,3 +280,24 @@ def test_the_watchdog_gives_the_first_batch_the_startup_budget_and_later_ones_th
         list(watched(never_starts, stall_seconds=0.1, startup_seconds=0.4))
     assert never_starts.shut_down is True
     assert [int(b["i"][0]) for b in watched(_SlowDataset([0.3]), stall_seconds=0.6, startup_seconds=0.1)] == [0]
+
+
+@pytest.mark.parametrize("num_actors", [1, 2])
+def test_decoding_stays_in_its_own_tasks_beside_the_encoder_actors(ray_local, tmp_path, capsys, num_actors):
+    """Ray Data fuses a task stage into the next actor stage with equal remote arguments; with CPU encoders
+    that put decoding inside the encoder actors (no decode beside encoding, none on CPU-only nodes)."""
+    from rmd_ray.distributed.extract import _embedding_pipeline
+    from rmd_ray.distributed.sources import source_from_table
+
+    rng = np.random.default_rng(0)
+    source = source_from_table(from_arrays(rng.integers(0, 256, (6, 8, 8, 3), dtype=np.uint8), [0, 1] * 3),
+                               shard_rows=2)
+    extract = ExtractConfig(batch_size=4, num_actors=num_actors, gpus_per_actor=0, decode_cpus=1.0)
+    assert extract.decode_cpus == 1.0  # the encoder actor's CPU ask: the remote arguments differ only by max_calls
+    ds = _embedding_pipeline(list(source.shards), classes=source.classes, features_dir=str(tmp_path / "f"),
+                             encoder=EncoderSpec("tiny_cnn", image_size=8), extract=extract, attempt="a")
+    ds.explain()
+    optimized = capsys.readouterr().out.split("Physical Plan (Optimized)")[-1]
+    assert "TaskPoolMapOperator[MapBatches(_write_stage)]" in optimized
+    assert "ActorPoolMapOperator[MapBatches(EmbedActor)]" in optimized
+    assert "TaskPoolMapOperator[MapBatches(_read_decode_stage)]" in optimized
