@@ -367,20 +367,15 @@ def _embedding_pipeline(
 
 
 def _embed_pending(
-    shards: list[Shard],
+    ds: Any,
     *,
-    classes: tuple[str, ...],
     features_dir: str,
-    encoder: EncoderSpec,
     extract: ExtractConfig,
     attempt: str,
     records: dict[int, dict[str, Any]],
     on_rows: Callable[[int, str], None],
-    column: str = "features",
 ) -> None:
-    """One Ray Data execution over ``shards``; completion records are written as shards finish."""
-    ds = _embedding_pipeline(shards, classes=classes, features_dir=features_dir, encoder=encoder, extract=extract,
-                             attempt=attempt, column=column)
+    """Run one execution of :func:`_embedding_pipeline`; completion records are written as shards finish."""
     counts: dict[int, int] = {}
     for batch in watched(ds, stall_seconds=extract.stall_seconds, startup_seconds=extract.startup_seconds):
         for shard, rows, shard_rows, digest, nodes in zip(
@@ -444,10 +439,10 @@ def embed_source(
         log.info("embedding %d shards (%d done before) with %s", len(pending), len(records), encoder.name)
         state["rows"] = sum(r["rows"] for i, r in records.items() if i in plan)
         try:
-            _embed_pending(
-                pending, classes=source.classes, features_dir=features_dir, encoder=encoder, extract=extract,
-                attempt=attempt, records=records, on_rows=on_rows, column=column,
-            )
+            ds = _embedding_pipeline(pending, classes=source.classes, features_dir=features_dir, encoder=encoder,
+                                     extract=extract, attempt=attempt, column=column)
+            _embed_pending(ds, features_dir=features_dir, extract=extract, attempt=attempt, records=records,
+                           on_rows=on_rows)
         except (ray.exceptions.RayError, OSError, EmbeddingStalled) as err:
             if execution + 1 == max_attempts:
                 raise
