@@ -292,8 +292,8 @@ def test_decoding_stays_in_its_own_tasks_beside_the_encoder_actors(ray_local, tm
     rng = np.random.default_rng(0)
     source = source_from_table(from_arrays(rng.integers(0, 256, (6, 8, 8, 3), dtype=np.uint8), [0, 1] * 3),
                                shard_rows=2)
+    # decode_cpus 1.0 is the CPU encoder actor's ask too: the two stages' remote arguments differ only by max_calls
     extract = ExtractConfig(batch_size=4, num_actors=num_actors, gpus_per_actor=0, decode_cpus=1.0)
-    assert extract.decode_cpus == 1.0  # the encoder actor's CPU ask: the remote arguments differ only by max_calls
     ds = _embedding_pipeline(list(source.shards), classes=source.classes, features_dir=str(tmp_path / "f"),
                              encoder=EncoderSpec("tiny_cnn", image_size=8), extract=extract, attempt="a")
     ds.explain()
