@@ -9,7 +9,7 @@ from rmd_ray.cli.common import DEFAULT_IMAGE_SIZE, DEFAULT_SOURCE, _progress_pri
 from rmd_ray.cli.console import start_ray
 from rmd_ray.core import CovarianceConfig, WeightConfig
 from rmd_ray.core.covariance import SHRINKAGE
-from rmd_ray.core.weights import NORMALIZATIONS
+from rmd_ray.core.weights import NORMALIZATIONS, SET_RELATIVE
 
 
 def _add_score_args(parser: argparse.ArgumentParser) -> None:
@@ -35,7 +35,7 @@ def _add_score_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperature", type=float, default=0.7, help="T of the weights")
     parser.add_argument("--c", type=float, default=1e-3, help="c of the weights")
     parser.add_argument(
-        "--normalization", default="minmax", choices=[n for n in NORMALIZATIONS.names() if n != "rank"],
+        "--normalization", default="minmax", choices=[n for n in NORMALIZATIONS.names() if n not in SET_RELATIVE],
         help="of the stored weights (rank weights: rmd-ray train --difficulty rmd --normalization rank)",
     )
     parser.add_argument(

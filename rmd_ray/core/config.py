@@ -48,9 +48,10 @@ class WeightConfig:
         T > 0, default 0.7 (the paper).
     c : float
         c > 0, default 1e-3; keeps s strictly below 1.
-    normalization : {"minmax", "rank", "none"}
+    normalization : {"minmax", "rank", "robust", "none"}
         Applied to the RMD r before the exponential; ``minmax`` maps the training set to [0, 1],
-        ``rank`` maps it to its ranks spread evenly over [0, 1].
+        ``rank`` maps it to its ranks spread evenly over [0, 1], ``robust`` maps its 5th-95th
+        percentile range to [0, 1] (clipped).
     """
 
     temperature: float = 0.7

@@ -61,6 +61,25 @@ def _rank(scores: Any, reference: tuple[float, float]) -> Any:
     return ranks / (n - 1)
 
 
+#: Normalisations defined only within one set of scores (no reference range for new samples).
+SET_RELATIVE = frozenset({"rank", "robust"})
+
+#: The quantiles ``robust`` scales between: the central 90% of the training scores spans [0, 1].
+ROBUST_QUANTILES = (0.05, 0.95)
+
+
+@NORMALIZATIONS.register("robust")
+def _robust(scores: Any, reference: tuple[float, float]) -> Any:
+    # Min-max with the 5th and 95th percentiles in place of the extremes, clipped to [0, 1]: the
+    # paper's formula unchanged, but one extreme RMD no longer compresses everyone else's weight
+    # (docs/design.md 1.15). Ranks are only defined within one set (see normalize_scores).
+    xp = array_module(scores)
+    lo, hi = (float(q) for q in xp.quantile(scores, xp.asarray(ROBUST_QUANTILES)))
+    if hi == lo:
+        return _minmax(scores, reference)
+    return xp.clip((scores - lo) / (hi - lo), 0.0, 1.0)
+
+
 def _check_scores(scores: Any) -> Any:
     xp = array_module(scores)
     if not isinstance(scores, xp.ndarray) or scores.ndim != 1:
@@ -82,20 +101,22 @@ def normalize_scores(
     Parameters
     ----------
     scores : ndarray, shape (N,)
-    method : {"minmax", "rank", "none"}
+    method : {"minmax", "rank", "robust", "none"}
         ``minmax``: (r - min) / (max - min). ``rank``: (rank(r) - 1) / (N - 1), ties sharing their
-        average rank, so the weights spread evenly whatever the tails. ``none``: r unchanged.
+        average rank, so the weights spread evenly whatever the tails. ``robust``: min-max between the
+        5th and 95th percentiles, clipped to [0, 1]. ``none``: r unchanged.
     reference : (min, max), optional
         Range to normalise by; default the range of ``scores`` itself (the training set). Pass the
         training range to weight new samples consistently; values outside it map outside [0, 1].
-        Not defined for ``rank`` (ValueError).
+        Not defined for ``rank`` and ``robust`` (ValueError).
     """
     normalize = NORMALIZATIONS.get(method)
     scores = _check_scores(scores)
-    if method == "rank" and reference is not None:
+    if method in SET_RELATIVE and reference is not None:
         raise ValueError(
-            "rank normalisation ranks the training samples among themselves and cannot place new samples "
-            "against a reference range; weight new samples with normalization='minmax' (or 'none')"
+            f"{method} normalisation places the training samples among themselves (ranks or percentiles) and "
+            "cannot place new samples against a reference range; weight new samples with "
+            "normalization='minmax' (or 'none')"
         )
     if reference is None:
         reference = (float(scores.min()), float(scores.max()))

@@ -29,6 +29,7 @@ import ray
 
 from rmd_ray import __version__
 from rmd_ray.core import CovarianceConfig, DifficultyScorer, WeightConfig
+from rmd_ray.core.weights import SET_RELATIVE
 from rmd_ray.data import storage
 from rmd_ray.data.parts import part_uris, read_table_metadata, write_manifest
 from rmd_ray.distributed.extract import EmbedActor, EncoderSpec, ExtractConfig, embed_source, feature_column
@@ -221,10 +222,11 @@ def run_scoring(
         ``progress(rows_embedded, rows_total)`` as pass 1 goes.
     """
     output_dir = str(output_dir)
-    if weights.normalization == "rank":
+    if weights.normalization in SET_RELATIVE:
         # parts are weighted independently against the global (min, max); ranks would need one global sort
         raise ValueError(
-            "rank normalisation is not available when scoring (each part is weighted against the global range); "
+            f"{weights.normalization} normalisation is not available when scoring (each part is weighted against "
+            "the global range); "
             "score with normalization='minmax' and rank the weights where they are used: rmd-ray train "
             "--difficulty rmd --normalization rank, or a Tune space's normalization"
         )

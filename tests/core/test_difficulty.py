@@ -46,7 +46,7 @@ def test_rank_spreads_weights_that_minmax_compresses():
 
 
 def test_rank_normalisation_refuses_a_reference_range():
-    with pytest.raises(ValueError, match="rank normalisation ranks the training samples.*normalization='minmax'"):
+    with pytest.raises(ValueError, match="rank normalisation places the training samples.*normalization='minmax'"):
         normalize_scores(np.array([1.0, 2.0]), method="rank", reference=(0.0, 3.0))
     with pytest.raises(ValueError, match="cannot place new samples"):
         difficulty_weights(np.array([1.0, 2.0]), config=WeightConfig(normalization="rank"), reference=(0.0, 3.0))
@@ -166,3 +166,16 @@ def test_out_of_fold_losses_check_what_fit_predict_returns():
 
     with pytest.raises(ValueError, match="non-finite logits for sample"):
         out_of_fold_losses(labels, fit_predict=nan_logits, folds=2)
+
+
+def test_robust_normalisation_is_minmax_between_percentiles_clipped():
+    r = np.concatenate([np.linspace(0, 1, 99), [1000.0]])
+    lo, hi = np.quantile(r, [0.05, 0.95])
+    robust = normalize_scores(r, method="robust")
+    np.testing.assert_allclose(robust, np.clip((r - lo) / (hi - lo), 0, 1))
+    # one extreme score no longer squeezes the rest: the central samples spread over [0, 1]
+    assert robust[50] == pytest.approx((r[50] - lo) / (hi - lo))
+    assert robust[:99].max() == 1.0
+    with pytest.raises(ValueError, match="robust normalisation places the training samples"):
+        normalize_scores(r, method="robust", reference=(0.0, 1.0))
+    assert np.all(normalize_scores(np.full(5, 3.0), method="robust") == 0)

@@ -48,6 +48,7 @@ from rmd_ray.core.metrics.scoring_rules import (
 )
 from rmd_ray.core.metrics.selective import accuracy_rejection_curve, aurc, risk_coverage_curve
 from rmd_ray.core.metrics.summary import evaluate_predictions
+from rmd_ray.core.metrics.temperature import apply_temperature, fit_temperature
 
 __all__ = [
     "ROW_SUM_TOL",
@@ -55,11 +56,13 @@ __all__ = [
     "SingleClassWarning",
     "accuracy",
     "accuracy_rejection_curve",
+    "apply_temperature",
     "aurc",
     "brier_score",
     "calibration_error_from_confidence",
     "check_probabilities",
     "evaluate_predictions",
+    "fit_temperature",
     "expected_calibration_error",
     "fpr_at_tpr",
     "maximum_calibration_error",
