@@ -35,7 +35,7 @@ def machine_line() -> str:
 
 def write_result(name: str, text: str) -> Path:
     """Write ``benchmarks/results/<name>`` atomically and return its path."""
-    from rmd_ray.core.atomic import atomic_path
+    from rmd_ray.io.atomic import atomic_path
 
     path = RESULTS / name
     with atomic_path(path) as tmp:

@@ -97,9 +97,9 @@ def train_and_predict_ray(images, labels, weights, test_images, test_labels, *, 
     batch prediction) on in-memory tables, same model, optimiser, schedule, batch and augmentation."""
     import pyarrow as pa
 
-    from rmd_ray.data.parts import read_table
     from rmd_ray.data.readers import from_arrays
     from rmd_ray.distributed.training import TrainConfig, run_training
+    from rmd_ray.io.parts import read_table
     from rmd_ray.nn import engine
 
     classes = [str(k) for k in range(int(labels.max()) + 1)]
@@ -165,20 +165,19 @@ def main() -> None:
     import torch
 
     from rmd_ray.core import difficulty_weights
-    from rmd_ray.core.atomic import write_json_atomic
     from rmd_ray.core.metrics import evaluate_predictions, softmax
     from rmd_ray.data.corruptions import available_corruptions
-    from rmd_ray.data.io import write_parquet_atomic
     from rmd_ray.evaluation.corruption import corruption_eval
     from rmd_ray.evaluation.proxy import difficulty_proxy_test
     from rmd_ray.evaluation.report import build_report
+    from rmd_ray.io.storage import write_json_atomic, write_parquet_atomic
     from rmd_ray.nn.engine import save_checkpoint
 
     torch.set_num_threads(args.threads)
     if args.through_ray:
         import ray
 
-        from rmd_ray.distributed.runtime import init_ray
+        from rmd_ray.distributed.runtime.cluster import init_ray
 
         init_ray(include_dashboard=False, log_to_driver=False)
         ray.data.DataContext.get_current().enable_progress_bars = False

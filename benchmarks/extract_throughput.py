@@ -4,7 +4,7 @@ The baseline is a torch ``DataLoader`` whose worker processes read and decode th
 the encoder's preprocessing, overlapped with the encoder in the main process (one torch thread),
 keeping the features in memory: the standard PyTorch inference pipeline. It runs with 1 and with 2
 loader workers and the faster is the baseline. The Ray side is pass 1 of ``rmd-ray score``
-(:func:`rmd_ray.distributed.extract.embed_source`): plan the shards of the Parquet file, read and
+(:func:`rmd_ray.distributed.inference.pipeline.embed_source`): plan the shards of the Parquet file, read and
 decode in Ray Data tasks, embed in an actor pool, write the features as Parquet parts with their
 completion records. Its time includes Ray Data's start-up (not ``ray.init``). Same images, decode,
 encoder, resolution and batch size on both sides; runs interleaved, best of ``--repeat`` kept.
@@ -76,8 +76,8 @@ def dataloader(*, workers: int, n: int, encoder_name: str, image_size: int, batc
 
 
 def ray_pipeline(*, actors: int, n: int, encoder_name: str, image_size: int, batch_size: int) -> float:
-    from rmd_ray.distributed.extract import EncoderSpec, ExtractConfig, embed_source
-    from rmd_ray.distributed.sources import open_source
+    from rmd_ray.distributed.inference.pipeline import EncoderSpec, ExtractConfig, embed_source
+    from rmd_ray.distributed.sources.plan import open_source
 
     out = Path(tempfile.mkdtemp(prefix="rmd_extract_"))
     try:
@@ -109,7 +109,7 @@ def main() -> None:
 
     import ray
 
-    from rmd_ray.distributed.runtime import init_ray
+    from rmd_ray.distributed.runtime.cluster import init_ray
 
     init_ray(include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False

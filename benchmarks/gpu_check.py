@@ -153,9 +153,9 @@ def check_encoder(n: int, image_size: int, batch_size: int, workdir: Path) -> li
     from torch.utils.data import DataLoader
 
     from rmd_ray.data.decode import decode_image
-    from rmd_ray.distributed.extract import EncoderSpec, ExtractConfig, embed_source
-    from rmd_ray.distributed.runtime import init_ray
-    from rmd_ray.distributed.sources import open_source
+    from rmd_ray.distributed.inference.pipeline import EncoderSpec, ExtractConfig, embed_source
+    from rmd_ray.distributed.runtime.cluster import init_ray
+    from rmd_ray.distributed.sources.plan import open_source
     from rmd_ray.nn.encoders import build_encoder
 
     cuda = torch.cuda.is_available()

@@ -57,8 +57,8 @@ def _child(mode: str, root: str, output: str, image_size: int) -> None:
 
     from rmd_ray.core import CovarianceConfig
     from rmd_ray.data.readers import read_image_folder
-    from rmd_ray.distributed.runtime import init_ray
-    from rmd_ray.distributed.scoring import EncoderSpec, ExtractConfig, run_scoring
+    from rmd_ray.distributed.runtime.cluster import init_ray
+    from rmd_ray.distributed.scoring.run import EncoderSpec, ExtractConfig, run_scoring
 
     warnings.simplefilter("ignore")
     init_ray(include_dashboard=False, log_to_driver=False)
@@ -96,7 +96,7 @@ def main() -> None:
 
     import numpy as np
 
-    from rmd_ray.data.parts import read_table
+    from rmd_ray.io.parts import read_table
 
     with tempfile.TemporaryDirectory(prefix="rmd_scale_") as tmp:
         tmp = Path(tmp)

@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import best_time, machine_line, markdown_table, write_result  # noqa: E402
 
 from rmd_ray.data.readers import from_arrays  # noqa: E402
-from rmd_ray.distributed.runtime import init_ray, worker_setup  # noqa: E402
+from rmd_ray.distributed.runtime.cluster import init_ray, worker_setup  # noqa: E402
 from rmd_ray.distributed.training import TrainConfig, run_training  # noqa: E402
 from rmd_ray.nn import engine  # noqa: E402
 from rmd_ray.nn.losses import build_loss  # noqa: E402

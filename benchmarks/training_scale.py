@@ -53,7 +53,7 @@ def _child_ray(root: str, val_root: str, output: str, options: str = "{}") -> No
 
     import ray
 
-    from rmd_ray.distributed.runtime import init_ray
+    from rmd_ray.distributed.runtime.cluster import init_ray
     from rmd_ray.distributed.training import run_training
 
     warnings.simplefilter("ignore")
@@ -135,8 +135,8 @@ def _child_smoke(root: str, val_root: str, output: str) -> None:
     import ray
 
     from rmd_ray.core.metrics import evaluate_predictions
-    from rmd_ray.distributed.runtime import init_ray
-    from rmd_ray.distributed.scoring import EncoderSpec, ExtractConfig, run_scoring
+    from rmd_ray.distributed.runtime.cluster import init_ray
+    from rmd_ray.distributed.scoring.run import EncoderSpec, ExtractConfig, run_scoring
     from rmd_ray.distributed.training import run_training
     from rmd_ray.evaluation.evaluate import load_predictions
 

@@ -11,7 +11,7 @@ import pytest
 
 from rmd_ray.cli import build_parser, main
 from rmd_ray.cli.common import _number, _parse_pairs
-from rmd_ray.data.io import write_parquet_atomic
+from rmd_ray.io.storage import write_parquet_atomic
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "jobs"))
 from _submit import build_argv  # noqa: E402
@@ -133,7 +133,7 @@ def test_evaluate_writes_corruption_and_proxy_results_that_report_draws(ray_loca
     assert f"corruption m: mean ACC {mean_acc:.2f}%, mean ECE mass {mean_ece:.2f}%" in printed
     expected = checkpoint_corruption_eval(ckpt, read_source(f"folder:{root}"), corruptions=["contrast", "pixelate"],
                                           severities=[2, 4])
-    # generated corruptions run in Ray (rmd_ray.distributed.training.shift): the in-process rows, plus n
+    # generated corruptions run in Ray (rmd_ray.distributed.prediction.shift_eval): the in-process rows, plus n
     assert [(r["corruption"], r["severity"], r["n"]) for r in shift["m"]] == [
         (e["corruption"], e["severity"], 18) for e in expected
     ]

@@ -136,8 +136,8 @@ def _images(path, *, n: int, seed: int, prefix: str) -> str:
 @pytest.mark.slow  # one Ray Train fit of one epoch
 @pytest.mark.timeout(300)
 def test_train_records_the_split_validates_on_it_and_predicts_test_once(ray_local, tmp_path, capsys):
-    from rmd_ray.data.parts import read_table
-    from rmd_ray.data.storage import read_parquet_metadata
+    from rmd_ray.io.parts import read_table
+    from rmd_ray.io.storage import read_parquet_metadata
 
     train_spec = _images(tmp_path / "train.parquet", n=48, seed=0, prefix="tr")
     test_spec = _images(tmp_path / "test.parquet", n=18, seed=1, prefix="te")
@@ -165,7 +165,7 @@ def test_train_records_the_split_validates_on_it_and_predicts_test_once(ray_loca
 @pytest.mark.slow  # one Tune trial of one epoch
 @pytest.mark.timeout(600)
 def test_tune_ranks_on_the_split_and_tests_the_front_once(ray_local, tmp_path, capsys):
-    from rmd_ray.data.io import read_metadata
+    from rmd_ray.io.parts import read_table_metadata as read_metadata
 
     space = tmp_path / "focal.yaml"
     space.write_text("name: focal\nobjectives: {acc: max}\nnum_samples: 1\ngrace_period: 1\n"

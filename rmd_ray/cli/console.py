@@ -1,7 +1,7 @@
 """What each command prints: its progress lines and results on the console; Ray's logs in a file.
 
 Commands that start Ray (score, train, tune, run) write Ray's and Ray Data's own output, and
-rmd-ray's INFO messages, to ``<output>/logs/ray.log`` (:mod:`rmd_ray.distributed.console`); with
+rmd-ray's INFO messages, to ``<output>/logs/ray.log`` (:mod:`rmd_ray.distributed.runtime.progress`); with
 ``--verbose`` all of it is shown on the console instead, as Ray prints it.
 """
 
@@ -19,7 +19,7 @@ _FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 def log_file_for(output: str | None) -> Path:
     """``<output>/logs/ray.log`` for a local output folder; a fresh local temporary folder for a URI
     (the log is written as it goes, which object stores do not allow)."""
-    from rmd_ray.data.storage import is_remote
+    from rmd_ray.io.storage import is_remote
 
     if output and not is_remote(output):
         return Path(output) / "logs" / "ray.log"
@@ -37,7 +37,7 @@ def setup_console(args: argparse.Namespace) -> None:
         uses_ray = uses_ray(args)
     if args.verbose or not uses_ray:
         return
-    from rmd_ray.distributed.console import route_ray_logs
+    from rmd_ray.distributed.runtime.progress import route_ray_logs
 
     args.log_file = route_ray_logs(log_file_for(getattr(args, "output", None)))
     # rmd-ray's INFO messages (timings, shard counts) go to the file; its warnings stay on the console
@@ -53,7 +53,7 @@ def setup_console(args: argparse.Namespace) -> None:
 
 def start_ray(args: argparse.Namespace) -> None:
     """``init_ray`` with the command's --address, --num-cpus, --dashboard and log file."""
-    from rmd_ray.distributed.runtime import dashboard_url, init_ray
+    from rmd_ray.distributed.runtime.cluster import dashboard_url, init_ray
 
     started = _started(args)
     init_ray(args.address, num_cpus=args.num_cpus, log_file=args.log_file, dashboard=args.dashboard)

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from rmd_ray.cli.common import _int_list, _parse_pairs, _print_table
-from rmd_ray.core.atomic import write_json_atomic
 
 
 def _add_shift_args(parser: argparse.ArgumentParser, *, with_checkpoint: bool = True) -> None:
@@ -44,8 +42,8 @@ def _add_shift_args(parser: argparse.ArgumentParser, *, with_checkpoint: bool = 
 
 def ood_results(args: argparse.Namespace, runs: dict[str, str], checkpoints: dict[str, str], output) -> dict:
     """``{run: {ood name: report}}`` for every run with both predictions and a checkpoint."""
-    from rmd_ray.data import storage
-    from rmd_ray.distributed.ood import ood_eval
+    from rmd_ray.distributed.prediction.ood import ood_eval
+    from rmd_ray.io import storage
 
     sources = _parse_pairs(args.ood_source, what="--ood-source")
     missing = sorted(set(checkpoints) ^ set(runs))
@@ -76,10 +74,10 @@ def _corruption_results(
     """Corruption rows (clean first) of each checkpoint on ``source``, as --corruptions / --severities / --preset say.
 
     Generated corruptions run in Ray (corrupt in tasks, predict in model actors:
-    ``rmd_ray.distributed.training.shift``); a published set (``imagenet-c:ROOT``) is read and
+    ``rmd_ray.distributed.prediction.shift_eval``); a published set (``imagenet-c:ROOT``) is read and
     predicted in this process.
     """
-    from rmd_ray.distributed.sources import check_source_spec
+    from rmd_ray.distributed.sources.plan import check_source_spec
 
     names = [c for c in args.corruptions.split(",") if c] if args.corruptions else None
     severities = _int_list(args.severities, what="--severities")
@@ -94,8 +92,8 @@ def _corruption_results(
             for name, checkpoint in checkpoints.items()
         }
     from rmd_ray.cli.console import start_ray
-    from rmd_ray.distributed.sources import open_source
-    from rmd_ray.distributed.training.shift import shift_eval
+    from rmd_ray.distributed.prediction.shift_eval import shift_eval
+    from rmd_ray.distributed.sources.plan import open_source
 
     check_source_spec(source)
     start_ray(args)
@@ -154,12 +152,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     proxy = _proxy_results(args.proxy_scores, runs, n_groups=args.proxy_groups) if args.proxy_scores else {}
     _print_shift_and_proxy(shift, proxy)
     if args.output:
-        output = Path(args.output)
-        print(f"metrics: {write_json_atomic(output / 'metrics.json', results)}")
-        if shift:
-            print(f"corruption: {write_json_atomic(output / 'corruption.json', shift)}")
-        if proxy:
-            print(f"proxy: {write_json_atomic(output / 'proxy.json', {k: v.to_dict() for k, v in proxy.items()})}")
-        if ood:
-            print(f"ood: {write_json_atomic(output / 'ood.json', ood)}")
+        from rmd_ray.io import storage
+
+        outputs = {"metrics": results, "corruption": shift, "proxy": {k: v.to_dict() for k, v in proxy.items()},
+                   "ood": ood}
+        for name, value in outputs.items():
+            if value or name == "metrics":
+                print(f"{name}: {storage.write_json_atomic(storage.join(str(args.output), f'{name}.json'), value)}")
     return 0

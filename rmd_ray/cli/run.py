@@ -10,7 +10,7 @@ from rmd_ray.cli.common import _print_table
 from rmd_ray.cli.evaluate import _corruption_results, _print_shift_and_proxy, _proxy_results, ood_results, print_ood
 from rmd_ray.cli.score import _score
 from rmd_ray.cli.train import _train
-from rmd_ray.core.atomic import write_json_atomic
+from rmd_ray.io import storage
 
 #: The main job's far-OOD set: scikit-learn's bundled handwritten digits against Fashion-MNIST.
 DEFAULT_OOD = "digits=sklearn-digits:"
@@ -24,11 +24,12 @@ def _shift_for_run(args: argparse.Namespace, result, runs: dict, checkpoints: di
         args, str(output / "val_scores"), source=args.val_source, limit=args.val_limit, scorer=result.scorer_path
     )
     proxy = _proxy_results(val_scores.scores_path, runs, n_groups=args.proxy_groups)
-    write_json_atomic(output / "evaluate" / "proxy.json", {k: v.to_dict() for k, v in proxy.items()})
+    proxy_json = {k: v.to_dict() for k, v in proxy.items()}
+    storage.write_json_atomic(storage.join(str(output), "evaluate", "proxy.json"), proxy_json)
     shift = {}
     if args.corruption_limit:
         shift = _corruption_results(checkpoints, args.val_source, args, limit=args.corruption_limit)
-        write_json_atomic(output / "evaluate" / "corruption.json", shift)
+        storage.write_json_atomic(storage.join(str(output), "evaluate", "corruption.json"), shift)
     return proxy, shift
 
 
@@ -57,7 +58,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     proxy, shift = _shift_for_run(args, result, runs, checkpoints, output)
     args.ood_source = args.ood_source or [DEFAULT_OOD]
     ood = ood_results(args, runs, checkpoints, output / "evaluate")
-    write_json_atomic(output / "evaluate" / "ood.json", ood)
+    storage.write_json_atomic(storage.join(str(output), "evaluate", "ood.json"), ood)
     from rmd_ray.data.label_issues import find_label_issues
     from rmd_ray.evaluation.report import build_report
 
@@ -94,6 +95,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         "label_issues": str(issues.grid_path),
         "report": str(report),
     }
-    write_json_atomic(output / "summary.json", summary)
+    storage.write_json_atomic(storage.join(str(output), "summary.json"), summary)
     print(f"report: {report}\nlabel issues: {issues.grid_path}\nall results in {output}/ ({summary['seconds']:.0f} s)")
     return 0

@@ -64,8 +64,8 @@ def _add_score_args(parser: argparse.ArgumentParser) -> None:
 
 def _score(args: argparse.Namespace, output: str, *, source: str | None = None, limit: int | None = None,
            scorer: str | None = None, fresh: bool | None = None):
-    from rmd_ray.distributed.scoring import EncoderSpec, ExtractConfig, run_scoring
-    from rmd_ray.distributed.sources import check_source_spec
+    from rmd_ray.distributed.scoring.run import EncoderSpec, ExtractConfig, run_scoring
+    from rmd_ray.distributed.sources.plan import check_source_spec
 
     check_source_spec(source or args.source)  # a typo fails before Ray starts
     start_ray(args)

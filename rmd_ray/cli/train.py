@@ -85,7 +85,7 @@ def _add_split_args(parser: argparse.ArgumentParser, *, val_limit: int | None, t
 
 def check_validation_args(args: argparse.Namespace) -> None:
     """Check the validation flags before Ray starts; fills in the default ``--val-fraction``."""
-    from rmd_ray.distributed.sources import check_source_spec
+    from rmd_ray.distributed.sources.plan import check_source_spec
 
     if not getattr(args, "carve_validation", False):
         return
@@ -127,8 +127,8 @@ def plan_validation(args: argparse.Namespace, train, *, record_dir):
     stratified ``--val-fraction`` of it is carved out (ids read in Ray tasks, nothing decoded) and its
     ids are written to ``<record_dir>/val_split.parquet`` before training starts.
     """
-    from rmd_ray.distributed.sources import open_source
-    from rmd_ray.distributed.splits import split_source, write_val_split
+    from rmd_ray.distributed.sources.holdout import split_source, write_val_split
+    from rmd_ray.distributed.sources.plan import open_source
 
     if not getattr(args, "carve_validation", False) or args.val_source is not None:
         return train, open_source(args.val_source, limit=args.val_limit), None
@@ -172,11 +172,11 @@ def _train_config(args: argparse.Namespace, *, loss: str, hparams: dict):
 
 
 def _train(args: argparse.Namespace, *, loss: str, hparams: dict, scores_path, output: Path, run_name: str):
-    from rmd_ray.data import storage
-    from rmd_ray.distributed.dashboards import TrainProgressCallback
-    from rmd_ray.distributed.sources import check_source_spec, open_source
+    from rmd_ray.distributed.runtime.dashboards import TrainProgressCallback
+    from rmd_ray.distributed.sources.plan import check_source_spec, open_source
     from rmd_ray.distributed.training import loss_needs_weights, run_training
     from rmd_ray.distributed.training.run import TRAIN_SHARD_ROWS
+    from rmd_ray.io import storage
 
     config = _train_config(args, loss=loss, hparams=hparams)  # validates before any data is read
     if loss_needs_weights(config.loss) and not scores_path:
@@ -222,7 +222,7 @@ def tensorboard_dir(output, run_name: str) -> Path:
     appends to its event files as training goes, which object stores do not allow)."""
     import tempfile
 
-    from rmd_ray.data.storage import is_remote
+    from rmd_ray.io.storage import is_remote
 
     if is_remote(str(output)):
         return Path(tempfile.mkdtemp(prefix=f"rmd-ray-tensorboard-{run_name}-"))

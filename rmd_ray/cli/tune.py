@@ -11,10 +11,10 @@ from rmd_ray.cli.train import _train_config, check_validation_args, plan_validat
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from rmd_ray.distributed.sources import check_source_spec, open_source
+    from rmd_ray.distributed.sources.plan import check_source_spec, open_source
     from rmd_ray.distributed.training.run import TRAIN_SHARD_ROWS
-    from rmd_ray.distributed.tune_space import load_search_space
-    from rmd_ray.distributed.tuning import run_tune
+    from rmd_ray.distributed.tuning.run import run_tune
+    from rmd_ray.nn.search_space import load_search_space
 
     space = load_search_space(args.space)
     scores = _parse_pairs(args.scores, what="--scores")

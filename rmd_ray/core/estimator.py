@@ -11,7 +11,6 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from rmd_ray.core._xp import array_module, module_for_device, to_numpy
-from rmd_ray.core.atomic import atomic_path
 from rmd_ray.core.config import CovarianceConfig, WeightConfig
 from rmd_ray.core.covariance import (
     apply_shrinkage,
@@ -41,6 +40,7 @@ from rmd_ray.core.stats import (
 )
 from rmd_ray.core.validation import check_class_counts, check_features, check_labels, check_n_classes
 from rmd_ray.core.weights import difficulty_weights
+from rmd_ray.io.atomic import atomic_path
 
 FORMAT_VERSION = 1
 

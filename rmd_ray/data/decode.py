@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from rmd_ray.data import storage
+from rmd_ray.io import storage
 
 if TYPE_CHECKING:  # torch is imported where tensors are made: a decode task that yields uint8 never loads it
     import torch

@@ -20,10 +20,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rmd_ray.core.label_ranking import DEFAULT_LABEL_SCORE, LABEL_SCORES, label_issue_scores
-from rmd_ray.data import storage
 from rmd_ray.data.decode import DecodeError, decode_image
 from rmd_ray.data.locations import fetch_rows_by_id
-from rmd_ray.data.parts import column_names, iter_parts, read_table_metadata
+from rmd_ray.io import storage
+from rmd_ray.io.parts import column_names, iter_parts, read_table_metadata
 
 _COLUMNS = ["id", "label", "rmd", "md", "weight", "nearest_class", "margin"]
 

@@ -2,7 +2,7 @@
 spec names, ImageNet's validation label file, and a few rows fetched by id from any source spec
 (galleries and label-issue grids read only the images they show).
 
-Used by the lazy sources of :mod:`rmd_ray.distributed.sources` and by the torch-layer tools alike;
+Used by the lazy sources of :mod:`rmd_ray.distributed.sources.plan` and by the torch-layer tools alike;
 nothing here reads a whole split except the small in-memory readers (Fashion-MNIST, CIFAR pickles).
 """
 
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rmd_ray.data import storage
 from rmd_ray.data.readers import read_source
+from rmd_ray.io import storage
 
 __all__ = ["fetch_rows_by_id", "parquet_files", "read_val_labels", "val_classes", "val_label_file"]
 

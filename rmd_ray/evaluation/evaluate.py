@@ -3,7 +3,7 @@ of docs/design.md 1.9, and compare runs side by side.
 
 A predictions file has columns ``id`` (string), ``label`` (int64) and ``logits`` (list<float32>, one
 list of K logits per row), and provenance metadata under the schema key ``rmd_ray``
-(:func:`rmd_ray.data.io.read_metadata`).
+(:func:`rmd_ray.io.parts.read_table_metadata`).
 
 Padded distributed evaluation (docs/design.md section 6) repeats some samples so that every rank gets a
 full batch; counting them twice biases ECE and AUROC. :func:`dedupe_predictions` drops repeats of an id
@@ -30,9 +30,9 @@ from rmd_ray.core.metrics import (
     reliability_diagram_data,
     softmax,
 )
-from rmd_ray.data import storage
-from rmd_ray.data.io import read_metadata
-from rmd_ray.data.parts import read_table
+from rmd_ray.io import storage
+from rmd_ray.io.parts import read_table
+from rmd_ray.io.parts import read_table_metadata as read_metadata
 
 __all__ = [
     "DEFAULT_REJECTION_RATES",
@@ -112,7 +112,7 @@ class SkippedRowsWarning(UserWarning):
 
 def _read(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     table = read_table(path)
-    if "error" in table.column_names:  # a predictions directory of rmd_ray.distributed.training.predict
+    if "error" in table.column_names:  # a predictions directory of rmd_ray.distributed.prediction.predict
         failed = pc.not_equal(table.column("error"), "")
         n_failed = int(pc.sum(failed).as_py() or 0)
         if n_failed:

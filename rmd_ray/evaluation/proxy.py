@@ -31,9 +31,9 @@ from typing import Any
 import numpy as np
 from scipy.stats import spearmanr
 
-from rmd_ray.data import storage
-from rmd_ray.data.parts import column_names, read_table
 from rmd_ray.evaluation.evaluate import _load_counted
+from rmd_ray.io import storage
+from rmd_ray.io.parts import column_names, read_table
 
 __all__ = ["ProxyResult", "difficulty_proxy_test", "proxy_test_from_files"]
 

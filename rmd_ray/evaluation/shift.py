@@ -6,7 +6,7 @@ and the ``image_size`` of its inputs. Images are decoded and brought to that geo
 training's evaluation does (:func:`rmd_ray.nn.transforms.eval_geometry`), corrupted at that
 resolution (as CIFAR-10-C is at 32 px), then normalised with :func:`rmd_ray.nn.transforms.normalize_uint8`.
 It runs in the calling process on a table of a few thousand rows (the main job's corruption subset);
-predictions of whole splits run as Ray batch inference (``rmd_ray.distributed.training.predict``).
+predictions of whole splits run as Ray batch inference (``rmd_ray.distributed.prediction.predict``).
 """
 
 from __future__ import annotations

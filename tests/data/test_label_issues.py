@@ -17,7 +17,7 @@ from PIL import Image  # noqa: E402
 
 from rmd_ray.data import storage  # noqa: E402
 from rmd_ray.data.label_issues import find_label_issues, grid_figure, rank_suspects  # noqa: E402
-from rmd_ray.data.parts import write_manifest  # noqa: E402
+from rmd_ray.io.parts import write_manifest  # noqa: E402
 
 CLASSES = ["cat", "dog", "fox"]
 # six samples: rmd, margin, nearest class. By hand, the ranks of rmd are 6 5 4 3 2 1 (a..f) and of

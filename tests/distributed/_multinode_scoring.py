@@ -17,9 +17,9 @@ import ray
 from ray.cluster_utils import Cluster
 
 from rmd_ray.core import CovarianceConfig
-from rmd_ray.data import storage
-from rmd_ray.data.parts import read_table
-from rmd_ray.distributed.scoring import EncoderSpec, ExtractConfig, run_scoring
+from rmd_ray.distributed.scoring.run import EncoderSpec, ExtractConfig, run_scoring
+from rmd_ray.io import storage
+from rmd_ray.io.parts import read_table
 
 
 def main(mode: str, source: str, output: str, encoder: str, image_size: int) -> None:

@@ -20,9 +20,9 @@ import numpy as np
 import ray
 from ray.cluster_utils import Cluster
 
-from rmd_ray.data.parts import read_table
 from rmd_ray.data.readers import from_arrays
 from rmd_ray.distributed.training import TrainConfig, run_training
+from rmd_ray.io.parts import read_table
 from rmd_ray.nn.engine import OptimConfig
 
 K = 4

@@ -8,8 +8,8 @@ import pickle
 
 import pytest
 
-from rmd_ray.distributed import console
-from rmd_ray.distributed.dashboards import TrainProgressCallback, read_scalars, scalar_metrics
+from rmd_ray.distributed.runtime.cluster import progress as console
+from rmd_ray.distributed.runtime.dashboards import TrainProgressCallback, read_scalars, scalar_metrics
 
 EPOCHS = [
     {"epoch": 1, "train_loss": 2.0, "train_acc": 0.25, "lr": 0.1, "resumed_from": 0, "time_s": 2.0,

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from test_sources_at_scale import _parquet_dir
 
-from rmd_ray.data.parts import read_table
+from rmd_ray.io.parts import read_table
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(420)]
 HERE = Path(__file__).parent
@@ -108,7 +108,7 @@ def test_multi_node_scoring_uses_both_nodes_and_survives_losing_one(ray_local, t
 
     # the in-process reference: the same pipeline on this machine's single-node instance
     from rmd_ray.core import CovarianceConfig
-    from rmd_ray.distributed.scoring import EncoderSpec, ExtractConfig, run_scoring
+    from rmd_ray.distributed.scoring.run import EncoderSpec, ExtractConfig, run_scoring
 
     local = run_scoring(
         source, output_dir=tmp_path / "local", encoder=EncoderSpec("efficientnet_lite0", image_size=32),

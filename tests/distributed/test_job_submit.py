@@ -19,8 +19,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from rmd_ray.data.parts import read_table_metadata
 from rmd_ray.data.readers import FASHION_MNIST_ROOT
+from rmd_ray.io.parts import read_table_metadata
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(600)]

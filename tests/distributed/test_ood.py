@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from rmd_ray.core.metrics import OOD_SCORES, ood_report
-from rmd_ray.data.parts import read_table
 from rmd_ray.data.readers import from_arrays, read_source
-from rmd_ray.distributed.ood import ood_eval
-from rmd_ray.distributed.sources import source_from_table
-from rmd_ray.distributed.training.predict import classifier_from_checkpoint, predict_source
+from rmd_ray.distributed.prediction.ood import ood_eval
+from rmd_ray.distributed.prediction.predict import classifier_from_checkpoint, predict_source
+from rmd_ray.distributed.sources.plan import source_from_table
 from rmd_ray.evaluation.shift import decode_split
+from rmd_ray.io.parts import read_table
 from rmd_ray.nn.engine import save_checkpoint
 from rmd_ray.nn.models import build_model
 from rmd_ray.nn.transforms import normalize_uint8
@@ -74,7 +74,7 @@ def test_ood_eval_errors(ray_local, tmp_path):
 
 def test_distributed_corruption_shift_equals_the_in_process_evaluation(ray_local, tmp_path):
     """One Ray execution (corrupt in tasks, predict in actors) gives the rows of checkpoint_corruption_eval."""
-    from rmd_ray.distributed.training.shift import shift_eval
+    from rmd_ray.distributed.prediction.shift_eval import shift_eval
     from rmd_ray.evaluation.shift import checkpoint_corruption_eval
 
     _, path = _checkpoint(tmp_path)

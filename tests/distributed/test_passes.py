@@ -1,4 +1,4 @@
-"""rmd_ray.distributed.passes.view_mean_scores, the per-part distances of the scoring pass: chunked equals
+"""rmd_ray.distributed.scoring.passes.view_mean_scores, the per-part distances of the scoring pass: chunked equals
 whole, views are averaged before the margin, and it agrees with a naive loop over classes (no Ray started),
 with the discriminant shortcut (d = 16 >= 2 K) and without it (d = 5 < 2 K)."""
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from rmd_ray.core import CovarianceConfig, DifficultyScorer
-from rmd_ray.distributed.passes import view_mean_scores
+from rmd_ray.distributed.scoring.passes import view_mean_scores
 
 
 @pytest.fixture(scope="module", params=[5, 16], ids=["general", "shortcut"])

@@ -22,7 +22,7 @@ def test_reclaim_removes_only_groups_whose_creator_actor_died(ray_local):
     import ray
     from ray.util.placement_group import placement_group, remove_placement_group
 
-    from rmd_ray.distributed.runtime import count_actor_made_placement_groups, reclaim_orphaned_placement_groups
+    from rmd_ray.distributed.runtime.cluster import count_actor_made_placement_groups, reclaim_orphaned_placement_groups
 
     @ray.remote(num_cpus=0)
     class Maker:  # stands in for Ray Train's controller, which makes its worker group's placement group

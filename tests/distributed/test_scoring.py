@@ -14,10 +14,8 @@ from PIL import Image
 
 from rmd_ray.core import CovarianceConfig, DifficultyScorer, WeightConfig
 from rmd_ray.core.label_ranking import mahalanobis_margin
-from rmd_ray.data.io import read_metadata
-from rmd_ray.data.parts import read_table
 from rmd_ray.data.readers import from_arrays, read_image_folder
-from rmd_ray.distributed.scoring import (
+from rmd_ray.distributed.scoring.run import (
     EncoderSpec,
     ExtractConfig,
     dataset_fingerprint,
@@ -26,6 +24,8 @@ from rmd_ray.distributed.scoring import (
     fit_and_score,
     run_scoring,
 )
+from rmd_ray.io.parts import read_table
+from rmd_ray.io.parts import read_table_metadata as read_metadata
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 TINY = EncoderSpec("tiny_cnn")
@@ -263,7 +263,7 @@ class _SlowDataset:
 
 
 def test_the_watchdog_gives_the_first_batch_the_startup_budget_and_later_ones_the_stall_budget():
-    from rmd_ray.distributed.resume import EmbeddingStalled, watched
+    from rmd_ray.distributed.inference.resume import EmbeddingStalled, watched
 
     # a slow start (actors loading the encoder) is not a stall ...
     slow_start = _SlowDataset([0.6, 0.0, 0.1])
@@ -286,8 +286,8 @@ def test_the_watchdog_gives_the_first_batch_the_startup_budget_and_later_ones_th
 def test_decoding_stays_in_its_own_tasks_beside_the_encoder_actors(ray_local, tmp_path, capsys, num_actors):
     """Ray Data fuses a task stage into the next actor stage with equal remote arguments; with CPU encoders
     that put decoding inside the encoder actors (no decode beside encoding, none on CPU-only nodes)."""
-    from rmd_ray.distributed.extract import _embedding_pipeline
-    from rmd_ray.distributed.sources import source_from_table
+    from rmd_ray.distributed.inference.pipeline import _embedding_pipeline
+    from rmd_ray.distributed.sources.plan import source_from_table
 
     rng = np.random.default_rng(0)
     source = source_from_table(from_arrays(rng.integers(0, 256, (6, 8, 8, 3), dtype=np.uint8), [0, 1] * 3),

@@ -12,9 +12,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from rmd_ray.data import storage
-from rmd_ray.distributed.sources import _limit, open_source, read_shard
-from rmd_ray.distributed.splits import VAL_SPLIT_FILE, split_source, split_views, write_val_split
+from rmd_ray.distributed.sources.holdout import VAL_SPLIT_FILE, split_source, split_views, write_val_split
+from rmd_ray.distributed.sources.plan import _limit, open_source, read_shard
+from rmd_ray.io import storage
 
 CLASSES = ("a", "b", "c")
 
@@ -173,7 +173,7 @@ def test_split_source_checks_seed_before_reading(tmp_path):
 @pytest.mark.timeout(120)
 def test_in_memory_source_split_in_tasks_partitions_its_ids(ray_local):
     from rmd_ray.data.readers import from_arrays
-    from rmd_ray.distributed.sources import source_from_table
+    from rmd_ray.distributed.sources.plan import source_from_table
 
     rng = np.random.default_rng(0)
     labels = np.repeat([0, 1, 2], [30, 20, 10])[rng.permutation(60)]

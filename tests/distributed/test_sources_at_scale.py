@@ -15,13 +15,13 @@ from PIL import Image
 
 from rmd_ray.cli import main
 from rmd_ray.core import CovarianceConfig, DifficultyScorer
-from rmd_ray.data import storage
 from rmd_ray.data.decode import decode_image
 from rmd_ray.data.locations import fetch_rows_by_id
-from rmd_ray.data.parts import read_table, read_table_metadata
 from rmd_ray.data.readers import read_image_folder, read_parquet_images
-from rmd_ray.distributed.scoring import EncoderSpec, ExtractConfig, run_scoring
-from rmd_ray.distributed.sources import open_source
+from rmd_ray.distributed.scoring.run import EncoderSpec, ExtractConfig, run_scoring
+from rmd_ray.distributed.sources.plan import open_source
+from rmd_ray.io import storage
+from rmd_ray.io.parts import read_table, read_table_metadata
 from rmd_ray.nn.encoders import build_encoder
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]

@@ -20,8 +20,6 @@ import torch
 from PIL import Image
 
 from rmd_ray import __version__
-from rmd_ray.data.io import read_metadata
-from rmd_ray.data.parts import read_table
 from rmd_ray.data.readers import from_arrays
 from rmd_ray.distributed.training import (
     CHECKPOINT_FILE,
@@ -31,6 +29,8 @@ from rmd_ray.distributed.training import (
     run_training,
 )
 from rmd_ray.evaluation.shift import decode_split
+from rmd_ray.io.parts import read_table
+from rmd_ray.io.parts import read_table_metadata as read_metadata
 from rmd_ray.nn import engine
 from rmd_ray.nn.engine import NonFiniteLossError, OptimConfig
 from rmd_ray.nn.models import build_model
@@ -384,7 +384,7 @@ def test_join_weights_errors():
 
 def test_reweighted_recomputes_weights_from_the_difficulty_source():
     from rmd_ray.core import WeightConfig, difficulty_weights
-    from rmd_ray.distributed.training.weights import reweighted
+    from rmd_ray.distributed.training.weight_join import reweighted
 
     table = pa.table({"id": ["a", "b", "c"], "weight": [0.9, 0.9, 0.9], "md": [3.0, 1.0, 2.0], "rmd": [0.0, 1.0, 5.0]})
     config = WeightConfig(temperature=0.4)
@@ -400,8 +400,8 @@ def test_reweighted_recomputes_weights_from_the_difficulty_source():
 
 def test_weight_index_recomputes_a_sources_weights_in_its_task(ray_local, tmp_path):
     from rmd_ray.core import WeightConfig, difficulty_weights
-    from rmd_ray.data.io import write_parquet_atomic
-    from rmd_ray.distributed.training.weights import build_weight_index, lookup_weights
+    from rmd_ray.distributed.training.weight_join import build_weight_index, lookup_weights
+    from rmd_ray.io.storage import write_parquet_atomic
 
     path = tmp_path / "scores.parquet"
     kmeans = np.array([4.0, 0.5, 2.0, 9.0])
@@ -432,7 +432,7 @@ def _png(array: np.ndarray) -> bytes:
 
 
 def test_decode_shard_grayscale_becomes_rgb_and_indices_follow_the_plan(ray_local):
-    from rmd_ray.distributed.sources import source_from_table
+    from rmd_ray.distributed.sources.plan import source_from_table
     from rmd_ray.distributed.training.ingest import Geometry, eval_dataset
 
     rng = np.random.default_rng(0)
@@ -459,7 +459,7 @@ def test_decode_split_resizes_with_pil_bilinear():
 
 
 def test_decode_errors_name_the_row(ray_local):
-    from rmd_ray.distributed.sources import source_from_table
+    from rmd_ray.distributed.sources.plan import source_from_table
     from rmd_ray.distributed.training.ingest import Geometry, eval_dataset
 
     rgb = [np.zeros((h, 4, 3), np.uint8) for h in (4, 5)]
@@ -563,7 +563,7 @@ def test_config_validation(kwargs, match):
 
 def test_fresh_shuffle_draws_a_new_order_every_epoch_and_seeded_repeats_it(ray_local):
     """Each iteration of the lazy training dataset is one epoch's execution: every row exactly once."""
-    from rmd_ray.distributed.sources import source_from_table
+    from rmd_ray.distributed.sources.plan import source_from_table
     from rmd_ray.distributed.training.ingest import Geometry, train_dataset
 
     source = source_from_table(TRAIN, shard_rows=32)  # 8 shards
@@ -590,7 +590,7 @@ def test_fresh_shuffle_draws_a_new_order_every_epoch_and_seeded_repeats_it(ray_l
 )
 def test_decode_tasks_default_to_the_cores_the_workers_leave(monkeypatch, cluster_cpus, extra, workers,
                                                               per_worker, asked, expected):
-    from rmd_ray.distributed import runtime
+    from rmd_ray.distributed.runtime.cluster import cluster as runtime
     from rmd_ray.distributed.training import run
 
     monkeypatch.setattr(runtime.ray, "cluster_resources", lambda: {"CPU": cluster_cpus})
@@ -601,7 +601,7 @@ def test_decode_tasks_default_to_the_cores_the_workers_leave(monkeypatch, cluste
 
 def test_a_task_interleaves_its_group_of_shards_so_a_class_sorted_source_is_mixed(ray_local):
     """8 one-class shards, 4 a task: every block holds 4 classes (not 1), every row once, every epoch."""
-    from rmd_ray.distributed.sources import source_from_table
+    from rmd_ray.distributed.sources.plan import source_from_table
     from rmd_ray.distributed.training.ingest import Geometry, train_dataset
 
     labels = np.repeat(np.arange(8), 32)  # sorted by class, as ImageFolder and the CIFAR-10 Parquet are
@@ -625,7 +625,7 @@ def test_each_yield_of_a_decode_task_is_its_own_block(ray_local):
     the task ends. The ingest datasets stream 256-row blocks; the driver's own context is untouched."""
     from ray.data import DataContext
 
-    from rmd_ray.distributed.sources import source_from_table
+    from rmd_ray.distributed.sources.plan import source_from_table
     from rmd_ray.distributed.training.ingest import Geometry, eval_dataset, train_dataset
 
     default = DataContext.get_current().target_max_block_size

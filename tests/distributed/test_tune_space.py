@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from rmd_ray.distributed.tune_space import FAMILIES, load_search_space, own_values, parse_search_space
 from rmd_ray.nn.losses import LOSSES, tunable_hparams
+from rmd_ray.nn.search_space import FAMILIES, load_search_space, own_values, parse_search_space
 
 SPACES = sorted((Path(__file__).resolve().parents[2] / "tune_spaces").glob("*.yaml"))
 GOOD = {

@@ -11,19 +11,19 @@ import pyarrow.parquet as pq
 import pytest
 
 from rmd_ray.core import WeightConfig, difficulty_weights
-from rmd_ray.data.io import write_parquet_atomic
 from rmd_ray.data.readers import from_arrays
-from rmd_ray.distributed.dashboards import read_scalars
+from rmd_ray.distributed.runtime.dashboards import read_scalars
 from rmd_ray.distributed.training import TrainConfig
-from rmd_ray.distributed.tune_space import parse_search_space
-from rmd_ray.distributed.tuning import (
+from rmd_ray.distributed.tuning.run import (
     pareto_front,
     run_tune,
     trial_train_config,
     trial_weights,
     validate_backbones,
 )
+from rmd_ray.io.storage import write_parquet_atomic
 from rmd_ray.nn.engine import OptimConfig
+from rmd_ray.nn.search_space import parse_search_space
 
 BASE = TrainConfig(model="resnet18", width=0.125, batch_size=32, optim=OptimConfig(epochs=2, lr=0.05),
                    loss="proposed", loss_hparams={"alpha": 0.3})
@@ -171,7 +171,7 @@ def _bright_channel_splits(rng):
 @pytest.mark.timeout(900)
 def test_search_results_and_checkpoints_go_to_object_storage(ray_local, s3_server, tmp_path):
     """``output_dir`` on the loopback S3 server: Tune's experiment, the trials' checkpoints and the results."""
-    from rmd_ray.data import storage
+    from rmd_ray.io import storage
 
     rng = np.random.default_rng(1)
     train, val = _bright_channel_splits(rng)
@@ -230,8 +230,8 @@ def test_focal_search_needs_no_backbone_or_scores(ray_local, tmp_path):
     assert "config/backbone" not in row and row["epochs_run"] == 1 and 0 <= row["val_acc"] <= 1
     # the test split, once, after the search: the front trial's last checkpoint predicts every test id once
     from rmd_ray.core.metrics import evaluate_predictions
-    from rmd_ray.data.io import read_metadata
     from rmd_ray.evaluation.evaluate import load_predictions
+    from rmd_ray.io.parts import read_table_metadata as read_metadata
 
     assert row["pareto"] and read_metadata(result.results_path)["test"] == {
         "trials_predicted": [row["trial"]], "after_selection": True}
@@ -263,7 +263,7 @@ def test_the_search_sampler_pickles_and_samples_exactly_as_optunas_nsga2():
     """optuna 5.1's GA samplers hold a thread lock that Ray Tune's Tuner cannot pickle."""
     import optuna
 
-    from rmd_ray.distributed._samplers import PicklableNSGAIISampler
+    from rmd_ray.distributed.tuning.samplers import PicklableNSGAIISampler
 
     reference = _two_objective_params(optuna.samplers.NSGAIISampler(seed=3, population_size=4), 14)
     ours = _two_objective_params(PicklableNSGAIISampler(seed=3, population_size=4), 14)

@@ -79,7 +79,7 @@ def _small_source(rows: int = 96):
     import numpy as np
 
     from rmd_ray.data.readers import from_arrays
-    from rmd_ray.distributed.sources import source_from_table
+    from rmd_ray.distributed.sources.plan import source_from_table
 
     table = from_arrays(np.zeros((rows, 4, 4, 3), np.uint8), np.arange(rows) % 3,
                         ids=[f"r{i}" for i in range(rows)], classes=["a", "b", "c"])

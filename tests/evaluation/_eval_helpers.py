@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from rmd_ray.data.io import write_parquet_atomic
+from rmd_ray.io.storage import write_parquet_atomic
 
 
 def write_predictions(path: Path, ids, labels, logits, *, metadata: dict | None = None) -> Path:

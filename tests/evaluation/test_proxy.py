@@ -11,8 +11,8 @@ import pytest
 from _eval_helpers import write_predictions
 
 from rmd_ray.core import DifficultyScorer
-from rmd_ray.data.io import write_parquet_atomic
 from rmd_ray.evaluation.proxy import ProxyResult, difficulty_proxy_test, proxy_test_from_files
+from rmd_ray.io.storage import write_parquet_atomic
 
 
 def _naive_spearman(a, b):

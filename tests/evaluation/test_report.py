@@ -16,11 +16,11 @@ import pytest
 from _eval_helpers import synthetic_run, write_predictions
 from PIL import Image
 
-from rmd_ray.data.io import write_parquet_atomic
 from rmd_ray.evaluation.evaluate import DuplicatePredictionsWarning, evaluate_run
 from rmd_ray.evaluation.proxy import difficulty_proxy_test
 from rmd_ray.evaluation.report import SECTIONS, build_report, format_hparams, gallery_selection
 from rmd_ray.evaluation.report.gallery import _label_decimals
+from rmd_ray.io.storage import write_parquet_atomic
 
 pytestmark = pytest.mark.filterwarnings("ignore::rmd_ray.evaluation.evaluate.DuplicatePredictionsWarning")
 CLASSES = ["cat", "dog", "fox"]
@@ -362,7 +362,7 @@ def test_runs_may_be_prediction_parts_directories_as_training_writes(tmp_path):
     """Training writes predictions_<split>.parquet/ as parts + a manifest (rows it could not predict flagged)."""
     import shutil
 
-    from rmd_ray.data.parts import write_manifest
+    from rmd_ray.io.parts import write_manifest
 
     ids, labels, logits = synthetic_run(40, 3, seed=2)
     single = write_predictions(tmp_path / "single.parquet", ids, labels, logits, metadata={"loss": "ce"})

@@ -1,6 +1,6 @@
 """Training at any scale: lazy Ray Data ingest into Ray Train, difficulty weights joined by id, Ray prediction.
 
-Modules, in data-flow order: :mod:`.config` (TrainConfig, TrainingResult), :mod:`.weights` (the
+Modules, in data-flow order: :mod:`.config` (TrainConfig, TrainingResult), :mod:`.weight_join` (the
 id -> weight index), :mod:`.ingest` (lazy datasets read and decoded in tasks), :mod:`.worker` (the
 loop every Ray Train worker runs), :mod:`.predict` (batch inference with a model actor pool) and
 :mod:`.run` (the driver).
@@ -12,14 +12,14 @@ from typing import Any
 # Lazy (PEP 562): every decode task imports .ingest, which would otherwise load this package's driver
 # and worker modules (torch, torchvision, Ray Train: ~3 s in each fresh worker process, measured).
 _EXPORTS = {
-    "CHECKPOINT_FILE": "config",
-    "TrainConfig": "config",
-    "TrainingResult": "config",
-    "loss_needs_weights": "config",
-    "ClassifierSpec": "predict",
-    "predict_source": "predict",
-    "run_training": "run",
-    "join_weights": "weights",
+    "CHECKPOINT_FILE": ".config",
+    "TrainConfig": ".config",
+    "TrainingResult": ".config",
+    "loss_needs_weights": ".config",
+    "ClassifierSpec": "rmd_ray.distributed.prediction.predict",
+    "predict_source": "rmd_ray.distributed.prediction.predict",
+    "run_training": ".run",
+    "join_weights": ".weight_join",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -28,6 +28,6 @@ __all__ = sorted(_EXPORTS)
 def __getattr__(name: str) -> Any:
     if name not in _EXPORTS:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    value = getattr(importlib.import_module(_EXPORTS[name], package=__name__), name)
     globals()[name] = value
     return value

@@ -26,10 +26,10 @@ import numpy as np
 import pyarrow as pa
 import ray
 
-from rmd_ray.distributed.runtime import worker_setup
-from rmd_ray.distributed.sources import Shard, ShardedSource, read_shard
+from rmd_ray.distributed.runtime.cluster import worker_setup
+from rmd_ray.distributed.sources.plan import Shard, ShardedSource, read_shard
 from rmd_ray.distributed.training.errors import IngestError
-from rmd_ray.distributed.training.weights import lookup_weights
+from rmd_ray.distributed.training.weight_join import lookup_weights
 
 __all__ = [
     "Geometry", "channel_stats", "eval_dataset", "ids_at", "prestarted_split", "probe_native_size", "release_split",

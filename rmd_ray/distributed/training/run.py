@@ -34,9 +34,9 @@ import ray
 import torch
 
 from rmd_ray import __version__
-from rmd_ray.data import storage
-from rmd_ray.distributed.runtime import compute_cpus, init_ray
-from rmd_ray.distributed.sources import DEFAULT_SHARD_ROWS, ShardedSource, open_source, source_from_table
+from rmd_ray.distributed.prediction.predict import classifier_from_checkpoint, predict_source
+from rmd_ray.distributed.runtime.cluster import compute_cpus, init_ray
+from rmd_ray.distributed.sources.plan import DEFAULT_SHARD_ROWS, ShardedSource, open_source, source_from_table
 from rmd_ray.distributed.training import ingest
 from rmd_ray.distributed.training.config import (
     _SIZED_LOSSES,
@@ -47,9 +47,9 @@ from rmd_ray.distributed.training.config import (
     TrainingResult,
 )
 from rmd_ray.distributed.training.errors import FatalErrors, worker_error
-from rmd_ray.distributed.training.predict import classifier_from_checkpoint, predict_source
-from rmd_ray.distributed.training.weights import build_weight_index, lookup_weights
+from rmd_ray.distributed.training.weight_join import build_weight_index, lookup_weights
 from rmd_ray.distributed.training.worker import WorkerSpec, train_loop_per_worker
+from rmd_ray.io import storage
 from rmd_ray.nn import engine
 from rmd_ray.nn.models import build_model
 
@@ -247,13 +247,13 @@ def run_training(
     ----------
     train, val, test : str, ShardedSource or pyarrow.Table
         Source specs (``folder:ROOT``, ``parquet:URI``, ``imagenet-val:ROOT``, ``fashion-mnist:train``,
-        ...; see :func:`rmd_ray.distributed.sources.open_source`), planned sources, or in-memory
+        ...; see :func:`rmd_ray.distributed.sources.plan.open_source`), planned sources, or in-memory
         reader tables (ids unique; put into the object store in slices). Validation metrics are
         computed every ``config.eval_every`` epochs; the test split (optional) is only predicted.
     scores : str or pyarrow.Table, optional
         The ``scores.parquet`` of ``rmd-ray score`` (a parts directory or file, any URI) or a table
         with ``id`` and ``weight``. Required for losses that need weights (``proposed``); joined by
-        id in the read tasks (:mod:`rmd_ray.distributed.training.weights`); ignored by the others.
+        id in the read tasks (:mod:`rmd_ray.distributed.training.weight_join`); ignored by the others.
     config : TrainConfig
     output_dir : str or path
         Ray storage (local folder or URI such as ``s3://bucket/runs?endpoint_override=...``):

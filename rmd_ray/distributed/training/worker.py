@@ -23,7 +23,7 @@ import numpy as np
 import ray
 import torch
 
-from rmd_ray.distributed.runtime import worker_setup
+from rmd_ray.distributed.runtime.cluster import worker_setup
 from rmd_ray.distributed.training.config import CHECKPOINT_FILE, SCORE_METRIC, TrainConfig
 from rmd_ray.distributed.training.errors import WorkerFailure, fatal_record
 from rmd_ray.distributed.training.ingest import release_split

@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 
 from rmd_ray.data.decode import DecodeError, decode_image
-from rmd_ray.data.io import read_metadata
 from rmd_ray.data.locations import fetch_rows_by_id
-from rmd_ray.data.parts import read_table
 from rmd_ray.evaluation.report.figures import _caption, _figure, _img, _note
+from rmd_ray.io.parts import read_table
+from rmd_ray.io.parts import read_table_metadata as read_metadata
 
 
 def _scores(scores_path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:

@@ -9,9 +9,6 @@ from typing import Any
 
 from markupsafe import Markup
 
-from rmd_ray.core.atomic import atomic_path
-from rmd_ray.data import storage
-from rmd_ray.data.parts import column_names
 from rmd_ray.evaluation.evaluate import evaluate_run
 from rmd_ray.evaluation.proxy import ProxyResult
 from rmd_ray.evaluation.report.figures import (
@@ -25,6 +22,9 @@ from rmd_ray.evaluation.report.figures import (
 from rmd_ray.evaluation.report.gallery import _gallery_section, _scores
 from rmd_ray.evaluation.report.tables import _metrics_section, _ood_section
 from rmd_ray.evaluation.report.templating import TEMPLATES, render
+from rmd_ray.io import storage
+from rmd_ray.io.atomic import atomic_path
+from rmd_ray.io.parts import column_names
 
 #: Section id -> heading, in page order.
 SECTIONS = {
@@ -126,7 +126,7 @@ def build_report(
     proxy_results : ProxyResult, or dict {scorer name: ProxyResult}, optional
         Output of :func:`rmd_ray.evaluation.proxy.difficulty_proxy_test`.
     ood_results : dict {run: {OOD set name: report}}, optional
-        Output of :func:`rmd_ray.distributed.ood.ood_eval` per run (``ood.json`` of ``rmd-ray evaluate``).
+        Output of :func:`rmd_ray.distributed.prediction.ood.ood_eval` per run (``ood.json`` of ``rmd-ray evaluate``).
     output_dir : folder to write into (created if needed)
     title : page title
     compare : (run a, run b), optional
@@ -167,7 +167,7 @@ def build_report(
         _check_named(
             ood_results, "ood_results",
             lambda r: isinstance(r, Mapping) and all(isinstance(v, Mapping) and "msp" in v for v in r.values()),
-            "a dict {OOD set: report} (from rmd_ray.distributed.ood.ood_eval)",
+            "a dict {OOD set: report} (from rmd_ray.distributed.prediction.ood.ood_eval)",
         )
     for name, value in (
         ("gallery_per_class", gallery_per_class),

@@ -32,7 +32,7 @@ def _fmt(metric: str, value: Any) -> str:
 
 
 def _ood_section(results: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
-    """``{run: {OOD set: ood_report + n_in, n_out}}`` (``rmd_ray.distributed.ood.ood_eval``) as one table."""
+    """``{run: {OOD set: ood_report + n_in, n_out}}`` (``rmd_ray.distributed.prediction.ood.ood_eval``) as one table."""
     from rmd_ray.core.metrics import OOD_SCORES
 
     sets = sorted({name for per_run in results.values() for name in per_run})

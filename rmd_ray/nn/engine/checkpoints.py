@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LRScheduler
 
-from rmd_ray.core.atomic import atomic_path
+from rmd_ray.io.atomic import atomic_path
 
 _CKPT_FORMAT = "rmd-ray-checkpoint"
 _CKPT_VERSION = 1

@@ -36,7 +36,7 @@ class Interval:
     """The valid range of one real hyper-parameter: [low, high], either end open.
 
     Declared once per loss (``ClassificationLoss.hparam_ranges``): the constructor checks values
-    against it and the tuning schema (``rmd_ray.distributed.tune_space``) reads it, so a search space
+    against it and the tuning schema (``rmd_ray.nn.search_space``) reads it, so a search space
     cannot accept a value that the loss would reject.
     """
 

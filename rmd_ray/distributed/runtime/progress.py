@@ -13,7 +13,7 @@ Three streams are routed:
   datasets carry to the processes that execute them);
 - every worker's and actor's stdout/stderr, which Ray forwards to the driver: they go to the file,
   except lines that start with :data:`PROGRESS_PREFIX`, which are rmd-ray's own progress lines
-  printed by code running inside Ray (:mod:`rmd_ray.distributed.dashboards`) and reach the console.
+  printed by code running inside Ray (:mod:`rmd_ray.distributed.runtime.dashboards`) and reach the console.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The Ray tasks of scoring passes 2-4 (fit, score, weigh), over features parts on any URI.
 
-Kept apart from :mod:`rmd_ray.distributed.extract` so that the workers running them import NumPy,
+Kept apart from :mod:`rmd_ray.distributed.inference.pipeline` so that the workers running them import NumPy,
 pyarrow and the core only, never torch: these tasks start in a fraction of a second.
 """
 
@@ -18,8 +18,8 @@ from rmd_ray.core import CovarianceConfig, DifficultyScorer, WeightConfig, diffi
 from rmd_ray.core._xp import module_for_device
 from rmd_ray.core.scores import mahalanobis_margin
 from rmd_ray.core.stats import _batch_stats, merge_all
-from rmd_ray.data import storage
-from rmd_ray.distributed.table_scoring import ERROR_SCHEMA, feature_matrix
+from rmd_ray.distributed.scoring.in_memory import ERROR_SCHEMA, feature_matrix
+from rmd_ray.io import storage
 
 __all__ = ["fit_scorer", "id_hashes", "view_mean_scores", "part_scores", "weigh_part", "copy_part"]
 

@@ -1,4 +1,4 @@
-"""rmd_ray.data.storage against a local folder and a real S3-compatible server (moto in server mode).
+"""rmd_ray.io.storage against a local folder and a real S3-compatible server (moto in server mode).
 
 Every behavioural test runs twice through the ``base`` fixture: once under ``tmp_path``, once under a
 fresh bucket of the session's ``s3_server``, so the two backends are held to the same contract.
@@ -16,7 +16,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
-from rmd_ray.data import io, storage
+from rmd_ray.io import storage
+from rmd_ray.io.parts import read_table_metadata
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -63,7 +64,6 @@ def test_json_round_trip_turns_numpy_scalars_into_floats(base):
     value = {"auroc": np.float64(0.875), "n": 12, "tags": ["a", "b"], "nested": {"x": np.float32(0.5)}}
     assert storage.write_json_atomic(uri, value) == uri
     assert storage.read_json(uri) == {"auroc": 0.875, "n": 12, "tags": ["a", "b"], "nested": {"x": 0.5}}
-    # Indented like core.atomic.write_json_atomic, so local and remote summaries diff the same way.
     assert storage.read_bytes(uri).decode().startswith('{\n  "auroc": 0.875')
 
 
@@ -75,7 +75,7 @@ def test_parquet_round_trip_with_metadata_and_projection(base):
 
     back = storage.read_parquet(uri)
     assert back.equals(table)
-    # default=str as in rmd_ray.data.io: a Path in the provenance comes back as its string.
+    # default=str: a Path in the provenance comes back as its string.
     assert storage.read_parquet_metadata(uri) == {"model": "resnet", "seed": 3, "source": "/data/train.parquet"}
 
     projected = storage.read_parquet(uri, columns=["rmd", "id"])
@@ -323,29 +323,29 @@ def test_resolve_error_masks_credentials():
     assert "sup3rs3cret" not in str(info.value)
 
 
-# --- rmd_ray.data.io on top of storage -------------------------------------------------------------------
+# --- Parquet with provenance, read back through parts ------------------------------------------------
 
 
-def test_io_write_parquet_atomic_accepts_an_s3_uri(s3_server):
+def test_write_parquet_atomic_accepts_an_s3_uri_and_its_metadata_reads_back(s3_server):
     run_dir = storage.join(s3_server.bucket(f"rmd-{uuid.uuid4().hex[:16]}"), "runs", "r1")
     uri = storage.join(run_dir, "scores.parquet")
     table = sample_table()
-    written = io.write_parquet_atomic(table, uri, metadata={"split": "train", "k": 2})
+    written = storage.write_parquet_atomic(table, uri, metadata={"split": "train", "k": 2})
     assert written == uri and isinstance(written, str)
-    assert io.read_metadata(uri) == {"split": "train", "k": 2}
+    assert read_table_metadata(uri) == {"split": "train", "k": 2}
     assert storage.read_parquet(uri).equals(table)
     assert storage.list_files(run_dir) == [uri]
     assert uri.endswith("?" + s3_server.query)
 
 
-def test_io_keeps_returning_paths_for_local_output(tmp_path, monkeypatch):
+def test_write_parquet_atomic_local_path_relative_path_and_file_uri(tmp_path, monkeypatch):
     table = sample_table(3)
-    out = io.write_parquet_atomic(table, tmp_path / "a.parquet", metadata={"v": 1})
-    assert out == tmp_path / "a.parquet" and isinstance(out, Path)
-    assert io.read_metadata(out) == {"v": 1}
+    out = storage.write_parquet_atomic(table, tmp_path / "a.parquet", metadata={"v": 1})
+    assert out == str(tmp_path / "a.parquet")
+    assert read_table_metadata(out) == {"v": 1}
     monkeypatch.chdir(tmp_path)
-    rel = io.write_parquet_atomic(table, "b.parquet")
-    assert rel == Path("b.parquet") and pq.read_table(tmp_path / "b.parquet").equals(table)
-    via_uri = io.write_parquet_atomic(table, f"file://{tmp_path}/c.parquet")
-    assert via_uri == tmp_path / "c.parquet" and via_uri.is_file()
-    assert io.METADATA_KEY == b"rmd_ray"
+    assert storage.write_parquet_atomic(table, "b.parquet") == "b.parquet"
+    assert pq.read_table(tmp_path / "b.parquet").equals(table)
+    storage.write_parquet_atomic(table, f"file://{tmp_path}/c.parquet")
+    assert pq.read_table(tmp_path / "c.parquet").equals(table)
+    assert storage.METADATA_KEY == b"rmd_ray"

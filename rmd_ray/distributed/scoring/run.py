@@ -30,12 +30,8 @@ import ray
 from rmd_ray import __version__
 from rmd_ray.core import CovarianceConfig, DifficultyScorer, WeightConfig
 from rmd_ray.core.weights import SET_RELATIVE
-from rmd_ray.data import storage
-from rmd_ray.data.parts import part_uris, read_table_metadata, write_manifest
-from rmd_ray.distributed.extract import EmbedActor, EncoderSpec, ExtractConfig, embed_source, feature_column
-from rmd_ray.distributed.passes import copy_part, fit_scorer, id_hashes, part_scores, weigh_part
-from rmd_ray.distributed.sources import DEFAULT_SHARD_ROWS, ShardedSource, open_source, source_from_table
-from rmd_ray.distributed.table_scoring import (
+from rmd_ray.distributed.inference.pipeline import EmbedActor, EncoderSpec, ExtractConfig, embed_source, feature_column
+from rmd_ray.distributed.scoring.in_memory import (
     ERROR_SCHEMA,
     _check_fitted_scorer,
     aggregate_views,
@@ -44,6 +40,10 @@ from rmd_ray.distributed.table_scoring import (
     fit_and_score,
     score_with,
 )
+from rmd_ray.distributed.scoring.passes import copy_part, fit_scorer, id_hashes, part_scores, weigh_part
+from rmd_ray.distributed.sources.plan import DEFAULT_SHARD_ROWS, ShardedSource, open_source, source_from_table
+from rmd_ray.io import storage
+from rmd_ray.io.parts import part_uris, read_table_metadata, write_manifest
 
 log = logging.getLogger("rmd_ray.scoring")
 
@@ -203,7 +203,7 @@ def run_scoring(
     Parameters
     ----------
     source : str, ShardedSource or pyarrow.Table
-        A source spec (see :func:`rmd_ray.distributed.sources.open_source`), a planned source, or an
+        A source spec (see :func:`rmd_ray.distributed.sources.plan.open_source`), a planned source, or an
         in-memory reader table (:func:`rmd_ray.data.readers.from_arrays`).
     features_cache : URI, optional
         The ``features.parquet`` of an earlier run on the same data: skip embedding, so rescoring

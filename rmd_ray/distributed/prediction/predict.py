@@ -2,7 +2,7 @@
 
 The classifier is wrapped as an "encoder" whose features are its logits (:class:`ClassifierSpec`),
 so prediction runs through the same pipeline as feature extraction
-(:func:`rmd_ray.distributed.extract.embed_source`): one read + decode task per shard at the
+(:func:`rmd_ray.distributed.inference.pipeline.embed_source`): one read + decode task per shard at the
 checkpoint's eval geometry -> a model actor pool (GPU when the cluster has GPUs, spread over nodes)
 -> writer tasks -> ``predictions_<split>.parquet/`` (parts with ``id``, ``label``, ``logits``
 fixed_size_list<float32>[K], ``error``, ``stage``, ``shard``; a manifest written last). Every shard
@@ -18,9 +18,9 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any
 
-from rmd_ray.data import storage
-from rmd_ray.distributed.extract import ExtractConfig, embed_source
-from rmd_ray.distributed.sources import ShardedSource
+from rmd_ray.distributed.inference.pipeline import ExtractConfig, embed_source
+from rmd_ray.distributed.sources.plan import ShardedSource
+from rmd_ray.io import storage
 
 __all__ = ["ClassifierSpec", "classifier_from_checkpoint", "predict_source"]
 

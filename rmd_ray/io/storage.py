@@ -14,7 +14,7 @@ Because ``?`` starts an object-store URI's query, it is a glob wildcard only in 
 ``[...]`` for a one-character wildcard in an object-store pattern.
 
 Atomicity: a local write goes to a temporary file beside the target and is renamed over it
-(:func:`rmd_ray.core.atomic.atomic_path`). An object store has no rename, but an object becomes visible
+(:func:`rmd_ray.io.atomic.atomic_path`). An object store has no rename, but an object becomes visible
 whole, and only once its upload completes; the payload is therefore serialised in memory first and
 sent in one upload, so a failure while producing it sends nothing and the previous object stays.
 
@@ -38,7 +38,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from rmd_ray.core.atomic import atomic_path
+from rmd_ray.io.atomic import atomic_path
 
 __all__ = [
     "METADATA_KEY",
@@ -416,7 +416,7 @@ def _with_metadata(table: pa.Table, metadata: dict[str, Any] | None) -> pa.Table
     if metadata is None:
         return table
     existing = dict(table.schema.metadata or {})
-    # default=str, as rmd_ray.data.io always did: provenance may hold paths and other non-JSON values.
+    # default=str: provenance may hold paths and other non-JSON values.
     existing[METADATA_KEY] = json.dumps(metadata, default=str).encode()
     return table.replace_schema_metadata(existing)
 
@@ -444,7 +444,7 @@ def write_parquet_atomic(
     Notes
     -----
     Locally the file is written to a temporary sibling and renamed (see
-    :func:`rmd_ray.core.atomic.atomic_path`). For an object store the file is first written to an
+    :func:`rmd_ray.io.atomic.atomic_path`). For an object store the file is first written to an
     in-memory buffer and uploaded with :func:`write_bytes_atomic`: if writing fails midway nothing is
     uploaded, and the object appears only once the upload completes.
     """

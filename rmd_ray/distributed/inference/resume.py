@@ -17,8 +17,8 @@ import numpy as np
 import pyarrow as pa
 import ray
 
-from rmd_ray.data import storage
-from rmd_ray.distributed.sources import ShardedSource
+from rmd_ray.distributed.sources.plan import ShardedSource
+from rmd_ray.io import storage
 
 __all__ = ["EmbeddingStalled", "RUN_RECORD", "SHARDS_DIR", "drop_unfinished_rows", "load_records", "prepare",
            "record", "run_signature", "watched"]

@@ -14,9 +14,9 @@ from typing import Any
 
 import ray
 
-from rmd_ray.data import storage
-from rmd_ray.distributed.sources import ShardedSource, open_source
-from rmd_ray.distributed.training.predict import classifier_from_checkpoint, predict_source
+from rmd_ray.distributed.prediction.predict import classifier_from_checkpoint, predict_source
+from rmd_ray.distributed.sources.plan import ShardedSource, open_source
+from rmd_ray.io import storage
 
 __all__ = ["ood_eval"]
 

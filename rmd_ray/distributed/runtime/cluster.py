@@ -7,7 +7,7 @@ from typing import Any
 
 import ray
 
-from rmd_ray.distributed.console import route_ray_logs, route_worker_output
+from rmd_ray.distributed.runtime.progress import route_ray_logs, route_worker_output
 
 _context: dict[str, Any] = {}
 
@@ -38,7 +38,7 @@ def init_ray(
     ----------
     log_file : path, optional
         Send Ray's own logs (driver loggers, Ray Data progress, every worker's output) to this file
-        instead of the terminal (:mod:`rmd_ray.distributed.console`); None leaves Ray's printing as is.
+        instead of the terminal (:mod:`rmd_ray.distributed.runtime.progress`); None leaves Ray's printing as is.
     dashboard : bool
         Start the Ray dashboard of a local instance, bound to 127.0.0.1 only (it has no
         authentication of its own); :func:`dashboard_url` gives its address. A cluster's dashboard

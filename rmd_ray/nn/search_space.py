@@ -90,7 +90,7 @@ class Parameter:
         return above and below
 
 
-# Read by every trial, whatever its loss (rmd_ray.distributed.tuning.trial_train_config).
+# Read by every trial, whatever its loss (rmd_ray.distributed.tuning.run.trial_train_config).
 TRAINING: dict[str, Parameter] = {
     "loss": Parameter("name", names=tuple(LOSSES.names())),
     "lr": Parameter("float", 1e-6, 10.0),

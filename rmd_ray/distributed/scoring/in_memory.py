@@ -1,6 +1,6 @@
 """Scoring a features table held in memory (Python use, tests, benchmarks that rescore a cache).
 
-The streaming pipeline (:mod:`rmd_ray.distributed.scoring`) never holds the features on one
+The streaming pipeline (:mod:`rmd_ray.distributed.scoring.run`) never holds the features on one
 process; these helpers do, and exist for tables that fit: ``fit_and_score`` on a features table
 with one row per (id, view), as benchmarks use to compare shrinkage options from one cache.
 """

@@ -23,9 +23,9 @@ import numpy as np
 import pyarrow as pa
 import ray
 
-from rmd_ray.distributed.runtime import worker_setup
-from rmd_ray.distributed.sources import Shard, ShardedSource, open_source, read_shard
-from rmd_ray.distributed.training.predict import ClassifierSpec, classifier_from_checkpoint
+from rmd_ray.distributed.prediction.predict import ClassifierSpec, classifier_from_checkpoint
+from rmd_ray.distributed.runtime.cluster import worker_setup
+from rmd_ray.distributed.sources.plan import Shard, ShardedSource, open_source, read_shard
 
 __all__ = ["shift_eval"]
 
@@ -135,7 +135,7 @@ def shift_eval(
     """
     from rmd_ray.core.metrics import calibration_error_from_confidence
     from rmd_ray.data.corruptions import CORRUPTIONS, SEVERITIES, available_corruptions
-    from rmd_ray.distributed.extract import ExtractConfig, _actor_resources
+    from rmd_ray.distributed.inference.pipeline import ExtractConfig, _actor_resources
     from rmd_ray.evaluation.corruption import CLEAN
     from rmd_ray.evaluation.shift import corruption_preset
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import ray.train
 
-from rmd_ray.distributed.console import progress
+from rmd_ray.distributed.runtime.progress import progress
 
 #: Reported metrics that are bookkeeping, not curves.
 _NOT_SCALARS = {"epoch", "resumed_from", "time_s"}

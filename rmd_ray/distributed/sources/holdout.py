@@ -7,7 +7,7 @@ their files, nothing is decoded) and gathered on the driver, about 40 MB for Ima
 (ids such as ``n01440764/n01440764_10026.JPEG`` plus an int64 label), the one place a split's size
 reaches the driver, and only while the split is drawn. :func:`rmd_ray.core.stratified_split` draws
 the positions; the views then carry, per shard, only the validation ids (about ``fraction`` of the
-rows) as a row filter that :func:`~rmd_ray.distributed.sources.read_shard` applies in the tasks.
+rows) as a row filter that :func:`~rmd_ray.distributed.sources.plan.read_shard` applies in the tasks.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import ray
 
 from rmd_ray.core import stratified_split
 from rmd_ray.core.splits import validation_counts
-from rmd_ray.data import storage
-from rmd_ray.distributed.sources import Shard, ShardedSource, read_shard
+from rmd_ray.distributed.sources.plan import Shard, ShardedSource, read_shard
+from rmd_ray.io import storage
 
 __all__ = ["VAL_SPLIT_FILE", "SourceSplit", "read_ids_labels", "split_source", "split_views", "write_val_split"]
 
@@ -190,7 +190,7 @@ def split_source(source: ShardedSource, *, fraction: float, seed: int) -> Source
 def write_val_split(split: SourceSplit, output_dir: str | os.PathLike) -> str:
     """Write ``<output_dir>/val_split.parquet`` (``id``, ``label``; fraction, seed, source in its metadata).
 
-    Written atomically (:func:`rmd_ray.data.storage.write_parquet_atomic`); ``output_dir`` may be a URI.
+    Written atomically (:func:`rmd_ray.io.storage.write_parquet_atomic`); ``output_dir`` may be a URI.
     Returns the file's path or URI.
     """
     storage.makedirs(os.fspath(output_dir))

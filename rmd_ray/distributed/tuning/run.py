@@ -6,7 +6,7 @@ inside Tune fails every trial). Two objectives, ECE (min) and accuracy (max), dr
 through ``OptunaSearch``; ASHA stops trials early on one scalar. A backbone choice reads that
 backbone's cached difficulty scores: scored once per backbone before the search, never per trial,
 and the per-trial weights s are recomputed from the cached RMD with the trial's T (cheap). A trial's
-loss reads only its own hyper-parameters (``rmd_ray.distributed.tune_space``); a space whose losses
+loss reads only its own hyper-parameters (``rmd_ray.nn.search_space``); a space whose losses
 read no weights (focal, ce, ...) needs no backbone and no scores.
 """
 
@@ -26,14 +26,14 @@ import pyarrow as pa
 
 from rmd_ray.core import WeightConfig
 from rmd_ray.core.difficulty import DIFFICULTY_COLUMNS, source_column, weights_from_columns
-from rmd_ray.data import storage
-from rmd_ray.data.parts import column_names, read_table
-from rmd_ray.distributed.runtime import count_actor_made_placement_groups, reclaim_orphaned_placement_groups
-from rmd_ray.distributed.sources import ShardedSource
+from rmd_ray.distributed.runtime.cluster import count_actor_made_placement_groups, reclaim_orphaned_placement_groups
+from rmd_ray.distributed.sources.plan import ShardedSource
 from rmd_ray.distributed.training import TrainConfig, loss_needs_weights, run_training
 from rmd_ray.distributed.training.run import channel_statistics
-from rmd_ray.distributed.tune_space import SearchSpace, is_known, known_keys, own_values
+from rmd_ray.io import storage
+from rmd_ray.io.parts import column_names, read_table
 from rmd_ray.nn.losses import LOSSES, tunable_hparams
+from rmd_ray.nn.search_space import SearchSpace, is_known, known_keys, own_values
 
 log = logging.getLogger("rmd_ray.tuning")
 
@@ -66,7 +66,7 @@ def trial_train_config(trial: dict[str, Any], *, base: TrainConfig) -> TrainConf
     Parameters
     ----------
     trial : dict
-        One trial's config (searched and fixed values, see ``rmd_ray.distributed.tune_space``).
+        One trial's config (searched and fixed values, see ``rmd_ray.nn.search_space``).
         ``loss`` defaults to ``base.loss``.
     base : TrainConfig
         Everything the space does not set.
@@ -161,7 +161,7 @@ def _reclaim_callback():
     """A Tune callback that gives back the CPUs of stopped trials' Train runs while the search goes on.
 
     ASHA stops trials early; each stop leaves its Train worker group's placement group behind
-    (:func:`~rmd_ray.distributed.runtime.reclaim_orphaned_placement_groups` says why), and with one
+    (:func:`~rmd_ray.distributed.runtime.cluster.reclaim_orphaned_placement_groups` says why), and with one
     trial at a time on a small cluster the next trial would wait for those CPUs forever.
     """
     import time
@@ -307,7 +307,7 @@ def run_tune(
     objectives = tuple((REPORTED[n], m) for n, m in space.objectives)
     import optuna
 
-    from rmd_ray.distributed._samplers import PicklableNSGAIISampler
+    from rmd_ray.distributed.tuning.samplers import PicklableNSGAIISampler
 
     searcher = OptunaSearch(
         metric=[n for n, _ in objectives],
@@ -412,8 +412,8 @@ def _test_front(test, train, front, checkpoints, *, base: TrainConfig, output_di
     """Predict ``test`` once with each front trial's last checkpoint; its metrics go into the row."""
     import ray
 
+    from rmd_ray.distributed.prediction.predict import classifier_from_checkpoint, predict_source
     from rmd_ray.distributed.training.config import CHECKPOINT_FILE
-    from rmd_ray.distributed.training.predict import classifier_from_checkpoint, predict_source
     from rmd_ray.distributed.training.run import _prediction_metrics, _uri_of
 
     if test.classes != train.classes:
@@ -444,7 +444,7 @@ def _test_front(test, train, front, checkpoints, *, base: TrainConfig, output_di
 
 
 def _plan(value):
-    from rmd_ray.distributed.sources import open_source, source_from_table
+    from rmd_ray.distributed.sources.plan import open_source, source_from_table
 
     if isinstance(value, pa.Table):
         return source_from_table(value)

@@ -20,7 +20,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from rmd_ray.data import storage
+from rmd_ray.io import storage
 
 __all__ = [
     "MANIFEST",

@@ -30,7 +30,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray
 
-from rmd_ray.data import storage
 from rmd_ray.data.locations import parquet_files, read_val_labels, val_classes, val_label_file
 from rmd_ray.data.readers import (
     FASHION_MNIST_ROOT,
@@ -40,6 +39,7 @@ from rmd_ray.data.readers import (
     read_fashion_mnist,
     table_classes,
 )
+from rmd_ray.io import storage
 
 __all__ = [
     "Shard",
@@ -65,7 +65,7 @@ class Shard:
     ``"val"`` (``uri`` the image folder, ``labels_uri`` the label file, rows ``start:stop`` of its
     name-sorted lines) or ``"table"`` (``table_ref`` an object ref of a table slice).
 
-    A *view* of a shard (:mod:`rmd_ray.distributed.splits`: the training and validation parts of a
+    A *view* of a shard (:mod:`rmd_ray.distributed.sources.holdout`: the training and validation parts of a
     split) keeps its index and read recipe and adds a row filter by id: ``id_filter_mode`` ``"only"``
     keeps the rows whose id is in ``id_filter``, ``"exclude"`` drops them; the first ``rows_read``
     rows are read before filtering and ``n_rows`` counts the rows kept. The ids are the shard's

@@ -1,14 +1,15 @@
-"""Atomic file output shared by every layer: write to a temporary file beside the target, then rename."""
+"""The local atomic-write primitive every writer builds on: a temporary file beside the target, then a rename.
+
+Writers of each kind (bytes, JSON, Parquet; local or object store) are in :mod:`rmd_ray.io.storage`.
+"""
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 
 def _default_mode() -> int:
@@ -36,15 +37,3 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def write_json_atomic(path: str | os.PathLike[str], value: Any) -> Path:
-    """Write ``value`` as indented JSON through :func:`atomic_path`; NumPy scalars become floats.
-
-    Returns the path written.
-    """
-    path = Path(path)
-    text = json.dumps(value, indent=2, default=float)  # serialise first: a bad value leaves no file
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-    return path

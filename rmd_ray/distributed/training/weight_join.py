@@ -74,7 +74,7 @@ def reweighted(table: pa.Table, difficulty: DifficultyChoice) -> pa.Table:
 
 @ray.remote(num_cpus=0.5, scheduling_strategy="DEFAULT")  # never captured by a Tune trial's placement group
 def _build(scores: Any, difficulty: DifficultyChoice | None) -> WeightIndex:
-    from rmd_ray.data.parts import column_names, read_table
+    from rmd_ray.io.parts import column_names, read_table
 
     if difficulty is None:
         table = scores if isinstance(scores, pa.Table) else read_table(scores, columns=["id", "weight"])

@@ -29,10 +29,8 @@ import numpy as np
 import pyarrow as pa
 import ray
 
-from rmd_ray.data import storage
-from rmd_ray.data.parts import write_manifest
 from rmd_ray.data.readers import label_errors
-from rmd_ray.distributed.resume import (
+from rmd_ray.distributed.inference.resume import (
     EmbeddingStalled,
     drop_unfinished_rows,
     prepare,
@@ -40,8 +38,10 @@ from rmd_ray.distributed.resume import (
     run_signature,
     watched,
 )
-from rmd_ray.distributed.runtime import physical_cpus, worker_setup
-from rmd_ray.distributed.sources import Shard, ShardedSource, combine_digests, read_shard, shard_digest
+from rmd_ray.distributed.runtime.cluster import physical_cpus, worker_setup
+from rmd_ray.distributed.sources.plan import Shard, ShardedSource, combine_digests, read_shard, shard_digest
+from rmd_ray.io import storage
+from rmd_ray.io.parts import write_manifest
 from rmd_ray.nn.encoders import DEFAULT_ENCODER, Encoder, build_encoder
 
 log = logging.getLogger("rmd_ray.scoring")

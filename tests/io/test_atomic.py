@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
-from rmd_ray.core.atomic import atomic_path, write_json_atomic
+from rmd_ray.io.atomic import atomic_path
+from rmd_ray.io.storage import write_json_atomic
 
 
 def test_success_replaces_and_sets_umask_mode(tmp_path):
@@ -37,7 +39,7 @@ def test_write_json_atomic_round_trips_numpy_scalars_and_keeps_the_old_file_on_b
 
     import numpy as np
 
-    path = write_json_atomic(tmp_path / "sub" / "r.json", {"acc": np.float64(0.5), "rows": [1, 2]})
+    path = Path(write_json_atomic(tmp_path / "sub" / "r.json", {"acc": np.float64(0.5), "rows": [1, 2]}))
     assert json.loads(path.read_text()) == {"acc": 0.5, "rows": [1, 2]}
     with pytest.raises(TypeError):
         write_json_atomic(path, {"bad": object()})

@@ -1,0 +1,1 @@
+"""Start or join a Ray instance, route its logs and worker output, and the progress dashboards."""
