@@ -55,7 +55,7 @@ def read_image_folder(root: str | os.PathLike, *, classes: Sequence[str] | None 
         raise ValueError(f"image folder root is not a directory: {str(root)!r}")
     dirs = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
     classes = _resolve_classes(root, dirs, classes)
-    ids, labels, paths, skipped, empty = _list_images(root, classes, set(dirs))
+    ids, labels, paths, skipped, empty = _walk_class_dirs(root, classes, set(dirs))
     table = pa.table(
         {
             "id": pa.array(ids, type=pa.string()),
@@ -102,7 +102,7 @@ def _resolve_classes(root: Path, dirs: list[str], classes: Sequence[str] | None)
     return classes
 
 
-def _list_images(
+def _walk_class_dirs(
     root: Path, classes: list[str], present: set[str]
 ) -> tuple[list[str], list[int], list[str], int, list[str]]:
     """Walk each present class directory (sorted, following links): ``(ids, labels, paths, skipped, empty)``.
