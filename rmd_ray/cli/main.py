@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from rmd_ray.cli.common import _add_ray_args
 from rmd_ray.cli.console import setup_console
@@ -19,16 +20,32 @@ from rmd_ray.core.weights import NORMALIZATIONS
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``rmd-ray`` parser: global options, then one sub-command per module, in help order.
+
+    Each ``_add_*_command(sub)`` adds one sub-parser to ``sub``, the ``add_subparsers`` action.
+    """
     parser = argparse.ArgumentParser(prog="rmd-ray", description="Sample difficulty from pre-trained models, on Ray.")
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_score_command(sub)
+    _add_label_issues_command(sub)
+    _add_train_command(sub)
+    _add_evaluate_command(sub)
+    _add_report_command(sub)
+    _add_tune_command(sub)
+    _add_run_command(sub)
+    return parser
 
+
+def _add_score_command(sub: Any) -> None:
     score = sub.add_parser("score", help="embed a dataset and write per-sample RMD difficulty and weights")
     _add_score_args(score)
     _add_ray_args(score)
     score.add_argument("--output", required=True, help="output folder")
     score.set_defaults(func=cmd_score)
 
+
+def _add_label_issues_command(sub: Any) -> None:
     issues = sub.add_parser("find-label-issues", help="rank samples by likely label error and show the top suspects")
     issues.add_argument("--scores", required=True, help="scores.parquet from `rmd-ray score`")
     issues.add_argument("--source", required=True, help="the source that was scored (for the images)")
@@ -41,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     issues.set_defaults(func=cmd_find_label_issues)
 
+
+def _add_train_command(sub: Any) -> None:
     train = sub.add_parser("train", help="train a classifier with a difficulty-aware or baseline loss (Ray Train)")
     _add_train_args(train, epochs=30, width=1.0, limit=None, val_limit=None)
     _add_ray_args(train)
@@ -61,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--output", required=True)
     train.set_defaults(func=cmd_train)
 
+
+def _add_evaluate_command(sub: Any) -> None:
     evaluate = sub.add_parser(
         "evaluate", help="metrics of prediction files (ACC, ECE, NLL, detection, ...), corruption shift, proxy test"
     )
@@ -71,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--output", default=None, help="folder for metrics, corruption, proxy and ood JSON")
     evaluate.set_defaults(func=cmd_evaluate)
 
+
+def _add_report_command(sub: Any) -> None:
     report = sub.add_parser("report", help="a self-contained HTML report with figures")
     report.add_argument("--predictions", action="append", required=True, help="NAME=predictions.parquet")
     report.add_argument("--scores", default=None, help="scores.parquet of the training set (weights, galleries)")
@@ -85,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--output", required=True)
     report.set_defaults(func=cmd_report)
 
+
+def _add_tune_command(sub: Any) -> None:
     tune = sub.add_parser("tune", help="Ray Tune over the loss family, its own hyper-parameters, backbone and lr")
     tune.add_argument("--space", required=True, help="tune_spaces/*.yaml")
     tune.add_argument(
@@ -98,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--output", required=True)
     tune.set_defaults(func=cmd_tune)
 
+
+def _add_run_command(sub: Any) -> None:
     run = sub.add_parser("run", help="the main job on the embedded default: score, train (proposed, CE), evaluate")
     _add_score_args(run)
     _add_train_args(run, epochs=6, width=0.125, limit=None, val_limit=5_000, with_source=False, split=False)
@@ -111,7 +138,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="a one-minute check: " + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in SMOKE_TEST.items()),
     )
     run.set_defaults(func=cmd_run, limit=10_000, corruption_limit=1_000)
-    return parser
 
 
 def _evaluate_uses_ray(args: argparse.Namespace) -> bool:

@@ -185,6 +185,18 @@ def difficulty_proxy_test(
     """
     sid = _ids(score_ids, "score_ids")
     pid = _ids(pred_ids, "pred_ids")
+    s = _checked_scores(scores, sid)
+    z, y = _checked_predictions(logits, labels, pid)
+    _, si, pi = _join(sid, pid)
+    s, z, y = s[si], z[pi], y[pi].astype(np.int64)
+    if score_labels is not None:
+        _check_score_labels(score_labels, sid, si, y)
+    _check_ranking(s, n_groups)
+    return _proxy(s, z, y, int(n_groups))
+
+
+def _checked_scores(scores: Any, sid: np.ndarray) -> np.ndarray:
+    """``scores`` as float64, shape (N,) like ``sid``, all finite."""
     s = np.asarray(scores)
     if s.dtype.kind not in "fiu" or s.ndim != 1 or s.shape[0] != sid.shape[0]:
         raise ValueError(
@@ -198,6 +210,11 @@ def difficulty_proxy_test(
             f"{bad.size} score(s) are NaN or inf (e.g. id {str(sid[bad[0]])!r}); the scorer produced no "
             "valid difficulty for them: drop or re-score those samples"
         )
+    return s
+
+
+def _checked_predictions(logits: Any, labels: Any, pid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(logits, labels)``: finite float64 (N, K) with K >= 2, and integer (N,) in ``0..K-1``; N = len(pid)."""
     z = np.asarray(logits)
     y = np.asarray(labels)
     if z.dtype.kind not in "fiu" or z.ndim != 2 or z.shape[1] < 2:
@@ -214,24 +231,29 @@ def difficulty_proxy_test(
         raise ValueError(f"logits for id {str(pid[row])!r} hold NaN or inf; drop or repair that prediction")
     if y.min() < 0 or y.max() >= z.shape[1]:
         raise ValueError(f"labels must lie in 0..{z.shape[1] - 1} (one column per class), got {y.min()}..{y.max()}")
-    _, si, pi = _join(sid, pid)
-    s, z, y = s[si], z[pi], y[pi].astype(np.int64)
-    if score_labels is not None:
-        sl = np.asarray(score_labels)
-        if sl.shape != sid.shape:
-            raise ValueError(f"score_labels must have shape {sid.shape} like score_ids, got {sl.shape}")
-        differ = sl[si] != y
-        if differ.any():
-            raise ValueError(
-                f"{int(differ.sum())} sample(s) were scored with a different label than the predictions file "
-                f"holds (e.g. id {str(sid[si][differ][0])!r}); RMD depends on the label: use the same labels"
-            )
+    return z, y
+
+
+def _check_score_labels(score_labels: Any, sid: np.ndarray, si: np.ndarray, y: np.ndarray) -> None:
+    """The labels the scores were computed with (aligned with ``sid``) equal the joined labels ``y``."""
+    sl = np.asarray(score_labels)
+    if sl.shape != sid.shape:
+        raise ValueError(f"score_labels must have shape {sid.shape} like score_ids, got {sl.shape}")
+    differ = sl[si] != y
+    if differ.any():
+        raise ValueError(
+            f"{int(differ.sum())} sample(s) were scored with a different label than the predictions file "
+            f"holds (e.g. id {str(sid[si][differ][0])!r}); RMD depends on the label: use the same labels"
+        )
+
+
+def _check_ranking(s: np.ndarray, n_groups: Any) -> None:
+    """``n_groups`` is an integer in ``1..N`` and the joined scores ``s`` are not all equal."""
     n = s.shape[0]
     if isinstance(n_groups, bool) or not isinstance(n_groups, (int, np.integer)) or not 1 <= n_groups <= n:
         raise ValueError(f"n_groups must be an integer in 1..{n} (the number of samples), got {n_groups!r}")
     if s.min() == s.max():
         raise ValueError(f"all {n} scores equal {s[0]:.6g}: they rank nothing; check the scorer")
-    return _proxy(s, z, y, int(n_groups))
 
 
 def _proxy(s: np.ndarray, z: np.ndarray, y: np.ndarray, n_groups: int) -> ProxyResult:

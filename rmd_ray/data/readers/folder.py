@@ -54,36 +54,68 @@ def read_image_folder(root: str | os.PathLike, *, classes: Sequence[str] | None 
     if not root.is_dir():
         raise ValueError(f"image folder root is not a directory: {str(root)!r}")
     dirs = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    classes = _resolve_classes(root, dirs, classes)
+    ids, labels, paths, skipped, empty = _walk_class_dirs(root, classes, set(dirs))
+    table = pa.table(
+        {
+            "id": pa.array(ids, type=pa.string()),
+            "label": pa.array(labels, type=pa.int64()),
+            "path": pa.array(paths, type=pa.string()),
+        }
+    )
+    return _with_metadata(
+        table,
+        classes=classes,
+        source=f"image folder {root}",
+        skipped_non_image=str(skipped),
+        empty_classes=empty,
+    )
+
+
+def _resolve_classes(root: Path, dirs: list[str], classes: Sequence[str] | None) -> list[str]:
+    """The class names in label order: ``dirs`` by default, else ``classes`` checked against ``dirs``.
+
+    Warnings are attributed (``stacklevel=3``) to the caller of :func:`read_image_folder`.
+    """
     if classes is None:
         if not dirs:
             raise ValueError(f"{str(root)!r} has no class sub-directories (expected root/<class>/<image>)")
-        classes = dirs
-    else:
-        classes = [str(c) for c in classes]
-        if len(set(classes)) != len(classes):
-            dup = next(c for c in classes if classes.count(c) > 1)
-            raise ValueError(f"classes has duplicate name {dup!r}")
-        given = set(classes)
-        extra = [d for d in dirs if d not in given]
-        if extra:
-            raise ValueError(
-                f"{len(extra)} directories under {str(root)!r} are not in classes (e.g. {extra[0]!r}); "
-                "add them to classes or move them out"
-            )
-        absent = [c for c in classes if c not in set(dirs)]
-        if absent:
-            warnings.warn(
-                f"{len(absent)} of {len(classes)} classes have no directory under {str(root)!r} "
-                f"(e.g. {absent[0]!r}); they keep their indices and have no rows",
-                stacklevel=2,
-            )
+        return dirs
+    classes = [str(c) for c in classes]
+    if len(set(classes)) != len(classes):
+        dup = next(c for c in classes if classes.count(c) > 1)
+        raise ValueError(f"classes has duplicate name {dup!r}")
+    given = set(classes)
+    extra = [d for d in dirs if d not in given]
+    if extra:
+        raise ValueError(
+            f"{len(extra)} directories under {str(root)!r} are not in classes (e.g. {extra[0]!r}); "
+            "add them to classes or move them out"
+        )
+    absent = [c for c in classes if c not in set(dirs)]
+    if absent:
+        warnings.warn(
+            f"{len(absent)} of {len(classes)} classes have no directory under {str(root)!r} "
+            f"(e.g. {absent[0]!r}); they keep their indices and have no rows",
+            stacklevel=3,
+        )
+    return classes
+
+
+def _walk_class_dirs(
+    root: Path, classes: list[str], present: set[str]
+) -> tuple[list[str], list[int], list[str], int, list[str]]:
+    """Walk each present class directory (sorted, following links): ``(ids, labels, paths, skipped, empty)``.
+
+    ``skipped`` counts non-image files, ``empty`` names the class directories without images (each
+    warned about, attributed to the caller of :func:`read_image_folder`).
+    """
     exts = _image_extensions()
     ids: list[str] = []
     labels: list[int] = []
     paths: list[str] = []
     skipped = 0
     empty: list[str] = []
-    present = set(dirs)
     for index, name in enumerate(classes):
         if name not in present:
             continue
@@ -103,21 +135,8 @@ def read_image_folder(root: str | os.PathLike, *, classes: Sequence[str] | None 
             warnings.warn(
                 f"class directory {name!r} (index {index}) under {str(root)!r} has no images; "
                 "kept so class indices stay aligned",
-                stacklevel=2,
+                stacklevel=3,
             )
     if not ids:
         raise ValueError(f"no image files under {str(root)!r} (extensions {', '.join(exts)})")
-    table = pa.table(
-        {
-            "id": pa.array(ids, type=pa.string()),
-            "label": pa.array(labels, type=pa.int64()),
-            "path": pa.array(paths, type=pa.string()),
-        }
-    )
-    return _with_metadata(
-        table,
-        classes=classes,
-        source=f"image folder {root}",
-        skipped_non_image=str(skipped),
-        empty_classes=empty,
-    )
+    return ids, labels, paths, skipped, empty

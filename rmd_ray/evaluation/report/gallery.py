@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from rmd_ray.data.decode import DecodeError, decode_image
 from rmd_ray.data.locations import fetch_rows_by_id
@@ -88,12 +89,54 @@ def _gallery_picks(
 
 
 def _gallery_section(scores, source: str, per_class: int, max_classes: int) -> str:
+    """The gallery section's HTML: notes, the figure of :func:`_gallery_figure` and its caption.
+
+    ``scores`` is ``(ids, labels, rmd, metadata)`` as read by :func:`_scores`; ``source`` the reader
+    spec of the scored images, joined by id.
+    """
     ids, labels, rmd, meta = scores
     names = list(meta.get("classes") or [])
     names += [str(k) for k in range(len(names), int(labels.max()) + 1)]
     notes: list[str] = []
-    # Only the selected images are read from the source (a lazy source may be ImageNet-sized): an id
-    # the source lacks is dropped and the selection redone without it, a few rounds at most.
+    picks, note, usable, by_id, wanted = _fetch_picks(
+        ids, labels, rmd, source, per_class=per_class, max_classes=max_classes
+    )
+    if not by_id or not usable.any():
+        return _note(
+            f"None of the {len(ids)} scored ids occur in source {source!r}: pass the source the scores were "
+            "computed from."
+        )
+    if (~usable).any():
+        dropped = int((~usable).sum())
+        notes.append(_note(f"{dropped} scored id(s) are missing from source {source!r} and are skipped."))
+    if note:
+        notes.append(note)
+    wanted = [i for i in wanted if ids[i] in by_id]
+    images, undecodable = _decode_picks(wanted, [by_id[ids[i]] for i in wanted])
+    if undecodable:
+        notes.append(_note(f"{undecodable} selected image(s) could not be decoded and are shown grey."))
+    fig = _gallery_figure(picks, images, rmd, names, wanted, per_class=per_class)
+    encoder = meta.get("encoder", "unknown encoder")
+    return (
+        "\n".join(notes)
+        + _img(fig, "hardest and easiest training images per class")
+        + _caption(
+            f"Per class (row): the {per_class} training images with the largest RMD under their given "
+            f"label (left) and the {per_class} with the smallest (right); the number above each image is "
+            f"its RMD ({encoder} features)."
+        )
+    )
+
+
+def _fetch_picks(
+    ids: np.ndarray, labels: np.ndarray, rmd: np.ndarray, source: str, *, per_class: int, max_classes: int
+) -> tuple[list[tuple[int, np.ndarray, np.ndarray]], str, np.ndarray, dict[str, dict], list[int]]:
+    """The picks of :func:`_gallery_picks` and their rows from ``source``: ``(picks, note, usable, by_id, wanted)``.
+
+    Only the selected images are read from the source (a lazy source may be ImageNet-sized): an id
+    the source lacks is dropped (``usable`` False) and the selection redone without it, a few rounds
+    at most. ``wanted`` holds the positions of the last selection, ``by_id`` the rows fetched so far.
+    """
     usable = np.ones(len(ids), dtype=bool)
     by_id: dict[str, dict] = {}
     for _ in range(4):
@@ -107,18 +150,11 @@ def _gallery_section(scores, source: str, per_class: int, max_classes: int) -> s
         usable[missing] = False
         if not usable.any():
             break
-    if not by_id or not usable.any():
-        return _note(
-            f"None of the {len(ids)} scored ids occur in source {source!r}: pass the source the scores were "
-            "computed from."
-        )
-    if (~usable).any():
-        dropped = int((~usable).sum())
-        notes.append(_note(f"{dropped} scored id(s) are missing from source {source!r} and are skipped."))
-    if note:
-        notes.append(note)
-    wanted = [i for i in wanted if ids[i] in by_id]
-    rows = [by_id[ids[i]] for i in wanted]
+    return picks, note, usable, by_id, wanted
+
+
+def _decode_picks(wanted: list[int], rows: list[dict]) -> tuple[dict[int, np.ndarray], int]:
+    """``({position: image array}, number undecodable)``; an undecodable image becomes a grey 8x8 tile."""
     images, undecodable = {}, 0
     for i, row in zip(wanted, rows):
         try:
@@ -126,11 +162,23 @@ def _gallery_section(scores, source: str, per_class: int, max_classes: int) -> s
         except DecodeError:  # shown as a grey tile; the page is still worth having
             images[i] = np.full((8, 8, 3), 200, dtype=np.uint8)
             undecodable += 1
-    if undecodable:
-        notes.append(_note(f"{undecodable} selected image(s) could not be decoded and are shown grey."))
+    return images, undecodable
 
-    # A fixed grid (not constrained layout, which spaces equal-aspect image axes unevenly): square
-    # cells, a narrow spacer column between the hardest and the easiest block, margins in inches.
+
+def _gallery_figure(
+    picks: list[tuple[int, np.ndarray, np.ndarray]],
+    images: dict[int, np.ndarray],
+    rmd: np.ndarray,
+    names: list[str],
+    wanted: list[int],
+    *,
+    per_class: int,
+) -> Figure:
+    """One row per picked class: the hardest images, a spacer, the easiest, each titled with its RMD.
+
+    A fixed grid (not constrained layout, which spaces equal-aspect image axes unevenly): square
+    cells, a narrow spacer column between the hardest and the easiest block, margins in inches.
+    """
     cell, label_w, head_h, title_h = 0.95, 1.4, 0.55, 0.22
     ratios = [1.0] * per_class + [0.35] + [1.0] * per_class
     width = label_w + cell * sum(ratios) * 1.08 + 0.1
@@ -170,13 +218,4 @@ def _gallery_section(scores, source: str, per_class: int, max_classes: int) -> s
     for first, text in ((0, "hardest (largest RMD)"), (per_class + 1, "easiest (smallest RMD)")):
         left, right = grid[0, first].get_position().x0, grid[0, first + per_class - 1].get_position().x1
         fig.text((left + right) / 2, 1 - 0.2 / height, text, ha="center", va="center", fontsize=11, weight="bold")
-    encoder = meta.get("encoder", "unknown encoder")
-    return (
-        "\n".join(notes)
-        + _img(fig, "hardest and easiest training images per class")
-        + _caption(
-            f"Per class (row): the {per_class} training images with the largest RMD under their given "
-            f"label (left) and the {per_class} with the smallest (right); the number above each image is "
-            f"its RMD ({encoder} features)."
-        )
-    )
+    return fig

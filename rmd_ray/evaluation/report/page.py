@@ -148,6 +148,28 @@ def build_report(
         a scores file without ``id``/``label``/``rmd`` or with NaN RMD, an unknown source spec.
     """
     compare = _check_inputs(runs, compare, scores_path, temperatures, title)
+    corruption, proxy = _check_results(
+        corruption_results, proxy_results, ood_results,
+        gallery_per_class=gallery_per_class, max_gallery_classes=max_gallery_classes,
+    )
+    # load the runs and draw their sections, then load the scores and draw theirs; render; write
+    results = {name: evaluate_run(path) for name, path in runs.items()}
+    sections = _run_sections(results, compare, corruption, proxy, ood_results)
+    scores = None if scores_path is None else _scores(str(scores_path))
+    sections += _score_sections(
+        scores, source, temperatures=temperatures, per_class=gallery_per_class, max_classes=max_gallery_classes
+    )
+    inputs = _inputs_line(runs, scores_path, source, corruption, proxy, ood_results)
+    return _write_page(_render_page(title, inputs, sections), output_dir)
+
+
+def _check_results(
+    corruption_results, proxy_results, ood_results, *, gallery_per_class, max_gallery_classes
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """Check the optional results and gallery sizes; ``(corruption, proxy)`` keyed by method (or None).
+
+    A bare list of corruption rows or a single ProxyResult becomes ``{"model": value}``.
+    """
     corruption = (
         None
         if corruption_results is None
@@ -175,9 +197,15 @@ def build_report(
     ):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return corruption, proxy
 
+
+def _run_sections(results, compare, corruption, proxy, ood_results) -> list[tuple[str, str]]:
+    """``(section id, HTML)`` of the sections from predictions and evaluation results, in page order.
+
+    A section without its input holds a note saying what to pass.
+    """
     sections: list[tuple[str, str]] = []
-    results = {name: evaluate_run(path) for name, path in runs.items()}
     no_runs = _note("No runs given: pass runs={name: predictions.parquet} (written by training) to enable this.")
     sections.append(("metrics", _metrics_section(results) if results else no_runs))
     sections.append(("reliability", _reliability_section(results) if results else no_runs))
@@ -216,26 +244,32 @@ def build_report(
             ),
         )
     )
-    scores = None if scores_path is None else _scores(str(scores_path))
+    return sections
+
+
+def _score_sections(
+    scores, source: str | None, *, temperatures: Sequence[float], per_class: int, max_classes: int
+) -> list[tuple[str, str]]:
+    """``(section id, HTML)`` of the gallery and the weight histograms, from the training set's scores."""
     if scores is None:
         gallery = _note("Not shown: pass scores_path=<scores.parquet> and source=<reader spec of the scored images>.")
     elif source is None:
         gallery = _note("Not shown: pass source=<reader spec of the scored images> (e.g. 'fashion-mnist:train').")
     else:
-        gallery = _gallery_section(scores, source, gallery_per_class, max_gallery_classes)
-    sections.append(("gallery", gallery))
-    sections.append(
-        (
-            "weights",
-            _weights_section(scores, temperatures)
-            if scores
-            else _note(
-                "Not shown: pass scores_path=<scores.parquet> (from `rmd-ray score`) to plot the weights it implies."
-            ),
+        gallery = _gallery_section(scores, source, per_class, max_classes)
+    weights = (
+        _weights_section(scores, temperatures)
+        if scores
+        else _note(
+            "Not shown: pass scores_path=<scores.parquet> (from `rmd-ray score`) to plot the weights it implies."
         )
     )
+    return [("gallery", gallery), ("weights", weights)]
 
-    inputs = ", ".join(
+
+def _inputs_line(runs, scores_path, source, corruption, proxy, ood_results) -> str:
+    """The page's one-line summary of what it was built from, e.g. ``runs: 2, scores: s.parquet``."""
+    return ", ".join(
         f"{k}: {v}"
         for k, v in (
             ("runs", len(runs)),
@@ -247,13 +281,21 @@ def build_report(
         )
         if v
     )
-    page = render(
+
+
+def _render_page(title: str, inputs: str, sections: list[tuple[str, str]]) -> str:
+    """The page HTML from ``page.html.j2``, the inline stylesheet and the sections with their headings."""
+    return render(
         "page.html.j2",
         title=title,
         inputs=inputs or "no inputs",
         css=(TEMPLATES / "style.css").read_text(encoding="utf-8"),
         sections=[{"key": key, "heading": SECTIONS[key], "body": Markup(body)} for key, body in sections],
     )
+
+
+def _write_page(page: str, output_dir: str | os.PathLike[str]) -> Path:
+    """Write ``output_dir/report.html`` atomically; return its path."""
     path = Path(output_dir) / "report.html"
     with atomic_path(path) as tmp:
         tmp.write_text(page, encoding="utf-8")

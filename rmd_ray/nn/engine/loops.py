@@ -127,9 +127,7 @@ def train_one_epoch(
         If a batch's loss is NaN or infinite (before its optimiser step; parameters untouched by it).
     """
     device = torch.device(device)
-    use_amp = bool(amp) and device.type == "cuda"
-    scaler = grad_scaler if use_amp else None
-    amp_dtype = torch.float16 if scaler is not None else torch.bfloat16
+    use_amp, scaler, amp_dtype = _train_precision(device, amp=amp, grad_scaler=grad_scaler)
     if start_step is None:
         start_step = int(scheduler.last_epoch) if scheduler is not None else 0
     model.train()
@@ -145,19 +143,7 @@ def train_one_epoch(
         with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp):
             logits = model(images)
             loss = loss_fn(logits, labels, weights=weights, ids=ids)
-        # one host sync per step; a NaN caught after optimizer.step() would already be in the weights
-        if not bool(torch.isfinite(loss)):
-            raise NonFiniteLossError(step=start_step + steps, ids=ids.cpu().tolist(), value=float(loss.detach()))
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
+        _optimizer_step(loss, optimizer, scheduler=scheduler, scaler=scaler, step=start_step + steps, ids=ids)
         b = labels.shape[0]
         total_loss += loss.detach().double() * b
         correct += (logits.detach().argmax(dim=1) == labels).sum()
@@ -165,11 +151,54 @@ def train_one_epoch(
         steps += 1
     if n == 0:
         raise ValueError("batches was empty: nothing to train on")
+    _end_epoch(loss_fn)
+    return {"loss": total_loss.item() / n, "acc": correct.item() / n, "n": n, "steps": steps}
+
+
+def _train_precision(
+    device: torch.device, *, amp: bool, grad_scaler: torch.amp.GradScaler | None
+) -> tuple[bool, torch.amp.GradScaler | None, torch.dtype]:
+    """``(use_amp, scaler, autocast dtype)``: AMP on CUDA only; float16 with a scaler, else bfloat16."""
+    use_amp = bool(amp) and device.type == "cuda"
+    scaler = grad_scaler if use_amp else None
+    amp_dtype = torch.float16 if scaler is not None else torch.bfloat16
+    return use_amp, scaler, amp_dtype
+
+
+def _optimizer_step(
+    loss: Tensor,
+    optimizer: torch.optim.Optimizer,
+    *,
+    scheduler: LRScheduler | None,
+    scaler: torch.amp.GradScaler | None,
+    step: int,
+    ids: Tensor,
+) -> None:
+    """Check ``loss`` is finite, then backward (scaled when ``scaler``), optimiser step, scheduler step.
+
+    Raises :class:`NonFiniteLossError` (global ``step``, the batch's ``ids``) before backward or step.
+    """
+    # one host sync per step; a NaN caught after optimizer.step() would already be in the weights
+    if not bool(torch.isfinite(loss)):
+        raise NonFiniteLossError(step=step, ids=ids.cpu().tolist(), value=float(loss.detach()))
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+
+
+def _end_epoch(loss_fn: Callable[..., Tensor]) -> None:
+    """Call ``loss_fn.end_epoch()`` if it has one."""
     # A loss with per-epoch state (crl counts finished epochs to normalise correctness) advances it here.
     end_epoch = getattr(loss_fn, "end_epoch", None)
     if callable(end_epoch):
         end_epoch()
-    return {"loss": total_loss.item() / n, "acc": correct.item() / n, "n": n, "steps": steps}
 
 
 def predict(
