@@ -286,7 +286,7 @@ def test_the_watchdog_gives_the_first_batch_the_startup_budget_and_later_ones_th
 def test_decoding_stays_in_its_own_tasks_beside_the_encoder_actors(ray_local, tmp_path, capsys, num_actors):
     """Ray Data fuses a task stage into the next actor stage with equal remote arguments; with CPU encoders
     that put decoding inside the encoder actors (no decode beside encoding, none on CPU-only nodes)."""
-    from rmd_ray.distributed.inference.pipeline import _embedding_pipeline
+    from rmd_ray.distributed.inference.pipeline import embedding_pipeline
     from rmd_ray.distributed.sources.plan import source_from_table
 
     rng = np.random.default_rng(0)
@@ -294,10 +294,10 @@ def test_decoding_stays_in_its_own_tasks_beside_the_encoder_actors(ray_local, tm
                                shard_rows=2)
     # decode_cpus 1.0 is the CPU encoder actor's ask too: the two stages' remote arguments differ only by max_calls
     extract = ExtractConfig(batch_size=4, num_actors=num_actors, gpus_per_actor=0, decode_cpus=1.0)
-    ds = _embedding_pipeline(list(source.shards), classes=source.classes, features_dir=str(tmp_path / "f"),
+    ds = embedding_pipeline(list(source.shards), classes=source.classes, features_dir=str(tmp_path / "f"),
                              encoder=EncoderSpec("tiny_cnn", image_size=8), extract=extract, attempt="a")
     ds.explain()
     optimized = capsys.readouterr().out.split("Physical Plan (Optimized)")[-1]
-    assert "TaskPoolMapOperator[MapBatches(_write_stage)]" in optimized
+    assert "TaskPoolMapOperator[MapBatches(write_stage)]" in optimized
     assert "ActorPoolMapOperator[MapBatches(EmbedActor)]" in optimized
-    assert "TaskPoolMapOperator[MapBatches(_read_decode_stage)]" in optimized
+    assert "TaskPoolMapOperator[MapBatches(read_decode_stage)]" in optimized

@@ -590,13 +590,13 @@ def test_fresh_shuffle_draws_a_new_order_every_epoch_and_seeded_repeats_it(ray_l
 )
 def test_decode_tasks_default_to_the_cores_the_workers_leave(monkeypatch, cluster_cpus, extra, workers,
                                                               per_worker, asked, expected):
-    from rmd_ray.distributed.runtime.cluster import cluster as runtime
-    from rmd_ray.distributed.training import run
+    from rmd_ray.distributed.runtime import cluster as runtime
+    from rmd_ray.distributed.training import inputs
 
     monkeypatch.setattr(runtime.ray, "cluster_resources", lambda: {"CPU": cluster_cpus})
     monkeypatch.setitem(runtime._context, "extra_cpus", extra)
     config = TrainConfig(num_workers=workers, cpus_per_worker=per_worker, decode_tasks=asked)
-    assert run._decode_tasks(config) == expected
+    assert inputs.decode_tasks(config) == expected
 
 
 def test_a_task_interleaves_its_group_of_shards_so_a_class_sorted_source_is_mixed(ray_local):

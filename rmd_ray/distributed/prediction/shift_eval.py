@@ -133,39 +133,58 @@ def shift_eval(
         ``{"corruption", "severity", "acc", "ece_mass", "ece_width", "n"}``, the clean row first, then
         each corruption and severity in the order given.
     """
-    from rmd_ray.core.metrics import calibration_error_from_confidence
-    from rmd_ray.data.corruptions import CORRUPTIONS, SEVERITIES, available_corruptions
-    from rmd_ray.distributed.inference.pipeline import ExtractConfig, _actor_resources
     from rmd_ray.evaluation.corruption import CLEAN
     from rmd_ray.evaluation.shift import corruption_preset
 
     spec = classifier_from_checkpoint(checkpoint)
+    variants = [(CLEAN, 0)] + _variants(corruptions, severities)
+    planned = open_source(source, limit=limit) if isinstance(source, str) else source
+    table_preset = corruption_preset(spec.image_size, spec.image_size, preset)
+    ds = _shift_dataset(planned, spec, variants, seed=seed, preset=table_preset, batch_size=batch_size,
+                        num_actors=num_actors, use_gpu=use_gpu)
+    return _shift_rows(ds, variants, total=sum(shard.n_rows for shard in planned.shards))
+
+
+def _variants(corruptions: Sequence[str] | None, severities: Sequence[int]) -> list[tuple[str, int]]:
+    """Every (corruption, severity) asked for, checked: names in the registry, distinct severities in 1..5."""
+    from rmd_ray.data.corruptions import CORRUPTIONS, SEVERITIES, available_corruptions
+
     names = list(corruptions) if corruptions is not None else available_corruptions()[0]
     for name in names:
         CORRUPTIONS.get(name)  # unknown name: ValueError listing the valid ones
     sev = [int(s) for s in severities]
     if not sev or any(s not in SEVERITIES for s in sev) or len(set(sev)) != len(sev):
         raise ValueError(f"severities must be distinct integers in 1..5, got {list(severities)!r}")
-    table_preset = corruption_preset(spec.image_size, spec.image_size, preset)
-    variants = [(CLEAN, 0)] + [(name, s) for name in names for s in sev]
-    planned = open_source(source, limit=limit) if isinstance(source, str) else source
+    return [(name, s) for name in names for s in sev]
+
+
+def _shift_dataset(planned: ShardedSource, spec, variants, *, seed, preset, batch_size, num_actors, use_gpu):
+    """Shards -> corrupted variants (a task per shard) -> the classifier's confidence and correctness (actors)."""
+    from rmd_ray.distributed.inference.pipeline import ExtractConfig, actor_resources
+
     offsets, total = {}, 0
     for shard in planned.shards:
         offsets[shard.index] = total
         total += shard.n_rows
-    actors, gpus = _actor_resources(ExtractConfig(num_actors=num_actors, gpus_per_actor=1.0 if use_gpu else 0.0))
+    actors, gpus = actor_resources(ExtractConfig(num_actors=num_actors, gpus_per_actor=1.0 if use_gpu else 0.0))
     shards = [s for s in planned.shards if s.n_rows]
     ds = ray.data.from_items([{"shard": s.index} for s in shards], override_num_blocks=len(shards))
     ds = ds.map_batches(
         _corrupt_shard,
         fn_kwargs={"plan": {s.index: s for s in shards}, "offsets": offsets, "classes": planned.classes, "spec": spec,
-                   "variants": variants, "seed": seed, "preset": table_preset},
+                   "variants": variants, "seed": seed, "preset": preset},
         batch_size=1, batch_format="pyarrow", num_cpus=1.0,
     )
-    ds = ds.map_batches(
+    return ds.map_batches(
         _ShiftActor, fn_constructor_kwargs={"spec": spec}, compute=ray.data.ActorPoolStrategy(size=actors),
         batch_size=batch_size, batch_format="numpy", num_cpus=0 if gpus else 1, num_gpus=gpus,
     )
+
+
+def _shift_rows(ds, variants, *, total: int) -> list[dict[str, Any]]:
+    """Accuracy and ECE (both binnings) per variant from the streamed (confidence, correct) pairs."""
+    from rmd_ray.core.metrics import calibration_error_from_confidence
+
     confidence: list[list[np.ndarray]] = [[] for _ in variants]
     correct: list[list[np.ndarray]] = [[] for _ in variants]
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):

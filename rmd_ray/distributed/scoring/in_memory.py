@@ -136,7 +136,7 @@ def score_with(features: pa.Table, scorer: DifficultyScorer, *, blocks: int = 4)
     return _score_blocks([ray.put(p) for p in _split_blocks(features, blocks)], scorer)
 
 
-def _check_fitted_scorer(scorer: DifficultyScorer, *, encoder: str, resolution: int, classes: list[str]) -> None:
+def check_fitted_scorer(scorer: DifficultyScorer, *, encoder: str, resolution: int, classes: list[str]) -> None:
     """A scorer fitted on other features or classes would give meaningless distances: compare its provenance."""
     meta = getattr(scorer, "provenance_", None) or {}
     now = {"encoder": encoder, "resolution": resolution, "classes": classes}

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import ray
 
@@ -32,18 +31,24 @@ from rmd_ray.core import CovarianceConfig, DifficultyScorer, WeightConfig
 from rmd_ray.core.weights import SET_RELATIVE
 from rmd_ray.distributed.inference.pipeline import EmbedActor, EncoderSpec, ExtractConfig, embed_source, feature_column
 from rmd_ray.distributed.scoring.in_memory import (
-    ERROR_SCHEMA,
-    _check_fitted_scorer,
     aggregate_views,
+    check_fitted_scorer,
     dataset_fingerprint,
     feature_matrix,
     fit_and_score,
     score_with,
 )
-from rmd_ray.distributed.scoring.passes import copy_part, fit_scorer, id_hashes, part_scores, weigh_part
+from rmd_ray.distributed.scoring.outputs import (
+    cached_features,
+    check_unique_ids,
+    load_scorer,
+    save_scorer,
+    write_parts_dir,
+)
+from rmd_ray.distributed.scoring.passes import copy_part, fit_scorer, part_scores, weigh_part
 from rmd_ray.distributed.sources.plan import DEFAULT_SHARD_ROWS, ShardedSource, open_source, source_from_table
 from rmd_ray.io import storage
-from rmd_ray.io.parts import part_uris, read_table_metadata, write_manifest
+from rmd_ray.io.parts import part_uris
 
 log = logging.getLogger("rmd_ray.scoring")
 
@@ -75,110 +80,6 @@ class ScoringResult:
     seconds: dict[str, float] = field(default_factory=dict)
     nodes: tuple[str, ...] = ()
     shards_reused: int = 0
-
-
-# ------------------------------------------------------------------------------- publishing outputs
-def _staging_dir(output_dir: str, name: str, attempt: str) -> str:
-    """Where a parts directory is written before it is published (a hidden sibling, locally)."""
-    if storage.is_remote(output_dir):
-        final = storage.join(output_dir, name)
-        storage.delete(final)  # an object store has no rename: parts go in place, the manifest commits
-        return final
-    return storage.join(output_dir, f".{name}.{attempt}")
-
-
-def _publish(output_dir: str, name: str, written: str) -> str:
-    """Make ``written`` the output ``name``: a rename locally (readers see the old or the new one)."""
-    final = storage.join(output_dir, name)
-    if written == final:
-        return final
-    old = storage.join(output_dir, f".{name}.old-{uuid.uuid4().hex[:8]}")
-    if os.path.lexists(final):
-        os.replace(final, old)
-    os.replace(written, final)
-    storage.delete(old)
-    return final
-
-
-def _write_parts_dir(
-    output_dir: str, name: str, attempt: str, tasks: Callable[[str], list[Any]], metadata: dict[str, Any]
-) -> str:
-    target = _staging_dir(output_dir, name, attempt)
-    storage.makedirs(target)
-    rows = ray.get(tasks(target))
-    parts = [f"part-{i:05d}.parquet" for i in range(len(rows))]
-    write_manifest(target, parts, rows=sum(rows), metadata=metadata)
-    return _publish(output_dir, name, target)
-
-
-def _save_scorer(scorer: DifficultyScorer, uri: str, provenance: dict[str, Any]) -> str:
-    if not storage.is_remote(uri):
-        return str(scorer.save(storage.resolve(uri)[1], provenance=provenance))
-    with tempfile.TemporaryDirectory() as tmp:
-        local = scorer.save(os.path.join(tmp, "scorer.npz"), provenance=provenance)
-        storage.write_bytes_atomic(uri, local.read_bytes())
-    return uri
-
-
-def _load_scorer(scorer: DifficultyScorer | str | os.PathLike[str]) -> DifficultyScorer:
-    if isinstance(scorer, DifficultyScorer):
-        return scorer
-    uri = str(scorer)
-    if not storage.is_file(uri):
-        raise ValueError(f"scorer file {uri!r} not found; pass the scorer.npz of a `rmd-ray score` run")
-    if not storage.is_remote(uri):
-        return DifficultyScorer.load(storage.resolve(uri)[1])
-    with tempfile.TemporaryDirectory() as tmp:
-        local = os.path.join(tmp, "scorer.npz")
-        with open(local, "wb") as fh:
-            fh.write(storage.read_bytes(uri))
-        return DifficultyScorer.load(local)
-
-
-# -------------------------------------------------------------------------------------------- the job
-def _cached_features(
-    cache: str, *, output_dir: str, source: ShardedSource, encoder: str, resolution: int, n_views: int,
-    feature_dim: int,
-) -> tuple[str, dict[str, Any]]:
-    """Validate a ``--features-cache`` (a features directory, or the single file older versions wrote)."""
-    cache = str(cache)
-    if not storage.exists(cache):
-        raise ValueError(f"features cache {cache!r} not found; run without --features-cache once to create it")
-    meta = read_table_metadata(cache)
-    if not storage.is_dir(cache):
-        cache, meta = _convert_single_file_cache(cache, meta, output_dir=output_dir, n_views=n_views)
-    expected = {"encoder": encoder, "n_views": n_views, "resolution": resolution}
-    if "plan" in meta:
-        expected["plan"] = source.plan_fingerprint()
-    mismatched = {k: (meta.get(k), v) for k, v in expected.items() if meta.get(k) != v}
-    if mismatched:
-        detail = ", ".join(f"{k}: cache {a!r} vs now {b!r}" for k, (a, b) in mismatched.items())
-        raise ValueError(
-            f"features cache {cache!r} was made for other inputs ({detail}); drop --features-cache to re-embed"
-        )
-    return cache, {**meta, "feature_dim": meta.get("feature_dim", feature_dim)}
-
-
-def _convert_single_file_cache(path: str, meta: dict, *, output_dir: str, n_views: int) -> tuple[str, dict]:
-    """A features file of rmd-ray <= 0.1 (one row per (id, view), CIFAR-scale) -> a one-part directory."""
-    table = storage.read_parquet(path).sort_by([("id", "ascending"), ("view", "ascending")])
-    views = int(meta.get("n_views", 1))
-    feats = feature_matrix(table).reshape(table.num_rows // views, -1)
-    ids = table.column("id").take(pa.array(np.arange(0, table.num_rows, views)))
-    labels = table.column("label").take(pa.array(np.arange(0, table.num_rows, views)))
-    decode_errors = pa.Table.from_pylist(meta.get("decode_errors", []), schema=ERROR_SCHEMA)
-    ok = pa.table({"id": ids, "label": labels, "shard": pa.array(np.zeros(len(ids), np.int64)),
-                   "features": feature_column(feats), "error": pa.array([""] * len(ids)),
-                   "stage": pa.array([""] * len(ids))})
-    bad = pa.table({"id": decode_errors.column("id"), "label": decode_errors.column("label"),
-                    "shard": pa.array(np.zeros(decode_errors.num_rows, np.int64)),
-                    "features": feature_column(np.zeros((decode_errors.num_rows, feats.shape[1]), np.float32)),
-                    "error": decode_errors.column("reason"), "stage": decode_errors.column("stage")})
-    target = storage.join(output_dir, "features.converted.parquet")
-    storage.write_parquet_atomic(pa.concat_tables([ok, bad]), storage.join(target, "part-00000.parquet"))
-    meta = {**meta, "rows": ok.num_rows + bad.num_rows, "feature_dim": feats.shape[1] // max(views, 1)}
-    write_manifest(target, ["part-00000.parquet"], rows=meta["rows"], metadata=meta)
-    return target, meta
 
 
 def run_scoring(
@@ -222,20 +123,73 @@ def run_scoring(
         ``progress(rows_embedded, rows_total)`` as pass 1 goes.
     """
     output_dir = str(output_dir)
-    if weights.normalization in SET_RELATIVE:
-        # parts are weighted independently against the global (min, max); ranks would need one global sort
-        raise ValueError(
-            f"{weights.normalization} normalisation is not available when scoring (each part is weighted against "
-            "the global range); "
-            "score with normalization='minmax' and rank the weights where they are used: rmd-ray train "
-            "--difficulty rmd --normalization rank, or a Tune space's normalization"
-        )
-    timings: dict[str, float] = {}
+    _check_normalization(weights)
     if isinstance(source, pa.Table):
         source = source_from_table(source, shard_rows=shard_rows)
     elif isinstance(source, str):
         source = open_source(source, limit=limit, shard_rows=shard_rows)
-    fitted = None if scorer is None else _load_scorer(scorer)
+    setup = _setup(source, encoder=encoder, scorer=scorer, covariance=covariance, n_classes=n_classes)
+    storage.makedirs(output_dir)
+    attempt, timings = uuid.uuid4().hex[:12], {}
+    with _timed(timings, "extract"):
+        features_dir, feature_meta, embedded = _embed(source, setup, output_dir=output_dir, encoder=encoder,
+                                                      extract=extract, features_cache=features_cache, fresh=fresh,
+                                                      progress=progress)
+        parts = part_uris(features_dir)
+    with _timed(timings, "fit"):
+        fitted, fitted_on = setup.fitted, None
+        if fitted is None:
+            fitted = fit_scorer(parts, n_classes=setup.n_classes, n_views=extract.n_views, covariance=setup.covariance)
+        else:
+            fitted_on = (getattr(fitted, "provenance_", None) or {}).get("dataset_fingerprint", "unknown")
+    rows_in = int(feature_meta.get("rows", 0)) if features_cache is None else source.n_rows
+    with _timed(timings, "score"):
+        staging = storage.join(output_dir, f"_staging-{attempt}")
+        scored = _score_parts(parts, fitted, staging, rows_in=rows_in, n_views=extract.n_views,
+                              hash_ids=not source.ids_unique_by_construction)
+    with _timed(timings, "write"):
+        metadata = _provenance(source, setup, fitted, scored, feature_meta, embedded, encoder=encoder,
+                               extract=extract, weights=weights, fitted_on=fitted_on, rows_in=rows_in)
+        scores_path, errors_path = _publish_outputs(output_dir, attempt, staging, scored, weights, metadata)
+        scorer_path = _save_fitted(fitted, output_dir, metadata, fitted_on=fitted_on)
+    return ScoringResult(
+        scores_path, errors_path, features_dir if features_cache is None else None, scorer_path,
+        rows_in, metadata["rows_scored"], metadata["rows_error"], timings,
+        nodes=embedded.nodes if embedded else (), shards_reused=embedded.shards_done_before if embedded else 0,
+    )
+
+
+@contextmanager
+def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+    start = time.perf_counter()
+    yield
+    timings[stage] = time.perf_counter() - start
+
+
+def _check_normalization(weights: WeightConfig) -> None:
+    if weights.normalization in SET_RELATIVE:
+        # parts are weighted independently against the global (min, max); ranks would need one global sort
+        raise ValueError(
+            f"{weights.normalization} normalisation is not available when scoring (each part is weighted against "
+            "the global range); score with normalization='minmax' and rank the weights where they are used: "
+            "rmd-ray train --difficulty rmd --normalization rank, or a Tune space's normalization"
+        )
+
+
+@dataclass(frozen=True)
+class _Setup:
+    """What is fixed before embedding: a given scorer, the encoder's resolution and width, the classes."""
+
+    fitted: DifficultyScorer | None
+    resolution: int
+    feature_dim: int
+    classes: list[str]
+    covariance: CovarianceConfig
+    n_classes: int
+
+
+def _setup(source: ShardedSource, *, encoder, scorer, covariance, n_classes) -> _Setup:
+    fitted = None if scorer is None else load_scorer(scorer)
     # Build the encoder once on the driver: a bad name or checkpoint fails before any Ray stage, and
     # the provenance records the resolution actually used.
     built = encoder.build()
@@ -243,84 +197,66 @@ def run_scoring(
     del built
     classes = list(source.classes)
     if fitted is not None:
-        _check_fitted_scorer(fitted, encoder=encoder.name, resolution=resolution, classes=classes)
+        check_fitted_scorer(fitted, encoder=encoder.name, resolution=resolution, classes=classes)
         covariance, n_classes = fitted.covariance, fitted.n_classes
-    n_classes = n_classes or len(classes)
-    storage.makedirs(output_dir)
-    attempt = uuid.uuid4().hex[:12]
+    return _Setup(fitted, resolution, feature_dim, classes, covariance, n_classes or len(classes))
 
-    start = time.perf_counter()
-    embedded = None
+
+def _embed(source, setup: _Setup, *, output_dir, encoder, extract, features_cache, fresh, progress):
+    """(features directory, its metadata, the embedding result or None when a cache is used)."""
     if features_cache is not None:
-        features_dir, feature_meta = _cached_features(
-            str(features_cache), output_dir=output_dir, source=source, encoder=encoder.name,
-            resolution=resolution, n_views=extract.n_views, feature_dim=feature_dim,
+        features_dir, meta = cached_features(
+            str(features_cache), source=source, encoder=encoder.name, resolution=setup.resolution,
+            n_views=extract.n_views, feature_dim=setup.feature_dim,
         )
-    else:
-        features_dir = storage.join(output_dir, "features.parquet")
-        embedded = embed_source(
-            source, features_dir=features_dir, encoder=encoder, extract=extract, resolution=resolution,
-            feature_dim=feature_dim, fresh=fresh, progress=progress,
-        )
-        feature_meta = embedded.metadata
-    parts = part_uris(features_dir)
-    timings["extract"] = time.perf_counter() - start
+        return features_dir, meta, None
+    features_dir = storage.join(output_dir, "features.parquet")
+    embedded = embed_source(
+        source, features_dir=features_dir, encoder=encoder, extract=extract, resolution=setup.resolution,
+        feature_dim=setup.feature_dim, fresh=fresh, progress=progress,
+    )
+    return features_dir, embedded.metadata, embedded
 
-    start = time.perf_counter()
-    fitted_on = None
-    if fitted is None:
-        fitted = fit_scorer(parts, n_classes=n_classes, n_views=extract.n_views, covariance=covariance)
-    else:
-        fitted_on = (getattr(fitted, "provenance_", None) or {}).get("dataset_fingerprint", "unknown")
-    timings["fit"] = time.perf_counter() - start
 
-    start = time.perf_counter()
-    staging = storage.join(output_dir, f"_staging-{attempt}")
+def _score_parts(parts, fitted, staging: str, *, rows_in: int, n_views: int, hash_ids: bool) -> list[dict]:
+    """Score every part into ``staging``; check the accounting (every row scored or in the errors) and ids."""
     scorer_ref = ray.put(fitted)
-    hash_ids = not source.ids_unique_by_construction
-    scored = ray.get([
-        part_scores.remote(p, scorer_ref, extract.n_views, staging, i, hash_ids) for i, p in enumerate(parts)
-    ])
-    rows_in = int(feature_meta.get("rows", 0)) if features_cache is None else source.n_rows
+    scored = ray.get([part_scores.remote(p, scorer_ref, n_views, staging, i, hash_ids) for i, p in enumerate(parts)])
     rows_scored = sum(s["scored"] for s in scored)
     rows_error = sum(s["errors"] for s in scored)
     if rows_in != rows_scored + rows_error:  # the accounting invariant: nothing is lost without a record
         storage.delete(staging)
         raise RuntimeError(f"row accounting broken: {rows_in} in, {rows_scored} scored, {rows_error} errors")
     if hash_ids:
-        _check_unique_ids([s["hashes"] for s in scored], parts)
+        check_unique_ids([s["hashes"] for s in scored], parts)
     if rows_scored == 0:
         storage.delete(staging)
         raise ValueError("no row could be scored: every row is in the errors table (see its reasons)")
-    reference = (min(s["rmd_min"] for s in scored), max(s["rmd_max"] for s in scored))
-    timings["score"] = time.perf_counter() - start
+    return scored
 
-    start = time.perf_counter()
+
+def _provenance(source, setup: _Setup, fitted, scored, feature_meta, embedded, *, encoder, extract, weights,
+                fitted_on, rows_in) -> dict[str, Any]:
+    """The manifest metadata of ``scores.parquet/`` and ``errors.parquet/``."""
     fingerprint = feature_meta.get("dataset_fingerprint", "unknown")
-    metadata = {
-        "encoder": encoder.name,
-        "checkpoint": encoder.checkpoint,
-        "resolution": resolution,
-        "feature_dim": feature_dim,
-        "n_views": extract.n_views,
-        "temperature": weights.temperature,
-        "c": weights.c,
-        "normalization": weights.normalization,
-        "shrinkage": fitted.covariance.shrinkage,
-        "shrinkage_coefficients": fitted.shrinkage_,
-        "n_classes": n_classes,
-        "classes": classes,
+    return {
+        "encoder": encoder.name, "checkpoint": encoder.checkpoint, "resolution": setup.resolution,
+        "feature_dim": setup.feature_dim, "n_views": extract.n_views, "temperature": weights.temperature,
+        "c": weights.c, "normalization": weights.normalization, "shrinkage": fitted.covariance.shrinkage,
+        "shrinkage_coefficients": fitted.shrinkage_, "n_classes": setup.n_classes, "classes": setup.classes,
         "dataset_fingerprint": fingerprint,
         "scorer_fitted_on": fitted_on or fingerprint,  # another dataset's fingerprint for validation scores
-        "source": source.description,
-        "package_version": __version__,
-        "rows_in": rows_in,
-        "rows_scored": rows_scored,
-        "rows_error": rows_error,
-        "rmd_range": list(reference),
+        "source": source.description, "package_version": __version__, "rows_in": rows_in,
+        "rows_scored": sum(s["scored"] for s in scored), "rows_error": sum(s["errors"] for s in scored),
+        "rmd_range": [min(s["rmd_min"] for s in scored), max(s["rmd_max"] for s in scored)],
         "nodes": list(embedded.nodes) if embedded else [],
     }
-    scores_path = _write_parts_dir(
+
+
+def _publish_outputs(output_dir, attempt, staging, scored, weights, metadata) -> tuple[str, str]:
+    """Weigh the staged scores against the global RMD range into ``scores.parquet/``; copy the errors."""
+    reference = tuple(metadata["rmd_range"])
+    scores_path = write_parts_dir(
         output_dir, "scores.parquet", attempt,
         lambda target: [
             weigh_part.remote(storage.join(staging, f"scores-{i:06d}.parquet"),
@@ -330,39 +266,22 @@ def run_scoring(
         metadata,
     )
     with_errors = [i for i, s in enumerate(scored) if s["errors"]]
-    errors_path = _write_parts_dir(
+    errors_path = write_parts_dir(
         output_dir, "errors.parquet", attempt,
         lambda target: [
             copy_part.remote(storage.join(staging, f"errors-{i:06d}.parquet"),
-                              storage.join(target, f"part-{n:05d}.parquet"))
+                             storage.join(target, f"part-{n:05d}.parquet"))
             for n, i in enumerate(with_errors)
         ],
         metadata,
     )
     storage.delete(staging)
+    return scores_path, errors_path
+
+
+def _save_fitted(fitted, output_dir: str, metadata: dict[str, Any], *, fitted_on) -> str:
     provenance_keys = ("encoder", "resolution", "n_views", "dataset_fingerprint", "classes")
     provenance = {k: metadata[k] for k in provenance_keys}
     if fitted_on is not None:  # a given scorer keeps the record of the data it was fitted on
         provenance.update({k: v for k, v in (fitted.provenance_ or {}).items() if k in provenance_keys})
-    scorer_path = _save_scorer(fitted, storage.join(output_dir, "scorer.npz"), provenance)
-    timings["write"] = time.perf_counter() - start
-    return ScoringResult(
-        scores_path, errors_path, features_dir if features_cache is None else None, scorer_path,
-        rows_in, rows_scored, rows_error, timings,
-        nodes=embedded.nodes if embedded else (), shards_reused=embedded.shards_done_before if embedded else 0,
-    )
-
-
-def _check_unique_ids(hashes: list[np.ndarray], parts: list[str]) -> None:
-    """Ids are join keys downstream: a source whose ids repeat is an error that names one."""
-    every = np.concatenate([h for h in hashes if h is not None]) if hashes else np.zeros(0, np.uint64)
-    values, counts = np.unique(every, return_counts=True)
-    repeated = set(values[counts > 1].tolist())
-    if not repeated:
-        return
-    for part in parts:
-        ids = storage.read_parquet(part, columns=["id"]).column("id")
-        for image_id, h in zip(ids.to_pylist(), id_hashes(ids)):
-            if int(h) in repeated:
-                raise ValueError(f"duplicate ids in the source (e.g. {image_id!r}); ids must be unique")
-    raise ValueError(f"{len(repeated)} ids occur more than once in the source; ids must be unique")
+    return save_scorer(fitted, storage.join(output_dir, "scorer.npz"), provenance)

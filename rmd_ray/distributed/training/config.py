@@ -19,16 +19,16 @@ __all__ = ["CHECKPOINT_FILE", "TrainConfig", "TrainingResult", "loss_needs_weigh
 CHECKPOINT_FILE = "model.pt"  # inside every Ray checkpoint directory (engine.save_checkpoint format)
 
 # Losses that read the per-sample difficulty weight s (each loss declares it: only the paper's loss).
-_WEIGHTED_LOSSES = frozenset(name for name in LOSSES.names() if LOSSES.get(name).needs_weights)
+WEIGHTED_LOSSES = frozenset(name for name in LOSSES.names() if LOSSES.get(name).needs_weights)
 # Losses whose hyper-parameter is the training-set size, filled in here (ids index its history).
-_SIZED_LOSSES = frozenset({"crl"})
+SIZED_LOSSES = frozenset({"crl"})
 SCORE_METRIC = "val_acc"  # ranks checkpoints for "best"; latest is always kept as well
 
 
 def loss_needs_weights(name: str) -> bool:
     """Whether loss ``name`` needs per-sample difficulty weights (i.e. a ``scores.parquet``)."""
     LOSSES.get(name)  # ValueError listing the valid names
-    return name in _WEIGHTED_LOSSES
+    return name in WEIGHTED_LOSSES
 
 
 # ------------------------------------------------------------------------------------------- config
@@ -197,7 +197,7 @@ class TrainConfig:
         hparams = _hparam_tuple(self.loss_hparams)
         object.__setattr__(self, "loss_hparams", hparams)
         kwargs = dict(hparams)
-        if self.loss in _SIZED_LOSSES:
+        if self.loss in SIZED_LOSSES:
             kwargs.setdefault("num_samples", 1)  # the real size is only known from the data
         build_loss(self.loss, **kwargs)  # unknown / out-of-range hyper-parameters fail here
         if not isinstance(self.optim, OptimConfig):

@@ -18,42 +18,42 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 import gc
 import logging
 import math
 import os
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import ray
-import torch
 
-from rmd_ray import __version__
-from rmd_ray.distributed.prediction.predict import classifier_from_checkpoint, predict_source
-from rmd_ray.distributed.runtime.cluster import compute_cpus, init_ray
-from rmd_ray.distributed.sources.plan import DEFAULT_SHARD_ROWS, ShardedSource, open_source, source_from_table
+from rmd_ray.distributed.runtime.cluster import init_ray
+from rmd_ray.distributed.sources.plan import ShardedSource
 from rmd_ray.distributed.training import ingest
-from rmd_ray.distributed.training.config import (
-    _SIZED_LOSSES,
-    _WEIGHTED_LOSSES,
-    CHECKPOINT_FILE,
-    SCORE_METRIC,
-    TrainConfig,
-    TrainingResult,
-)
+from rmd_ray.distributed.training.config import SCORE_METRIC, WEIGHTED_LOSSES, TrainConfig, TrainingResult
 from rmd_ray.distributed.training.errors import FatalErrors, worker_error
+from rmd_ray.distributed.training.finish import finish_run, storage_location
+from rmd_ray.distributed.training.inputs import (
+    Source,
+    check_class_lists,
+    check_cluster,
+    check_resume,
+    check_sized_loss,
+    check_source,
+    checkpoint_file,
+    decode_tasks,
+    normalization_stats,
+    plan_source,
+    resolve_geometry,
+)
 from rmd_ray.distributed.training.weight_join import build_weight_index, lookup_weights
 from rmd_ray.distributed.training.worker import WorkerSpec, train_loop_per_worker
-from rmd_ray.io import storage
-from rmd_ray.nn import engine
-from rmd_ray.nn.models import build_model
 
-__all__ = ["channel_statistics", "run_training"]
+__all__ = ["TRAIN_SHARD_ROWS", "run_training"]
 
 log = logging.getLogger("rmd_ray.training")
 
@@ -61,168 +61,20 @@ _SHUFFLE_BUFFER_BYTES = 256 * 2**20
 #: Rows per shard when ``run_training`` plans a spec or a table: smaller than scoring's, so an epoch has
 #: enough read tasks to overlap with the first steps and to re-order (a class folder is never cut).
 TRAIN_SHARD_ROWS = 512
-Source = str | pa.Table | ShardedSource
 
 
-def _check_table(table: pa.Table, name: str) -> pa.Table:
-    missing = [c for c in ("id", "label") if c not in table.column_names]
-    if missing:
-        raise ValueError(f"{name} has no column(s) {missing}; build it with an rmd_ray.data.readers reader")
-    if table.num_rows == 0:
-        raise ValueError(f"{name} has no rows")
-    if pc.count_distinct(table.column("id")).as_py() != table.num_rows or table.column("id").null_count:
-        raise ValueError(f"{name}: ids must be unique and not null (outputs and weights are joined by id)")
-    return table
+@dataclass(frozen=True)
+class _Plan:
+    """What the driver knows before ``fit()``: shard plans, classes, geometry, statistics, object refs."""
 
-
-def _check_source(value: object, name: str) -> Source:
-    if isinstance(value, pa.Table):
-        return _check_table(value, name)
-    if isinstance(value, (str, ShardedSource)):
-        return value
-    raise TypeError(
-        f"{name} must be a source spec (e.g. 'folder:/data/train', 'parquet:s3://b/train'), a ShardedSource "
-        f"or a pyarrow.Table from rmd_ray.data.readers, got {type(value).__name__}"
-    )
-
-
-def _plan(value: Source, *, shard_rows: int) -> ShardedSource:
-    if isinstance(value, pa.Table):
-        return source_from_table(value, shard_rows=shard_rows)
-    if isinstance(value, str):
-        return open_source(value, shard_rows=shard_rows)
-    return value
-
-
-def _checkpoint_file(path: str | os.PathLike) -> str:
-    uri = os.fspath(path)
-    if storage.is_dir(uri):
-        uri = storage.join(uri, CHECKPOINT_FILE)
-    if not storage.is_file(uri):
-        raise ValueError(f"resume_from={os.fspath(path)!r} is not a checkpoint file or a folder with {CHECKPOINT_FILE}")
-    return uri
-
-
-def _check_resume(uri: str, cfg: TrainConfig, num_classes: int) -> bytes:
-    """The checkpoint's bytes, after checking it fits the model and can continue training."""
-    import tempfile
-
-    payload_bytes = storage.read_bytes(uri)
-    probe = build_model(cfg.model, num_classes=num_classes, cifar_stem=cfg.cifar_stem, width=cfg.width)
-    with tempfile.TemporaryDirectory() as tmp:
-        local = os.path.join(tmp, CHECKPOINT_FILE)
-        with open(local, "wb") as fh:
-            fh.write(payload_bytes)
-        try:
-            done = engine.load_checkpoint(local, model=probe)["epoch"]  # ValueError: another model
-        except ValueError as err:
-            raise ValueError(str(err).replace(local, uri)) from None
-        payload = torch.load(local, map_location="cpu", weights_only=True)
-    if done >= cfg.optim.epochs:
-        raise ValueError(
-            f"resume_from checkpoint has already finished {done} epochs and optim.epochs is "
-            f"{cfg.optim.epochs}; raise optim.epochs to train further"
-        )
-    stateless = [k for k in ("optimizer", "scheduler") if payload.get(k) is None]
-    if stateless:
-        raise ValueError(
-            f"resume_from checkpoint {uri} holds no {' / '.join(stateless)} state (a weights-only checkpoint), "
-            "so training cannot continue from it; use a checkpoint written during training"
-        )
-    return payload_bytes
-
-
-def _check_cluster(cfg: TrainConfig) -> None:
-    resources = ray.cluster_resources()
-    need = cfg.num_workers * float(cfg.cpus_per_worker)
-    have = resources.get("CPU", 0.0)
-    if have < need:
-        raise ValueError(
-            f"{cfg.num_workers} workers x {cfg.cpus_per_worker} CPUs need {need:g} CPUs but the Ray cluster "
-            f"has {have:g}; lower num_workers or cpus_per_worker (fractions are fine)"
-        )
-    if have - need < 0.5:
-        log.warning("training reserves %.3g of %.3g CPUs; decode tasks may wait for a CPU", need, have)
-    if cfg.use_gpu and resources.get("GPU", 0.0) < cfg.num_workers:
-        raise ValueError(
-            f"use_gpu=True with {cfg.num_workers} workers needs {cfg.num_workers} GPUs but the cluster has "
-            f"{resources.get('GPU', 0.0):g}; set use_gpu=False or lower num_workers"
-        )
-
-
-def _geometry(cfg: TrainConfig, sources: dict[str, ShardedSource]) -> ingest.Geometry:
-    """Resolve the preset and input size; with native sizes, every split must share the training size."""
-    from rmd_ray.nn.transforms import resolve_preset
-
-    native = ingest.probe_native_size(sources["train"])
-    preset, size = resolve_preset(cfg.preset, image_size=cfg.image_size, native_side=max(native))
-    if size is not None:
-        return ingest.Geometry(preset, size)
-    for split, source in sources.items():
-        if split == "train":
-            continue
-        h, w = ingest.probe_native_size(source)
-        if (h, w) != native:
-            raise ValueError(
-                f"{split} images are {w}x{h} but training images are {native[1]}x{native[0]}; set image_size "
-                "so that all splits match"
-            )
-    return ingest.Geometry(preset, None, native)
-
-
-def _normalization(cfg: TrainConfig, geometry: ingest.Geometry, train: ShardedSource) -> tuple[list, list]:
-    from rmd_ray.nn.transforms import IMAGENET_MEAN, IMAGENET_STD
-
-    kind = cfg.normalization
-    if kind == "auto":
-        kind = "data" if geometry.preset == "cifar" else "imagenet"
-    if kind == "imagenet":
-        return list(IMAGENET_MEAN), list(IMAGENET_STD)
-    return ingest.channel_stats(train, geometry=geometry)
-
-
-def channel_statistics(train: Source, config: TrainConfig) -> tuple[list[float], list[float]]:
-    """The per-channel mean / std a run of ``config`` on ``train`` would normalise with (Tune: once)."""
-    source = _plan(_check_source(train, "train"), shard_rows=DEFAULT_SHARD_ROWS)
-    return _normalization(config, _geometry(config, {"train": source}), source)
-
-
-def _head(names: Sequence[str]) -> str:
-    return f"{len(names)} ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
-
-
-def _storage_location(output_dir: str) -> tuple[Any, str]:
-    """(pyarrow filesystem, path) for ``RunConfig``; local folders are created and made absolute."""
-    if not storage.is_remote(output_dir):
-        path = os.path.abspath(output_dir)
-        os.makedirs(path, exist_ok=True)
-        return None, path
-    return storage.resolve(output_dir)
-
-
-def _uri_of(output_dir: str, base_path: str, path: str) -> str:
-    """A path Ray reports inside the storage filesystem, as a URI under ``output_dir``."""
-    if not storage.is_remote(output_dir):
-        return path
-    return storage.join(output_dir, path[len(base_path):].lstrip("/"))
-
-
-def _best(result, last_path: str, uri_of: Callable[[str], str]) -> str:
-    best, best_score = last_path, -math.inf
-    for checkpoint, metrics in getattr(result, "best_checkpoints", None) or []:
-        score = (metrics or {}).get(SCORE_METRIC, float("nan"))
-        if isinstance(score, (int, float)) and math.isfinite(score) and score > best_score:
-            best, best_score = uri_of(checkpoint.path), score
-    return best
-
-
-@ray.remote(num_cpus=0.5, scheduling_strategy="DEFAULT")  # never captured by a Tune trial's placement group
-def _prediction_metrics(uri: str) -> dict[str, float]:
-    from rmd_ray.core.metrics import evaluate_predictions
-    from rmd_ray.evaluation.evaluate import load_predictions
-
-    _, labels, logits = load_predictions(uri)
-    return {k: float(v) for k, v in evaluate_predictions(logits, labels).items()}
+    sources: dict[str, ShardedSource]
+    num_classes: int
+    geometry: ingest.Geometry
+    mean: list[float]
+    std: list[float]
+    loss_kwargs: dict[str, Any]
+    weights_ref: Any
+    initial_ref: Any
 
 
 def run_training(
@@ -291,128 +143,129 @@ def run_training(
     RuntimeError
         Any other worker failure after ``config.max_failures`` restarts.
     """
-    from ray.data import DataContext
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    cfg = config
+    inputs = _check_inputs(train, val, test, scores, cfg, run_name=run_name, epoch_hook=epoch_hook)
+    output_dir = os.fspath(output_dir)
+    init_ray()
+    check_cluster(cfg)
+    plan = _plan_run(inputs, scores, cfg, resume_from=resume_from, channel_stats=channel_stats,
+                     shard_rows=shard_rows)
+    trainer, spec, fatal, storage_path = _build_trainer(plan, cfg, output_dir=output_dir, run_name=run_name,
+                                                        callbacks=callbacks, epoch_hook=epoch_hook)
+    result = _fit(trainer, spec, fatal, plan.sources["train"], cfg)
+    return finish_run(result, cfg, plan.sources if predict else {}, plan.geometry, output_dir, storage_path,
+                      run_name)
 
-    if not isinstance(config, TrainConfig):
-        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+
+def _check_inputs(train, val, test, scores, cfg, *, run_name, epoch_hook) -> dict[str, Source]:
+    """The arguments of :func:`run_training`, checked before Ray starts; in-memory tables fully."""
+    if not isinstance(cfg, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(cfg).__name__}")
     if not isinstance(run_name, str) or not run_name or "/" in run_name or os.sep in run_name:
         raise ValueError(f"run_name must be a non-empty folder name, got {run_name!r}")
     if epoch_hook is not None and not callable(epoch_hook):
         raise TypeError("epoch_hook must be callable(epoch) or None")
-    cfg = config
-    inputs = {"train": _check_source(train, "train"), "val": _check_source(val, "val")}
+    inputs = {"train": check_source(train, "train"), "val": check_source(val, "val")}
     if test is not None:
-        inputs["test"] = _check_source(test, "test")
-    needs_weights = cfg.loss in _WEIGHTED_LOSSES
-    if needs_weights and scores is None:
+        inputs["test"] = check_source(test, "test")
+    if cfg.loss in WEIGHTED_LOSSES and scores is None:
         raise ValueError(
             f"loss {cfg.loss!r} needs per-sample difficulty weights: pass scores= (the scores.parquet "
             "from rmd-ray score), or choose another loss"
         )
     if isinstance(inputs["train"], pa.Table):
-        _check_sized_loss(cfg, inputs["train"].num_rows)
-    output_dir = os.fspath(output_dir)
+        check_sized_loss(cfg, inputs["train"].num_rows)
+    return inputs
 
-    init_ray()
-    _check_cluster(cfg)
+
+def _plan_run(inputs, scores, cfg: TrainConfig, *, resume_from, channel_stats, shard_rows: int) -> _Plan:
+    """Shard plans, the weight index, classes, a checked resume checkpoint, geometry and normalisation."""
     tic = time.perf_counter()
     if isinstance(inputs["train"], pa.Table):
         # an in-memory table is on the driver anyway: its rows go into shards in a seeded random order,
         # so every shard mixes classes (reader tables come sorted by class, as CIFAR-10's does)
         order = np.random.default_rng([cfg.seed, 2]).permutation(inputs["train"].num_rows)
         inputs = {**inputs, "train": inputs["train"].take(pa.array(order))}
-    sources = {split: _plan(value, shard_rows=shard_rows) for split, value in inputs.items()}
+    sources = {split: plan_source(value, shard_rows=shard_rows) for split, value in inputs.items()}
     train_source = sources["train"]
-    n_train = train_source.n_rows
-    loss_kwargs = _check_sized_loss(cfg, n_train)
+    loss_kwargs = check_sized_loss(cfg, train_source.n_rows)
     weights_ref = None
-    if needs_weights:
+    if cfg.loss in WEIGHTED_LOSSES:
         difficulty = None if cfg.difficulty is None else (cfg.difficulty, cfg.weight_config, cfg.seed)
         weights_ref, _ = build_weight_index(scores, difficulty=difficulty)
         if isinstance(inputs["train"], pa.Table):  # ids in memory anyway: the whole check before anything starts
             lookup_weights(ray.get(weights_ref), inputs["train"].column("id"))
-    num_classes = len(train_source.classes)
-    for split, source in sources.items():
-        if source.classes != train_source.classes and len(source.classes) and split != "train":
-            raise ValueError(
-                f"{split} names classes {_head(source.classes)} but training names {_head(train_source.classes)}; "
-                "labels are class indices, so every split needs the training split's class list"
-            )
-    if num_classes < 2:
-        raise ValueError(f"the training source names {num_classes} class(es); a classifier needs >= 2")
+    num_classes = check_class_lists(sources)
     initial_ref = None
     if resume_from is not None:
-        initial_ref = ray.put(_check_resume(_checkpoint_file(resume_from), cfg, num_classes))
-    geometry = _geometry(cfg, sources)
-    mean, std = (list(map(float, s)) for s in channel_stats) if channel_stats else _normalization(
+        initial_ref = ray.put(check_resume(checkpoint_file(resume_from), cfg, num_classes))
+    geometry = resolve_geometry(cfg, sources)
+    mean, std = (list(map(float, s)) for s in channel_stats) if channel_stats else normalization_stats(
         cfg, geometry, train_source
     )
-    log.info("planned %d training rows in %d shards (%.1f s)", n_train, len(train_source.shards),
+    log.info("planned %d training rows in %d shards (%.1f s)", train_source.n_rows, len(train_source.shards),
              time.perf_counter() - tic)
+    return _Plan(sources, num_classes, geometry, mean, std, loss_kwargs, weights_ref, initial_ref)
 
+
+def _epoch_shape(n_train: int, cfg: TrainConfig, side: int) -> tuple[int, bool, int]:
+    """(steps per epoch, drop_last, shuffle buffer rows) of each worker's equal shard."""
     shard_n = n_train // cfg.num_workers  # streaming_split(equal=True) gives equal shards
     if shard_n < 2:
         raise ValueError(f"{n_train} training rows for {cfg.num_workers} workers: each worker needs >= 2")
     drop_last = shard_n % cfg.batch_size == 1  # a lone last sample would break BatchNorm
     steps_per_epoch = shard_n // cfg.batch_size if drop_last else math.ceil(shard_n / cfg.batch_size)
-    side = geometry.image_size or max(geometry.native or (32, 32))
     buffer = cfg.shuffle_buffer_rows
     if buffer is None:
-        # Ray yields no batch until the buffer holds this many rows: a buffer the size of the shard made
-        # the first step wait for the whole epoch's decode (measured: 43% of the epoch waiting for data).
-        # Eight batches mix rows of several blocks (shards are re-ordered and permuted in the tasks anyway).
+        # Ray yields no batch until the buffer holds this many rows: a buffer the size of the shard makes
+        # the first step wait for the whole epoch's decode. Eight batches mix rows of several blocks
+        # (shards are re-ordered and permuted in the tasks anyway).
         budget = _SHUFFLE_BUFFER_BYTES // (3 * side * side + 24)
         buffer = int(min(shard_n, 8 * cfg.batch_size, max(cfg.batch_size, budget)))
+    return steps_per_epoch, drop_last, buffer
+
+
+def _build_trainer(plan: _Plan, cfg: TrainConfig, *, output_dir: str, run_name: str, callbacks, epoch_hook):
+    """The TorchTrainer over the lazy train / val datasets, its worker spec and the fatal-error record."""
+    from ray.data import DataContext
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    geometry, train_source = plan.geometry, plan.sources["train"]
+    side = geometry.image_size or max(geometry.native or (32, 32))
+    steps_per_epoch, drop_last, buffer = _epoch_shape(train_source.n_rows, cfg, side)
     # on the driver's node: a 0-CPU actor may otherwise land on a worker node, and when that node is lost
-    # every restarted worker failed reading it (seen in the two-node fault test: the run gave up)
+    # every restarted worker would fail reading it
     fatal = FatalErrors.options(
         scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
     ).remote()
     train_ds = ingest.train_dataset(
-        train_source, geometry=geometry, augment=cfg.augment, weights_ref=weights_ref,
-        shuffle=cfg.shuffle, seed=cfg.seed, decode_cpus=cfg.decode_cpus, decode_tasks=_decode_tasks(cfg),
+        train_source, geometry=geometry, augment=cfg.augment, weights_ref=plan.weights_ref,
+        shuffle=cfg.shuffle, seed=cfg.seed, decode_cpus=cfg.decode_cpus, decode_tasks=decode_tasks(cfg),
         shards_per_task=cfg.shards_per_task,
     )
-    val_ds = ingest.eval_dataset(sources["val"], geometry=geometry, decode_cpus=cfg.decode_cpus)
+    val_ds = ingest.eval_dataset(plan.sources["val"], geometry=geometry, decode_cpus=cfg.decode_cpus)
     # the driver context's options (resource limits, ...); order is kept so a seeded run is reproducible
     ingest_options = copy.deepcopy(DataContext.get_current().execution_options)
     ingest_options.preserve_order = cfg.shuffle == "seeded"
     spec = WorkerSpec(
-        config=cfg,
-        num_classes=num_classes,
-        n_val=sources["val"].n_rows,
-        loss_kwargs=loss_kwargs,
-        mean=mean,
-        std=std,
-        preset=geometry.preset,
-        image_size=geometry.image_size,
-        input_side=int(side),
-        steps_per_epoch=steps_per_epoch,
-        drop_last=drop_last,
-        shuffle_buffer=buffer,
-        fatal=fatal,
-        initial_checkpoint=initial_ref,
-        epoch_hook=epoch_hook,
+        config=cfg, num_classes=plan.num_classes, n_val=plan.sources["val"].n_rows, loss_kwargs=plan.loss_kwargs,
+        mean=plan.mean, std=plan.std, preset=geometry.preset, image_size=geometry.image_size, input_side=int(side),
+        steps_per_epoch=steps_per_epoch, drop_last=drop_last, shuffle_buffer=buffer, fatal=fatal,
+        initial_checkpoint=plan.initial_ref, epoch_hook=epoch_hook,
         prestarted_split=ingest.prestarted_split(train_ds, cfg.num_workers, execution_options=ingest_options),
     )
-    filesystem, storage_path = _storage_location(output_dir)
+    filesystem, storage_path = storage_location(output_dir)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"spec": spec},
         scaling_config=ScalingConfig(
-            num_workers=cfg.num_workers,
-            use_gpu=cfg.use_gpu,
-            resources_per_worker={"CPU": float(cfg.cpus_per_worker)},
-            placement_strategy=cfg.placement_strategy,
+            num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
+            resources_per_worker={"CPU": float(cfg.cpus_per_worker)}, placement_strategy=cfg.placement_strategy,
         ),
         run_config=RunConfig(
-            storage_path=storage_path,
-            storage_filesystem=filesystem,
-            name=run_name,
-            callbacks=list(callbacks),
+            storage_path=storage_path, storage_filesystem=filesystem, name=run_name, callbacks=list(callbacks),
             failure_config=FailureConfig(max_failures=cfg.max_failures),
             checkpoint_config=CheckpointConfig(
                 num_to_keep=2, checkpoint_score_attribute=SCORE_METRIC, checkpoint_score_order="max"
@@ -421,11 +274,15 @@ def run_training(
         datasets={"train": train_ds, "val": val_ds},
         dataset_config=DataConfig(datasets_to_split=["train"], execution_options=ingest_options),
     )
-    failure = None
     ingest.warm_decode_workers(
-        _decode_tasks(cfg), geometry=geometry, decode_cpus=cfg.decode_cpus,
-        train_env=spec.prestarted_split is None,
+        decode_tasks(cfg), geometry=geometry, decode_cpus=cfg.decode_cpus, train_env=spec.prestarted_split is None,
     )
+    return trainer, spec, fatal, storage_path
+
+
+def _fit(trainer, spec: WorkerSpec, fatal, train_source: ShardedSource, cfg: TrainConfig):
+    """``trainer.fit()``; a failure becomes the error a user can act on (the step, the sample ids)."""
+    failure = None
     try:
         tic = time.perf_counter()
         result = trainer.fit()
@@ -444,76 +301,10 @@ def run_training(
     if failure is not None:
         # Raised outside the except block and without chaining: Ray's error keeps the trainer's frames,
         # and with them the Train controller and its placement group, alive for as long as the caller
-        # holds the exception (measured: a failed run's CPUs stayed reserved and starved later work).
+        # holds the exception (a failed run's CPUs would stay reserved and starve later work).
         del trainer
         gc.collect()
         raise failure
     if result.checkpoint is None:
         raise RuntimeError(f"training finished without a checkpoint in {result.path}")
-    return _finish(result, cfg, sources if predict else {}, geometry, output_dir, storage_path, run_name)
-
-
-def _decode_tasks(cfg: TrainConfig) -> int:
-    if cfg.decode_tasks is not None:
-        return cfg.decode_tasks
-    return max(1, int(compute_cpus() - cfg.num_workers * cfg.cpus_per_worker))
-
-
-def _check_sized_loss(cfg: TrainConfig, n_train: int) -> dict[str, Any]:
-    loss_kwargs = cfg.loss_kwargs
-    if cfg.loss in _SIZED_LOSSES and loss_kwargs.setdefault("num_samples", n_train) != n_train:
-        raise ValueError(
-            f"loss {cfg.loss!r}: num_samples={loss_kwargs['num_samples']} but the training table has "
-            f"{n_train} rows; leave num_samples out (it is filled in)"
-        )
-    return loss_kwargs
-
-
-def _finish(result, cfg: TrainConfig, sources, geometry, output_dir: str, storage_path: str, run_name: str):
-    """After ``fit()``: predict val (and test) from the last checkpoint as Ray batch inference."""
-    def uri_of(path: str) -> str:
-        return _uri_of(output_dir, storage_path, path)
-
-    last = uri_of(result.checkpoint.path)
-    with result.checkpoint.as_directory() as folder:
-        info = torch.load(os.path.join(folder, CHECKPOINT_FILE), map_location="cpu", weights_only=True)
-    extra = info.get("extra") or {}
-    history = [dict(h) for h in extra.get("history", [])]
-    for h in history:  # NaN val keys only mark "not evaluated" for Ray's ranking; drop them here
-        for k in [k for k, v in h.items() if k.startswith("val_") and isinstance(v, float) and math.isnan(v)]:
-            del h[k]
-    final_val = {k[4:]: v for k, v in history[-1].items() if k.startswith("val_")} if history else {}
-    meta = {
-        "model": cfg.model, "width": cfg.width, "cifar_stem": cfg.cifar_stem, "loss": cfg.loss,
-        "loss_hparams": dict(cfg.loss_hparams), "epochs": int(info["epoch"]), "seed": cfg.seed,
-        "batch_size": cfg.batch_size, "lr": cfg.optim.lr, "image_size": geometry.image_size,
-        "preset": geometry.preset, "mean": extra.get("mean"), "std": extra.get("std"),
-        "checkpoint": last, "run_name": run_name, "rmd_ray_version": __version__,
-    }
-    if cfg.difficulty is not None and cfg.loss in _WEIGHTED_LOSSES:
-        meta["difficulty"] = cfg.difficulty
-        meta["weight_config"] = dataclasses.asdict(cfg.weight_config)
-    spec = classifier_from_checkpoint(storage.join(last, CHECKPOINT_FILE))
-    predictions: dict[str, str] = {}
-    test_metrics = None
-    for split in ("val", "test"):
-        if split not in sources:
-            continue
-        # beside the run's checkpoints: two runs sharing an output_dir must not overwrite each other
-        uri = storage.join(output_dir, run_name, f"predictions_{split}.parquet")
-        predictions[split] = predict_source(
-            sources[split], spec, uri, batch_size=max(cfg.batch_size, 256),
-            gpus_per_actor=1.0 if cfg.use_gpu else 0.0, metadata={**meta, "split": split},
-        )
-        if split == "test":
-            test_metrics = ray.get(_prediction_metrics.remote(predictions[split]))
-    return TrainingResult(
-        epochs=history,
-        final_val=final_val,
-        last_checkpoint=last,
-        best_checkpoint=_best(result, last, uri_of),
-        predictions=predictions,
-        predictions_path=predictions.get("test", predictions.get("val")),
-        test_metrics=test_metrics,
-        run_path=str(result.path),
-    )
+    return result

@@ -1,0 +1,179 @@
+"""The stages of the batch-inference pipeline, each a Ray Data map function: read + decode (a generator
+task per shard), the model actor (``EmbedActor``) and the part writer."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import ray
+
+from rmd_ray.data.readers import label_errors
+from rmd_ray.distributed.inference.config import EncoderSpec
+from rmd_ray.distributed.runtime.cluster import worker_setup
+from rmd_ray.distributed.sources.plan import Shard, read_shard, shard_digest
+from rmd_ray.io import storage
+
+__all__ = ["EmbedActor", "feature_column", "read_decode_stage", "write_stage"]
+
+
+def _read_stage(batch: pa.Table, *, plan: dict[int, Shard], classes: tuple[str, ...]) -> pa.Table:
+    """Shard indices -> their rows, with ``error``/``stage`` for invalid labels and the shard's digest."""
+    tables = []
+    for index in batch.column("shard").to_pylist():
+        table = read_shard(plan[index], classes=classes)
+        reasons = label_errors(table.column("label"), n_classes=len(classes))
+        table = table.append_column("error", pa.array(reasons, pa.string()))
+        table = table.append_column("stage", pa.array(["label" if r else "" for r in reasons], pa.string()))
+        digest = shard_digest(table)
+        tables.append(table.append_column("shard_digest", pa.array([digest] * table.num_rows, pa.string())))
+    return pa.concat_tables(tables, promote_options="default")
+
+
+@functools.lru_cache(maxsize=4)
+def _preprocessing(spec: EncoderSpec) -> tuple[Any, Callable[..., Any]]:
+    # Cached per worker process (Ray reuses them): the encoder is built once for its preprocessing
+    # and only the transforms are kept, so the model's memory is released.
+    from rmd_ray.nn.encoders import split_preprocess
+
+    preprocess = spec.build().preprocess
+    return split_preprocess(preprocess), preprocess
+
+
+def read_decode_stage(
+    batch: pa.Table, *, plan: dict[int, Shard], classes: tuple[str, ...], spec: EncoderSpec, n_views: int,
+    seed: int, batch_size: int,
+) -> Iterator[dict[str, np.ndarray]]:
+    """One shard index in, its rows out as decoded batches of ``batch_size`` (a generator: streams)."""
+    rows = _read_stage(batch, plan=plan, classes=classes)
+    for start in range(0, rows.num_rows, batch_size):
+        yield _decode_stage(rows.slice(start, batch_size), spec=spec, n_views=n_views, seed=seed)
+
+
+def _decode_stage(batch: pa.Table, *, spec: EncoderSpec, n_views: int, seed: int) -> dict[str, np.ndarray]:
+    """CPU stage: decode, augment views, resize/crop to uint8; undecodable rows come out flagged."""
+    from rmd_ray.data.decode import DecodeError, augment, decode_image, view_seed
+
+    worker_setup()
+    split, preprocess = _preprocessing(spec)
+    rows = batch.drop_columns([c for c in ("shard_rows", "shard_digest") if c in batch.column_names]).to_pylist()
+    errors = batch.column("error").to_pylist()
+    stages = batch.column("stage").to_pylist()
+    images: list[np.ndarray | None] = []
+    for i, row in enumerate(rows):
+        if errors[i]:
+            images.append(None)
+            continue
+        try:
+            image = decode_image(row)
+        except DecodeError as err:
+            errors[i], stages[i] = str(err), "decode"
+            images.append(None)
+            continue
+        views = [image] if n_views == 1 else [
+            augment(image, seed=view_seed(row["id"], v, seed=seed)) for v in range(n_views)
+        ]
+        images.append(np.stack([split.to_uint8(v) if split else preprocess(v).numpy() for v in views]))
+    shape, dtype = _image_shape(spec, n_views, split)
+    stacked = np.zeros((len(rows), *shape), dtype=dtype)
+    for i, image in enumerate(images):
+        if image is not None:
+            stacked[i] = image
+    return {
+        "id": np.asarray(batch.column("id").to_pylist(), dtype=object),
+        "label": batch.column("label").fill_null(-1).to_numpy(),
+        "shard": batch.column("shard").to_numpy(),
+        "shard_rows": batch.column("shard_rows").to_numpy(),
+        "shard_digest": np.asarray(batch.column("shard_digest").to_pylist(), dtype=object),
+        "image": stacked,
+        "error": np.asarray(errors, dtype=object),
+        "stage": np.asarray(stages, dtype=object),
+    }
+
+
+@functools.lru_cache(maxsize=4)
+def _image_shape(spec: EncoderSpec, n_views: int, split: Any) -> tuple[tuple[int, ...], Any]:
+    from PIL import Image
+
+    _, preprocess = _preprocessing(spec)
+    probe = Image.new("RGB", (spec.image_size or 224, spec.image_size or 224))
+    if split is not None:
+        return (n_views, *split.to_uint8(probe).shape), np.uint8
+    return (n_views, *preprocess(probe).shape), np.float32
+
+
+class EmbedActor:
+    """Callable class for ``map_batches``: the encoder is built once per actor, in ``__init__``."""
+
+    def __init__(self, spec: EncoderSpec) -> None:
+        import torch
+
+        from rmd_ray.nn.encoders import split_preprocess
+
+        worker_setup()
+        self.encoder = spec.build()
+        self.split = split_preprocess(self.encoder.preprocess)
+        self.device = torch.device("cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu")
+        self.encoder.model.to(self.device)
+        self.node = ray.get_runtime_context().get_node_id()
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
+        ok = batch["error"] == ""
+        n, n_views = len(ok), batch["image"].shape[1]
+        dim = self.encoder.feature_dim
+        features = np.zeros((n, n_views * dim), dtype=np.float32)
+        if ok.any():
+            images = np.ascontiguousarray(batch["image"][ok])
+            images = torch.from_numpy(images.reshape(-1, *images.shape[2:])).to(self.device, non_blocking=True)
+            if self.split is not None:
+                images = self.split.normalize(images)
+            with torch.inference_mode(), torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
+                out = self.encoder.model(images)
+            features[ok] = out.float().cpu().numpy().reshape(int(ok.sum()), n_views * dim)
+        out_batch = {k: v for k, v in batch.items() if k != "image"}
+        out_batch["features"] = features
+        out_batch["node"] = np.asarray([self.node] * n, dtype=object)
+        return out_batch
+
+
+def feature_column(features: np.ndarray) -> pa.FixedSizeListArray:
+    """(N, D) float32 -> fixed_size_list<float32>[D]."""
+    features = np.ascontiguousarray(features, dtype=np.float32)
+    return pa.FixedSizeListArray.from_arrays(pa.array(features.reshape(-1)), features.shape[1])
+
+
+def write_stage(
+    batch: dict[str, np.ndarray], *, features_dir: str, attempt: str, column: str = "features"
+) -> dict[str, np.ndarray]:
+    """Write one part (model outputs under ``column``); return (shard, rows, digest) per shard and the nodes."""
+    ids = [str(i) for i in batch["id"]]
+    labels = batch["label"].astype(np.int64)
+    table = pa.table(
+        {
+            "id": pa.array(ids, pa.string()),
+            "label": pa.array(labels, pa.int64(), mask=labels < 0),
+            "shard": pa.array(batch["shard"].astype(np.int64)),
+            column: feature_column(batch["features"]),
+            "error": pa.array([str(e) for e in batch["error"]], pa.string()),
+            "stage": pa.array([str(s) for s in batch["stage"]], pa.string()),
+        }
+    )
+    # The name hashes the rows, so a retried task (a node lost mid-run) rewrites the same file.
+    name = f"part-{attempt}-{hashlib.sha256(chr(0).join(ids).encode()).hexdigest()[:16]}.parquet"
+    storage.write_parquet_atomic(table, storage.join(features_dir, name))
+    shards, first, counts = np.unique(batch["shard"], return_index=True, return_counts=True)
+    nodes = ",".join(sorted({str(n) for n in batch["node"]}))
+    return {
+        "shard": shards.astype(np.int64),
+        "rows": counts.astype(np.int64),
+        "shard_rows": batch["shard_rows"][first].astype(np.int64),
+        "digest": np.asarray([batch["shard_digest"][i] for i in first], dtype=object),
+        "nodes": np.asarray([nodes] * len(shards), dtype=object),
+    }
+
