@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 DEFAULT_SOURCE = "fashion-mnist:train"
-DEFAULT_IMAGE_SIZE = 32  # Fashion-MNIST is 28 px: 32 keeps EfficientNet-Lite0 fast on 2 CPU cores
+DEFAULT_IMAGE_SIZE = 32  # Fashion-MNIST is 28 px: 32 keeps EfficientNet-Lite0 cheap on a CPU-only machine
 
 
 def _add_ray_args(parser: argparse.ArgumentParser) -> None:

@@ -153,7 +153,8 @@ def _cholesky_or_none(xp: Any, covariance: Any) -> Any:
         if xp is np:
             from scipy.linalg import cholesky
 
-            # SciPy's blocked potrf: 1.5x (float64) to 5x (float32) faster than np.linalg.cholesky at d = 1,280
+            # SciPy's LAPACK potrf (lower, check_finite=False): faster than np.linalg.cholesky in float64
+            # and float32 (docs/benchmarks.md, Notes moved from code)
             lower = cholesky(covariance, lower=True, check_finite=False)
         else:  # pragma: no cover - GPU only
             lower = xp.linalg.cholesky(covariance)

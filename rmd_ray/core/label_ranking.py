@@ -18,14 +18,13 @@ Three rankings, each LARGER = MORE SUSPECT, from the Gaussians of docs/design.md
   the margin catches samples lying inside another class (asymmetric, class-to-class flips).
 
 The default (``DEFAULT_LABEL_SCORE``) is the ranking that wins across the label-noise benchmark
-(README, Benchmarks; ``benchmarks/label_noise.py``): ``combined``. The rule: among the rankings that
-beat cleanlab (5-fold logistic regression, sklearn's default and C = 0.01 on standardised features) in
-all four settings, the best mean AUROC. RMD leads under symmetric noise (0.940 vs margin 0.933 at 10%),
-the margin under class-to-class flips (0.840 vs 0.785 at 20%, 0.786 vs 0.702 at 40%), where a flipped
-sample lies inside its true class and RMD, which also rewards merely atypical samples, ranks it with the
-hard ones. The combination stays within 0.002 of RMD under symmetric noise and recovers 40-60% of the
-margin's lead under flips, so it is the safe choice when the noise type is unknown; the margin alone
-loses one setting (symmetric 10%) to cleanlab at C = 0.01 by 0.001.
+(``benchmarks/label_noise.py``; numbers in docs/benchmarks.md section 5): ``combined``. The rule: among
+the rankings that beat cleanlab (5-fold logistic regression, sklearn's default and C = 0.01 on
+standardised features) in all four settings, the best mean AUROC. RMD leads under symmetric noise, the
+margin under class-to-class flips, where a flipped sample lies inside its true class and RMD, which also
+rewards merely atypical samples, ranks it with the hard ones. The combination stays close to RMD under
+symmetric noise and recovers much of the margin's lead under flips, so it is the safe choice when the
+noise type is unknown; the margin alone loses one setting (symmetric noise) to cleanlab at C = 0.01.
 
 :func:`rank_label_issues` ranks features held in memory in one call. Under the CLI's shrinkage (``ridge``)
 it never forms the float64 scatter: the one solve the rankings need, Sigma^-1 (m_k - mu_0), comes from a
@@ -61,8 +60,9 @@ def rank_average(*scores: np.ndarray) -> np.ndarray:
     Ties get their average rank (``scipy.stats.rankdata``), so the result does not depend on the input
     order, and any strictly increasing transform of a score leaves it unchanged.
     """
-    # scipy.stats costs ~1 s to import: imported here, not at module level, because the core (and so every
-    # decode task's fresh process) imports this module through the estimator
+    # scipy.stats loads much of SciPy when imported (docs/benchmarks.md, Notes moved from code): imported
+    # here, not at module level, because the core (and so every decode task's fresh process) imports this
+    # module through the estimator
     from scipy.stats import rankdata
 
     if not scores:
@@ -79,7 +79,7 @@ LABEL_SCORES.add("rmd", "RMD(x, y) = MD(x, y) - MD_0(x)")
 LABEL_SCORES.add("margin", "MD(x, y) - min_{k != y} MD(x, k)")
 LABEL_SCORES.add("combined", "(rank(rmd) + rank(margin)) / 2N")
 
-#: Chosen by benchmarks/label_noise.py (README, Benchmarks): see the module docstring for the rule.
+#: Chosen by benchmarks/label_noise.py (docs/benchmarks.md section 5): see the module docstring for the rule.
 DEFAULT_LABEL_SCORE = "combined"
 
 
@@ -224,8 +224,8 @@ def _refinement_unavailable(covariance: CovarianceConfig, n_classes: int, n_feat
     return ""
 
 
-# Rows per block when centring on NumPy: 64 x 1,280 float64 is 640 KiB, within one core's L2, so the
-# cast, the centring, the float32 copy and the sum of squares are made from cache.
+# Rows per block when centring on NumPy: 64 x 1,280 float64 is 640 KiB, small enough for a server core's
+# L2 cache, so the cast, the centring, the float32 copy and the sum of squares are made from cache.
 _BLOCK_ROWS = 64
 
 

@@ -39,8 +39,8 @@ __all__ = ["RefinedSolve", "refined_scatter_solve", "scatter_apply"]
 
 #: The contraction above which refinement stops: each later step would gain less than one bit.
 MAX_CONTRACTION = 0.5
-# Rows per block of the float64 products: 64 x 1,280 float64 is 640 KiB, within one core's L2 here, so
-# R Y and R^T (R Y) read each block from cache once it is loaded.
+# Rows per block of the float64 products: 64 x 1,280 float64 is 640 KiB, small enough for a server core's
+# L2 cache, so R Y and R^T (R Y) read each block from cache once it is loaded.
 _APPLY_BLOCK_ROWS = 64
 # A correction this small relative to the solution may be multiplied by R in float32: the product's
 # relative error, ~eps_32 sqrt(d) times this, stays below float64 rounding of the whole.

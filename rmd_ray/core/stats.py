@@ -13,7 +13,8 @@ W = W_a + W_b + \sum_k (n_ak n_bk / n_k) delta_k delta_k^T (one weighted GEMM).
 
 The statistics do not depend on the input dtype: float32 features (what encoders emit) are cast per
 block and centred, summed and multiplied in float64 (docs/design.md section 2), so they equal those of the
-same values cast to float64 beforehand. This stage is under 1% of the pipeline's time; exactness wins.
+same values cast to float64 beforehand. The encoder dominates the pipeline's time, not this stage
+(docs/benchmarks.md section 8), so exactness wins over a faster float32 path.
 
 Everything the method needs follows from these alone (docs/design.md section 2):
 Sigma = W / N, mu_0 = \sum_k n_k m_k / N and Sigma_0 = (W + \sum_k n_k (m_k - mu_0)(m_k - mu_0)^T) / N.
@@ -116,7 +117,7 @@ def batch_stats(features: Any, labels: Any, *, n_classes: int) -> ClassStats:
 
 
 # Rows per block on CPU: 2**19 / d rows is 4 MiB of float64, small enough to stay in cache between the
-# centring, the segment sums and the rank-k update of the same block (measured at d = 512, K = 1000).
+# centring, the segment sums and the rank-k update of the same block (docs/benchmarks.md, Notes moved from code).
 _BLOCK_VALUES = 1 << 19
 _MIN_BLOCK_ROWS = 256
 
@@ -144,7 +145,9 @@ def _add_gram(xp: Any, gram: Any, rows: Any, *, alpha: float = 1.0) -> Any:
 def _symmetric(xp: Any, gram: Any) -> Any:
     """The full symmetric matrix from the lower triangle (exactly symmetric, whatever BLAS filled above)."""
     full = xp.tril(gram)
-    full += xp.triu(full.T, 1)  # two passes over d^2, not four: this is ~5% of a 10,000 x 1,280 fit
+    # two passes over d^2, not four: memory-bound, so it shows next to the rank-k update when N is a
+    # small multiple of d (docs/benchmarks.md, Notes moved from code)
+    full += xp.triu(full.T, 1)
     return xp.ascontiguousarray(full)
 
 
@@ -152,7 +155,7 @@ def _add_run_sums(sparse: Any, xp: Any, sums: Any, rows: Any, run_labels: Any, b
     """sums[run_labels[j]] += rows[bounds[j]:bounds[j + 1]].sum(axis=0) for each run j of equal labels.
 
     A (runs, m) indicator in CSR form, built directly: a (K, m) one-hot would write a K x d result per
-    block, which at K = 1000 cost more than the sums themselves.
+    block, more than the m x d rows it sums once K approaches m (ImageNet: K = 1000).
     """
     m = rows.shape[0]
     runs = sparse.csr_matrix((xp.ones(m), xp.arange(m), bounds), shape=(bounds.shape[0] - 1, m))
@@ -237,7 +240,7 @@ def merge_stats(a: ClassStats, b: ClassStats) -> ClassStats:
     delta = b.means - a.means
     means = a.means + delta * (n_b / safe_n)[:, None]
     weight = n_a * n_b / safe_n
-    # the between-shard term as a symmetric rank-K update (half a GEMM's flops; K = 1000 here)
+    # the between-shard term as a symmetric rank-K update (half a GEMM's flops; K = 1000 for ImageNet)
     gram = xp.asfortranarray(a.scatter + b.scatter)
     scatter = _symmetric(xp, _add_gram(xp, gram, delta * xp.sqrt(weight)[:, None]))
     return ClassStats(a.counts + b.counts, means, scatter)

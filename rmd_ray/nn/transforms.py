@@ -81,8 +81,9 @@ def eval_geometry(preset: str, image_size: int | None) -> Callable[[Any], Any]:
     """PIL RGB -> PIL RGB, deterministic (validation, test, prediction, channel statistics)."""
     if preset == "cifar":
         # PIL directly, not torchvision's Resize: on a PIL image that is the same call
-        # (Image.resize, bilinear), and importing torchvision (with torch and torch._dynamo) took
-        # 2-3 s of every fresh decode process, paid again at each epoch's first batch (measured)
+        # (Image.resize, bilinear), and importing torchvision (with torch and torch._dynamo) would be
+        # paid in every fresh decode process, again at each epoch's first batch (docs/benchmarks.md,
+        # Notes moved from code)
         return _identity if image_size is None else _PilResize(image_size)
     from torchvision.transforms import v2 as T
 

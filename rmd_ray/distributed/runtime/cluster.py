@@ -77,12 +77,13 @@ def dashboard_url() -> str | None:
 
 
 def worker_setup(threads: int = 1) -> None:
-    """Per-process setup for actors and tasks: one torch thread each (2 threads per process are 4-5x
-    slower here once anything else runs, docs/design.md section 6).
+    """Per-process setup for actors and tasks: one torch thread each (several processes share the
+    cores, so more threads per process oversubscribe them and every process slows down; docs/design.md
+    section 6, Too many threads).
 
     A process that has not imported torch is not made to (a decode task at the cifar geometry never
-    needs it, and the import costs seconds in every fresh worker); the thread count is left in the
-    environment, which torch reads when it is imported later.
+    needs it, and the import would be paid again in every fresh worker process); the thread count is
+    left in the environment, which torch reads when it is imported later.
     """
     import sys
 
@@ -99,8 +100,9 @@ def reclaim_orphaned_placement_groups() -> int:
     creator actor and job are dead). Ray Train's controller makes its worker group's group; when Tune
     stops a trial, the trial actor and the controller it owns die, and the group keeps its CPUs for the
     rest of the job. Train's own ``PlacementGroupCleaner`` asks the state API whether the controller is
-    alive, and that API needs the dashboard, which local instances here run without: measured, a
-    two-trial search on 3 CPUs left two 1-CPU groups and the next run waited for them forever.
+    alive, and that API needs the dashboard, which local instances here run without: the groups are
+    never removed, and the next run that needs their CPUs waits for them forever (docs/design.md
+    section 6, Silent hangs).
 
     Only groups of this job, not detached, made by an actor (never the driver's own) whose creator is
     dead are removed: no live code can use or remove them. Reads the GCS table through Ray's private

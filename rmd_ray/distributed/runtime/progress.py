@@ -1,9 +1,10 @@
 """What reaches the terminal: rmd-ray's own progress and results; Ray's and Ray Data's logs go to a file.
 
-Left alone, one ``rmd-ray run`` writes about 250 KB of Ray's internal logs to a non-interactive
-terminal (Ray Data progress redraws, Ray Train controller messages, a "Failed to query Ray Train
-Controller actor state" line every few seconds). :func:`route_ray_logs` sends all of that to one log
-file instead; ``rmd-ray --verbose`` skips it and shows everything, as Ray would.
+Left alone, one ``rmd-ray run`` floods a non-interactive terminal with Ray's internal logs, its own
+results lost among them (Ray Data progress redraws, Ray Train controller messages, a "Failed to query
+Ray Train Controller actor state" line every few seconds). :func:`route_ray_logs` sends all of that to
+one log file instead (docs/benchmarks.md, Notes moved from code); ``rmd-ray --verbose`` skips it and
+shows everything, as Ray would.
 
 Three streams are routed:
 

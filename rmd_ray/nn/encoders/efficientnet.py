@@ -31,8 +31,9 @@ def _build_efficientnet_lite0(*, checkpoint, image_size, pretrained) -> Encoder:
     # forward = avg-pool -> flatten -> dropout (no-op in eval) -> fc; without fc it is the
     # 1280-d pooled feature.
     model._fc = nn.Identity()
-    # TF-style scaling (x * 255 - 127) / 128 == (x - 127/255) / (128/255); torchvision's ImageNet
-    # mean/std costs ~8-11 points of top-1 with these weights.
+    # TF-style scaling (x * 255 - 127) / 128 == (x - 127/255) / (128/255): the scale these weights were
+    # trained on; torchvision's ImageNet mean/std would feed them shifted, rescaled inputs and lose top-1
+    # accuracy (docs/design.md section 6, EfficientNet-Lite0 input scaling).
     mean, std = (127.0 / 255.0,) * 3, (128.0 / 255.0,) * 3
     resize = int(s / _EFFNET_CROP_PCT)
     preprocess = T.Compose(

@@ -23,7 +23,7 @@ SCHEDULES: Registry[Callable[..., LRScheduler]] = Registry("schedule")
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """SGD + learning-rate schedule (defaults: the paper's 200-epoch CIFAR recipe, wd aside).
+    """SGD + learning-rate schedule (defaults: a common 200-epoch CIFAR recipe, wd aside).
 
     Parameters
     ----------
