@@ -344,7 +344,7 @@ def test_cifar_pickle_errors(tmp_path):
     ):
         read_cifar_pickle(root)
     (root / "data_batch_3").write_bytes(b"garbage")
-    with pytest.raises(ValueError, match=r"cannot unpickle CIFAR file .*data_batch_3"):
+    with pytest.raises(ValueError, match=r"cannot read CIFAR file .*data_batch_3"):
         read_cifar_pickle(root)
     with pytest.raises(ValueError, match=r"split must be 'train' or 'test'"):
         read_cifar_pickle(root, split="valid")

@@ -15,14 +15,38 @@ from rmd_ray.data.readers.tables import _check_split, _pixel_table, _with_metada
 # CIFAR python pickles
 
 
+#: The only globals a CIFAR batch file may name: what NumPy needs to rebuild its ``data`` array, and
+#: ``_codecs.encode``, which protocol-2 pickles written by Python 3 use to rebuild ``bytes`` (a pure
+#: function). Dicts, lists, strings and numbers need no global at all.
+_ALLOWED_GLOBALS = frozenset({
+    ("_codecs", "encode"),
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+})
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """An unpickler that resolves only :data:`_ALLOWED_GLOBALS`: a crafted file cannot call anything else
+    (``os.system``, ``builtins.eval``, ...), so no code from the file runs."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _ALLOWED_GLOBALS:
+            raise pickle.UnpicklingError(
+                f"refused global {module}.{name}: a CIFAR batch holds only dicts, lists, bytes and NumPy arrays"
+            )
+        return super().find_class(module, name)
+
+
 def _unpickle(path: Path) -> dict:
     # The official CIFAR files are Python 2 pickles: encoding="bytes" keeps their byte-string keys.
-    # pickle runs code from the file, so read only files you trust (the published archives).
     try:
         with open(path, "rb") as fh:
-            obj = pickle.load(fh, encoding="bytes")
-    except (pickle.UnpicklingError, EOFError, OSError) as err:
-        raise ValueError(f"cannot unpickle CIFAR file {str(path)!r}: {err}") from err
+            obj = _CifarUnpickler(fh, encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, OSError, AttributeError, TypeError, ValueError) as err:
+        raise ValueError(
+            f"cannot read CIFAR file {str(path)!r}: {err}; use the published 'python version' archive"
+        ) from err
     if not isinstance(obj, dict):
         raise ValueError(f"{str(path)!r} is not a CIFAR pickle (expected a dict, got {type(obj).__name__})")
     return {(k.decode() if isinstance(k, bytes) else k): v for k, v in obj.items()}

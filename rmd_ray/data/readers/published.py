@@ -75,13 +75,13 @@ def read_published_corruptions(root: str | os.PathLike, *, limit: int | None = N
 
 
 def _read_cifar_c(base: Path, limit: int | None) -> pa.Table:
-    labels = np.load(base / "labels.npy").astype(np.int64)
+    labels = np.load(base / "labels.npy", allow_pickle=False).astype(np.int64)
     names = sorted(p.stem for p in base.glob("*.npy") if p.stem != "labels")
     if not names:
         raise ValueError(f"no <corruption>.npy next to {base / 'labels.npy'}; the CIFAR-10-C layout is ROOT/<name>.npy")
     parts = []
     for name in names:
-        stack = np.load(base / f"{name}.npy", mmap_mode="r")
+        stack = np.load(base / f"{name}.npy", mmap_mode="r", allow_pickle=False)
         if stack.ndim != 4 or stack.shape[3] != 3 or stack.shape[0] % 5 or stack.shape[0] != labels.shape[0]:
             raise ValueError(
                 f"{base / (name + '.npy')} has shape {stack.shape}; CIFAR-10-C needs (5 n, H, W, 3) with n "

@@ -61,11 +61,11 @@ def embedding_pipeline(
     ds = ray.data.from_items([{"shard": s.index} for s in shards], override_num_blocks=len(shards))
     # Read and decode in one generator task per shard, yielding encoder-sized batches: as two map
     # stages Ray Data fuses them and bundles every shard into one task by the decode batch size, which
-    # serialises the whole run (measured: 1 task, 1 block of 10,000 rows, no overlap with the encoder).
+    # serialises the whole run (one task, one block, no overlap with the encoder).
     # max_calls=0 is Ray's default (a task worker is reused without limit); it is spelled out because Ray Data
     # fuses a task stage into the next actor stage whose remote arguments are equal, which with CPU encoders
     # (1 CPU each, decode_cpus 1) moved decoding into the encoder actors: no decode beside encoding, and on a
-    # cluster no decoding on the CPU-only nodes (extract_throughput 1.00x, one run 24.8 s against 12-16 s).
+    # cluster no decoding on the CPU-only nodes (docs/benchmarks.md, extract_throughput).
     ds = ds.map_batches(
         read_decode_stage,
         fn_kwargs={"plan": {s.index: s for s in shards}, "classes": classes, "spec": encoder,

@@ -10,7 +10,7 @@ import importlib
 from typing import Any
 
 # Lazy (PEP 562): every decode task imports .ingest, which would otherwise load this package's driver
-# and worker modules (torch, torchvision, Ray Train: ~3 s in each fresh worker process, measured).
+# and worker modules (torch, torchvision and Ray Train, in each fresh worker process).
 _EXPORTS = {
     "CHECKPOINT_FILE": ".config",
     "TrainConfig": ".config",

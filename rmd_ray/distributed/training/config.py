@@ -95,13 +95,12 @@ class TrainConfig:
         workers leave free (the cluster's CPUs, less the extra logical CPU a local instance declares,
         less ``num_workers * cpus_per_worker``), at least 1. More tasks than free cores only
         contend with the training step, and each fresh task process costs a start-up at the first
-        epoch's first batch (measured on 2 cores: 4 tasks gave epoch 1 a 5.8 s first batch, 1 task 3.2 s,
-        with no wait in later epochs either way).
+        epoch's first batch (docs/design.md 7.7).
     shards_per_task : int
         Shards one training read task reads and interleaves, >= 1 (default 8). A class-sorted source
         (ImageFolder; the CIFAR-10 Parquet) holds one or two classes per shard, and the worker's local
-        buffer only mixes a few blocks: with one shard per task, batches held one or two classes and
-        CIFAR-10 (classes 0-4, sorted) trained to 46% test accuracy against 70% in-process (measured).
+        buffer only mixes a few blocks: with one shard per task, batches hold one or two classes and a
+        class-sorted CIFAR-10 trains far below the in-process accuracy (docs/benchmarks.md).
         Memory: a task holds its group's encoded images (ImageNet JPEGs, 512-row shards: ~56 MB a
         shard). Pre-shuffled Parquet needs no mixing (1 is enough).
     use_gpu : bool

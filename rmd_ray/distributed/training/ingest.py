@@ -309,8 +309,8 @@ def _stream_yields(ds, geometry: Geometry):
     the task still decodes the rest.
 
     Ray Data buffers a task's yields until they pass ``DataContext.target_max_block_size`` (128 MiB by
-    default) or the task ends: at 32 px a whole 4,000-row epoch of one task was one block, handed over
-    only when the task finished (first block 1.4 s into an epoch; 0.3 s with this, measured on 2 cores).
+    default) or the task ends: at 32 px a whole epoch of one task would be one block, handed over only
+    when the task finished (docs/design.md 7.7).
     The target is set, on this dataset's own context only, to one yield's image bytes, which the yield
     (with its labels and indices) just exceeds. At 224 px (38 MB a yield) the buffer merged three yields
     into a block; now each is one.
