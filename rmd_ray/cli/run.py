@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 from rmd_ray.cli.common import _print_table
 from rmd_ray.cli.evaluate import _corruption_results, _print_shift_and_proxy, _proxy_results, ood_results, print_ood
@@ -18,26 +17,27 @@ DEFAULT_OOD = "digits=sklearn-digits:"
 SMOKE_TEST = {"limit": 512, "epochs": 1, "val_limit": 256, "corruption_limit": 64, "severities": "1,5"}
 
 
-def _shift_for_run(args: argparse.Namespace, result, runs: dict, checkpoints: dict, output: Path):
+def _shift_for_run(args: argparse.Namespace, result, runs: dict, checkpoints: dict, output: str):
     """Validation-set scores under the training Gaussians -> proxy test; corruption shift of each model."""
     val_scores = _score(
-        args, str(output / "val_scores"), source=args.val_source, limit=args.val_limit, scorer=result.scorer_path
+        args, storage.join(output, "val_scores"), source=args.val_source, limit=args.val_limit,
+        scorer=result.scorer_path,
     )
     proxy = _proxy_results(val_scores.scores_path, runs, n_groups=args.proxy_groups)
     proxy_json = {k: v.to_dict() for k, v in proxy.items()}
-    storage.write_json_atomic(storage.join(str(output), "evaluate", "proxy.json"), proxy_json)
+    storage.write_json_atomic(storage.join(output, "evaluate", "proxy.json"), proxy_json)
     shift = {}
     if args.corruption_limit:
         shift = _corruption_results(checkpoints, args.val_source, args, limit=args.corruption_limit)
-        storage.write_json_atomic(storage.join(str(output), "evaluate", "corruption.json"), shift)
+        storage.write_json_atomic(storage.join(output, "evaluate", "corruption.json"), shift)
     return proxy, shift
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """The main job on the embedded default: score -> train (proposed and CE) -> evaluate -> report."""
-    output = Path(args.output)
+    output = str(args.output)
     start = time.perf_counter()
-    result = _score(args, str(output / "scores"))
+    result = _score(args, storage.join(output, "scores"))
     print(
         f"[1/5 score] {result.rows_scored} of {result.rows_in} rows scored, {result.rows_error} errors, "
         f"{time.perf_counter() - start:.0f} s -> {result.scores_path}"
@@ -49,7 +49,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     ):
         tic = time.perf_counter()
         trained = _train(
-            args, loss=loss, hparams=hparams, scores_path=result.scores_path, output=output / "train", run_name=name
+            args, loss=loss, hparams=hparams, scores_path=result.scores_path, output=storage.join(output, "train"),
+            run_name=name,
         )
         runs[name], metrics[name] = trained.predictions_path, trained.test_metrics
         checkpoints[name] = trained.last_checkpoint
@@ -57,13 +58,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     tic = time.perf_counter()
     proxy, shift = _shift_for_run(args, result, runs, checkpoints, output)
     args.ood_source = args.ood_source or [DEFAULT_OOD]
-    ood = ood_results(args, runs, checkpoints, output / "evaluate")
-    storage.write_json_atomic(storage.join(str(output), "evaluate", "ood.json"), ood)
+    ood = ood_results(args, runs, checkpoints, storage.join(output, "evaluate"))
+    storage.write_json_atomic(storage.join(output, "evaluate", "ood.json"), ood)
     from rmd_ray.data.label_issues import find_label_issues
     from rmd_ray.evaluation.report import build_report
 
     issues = find_label_issues(
-        result.scores_path, source=args.source, top=32, output_dir=output / "label_issues"
+        result.scores_path, source=args.source, top=32, output_dir=storage.join(output, "label_issues")
     )
     print(
         f"[4/5 evaluate] test set: {args.val_source} (first {args.val_limit} rows); corruption shift on the "
@@ -79,7 +80,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         corruption_results=shift or None,
         proxy_results=proxy,
         ood_results=ood,
-        output_dir=output / "report",
+        output_dir=storage.join(output, "report"),
         title="rmd-ray main job: Fashion-MNIST",
     )
     print("[5/5 report]")
@@ -95,6 +96,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         "label_issues": str(issues.grid_path),
         "report": str(report),
     }
-    storage.write_json_atomic(storage.join(str(output), "summary.json"), summary)
+    storage.write_json_atomic(storage.join(output, "summary.json"), summary)
     print(f"report: {report}\nlabel issues: {issues.grid_path}\nall results in {output}/ ({summary['seconds']:.0f} s)")
     return 0

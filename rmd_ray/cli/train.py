@@ -171,7 +171,7 @@ def _train_config(args: argparse.Namespace, *, loss: str, hparams: dict):
     )
 
 
-def _train(args: argparse.Namespace, *, loss: str, hparams: dict, scores_path, output: Path, run_name: str):
+def _train(args: argparse.Namespace, *, loss: str, hparams: dict, scores_path, output: str, run_name: str):
     from rmd_ray.distributed.runtime.dashboards import TrainProgressCallback
     from rmd_ray.distributed.sources.plan import check_source_spec, open_source
     from rmd_ray.distributed.training import loss_needs_weights, run_training
@@ -217,7 +217,7 @@ def _train(args: argparse.Namespace, *, loss: str, hparams: dict, scores_path, o
     )
 
 
-def tensorboard_dir(output, run_name: str) -> Path:
+def tensorboard_dir(output: str, run_name: str) -> Path:
     """``<output>/<run_name>/tensorboard``; for a URI output, a local temporary folder (TensorBoard
     appends to its event files as training goes, which object stores do not allow)."""
     import tempfile
@@ -236,7 +236,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         loss=args.loss,
         hparams=hparams,
         scores_path=args.scores,
-        output=Path(args.output),
+        output=str(args.output),
         run_name=args.run_name or args.loss,
     )
     _print_table({args.run_name or args.loss: result.test_metrics or result.final_val})

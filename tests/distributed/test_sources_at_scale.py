@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -217,8 +218,8 @@ def test_a_thousand_classes_end_to_end(ray_local, tmp_path):
 
     from rmd_ray.evaluation.report import build_report
 
-    page = build_report(runs={}, scores_path=result.scores_path, source=f"folder:{root}",
-                        output_dir=tmp_path / "report", max_gallery_classes=6).read_text()
+    page = Path(build_report(runs={}, scores_path=result.scores_path, source=f"folder:{root}",
+                             output_dir=tmp_path / "report", max_gallery_classes=6)).read_text()
     assert "Showing the 6 of 1000 classes with the highest mean RMD" in page
     from rmd_ray.evaluation.report.gallery import _gallery_picks
 

@@ -8,6 +8,7 @@ import io
 import json
 import re
 import stat
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -21,6 +22,11 @@ from rmd_ray.evaluation.proxy import difficulty_proxy_test
 from rmd_ray.evaluation.report import SECTIONS, build_report, format_hparams, gallery_selection
 from rmd_ray.evaluation.report.gallery import _label_decimals
 from rmd_ray.io.storage import write_parquet_atomic
+
+
+def _report(**kwargs) -> Path:
+    """build_report returns where the page went (a local path or a URI); here always a local path."""
+    return Path(build_report(**kwargs))
 
 pytestmark = pytest.mark.filterwarnings("ignore::rmd_ray.evaluation.evaluate.DuplicatePredictionsWarning")
 CLASSES = ["cat", "dog", "fox"]
@@ -92,7 +98,7 @@ def inputs(tmp_path_factory):
 @pytest.fixture(scope="module")
 def full_report(inputs, tmp_path_factory):
     out = tmp_path_factory.mktemp("report_full")
-    path = build_report(
+    path = _report(
         runs=inputs["runs"],
         scores_path=inputs["scores_path"],
         source=inputs["source"],
@@ -179,7 +185,7 @@ def test_runs_table_shows_the_loss_hyper_parameters_training_writes(tmp_path):
         "ce": write_predictions(tmp_path / "c.parquet", ids, labels, logits, metadata={
             "model": "resnet18", "loss": "ce", "loss_hparams": {}, "epochs": 6, "seed": 1}),
     }
-    page = build_report(runs=runs, output_dir=tmp_path / "r", **FAST).read_text(encoding="utf-8")
+    page = _report(runs=runs, output_dir=tmp_path / "r", **FAST).read_text(encoding="utf-8")
     table = _sections(page)["metrics"]
     row = re.search(r'<tr><td class="l">proposed</td>(.*?)</tr>', table.split("<th class=\"l\">hparams</th>")[1])
     cells = re.findall(r"<td[^>]*>([^<]*)</td>", row.group(1))
@@ -197,7 +203,7 @@ def test_report_is_written_atomically_and_readable(full_report):
 
 
 def test_missing_inputs_give_notes_saying_what_enables_each_section(tmp_path):
-    page = build_report(runs={}, output_dir=tmp_path, title="empty").read_text()
+    page = _report(runs={}, output_dir=tmp_path, title="empty").read_text()
     sections = _sections(page)
     assert list(sections) == list(SECTIONS)
     assert "<img" not in page
@@ -211,7 +217,7 @@ def test_missing_inputs_give_notes_saying_what_enables_each_section(tmp_path):
 
 
 def test_one_run_and_scores_without_source(inputs, tmp_path):
-    page = build_report(
+    page = _report(
         runs={"CE": inputs["runs"]["CE"]},
         scores_path=inputs["scores_path"],
         output_dir=tmp_path,
@@ -231,14 +237,14 @@ def test_gallery_notes_scores_missing_from_the_source(inputs, tmp_path):
     path = write_parquet_atomic(
         pa.concat_tables([scores, extra]), tmp_path / "scores.parquet", metadata={"classes": CLASSES}
     )
-    page = build_report(
+    page = _report(
         runs={}, scores_path=path, source=inputs["source"], output_dir=tmp_path, **FAST
     ).read_text()
     gallery = _sections(page)["gallery"]
     assert "2 scored id(s) are missing from source" in gallery and gallery.count("<img ") == 1
 
     only_ghosts = write_parquet_atomic(extra, tmp_path / "ghosts.parquet")
-    page = build_report(
+    page = _report(
         runs={}, scores_path=only_ghosts, source=inputs["source"], output_dir=tmp_path, **FAST
     ).read_text()
     assert "None of the 2 scored ids occur in source" in _sections(page)["gallery"]
@@ -278,7 +284,7 @@ def test_duplicates_in_runs_are_reported_in_the_table(tmp_path):
         tmp_path / "p.parquet", np.r_[ids, ids[:2]], np.r_[labels, labels[:2]], np.r_[logits, logits[:2]]
     )
     with pytest.warns(DuplicatePredictionsWarning):
-        page = build_report(runs={"padded": path}, output_dir=tmp_path / "out").read_text()
+        page = _report(runs={"padded": path}, output_dir=tmp_path / "out").read_text()
     assert "<th>duplicates dropped</th>" in page and re.search(
         r"<td>2</td><td class=\"l\">.*p\.parquet", page
     )
@@ -287,44 +293,44 @@ def test_duplicates_in_runs_are_reported_in_the_table(tmp_path):
 def test_validation_errors(inputs, tmp_path):
     runs = inputs["runs"]
     with pytest.raises(FileNotFoundError, match=r"predictions file for run 'x' not found"):
-        build_report(runs={"x": tmp_path / "nope.parquet"}, output_dir=tmp_path)
+        _report(runs={"x": tmp_path / "nope.parquet"}, output_dir=tmp_path)
     with pytest.raises(ValueError, match=r"runs must be a dict"):
-        build_report(runs=[runs["CE"]], output_dir=tmp_path)
+        _report(runs=[runs["CE"]], output_dir=tmp_path)
     with pytest.raises(ValueError, match=r"compare must name two different runs"):
-        build_report(runs=runs, compare=("CE", "other"), output_dir=tmp_path)
+        _report(runs=runs, compare=("CE", "other"), output_dir=tmp_path)
     with pytest.raises(ValueError, match=r"compare must name two different runs"):
-        build_report(runs=runs, compare=("CE", "CE"), output_dir=tmp_path)
+        _report(runs=runs, compare=("CE", "CE"), output_dir=tmp_path)
     with pytest.raises(ValueError, match=r"temperatures must be a non-empty list of positive numbers"):
-        build_report(runs={}, temperatures=[0.7, 0], output_dir=tmp_path)
+        _report(runs={}, temperatures=[0.7, 0], output_dir=tmp_path)
     with pytest.raises(ValueError, match=r"corruption_results\['m'\] must be a non-empty list of dicts"):
-        build_report(runs={}, corruption_results={"m": [{"corruption": "fog"}]}, output_dir=tmp_path)
+        _report(runs={}, corruption_results={"m": [{"corruption": "fog"}]}, output_dir=tmp_path)
     with pytest.raises(ValueError, match=r"corruption_results is empty"):
-        build_report(runs={}, corruption_results={}, output_dir=tmp_path)
+        _report(runs={}, corruption_results={}, output_dir=tmp_path)
     with pytest.raises(ValueError, match=r"proxy_results\['error_rate'\] must be a ProxyResult"):
-        build_report(runs={}, proxy_results={"error_rate": [0.1]}, output_dir=tmp_path)
+        _report(runs={}, proxy_results={"error_rate": [0.1]}, output_dir=tmp_path)
     with pytest.raises(ValueError, match=r"proxy_results\['model'\] must be a ProxyResult"):
-        build_report(runs={}, proxy_results=[0.1, 0.2], output_dir=tmp_path)
+        _report(runs={}, proxy_results=[0.1, 0.2], output_dir=tmp_path)
     with pytest.raises(ValueError, match=r"gallery_per_class must be a positive integer"):
-        build_report(runs={}, gallery_per_class=0, output_dir=tmp_path)
+        _report(runs={}, gallery_per_class=0, output_dir=tmp_path)
     with pytest.raises(FileNotFoundError, match=r"scores file not found"):
-        build_report(runs={}, scores_path=tmp_path / "none.parquet", output_dir=tmp_path)
+        _report(runs={}, scores_path=tmp_path / "none.parquet", output_dir=tmp_path)
     bad_scores = write_parquet_atomic(pa.table({"id": ["a"], "label": [0]}), tmp_path / "norm.parquet")
     with pytest.raises(ValueError, match=r"lacks column\(s\) \['rmd'\]"):
-        build_report(runs={}, scores_path=bad_scores, output_dir=tmp_path)
+        _report(runs={}, scores_path=bad_scores, output_dir=tmp_path)
     nan_scores = write_parquet_atomic(
         pa.table({"id": ["a", "b"], "label": [0, 1], "rmd": [1.0, float("nan")]}), tmp_path / "nan.parquet"
     )
     with pytest.raises(ValueError, match=r"1 NaN/inf RMD value\(s\)"):
-        build_report(runs={}, scores_path=nan_scores, output_dir=tmp_path)
+        _report(runs={}, scores_path=nan_scores, output_dir=tmp_path)
     with pytest.raises(ValueError, match=r"unknown data source"):
-        build_report(runs={}, scores_path=inputs["scores_path"], source="webdataset:x", output_dir=tmp_path)
+        _report(runs={}, scores_path=inputs["scores_path"], source="webdataset:x", output_dir=tmp_path)
     with pytest.raises(TypeError, match=r"title must be a str"):
-        build_report(runs={}, title=None, output_dir=tmp_path)
+        _report(runs={}, title=None, output_dir=tmp_path)
 
 
 def test_corruption_results_with_only_a_clean_row_still_plot(tmp_path):
     clean_only = [{"corruption": "clean", "severity": 0, "acc": 0.9, "ece_mass": 0.02, "ece_width": 0.03}]
-    page = build_report(runs={}, corruption_results=clean_only, output_dir=tmp_path).read_text()
+    page = _report(runs={}, corruption_results=clean_only, output_dir=tmp_path).read_text()
     assert _sections(page)["corruption"].count("<img ") == 1
     assert "types per method: model: 0" in page
 
@@ -337,7 +343,7 @@ def test_an_undecodable_source_image_becomes_a_grey_tile_with_a_note(tmp_path):
     scores = write_parquet_atomic(
         pa.table({"id": ids, "label": [0, 0, 1, 1], "rmd": [3.0, 2.0, 1.0, 0.0]}), tmp_path / "scores.parquet"
     )
-    page = build_report(
+    page = _report(
         runs={}, scores_path=scores, source=f"parquet:{tmp_path / 'src.parquet'}", output_dir=tmp_path, **FAST
     ).read_text()
     gallery = _sections(page)["gallery"]
@@ -350,12 +356,12 @@ def test_ood_section_shows_each_run_and_set_and_bolds_the_best_auroc(tmp_path):
                                             for s in ("maxlogit", "entropy", "msp")}}
 
     ood = {"proposed": {"digits": report(0.9123)}, "ce": {"digits": report(0.8765)}}
-    page = build_report(runs={}, ood_results=ood, output_dir=tmp_path).read_text(encoding="utf-8")
+    page = _report(runs={}, ood_results=ood, output_dir=tmp_path).read_text(encoding="utf-8")
     assert "Out-of-distribution detection" in page
     assert page.count('<td class="best">0.9123</td>') == 3 and page.count("<td class=\"\">0.8765</td>") == 3
     assert "25.0%" in page and "OOD results: 2" in page
     with pytest.raises(ValueError, match=r"ood_results\['m'\] must be a dict \{OOD set: report\}"):
-        build_report(runs={}, ood_results={"m": {"digits": {"auroc": 1}}}, output_dir=tmp_path)
+        _report(runs={}, ood_results={"m": {"digits": {"auroc": 1}}}, output_dir=tmp_path)
 
 
 def test_runs_may_be_prediction_parts_directories_as_training_writes(tmp_path):
@@ -370,7 +376,7 @@ def test_runs_may_be_prediction_parts_directories_as_training_writes(tmp_path):
     folder.mkdir()
     shutil.copy(single, folder / "part-0.parquet")
     write_manifest(str(folder), ["part-0.parquet"], rows=40, metadata={"loss": "ce", "split": "test"})
-    page = build_report(runs={"dir": folder, "file": single}, output_dir=tmp_path / "r", **FAST).read_text()
+    page = _report(runs={"dir": folder, "file": single}, output_dir=tmp_path / "r", **FAST).read_text()
     table = _sections(page)["metrics"]
     cells = {run: re.search(rf'<tr><td class="l">{run}</td><td>(\d+)</td>', table).group(1) for run in ("dir", "file")}
     assert cells == {"dir": "40", "file": "40"}

@@ -23,7 +23,6 @@ from rmd_ray.evaluation.report.gallery import _gallery_section, _scores
 from rmd_ray.evaluation.report.tables import _metrics_section, _ood_section
 from rmd_ray.evaluation.report.templating import TEMPLATES, render
 from rmd_ray.io import storage
-from rmd_ray.io.atomic import atomic_path
 from rmd_ray.io.parts import column_names
 
 #: Section id -> heading, in page order.
@@ -294,9 +293,6 @@ def _render_page(title: str, inputs: str, sections: list[tuple[str, str]]) -> st
     )
 
 
-def _write_page(page: str, output_dir: str | os.PathLike[str]) -> Path:
-    """Write ``output_dir/report.html`` atomically; return its path."""
-    path = Path(output_dir) / "report.html"
-    with atomic_path(path) as tmp:
-        tmp.write_text(page, encoding="utf-8")
-    return path
+def _write_page(page: str, output_dir: str | os.PathLike[str]) -> str:
+    """Write ``output_dir/report.html`` atomically (a local folder or any URI); return where it went."""
+    return storage.write_bytes_atomic(storage.join(str(output_dir), "report.html"), page.encode("utf-8"))
