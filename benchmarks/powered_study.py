@@ -30,6 +30,7 @@ sessions. Several processes may run at once: each claims its run with an exclusi
 ``summarise`` writes ``powered_study.md``, ``powered_study.json`` and the README's verdict table.
 
 Run:  python benchmarks/powered_study.py run [--max-runs N] [--commit]    (one process per core)
+      python benchmarks/powered_study.py contrast     (the weight-contrast table; no training)
       python benchmarks/powered_study.py summarise
 """
 
@@ -151,6 +152,8 @@ class Setting:
 
 
 def run_name(arm: str, m: float, seed: int) -> str:
+    if arm == "oof":
+        return f"oof_fold{seed}"
     return f"{arm}_m{m:g}_seed{seed}" if arm != "ce" else f"ce_seed{seed}"
 
 
@@ -193,6 +196,8 @@ def schedule(records, *, settings, seeds: int) -> list[tuple[str, str, float, in
         m = chosen_strength(records, s, "proposed")
         if m is not None:
             runs += [(s, arm, m, k) for k in range(seeds) for arm in ("md", "rank", "robust")]
+    for s in settings:  # out-of-fold CE losses (two folds) for Spearman(RMD, loss)
+        runs += [(s, "oof", 0.0, fold) for fold in (0, 1)]
     return list(dict.fromkeys(runs))
 
 
@@ -272,6 +277,57 @@ def train_run(setting: Setting, arm: str, m: float, seed: int, *, epochs: int, w
     }
 
 
+def oof_run(setting: Setting, *, fold: int, epochs: int, width: float) -> dict:
+    """CE trained on the other fold (stratified, seed 0); the held-out samples' losses by position."""
+    from _inprocess import logits_of, normaliser, train_model
+    from scipy.special import logsumexp
+
+    from rmd_ray.core.splits import stratified_folds
+
+    folds = stratified_folds(setting.y_train, folds=2, seed=0)
+    train_idx, held = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
+    to_tensor = normaliser(setting.x_train)
+    tic = time.perf_counter()
+    model = train_model(setting.x_train[train_idx], setting.y_train[train_idx], np.ones(train_idx.size), loss="ce",
+                        hparams={}, epochs=epochs, seed=0, width=width, to_tensor=to_tensor, augment=False,
+                        channels_last=True)
+    z = logits_of(model, setting.x_train[held], to_tensor)
+    loss = logsumexp(z, axis=1) - z[np.arange(held.size), setting.y_train[held]]
+    return {"setting": setting.name, "arm": "oof", "m": 0.0, "seed": fold, "epochs": epochs, "width": width,
+            "train_s": time.perf_counter() - tic, "held": held.tolist(), "loss": [round(float(v), 6) for v in loss]}
+
+
+def weight_contrast(data: dict, settings: list[str]) -> list[dict]:
+    """For every weighting: mean s, mean s(mislabelled) / mean s(clean), and the share of the total bonus
+    alpha * s that lands on mislabelled samples (alpha cancels); Spearman(RMD, out-of-fold loss) where the
+    two out-of-fold runs are recorded."""
+    from scipy.stats import spearmanr
+
+    records = load_records()
+    weightings = [("proposed", "rmd / minmax"), ("md", "md / minmax"), ("rank", "rmd / rank"),
+                  ("robust", "rmd / robust"), ("shuffled_rmd", "shuffled rmd / minmax"), ("uniform", "uniform")]
+    rows = []
+    for name in settings:
+        setting = Setting(data, name)
+        mis = setting.mislabelled
+        if not mis.any():
+            continue
+        oof = [records.get((name, f"oof_fold{f}")) for f in (0, 1)]
+        spearman = None
+        if all(oof):
+            loss = np.empty(len(setting.y_train))
+            for r in oof:
+                loss[np.asarray(r["held"])] = r["loss"]
+            spearman = float(spearmanr(setting.columns["rmd"], loss).statistic)
+        for arm, label in weightings:
+            s = setting.weights(arm, 0)
+            rows.append({"setting": name, "weighting": label, "mean": float(s.mean()),
+                         "contrast": float(s[mis].mean() / s[~mis].mean()),
+                         "bonus_share": float(s[mis].sum() / s.sum()), "mislabelled_share": float(mis.mean()),
+                         "spearman_oof": spearman if arm == "proposed" else None})
+    return rows
+
+
 def write_record(path: Path, record: dict, *, commit: bool) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -318,11 +374,15 @@ def run(args) -> None:
             if s not in settings:
                 settings[s] = Setting(data, s)
             print(f"[{s}] {name} ...", flush=True)
-            record = train_run(settings[s], arm, m, seed, epochs=args.epochs, width=args.width)
+            if arm == "oof":
+                record = oof_run(settings[s], fold=seed, epochs=args.epochs, width=args.width)
+            else:
+                record = train_run(settings[s], arm, m, seed, epochs=args.epochs, width=args.width)
             write_record(record_path(s, name), record, commit=args.commit)
-            print(f"[{s}] {name}: {record['train_s']:.0f} s, train acc {record['train']['acc_noisy']:.3f}, "
-                  f"test acc {record['test']['acc']:.4f}, ECE {100 * record['test']['ece_mass']:.2f}, "
-                  f"val nll {record['val']['nll']:.3f}", flush=True)
+            if arm != "oof":
+                print(f"[{s}] {name}: {record['train_s']:.0f} s, train acc {record['train']['acc_noisy']:.3f}, "
+                      f"test acc {record['test']['acc']:.4f}, ECE {100 * record['test']['ece_mass']:.2f}, "
+                      f"val nll {record['val']['nll']:.3f}", flush=True)
         finally:
             held.unlink(missing_ok=True)
         done += 1
@@ -341,11 +401,20 @@ def main() -> None:
     r.add_argument("--commit", action="store_true", help="git-commit each record as it is written")
     r.add_argument("--cache", default="/tmp/powered_study/data.npz", help="data cache; claims beside it")
     r.add_argument("--study-dir", default=str(STUDY), help="where the run records go (a checkout's results)")
+    c = sub.add_parser("contrast", help="the weight-contrast table (weight_contrast.json) from the data cache")
+    c.add_argument("--cache", default="/tmp/powered_study/data.npz")
+    c.add_argument("--settings", nargs="+", default=list(SETTINGS[:2]), choices=SETTINGS)
     s = sub.add_parser("summarise", help="tables, powered_study.json and the README verdict from the records")
     s.add_argument("--readme", default=str(Path(__file__).resolve().parents[1] / "README.md"))
     args = parser.parse_args()
     if args.command == "run":
         run(args)
+    elif args.command == "contrast":
+        rows = weight_contrast(prepare(Path(args.cache)), args.settings)
+        path = STUDY / "weight_contrast.json"
+        path.write_text(json.dumps(rows, indent=1) + "\n")
+        for row in rows:
+            print(row)
     else:
         from powered_summary import summarise
 
