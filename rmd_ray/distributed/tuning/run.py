@@ -112,7 +112,7 @@ def _param_space(space: SearchSpace) -> dict[str, Any]:
     from ray import tune
 
     param_space: dict[str, Any] = {}
-    for name, dist in space.search.items():
+    for name, dist in dict(space.search).items():
         if dist.kind == "choice":
             param_space[name] = tune.choice(list(dist.values))
         elif dist.kind == "uniform":
@@ -122,7 +122,7 @@ def _param_space(space: SearchSpace) -> dict[str, Any]:
         else:
             param_space[name] = tune.randint(int(dist.low), int(dist.high))
     # Every fixed value reaches every trial's config, so a trial reads fixed and searched keys alike.
-    param_space.update(space.fixed)
+    param_space.update(dict(space.fixed))
     return param_space
 
 
