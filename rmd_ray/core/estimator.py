@@ -1,10 +1,12 @@
-"""``DifficultyScorer``: a thin estimator over the stats / covariance / scores / weights functions."""
+"""``DifficultyScorer``: a thin estimator over the stats / covariance / scores / weights functions.
+
+Its file format (:meth:`DifficultyScorer.save` / :meth:`DifficultyScorer.load`) lives in
+:mod:`rmd_ray.core.scorer_io`, the rank checks of an unshrunk fit in :mod:`rmd_ray.core.validation`.
+"""
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -19,6 +21,7 @@ from rmd_ray.core.covariance import (
     solve_lower,
     whitening_matrix,
 )
+from rmd_ray.core.scorer_io import read_scorer, write_scorer
 from rmd_ray.core.scores import (
     class_distances,
     discriminant_distances,
@@ -38,11 +41,15 @@ from rmd_ray.core.stats import (
     residual_fourth_moments,
     within_class_covariance,
 )
-from rmd_ray.core.validation import check_class_counts, check_features, check_labels, check_n_classes
+from rmd_ray.core.validation import (
+    check_class_counts,
+    check_features,
+    check_labels,
+    check_n_classes,
+    rank_bounds,
+    require_full_rank,
+)
 from rmd_ray.core.weights import difficulty_weights
-from rmd_ray.io.atomic import atomic_path
-
-FORMAT_VERSION = 1
 
 #: Shrinkage rules under which Sigma_0 = Sigma + Sigma_B exactly (one ridge for both covariances).
 SHARED_SHRINKAGE = ("none", "ridge")
@@ -186,7 +193,7 @@ class DifficultyScorer:
         self.shrinkage_ = {"within": a_within, "global": a_total}
         # Shrinkage (a > 0) restores full rank; without it the rank bounds of the raw scatters hold, and
         # a covariance below full rank by construction is singular even where rounding hides it.
-        within_rank, global_rank = _rank_bounds(n, int(to_numpy(stats.counts > 0).sum()))
+        within_rank, global_rank = rank_bounds(n, int(to_numpy(stats.counts > 0).sum()))
         within_options = dict(rcond=cfg.rcond, max_rank=within_rank if a_within == 0.0 else None, floor=within_floor)
         # L itself (the shortcut solves with it); the pseudo-inverse whitening, with a warning, when singular
         self._within_lower, self._whitening = factor_or_whitening(
@@ -332,40 +339,19 @@ class DifficultyScorer:
         """Write the fitted statistics to ``.npz`` atomically, with provenance metadata.
 
         Stored: the sufficient statistics (so a reload can merge more data), the config and
-        ``{feature_dim, n_classes, shrinkage, package_version, ...provenance}``.
+        ``{feature_dim, n_classes, shrinkage, package_version, ...provenance}``
+        (:func:`rmd_ray.core.scorer_io.write_scorer`).
         """
         self._check_fitted()
-        from rmd_ray import __version__
-
-        stats = self.stats_.to_numpy()
-        meta = {
-            "format_version": FORMAT_VERSION,
-            "package_version": __version__,
-            "feature_dim": stats.n_features,
-            "n_classes": self.n_classes,
-            "n_samples": stats.n_samples,
-            "covariance": asdict(self.covariance),
-            "fourth_moments": getattr(self, "_fourth", None),
-            **(provenance or {}),
-        }
-        path = Path(path)
-        if path.suffix != ".npz":
-            raise ValueError(f"save path must end in .npz, got {path.name!r}")
-        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-            np.savez(
-                fh, counts=stats.counts, means=stats.means, scatter=stats.scatter,
-                meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
-            )
-        return path
+        return write_scorer(
+            path, self.stats_, n_classes=self.n_classes, covariance=self.covariance,
+            fourth_moments=getattr(self, "_fourth", None), provenance=provenance,
+        )
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, device: str = "cpu") -> DifficultyScorer:
         """Load a scorer written by :meth:`save` (no pickle) and finalize it."""
-        with np.load(path, allow_pickle=False) as data:
-            meta = json.loads(bytes(data["meta"]).decode())
-            stats = ClassStats(data["counts"], data["means"], data["scatter"])
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{path} has format {meta.get('format_version')}, this version reads {FORMAT_VERSION}")
+        stats, meta = read_scorer(path)
         scorer = cls(n_classes=meta["n_classes"], covariance=CovarianceConfig(**meta["covariance"]), device=device)
         scorer.provenance_ = meta
         fourth = meta.get("fourth_moments")
@@ -400,35 +386,6 @@ class DifficultyScorer:
     def __repr__(self) -> str:
         state = f"fitted on {self.stats_.n_samples}" if self.stats_ is not None else "unfitted"
         return f"DifficultyScorer(n_classes={self.n_classes}, shrinkage={self.covariance.shrinkage!r}, {state})"
-
-
-def require_full_rank(n_samples: int, n_features: int, n_nonempty: int) -> None:
-    """Raise when, without shrinkage, a covariance is singular by construction (whatever the data).
-
-    The pooled within-class scatter has rank at most N - (non-empty classes), the class-agnostic one N - 1:
-    n > d is not enough (N = 12, d = 10, K = 4 gives every sample MD = 8).
-    """
-    within_rank, global_rank = _rank_bounds(n_samples, n_nonempty)
-    deficient = [
-        f"the {name} covariance has rank at most {formula} = {rank} < d"
-        for name, formula, rank in (
-            ("shared within-class", "N - classes", within_rank),
-            ("class-agnostic", "N - 1", global_rank),
-        )
-        if rank < n_features
-    ]
-    if deficient:
-        raise ValueError(
-            f"{n_samples} samples for {n_features} feature dimensions ({n_nonempty} non-empty classes): "
-            f"{' and '.join(deficient)} (singular). Pass CovarianceConfig(shrinkage='ledoit_wolf') "
-            f"(or 'oas'/'ridge'), or at least d + classes = {n_features + n_nonempty} samples"
-        )
-
-
-def _rank_bounds(n_samples: int, n_nonempty: int) -> tuple[int, int]:
-    """Largest possible ranks of the within-class scatter (N - non-empty classes) and of the
-    class-agnostic one (N - 1): each centring on a fitted mean removes one degree of freedom."""
-    return n_samples - n_nonempty, n_samples - 1
 
 
 __all__ = ["DifficultyScorer", "NotFittedError", "empty_stats"]

@@ -116,3 +116,32 @@ def check_class_counts(counts: np.ndarray) -> None:
             DegenerateClassWarning,
             stacklevel=3,
         )
+
+
+def require_full_rank(n_samples: int, n_features: int, n_nonempty: int) -> None:
+    """Raise when, without shrinkage, a covariance is singular by construction (whatever the data).
+
+    The pooled within-class scatter has rank at most N - (non-empty classes), the class-agnostic one N - 1:
+    n > d is not enough (N = 12, d = 10, K = 4 gives every sample MD = 8).
+    """
+    within_rank, global_rank = rank_bounds(n_samples, n_nonempty)
+    deficient = [
+        f"the {name} covariance has rank at most {formula} = {rank} < d"
+        for name, formula, rank in (
+            ("shared within-class", "N - classes", within_rank),
+            ("class-agnostic", "N - 1", global_rank),
+        )
+        if rank < n_features
+    ]
+    if deficient:
+        raise ValueError(
+            f"{n_samples} samples for {n_features} feature dimensions ({n_nonempty} non-empty classes): "
+            f"{' and '.join(deficient)} (singular). Pass CovarianceConfig(shrinkage='ledoit_wolf') "
+            f"(or 'oas'/'ridge'), or at least d + classes = {n_features + n_nonempty} samples"
+        )
+
+
+def rank_bounds(n_samples: int, n_nonempty: int) -> tuple[int, int]:
+    """Largest possible ranks of the within-class scatter (N - non-empty classes) and of the
+    class-agnostic one (N - 1): each centring on a fitted mean removes one degree of freedom."""
+    return n_samples - n_nonempty, n_samples - 1

@@ -1,14 +1,10 @@
-"""Local paths and object-store URIs behind one small API, with writes that are never half-visible.
+"""Operations on local paths and object-store URIs behind one small API, with writes never half-visible.
 
-Every input and output of rmd-ray may be a local path (relative or absolute), a ``file://`` URI, or an
-object-store URI understood by :meth:`pyarrow.fs.FileSystem.from_uri`:
-
-* ``s3://bucket/key?endpoint_override=http://host:port&region=us-east-1`` -- the query string carries
-  the S3 options pyarrow accepts in a URI (``endpoint_override``, ``scheme``, ``region``,
-  ``allow_bucket_creation``, ``allow_bucket_deletion``, ``allow_delayed_open``, ``tls_ca_file_path``...);
-  credentials come from the environment (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``) or the
-  usual AWS configuration chain, never from rmd-ray.
-* ``gs://bucket/key`` (or ``gcs://``) for Google Cloud Storage.
+Locations -- local paths, ``file://`` URIs, ``s3://`` and ``gs://`` URIs with their ``?query`` options --
+are parsed and resolved to a pyarrow filesystem by :mod:`rmd_ray.io.location`; this module re-exports
+its public names (:func:`resolve`, :func:`is_remote`, :func:`join`, :func:`basename`) and adds the
+operations: existence tests, listings, globbing, whole-file reads and atomic writes of bytes, JSON and
+Parquet, and deletion.
 
 Because ``?`` starts an object-store URI's query, it is a glob wildcard only in local patterns; use
 ``[...]`` for a one-character wildcard in an object-store pattern.
@@ -18,8 +14,8 @@ Atomicity: a local write goes to a temporary file beside the target and is renam
 whole, and only once its upload completes; the payload is therefore serialised in memory first and
 sent in one upload, so a failure while producing it sends nothing and the previous object stays.
 
-This module sits in the torch layer but imports only pyarrow, the standard library and
-:mod:`rmd_ray.core`, so Ray workers, the CLI and the evaluation code can all share it cheaply.
+This module sits in the I/O layer and imports only pyarrow, the standard library and the rest of
+:mod:`rmd_ray.io`, so Ray workers, the CLI and the evaluation code can all share it cheaply.
 """
 
 from __future__ import annotations
@@ -27,18 +23,15 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
-import posixpath
 import re
-import threading
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlencode
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from rmd_ray.io.atomic import atomic_path
+from rmd_ray.io.location import basename, is_remote, join, parse_location, resolve, unsupported_location
 
 __all__ = [
     "METADATA_KEY",
@@ -66,173 +59,7 @@ __all__ = [
 
 METADATA_KEY = b"rmd_ray"
 
-_ACCEPTED = (
-    "a local path, file:///absolute/path, s3://bucket/key[?endpoint_override=http://host:port&region=...], "
-    "or gs://bucket/key"
-)
-_REMOTE_SCHEMES = frozenset({"s3", "gs", "gcs"})
-# A scheme needs two or more characters, so a Windows drive ("C:/data") stays a local path.
-_URI_RE = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]+):(?P<rest>.*)$", re.DOTALL)
 _GLOB_MAGIC = re.compile(r"[*?\[]")
-
-_cache_lock = threading.Lock()
-_fs_cache: dict[tuple, pafs.FileSystem] = {}
-_local_fs = pafs.LocalFileSystem()
-
-
-@dataclass(frozen=True)
-class _Location:
-    """A parsed ``uri``: ``scheme`` is ``""`` for a plain local path.
-
-    ``prefix`` + ``path`` + ``suffix`` rebuilds the URI (``suffix`` is ``"?query"`` or ``""``), which
-    lets results keep the caller's form, and ``path`` is the path inside the filesystem.
-    """
-
-    scheme: str
-    prefix: str
-    path: str
-    suffix: str
-    query: str = ""
-    userinfo: str = ""
-
-    @property
-    def remote(self) -> bool:
-        return self.scheme in _REMOTE_SCHEMES
-
-    def with_path(self, path: str) -> str:
-        return f"{self.prefix}{path}{self.suffix}"
-
-
-def _bad(uri: object, why: str) -> ValueError:
-    return ValueError(f"Unsupported storage location {_redact(str(uri))!r}: {why}. Accepted forms: {_ACCEPTED}.")
-
-
-def _redact(uri: str) -> str:
-    # s3://KEY:SECRET@bucket/... is valid for pyarrow: never echo the credentials in an error.
-    return re.sub(r"^([A-Za-z][A-Za-z0-9+.\-]+://)[^/@?]*@", r"\1***@", uri)
-
-
-def _parse(uri: str | os.PathLike[str]) -> _Location:
-    if isinstance(uri, os.PathLike):
-        uri = os.fspath(uri)
-    if not isinstance(uri, str):
-        raise TypeError(f"expected a str or os.PathLike location, got {type(uri).__name__}")
-    if not uri:
-        raise _bad(uri, "empty location")
-    match = _URI_RE.match(uri)
-    if match is None:
-        return _Location("", "", uri, "")
-    scheme, rest = match["scheme"].lower(), match["rest"]
-    if scheme == "file":
-        if rest.startswith("//"):
-            authority, slash, path = rest[2:].partition("/")
-            if authority not in ("", "localhost"):
-                raise _bad(uri, f"a file URI names no host (got {authority!r})")
-            if not slash:
-                raise _bad(uri, "a file URI needs an absolute path")
-            return _Location("file", uri[: len(uri) - len(path) - 1], "/" + path, "")
-        if rest.startswith("/"):
-            return _Location("file", uri[: len(uri) - len(rest)], rest, "")
-        raise _bad(uri, "a file URI needs an absolute path")
-    if scheme not in _REMOTE_SCHEMES:
-        if rest.startswith("//"):
-            raise _bad(uri, f"unknown scheme {scheme!r}")
-        return _Location("", "", uri, "")  # "name:with:colons" is an ordinary relative path
-    if not rest.startswith("//"):
-        raise _bad(uri, f"expected {scheme}://bucket/key")
-    body, qmark, query = rest[2:].partition("?")
-    if "#" in body or "#" in query:
-        raise _bad(uri, "fragments ('#') are not supported")
-    userinfo, at, hostpath = body.rpartition("@") if "@" in body.split("/", 1)[0] else ("", "", body)
-    bucket = hostpath.split("/", 1)[0]
-    if not bucket:
-        raise _bad(uri, "missing bucket name")
-    prefix = f"{uri[: len(match['scheme']) + 3]}{userinfo}{at}"
-    return _Location(scheme, prefix, hostpath, qmark + query, query, userinfo)
-
-
-def _fs_path(loc: _Location) -> str:
-    if loc.scheme == "":
-        return os.path.abspath(loc.path)
-    if loc.scheme == "file":
-        return os.path.normpath(unquote(loc.path))
-    # pyarrow decodes percent-escapes in the URI path; strip "/" so "bkt/x/" and "bkt/x" name one thing.
-    return unquote(loc.path).rstrip("/")
-
-
-def _remote_fs(uri: str, loc: _Location) -> pafs.FileSystem:
-    params = parse_qsl(loc.query, keep_blank_values=True)
-    names = {name for name, _ in params}
-    if loc.scheme == "s3" and "allow_delayed_open" not in names:
-        # With delayed open an object smaller than one upload part goes out as a single PutObject
-        # at close (one round trip, nothing before the data is complete). Without it pyarrow always
-        # opens a multipart upload, which also trips S3 emulators with a non-standard
-        # CompleteMultipartUpload reply (moto 5.2.0-5.2.1).
-        params.append(("allow_delayed_open", "true"))
-    key: tuple = (loc.scheme, loc.userinfo, tuple(sorted(params)))
-    if loc.scheme == "s3" and not names & {"region", "endpoint_override"}:
-        # Without either, pyarrow looks the region up from the bucket: the filesystem is per bucket.
-        key += (loc.path.split("/", 1)[0],)
-    with _cache_lock:
-        cached = _fs_cache.get(key)
-    if cached is not None:
-        return cached
-    query = urlencode(params, safe=":/")  # pyarrow percent-decodes option values, as parse_qsl did
-    bucket = loc.path.split("/", 1)[0]
-    try:
-        fs, _ = pafs.FileSystem.from_uri(f"{loc.prefix}{bucket}?{query}" if query else f"{loc.prefix}{bucket}")
-    except (pa.ArrowInvalid, ValueError) as exc:
-        raise _bad(uri, str(exc)) from exc
-    with _cache_lock:
-        return _fs_cache.setdefault(key, fs)
-
-
-def resolve(uri: str | os.PathLike[str]) -> tuple[pafs.FileSystem, str]:
-    """The pyarrow filesystem and in-filesystem path that ``uri`` names.
-
-    Parameters
-    ----------
-    uri : str or os.PathLike
-        A local path (relative paths are made absolute), ``file:///abs/path``, ``s3://bucket/key?options``
-        or ``gs://bucket/key``. The query string of an object-store URI carries the options that
-        :meth:`pyarrow.fs.FileSystem.from_uri` accepts, e.g. ``endpoint_override=http://127.0.0.1:9000``.
-
-    Returns
-    -------
-    tuple of (pyarrow.fs.FileSystem, str)
-        The filesystem -- cached per scheme and options, so repeated calls are cheap and share one S3
-        client -- and the path inside it (``bucket/key`` for an object store, without a trailing ``/``).
-
-    Raises
-    ------
-    ValueError
-        For a malformed URI, an unknown scheme or an option pyarrow rejects; the message names the URI
-        (credentials masked) and the accepted forms.
-    """
-    loc = _parse(uri)
-    if not loc.remote:
-        return _local_fs, _fs_path(loc)
-    return _remote_fs(os.fspath(uri), loc), _fs_path(loc)
-
-
-def is_remote(uri: str | os.PathLike[str]) -> bool:
-    """Whether ``uri`` names an object store (``s3://``, ``gs://``) rather than the local filesystem."""
-    return _parse(uri).remote
-
-
-def join(uri: str | os.PathLike[str], *parts: str) -> str:
-    """Append path ``parts`` to ``uri``, keeping an object-store URI's ``?query`` at the end.
-
-    ``join("s3://b/x?endpoint_override=E", "scores", "a.parquet")`` is
-    ``"s3://b/x/scores/a.parquet?endpoint_override=E"``. Local paths follow :func:`os.path.join`.
-    """
-    loc = _parse(uri)
-    if loc.scheme == "":
-        return os.path.join(loc.path, *parts)
-    # Leading "/" in a part would make posixpath.join drop the bucket: URI parts are always relative.
-    cleaned = [p.strip("/") for p in parts if p.strip("/")]
-    path = loc.path.rstrip("/") if loc.path.strip("/") else loc.path
-    return loc.with_path(posixpath.join(path, *cleaned) if cleaned else loc.path)
 
 
 def _info(uri: str | os.PathLike[str]) -> pafs.FileInfo:
@@ -319,7 +146,7 @@ def glob(pattern: str | os.PathLike[str]) -> list[str]:
     with ``.`` matches only a pattern component that starts with ``.``. A pattern without wildcards
     gives ``[pattern]`` if it is a file.
     """
-    loc = _parse(pattern)
+    loc = parse_location(pattern)
     if loc.scheme == "":
         components = loc.path.replace(os.sep, "/").split("/")
     else:
@@ -328,7 +155,7 @@ def glob(pattern: str | os.PathLike[str]) -> list[str]:
     if first is None:
         return [os.fspath(pattern)] if is_file(pattern) else []
     if loc.remote and first == 0:
-        raise _bad(pattern, "wildcards in the bucket name are not supported")
+        raise unsupported_location(pattern, "wildcards in the bucket name are not supported")
     fixed, wild = components[:first], components[first:]
     if loc.scheme == "":
         base = "/".join(fixed) or ("/" if loc.path.startswith(("/", os.sep)) and first else "")
@@ -504,8 +331,3 @@ def list_dirs(uri: str | os.PathLike[str]) -> list[str]:
         if info.type == pafs.FileType.Directory
     )
     return [join(uri, name) for name in names if name and not name.startswith(".")]
-
-
-def basename(uri: str | os.PathLike[str]) -> str:
-    """The last path component of a location, without any ``?query``."""
-    return resolve(uri)[1].rstrip("/").rsplit("/", 1)[-1]

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from rmd_ray.distributed.sources.holdout import VAL_SPLIT_FILE, split_source, split_views, write_val_split
-from rmd_ray.distributed.sources.plan import _limit, open_source, read_shard
+from rmd_ray.distributed.sources.plan import limit_source, open_source, read_shard
 from rmd_ray.io import storage
 
 CLASSES = ("a", "b", "c")
@@ -86,7 +86,7 @@ def test_a_limit_is_split_and_a_view_can_be_limited(tmp_path):
     split = split_views(source, _ids_labels(source), fraction=0.2, seed=0)
     ids = sorted(_read_ids(split.train) + _read_ids(split.val))
     assert ids == [f"r{i:03d}" for i in range(30)]  # rows past the limit never enter either view
-    first = _limit(split.train, 9)
+    first = limit_source(split.train, 9)
     assert _read_ids(first) == _read_ids(split.train)[:9]
 
 

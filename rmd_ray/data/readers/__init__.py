@@ -28,12 +28,12 @@ from rmd_ray.data.readers.tables import (
     table_classes as table_classes,
 )
 from rmd_ray.data.readers.parquet import (
-    _parse_classes as _parse_classes,
+    parse_classes as parse_classes,
     read_parquet_images as read_parquet_images,
 )
 from rmd_ray.data.readers.folder import (
     IMAGE_EXTENSIONS as IMAGE_EXTENSIONS,
-    _image_extensions as _image_extensions,
+    image_extensions as image_extensions,
     read_image_folder as read_image_folder,
 )
 from rmd_ray.data.readers.cifar import (

@@ -20,7 +20,8 @@ from rmd_ray.data.readers.tables import _with_metadata
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
-def _image_extensions() -> tuple[str, ...]:
+def image_extensions() -> tuple[str, ...]:
+    """The file extensions read as images (lower case, with the dot), as torchvision's ImageFolder."""
     return IMAGE_EXTENSIONS
 
 
@@ -110,7 +111,7 @@ def _walk_class_dirs(
     ``skipped`` counts non-image files, ``empty`` names the class directories without images (each
     warned about, attributed to the caller of :func:`read_image_folder`).
     """
-    exts = _image_extensions()
+    exts = image_extensions()
     ids: list[str] = []
     labels: list[int] = []
     paths: list[str] = []

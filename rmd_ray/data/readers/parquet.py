@@ -14,7 +14,8 @@ from rmd_ray.data.readers.tables import _check_limit, _default_classes, _with_me
 # Parquet with encoded images
 
 
-def _parse_classes(raw: bytes) -> list[str]:
+def parse_classes(raw: bytes) -> list[str]:
+    """Class names from a ``b'classes'`` schema-metadata value: a JSON list, or comma-separated names."""
     text = raw.decode()
     try:
         value = json.loads(text)
@@ -78,7 +79,7 @@ def read_parquet_images(
     )
     meta = dataset.schema.metadata or {}
     if b"classes" in meta:
-        classes = _parse_classes(meta[b"classes"])
+        classes = parse_classes(meta[b"classes"])
     else:
         classes = _default_classes(out.column("label").drop_null().to_numpy())
     source = meta.get(b"source", b"").decode()

@@ -1,0 +1,221 @@
+"""The per-format planners: each turns a source argument into a :class:`ShardedSource` without reading images.
+
+Parquet is planned from its footers (row groups grouped, or cut into row ranges, up to a shard's rows),
+an image folder from its class directories and their image counts, an ImageNet validation layout from
+its label file, and the small in-memory datasets (Fashion-MNIST, CIFAR pickles, scikit-learn digits)
+by reading them whole and putting slices into the object store (:func:`source_from_table`).
+:mod:`rmd_ray.distributed.sources.plan` dispatches a source spec to these planners.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray
+
+from rmd_ray.data.locations import parquet_files, read_val_labels, val_classes, val_label_file
+from rmd_ray.data.readers import (
+    FASHION_MNIST_ROOT,
+    image_extensions,
+    parse_classes,
+    read_cifar_pickle,
+    read_fashion_mnist,
+    table_classes,
+)
+from rmd_ray.distributed.sources.shards import DEFAULT_SHARD_ROWS, Shard, ShardedSource, shard_digest
+from rmd_ray.io import storage
+
+__all__ = [
+    "list_images",
+    "plan_cifar_pickle",
+    "plan_fashion_mnist",
+    "plan_folder",
+    "plan_parquet",
+    "plan_sklearn_digits",
+    "plan_val",
+    "source_from_table",
+]
+
+_DIRS_PER_COUNT_TASK = 50
+
+
+def source_from_table(
+    table: pa.Table, *, shard_rows: int = DEFAULT_SHARD_ROWS, spec: str = "table"
+) -> ShardedSource:
+    """Shard an in-memory reader table (``from_arrays``, Fashion-MNIST, CIFAR pickles) into the object store.
+
+    The table is put into the object store once, in slices of ``shard_rows`` rows; tasks read the
+    slices. For Python use and small benchmark sets: a split of ImageNet's size belongs in files.
+    """
+    classes = tuple(table_classes(table))
+    source_meta = (table.schema.metadata or {}).get(b"source", b"in-memory table").decode()
+    image_columns = tuple(c for c in ("image", "path", "pixels", "shape") if c in table.column_names)
+    columns = ("id", "label", *image_columns)
+    slim = table.select(list(columns)).replace_schema_metadata(None)
+    shards = []
+    for index, start in enumerate(range(0, max(table.num_rows, 1), shard_rows)):
+        part = slim.slice(start, shard_rows)
+        if part.num_rows == 0:
+            break
+        digest = shard_digest(part)
+        shards.append(
+            Shard(index=index, kind="table", n_rows=part.num_rows, uri=f"{source_meta}#{digest}",
+                  start=start, stop=start + part.num_rows, table_ref=ray.put(part), columns=columns)
+        )
+    return ShardedSource(spec, classes, source_meta, tuple(shards), ids_unique_by_construction=False)
+
+
+def plan_parquet(rest: str, *, shard_rows: int) -> ShardedSource:
+    """Plan ``parquet:REST`` from the files' footers: row groups grouped up to ``shard_rows`` rows."""
+    files = parquet_files(rest)
+    first = pq.ParquetFile(storage.open_input(files[0]))
+    names = first.schema_arrow.names
+    missing = [c for c in ("id", "label", "image") if c not in names]
+    if missing:
+        raise ValueError(f"{files[0]!r} lacks column(s) {missing}; its columns are {names}")
+    meta = first.schema_arrow.metadata or {}
+    shards: list[Shard] = []
+    label_max = -1
+    for uri in files:
+        meta_file = pq.ParquetFile(storage.open_input(uri)).metadata
+        group, rows = [], 0
+        for g in range(meta_file.num_row_groups):
+            n = meta_file.row_group(g).num_rows
+            label_max = max(label_max, _label_max(meta_file.row_group(g), names.index("label")))
+            if group and rows + n > shard_rows:
+                shards.append(Shard(len(shards), "parquet", rows, uri=uri, row_groups=tuple(group)))
+                group, rows = [], 0
+            if n > shard_rows:  # a large row group is cut into row ranges: each read decodes its slice only
+                for start in range(0, n, shard_rows):
+                    stop = min(start + shard_rows, n)
+                    shards.append(Shard(len(shards), "parquet", stop - start, uri=uri, row_groups=(g,),
+                                        start=start, stop=stop))
+                continue
+            group.append(g)
+            rows += n
+        if group:
+            shards.append(Shard(len(shards), "parquet", rows, uri=uri, row_groups=tuple(group)))
+    if b"classes" in meta:
+        classes = parse_classes(meta[b"classes"])
+    elif label_max >= 0:
+        classes = [str(k) for k in range(label_max + 1)]
+    else:
+        raise ValueError(
+            f"{files[0]!r} has no b'classes' schema metadata and no label statistics; write the class "
+            "names into the schema metadata (key 'classes', a JSON list)"
+        )
+    described = f"parquet {rest} ({len(files)} file{'s' * (len(files) > 1)})"
+    return ShardedSource(rest, tuple(classes), described, tuple(shards), ids_unique_by_construction=False)
+
+
+def _label_max(row_group: Any, column: int) -> int:
+    stats = row_group.column(column).statistics
+    if stats is None or not stats.has_min_max:
+        return -1
+    return int(stats.max)
+
+
+def plan_folder(rest: str, *, shard_rows: int) -> ShardedSource:
+    """Plan ``folder:REST`` (root/<class>/<image>): consecutive whole class directories per shard."""
+    if not storage.is_dir(rest):
+        raise ValueError(f"image folder root is not a directory: {rest!r}")
+    class_dirs = storage.list_dirs(rest)
+    classes = tuple(storage.basename(d) for d in class_dirs)
+    if not classes:
+        raise ValueError(f"{rest!r} has no class sub-directories (expected root/<class>/<image>)")
+    # Count each class's images: the driver keeps K numbers, never the 1.28 M paths.
+    groups = [class_dirs[i : i + _DIRS_PER_COUNT_TASK] for i in range(0, len(class_dirs), _DIRS_PER_COUNT_TASK)]
+    if storage.is_remote(rest):
+        # Object-store listings are paged requests: spread them over tasks, 50 folders a task.
+        counts = [n for group in ray.get([_count_images.remote(g) for g in groups]) for n in group]
+    else:
+        # A local (or NFS) folder lists in milliseconds; a Ray task would only add worker start-up. One
+        # folder's names at a time, in threads: memory stays one folder, not the dataset.
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            counts = list(pool.map(lambda d: len(list_images(d)), class_dirs))
+    if not sum(counts):
+        raise ValueError(f"no image files under {rest!r} (extensions {', '.join(image_extensions())})")
+    empty = [c for c, n in zip(classes, counts) if n == 0]
+    if empty:
+        warnings.warn(
+            f"{len(empty)} class directories under {rest!r} hold no images (e.g. {empty[0]!r}); "
+            "they keep their indices so class numbers stay aligned",
+            stacklevel=3,
+        )
+    # Whole class directories per shard, consecutive ones grouped up to ~shard_rows rows, so that a
+    # class of 1,300 ImageNet images is one shard and 1,000 tiny classes are not 1,000 shards.
+    shards, group, rows = [], [], 0
+    for label, (name, uri, n) in enumerate(zip(classes, class_dirs, counts)):
+        if group and rows + n > shard_rows:
+            shards.append(Shard(len(shards), "folder", rows, dirs=tuple(group)))
+            group, rows = [], 0
+        group.append((uri, label, name, n))
+        rows += n
+    if group:
+        shards.append(Shard(len(shards), "folder", rows, dirs=tuple(group)))
+    return ShardedSource(rest, classes, f"image folder {rest}", tuple(shards), ids_unique_by_construction=True)
+
+
+def list_images(class_dir: str) -> list[str]:
+    """The image files below ``class_dir`` (any depth), sorted, as locations in its form."""
+    files = storage.list_files(class_dir, recursive=True)
+    return [f for f in files if storage.resolve(f)[1].lower().endswith(image_extensions())]
+
+
+@ray.remote(num_cpus=0.25)
+def _count_images(class_dirs: list[str]) -> list[int]:
+    return [len(list_images(d)) for d in class_dirs]
+
+
+def plan_val(rest: str, *, shard_rows: int) -> ShardedSource:
+    """Plan ``imagenet-val:REST``: ranges of ``shard_rows`` lines of the name-sorted label file."""
+    if not storage.is_dir(rest):
+        raise ValueError(f"imagenet-val root is not a directory: {rest!r}")
+    labels_uri = val_label_file(rest)
+    # The label file (50,000 short lines for ImageNet) is read in a task; the driver keeps K wnids.
+    n_rows, classes = ray.get(_scan_val_labels.remote(rest, labels_uri))
+    shards = tuple(
+        Shard(i, "val", min(shard_rows, n_rows - start), uri=rest, labels_uri=labels_uri, start=start,
+              stop=min(start + shard_rows, n_rows))
+        for i, start in enumerate(range(0, n_rows, shard_rows))
+    )
+    return ShardedSource(rest, tuple(classes), f"ImageNet validation layout {rest}", shards, True)
+
+
+@ray.remote(num_cpus=0.25)
+def _scan_val_labels(root: str, labels_uri: str) -> tuple[int, list[str]]:
+    pairs = read_val_labels(labels_uri)
+    return len(pairs), val_classes(root, pairs)
+
+
+def plan_fashion_mnist(rest: str, *, shard_rows: int, limit: int | None = None) -> ShardedSource:
+    """Read ``fashion-mnist:[ROOT:]SPLIT`` whole (its first ``limit`` rows) and shard it into the object store."""
+    head, sep, tail = rest.rpartition(":")
+    root, split = (head, tail) if sep and tail in ("train", "test") else ("", rest)
+    if split not in ("train", "test"):
+        root, split = rest, "train"
+    table = read_fashion_mnist(root or FASHION_MNIST_ROOT, split=split, limit=limit)
+    return source_from_table(table, shard_rows=shard_rows, spec=f"fashion-mnist:{rest}")
+
+
+def plan_cifar_pickle(rest: str, *, shard_rows: int, limit: int | None = None) -> ShardedSource:
+    """Read ``cifar-pickle:ROOT[:SPLIT]`` whole (its first ``limit`` rows) and shard it into the object store."""
+    head, sep, tail = rest.rpartition(":")
+    root, split = (head, tail) if sep and tail in ("train", "test") else (rest, "train")
+    table = read_cifar_pickle(root, split=split)
+    table = table if limit is None else table.slice(0, limit)
+    return source_from_table(table, shard_rows=shard_rows, spec=f"cifar-pickle:{rest}")
+
+
+def plan_sklearn_digits(rest: str, *, shard_rows: int, limit: int | None = None) -> ShardedSource:
+    """Read scikit-learn's digits (``sklearn-digits:``, no argument) and shard them into the object store."""
+    from rmd_ray.data.readers import read_sklearn_digits
+
+    if rest:
+        raise ValueError(f"sklearn-digits takes no argument, got {rest!r}: write 'sklearn-digits:'")
+    return source_from_table(read_sklearn_digits(limit=limit), shard_rows=shard_rows, spec="sklearn-digits:")
