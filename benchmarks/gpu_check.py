@@ -49,7 +49,7 @@ def _sync() -> None:
 
 
 def check_statistics(n: int, d: int, k: int, chunk: int) -> list[list[str]]:
-    from rmd_ray.core._xp import cupy_available
+    from rmd_ray.core.array_api import cupy_available
     from rmd_ray.core.stats import batch_stats, merge_all
 
     if not cupy_available():
@@ -88,7 +88,7 @@ def check_statistics(n: int, d: int, k: int, chunk: int) -> list[list[str]]:
 
 def check_label_ranking(n: int, d: int, k: int) -> list[list[str]]:
     from rmd_ray.core import CovarianceConfig, DifficultyScorer, rank_label_issues
-    from rmd_ray.core._xp import cupy_available
+    from rmd_ray.core.array_api import cupy_available
 
     if not cupy_available():
         return [["CuPy label ranking", "skipped: CuPy or a GPU is missing (pip install -e '.[gpu]')", "", ""]]

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from rmd_ray.cli import build_parser, main
-from rmd_ray.cli.common import _number, _parse_pairs
+from rmd_ray.cli.common import number, parse_pairs
 from rmd_ray.io.storage import write_parquet_atomic
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "jobs"))
@@ -18,10 +18,10 @@ from _submit import build_argv  # noqa: E402
 
 
 def test_pairs_and_numbers():
-    assert _parse_pairs(["a=1", "b=x=y"], what="--p") == {"a": "1", "b": "x=y"}
+    assert parse_pairs(["a=1", "b=x=y"], what="--p") == {"a": "1", "b": "x=y"}
     with pytest.raises(ValueError, match="--p 'oops' must look like NAME=VALUE"):
-        _parse_pairs(["oops"], what="--p")
-    assert [_number(t) for t in ("3", "0.25", "true", "relu")] == [3, 0.25, True, "relu"]
+        parse_pairs(["oops"], what="--p")
+    assert [number(t) for t in ("3", "0.25", "true", "relu")] == [3, 0.25, True, "relu"]
 
 
 def test_defaults_of_the_main_job():

@@ -36,15 +36,15 @@ def test_defaults_carve_a_tenth_and_keep_run_as_it_was():
 
 
 def test_train_difficulty_flags_become_the_configs_weight_source():
-    from rmd_ray.cli.train import _train_config
+    from rmd_ray.cli.train import train_config
     from rmd_ray.core import WeightConfig
 
     args = build_parser().parse_args(["train", "--output", "o", "--difficulty", "shuffled_rmd", "--temperature", "0.5",
                                       "--normalization", "rank"])
-    config = _train_config(args, loss="proposed", hparams={})
+    config = train_config(args, loss="proposed", hparams={})
     assert config.difficulty == "shuffled_rmd"
     assert config.weight_config == WeightConfig(temperature=0.5, normalization="rank")
-    plain = _train_config(build_parser().parse_args(["train", "--output", "o"]), loss="proposed", hparams={})
+    plain = train_config(build_parser().parse_args(["train", "--output", "o"]), loss="proposed", hparams={})
     assert plain.difficulty is None and plain.weight_config == WeightConfig()  # the weights as scored
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--output", "o", "--difficulty", "entropy"])

@@ -11,7 +11,7 @@ DEFAULT_SOURCE = "fashion-mnist:train"
 DEFAULT_IMAGE_SIZE = 32  # Fashion-MNIST is 28 px: 32 keeps EfficientNet-Lite0 cheap on a CPU-only machine
 
 
-def _add_ray_args(parser: argparse.ArgumentParser) -> None:
+def add_ray_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--address",
         default=None,
@@ -34,7 +34,7 @@ def _add_ray_args(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(uses_ray=True)
 
 
-def _progress_printer(stage: str):
+def progress_printer(stage: str):
     """A progress callback that prints one line every few seconds (a log file, not a redraw)."""
     state = {"last": 0.0, "start": time.perf_counter()}
 
@@ -51,7 +51,7 @@ def _progress_printer(stage: str):
     return report
 
 
-def _parse_pairs(items: list[str] | None, *, what: str) -> dict[str, str]:
+def parse_pairs(items: list[str] | None, *, what: str) -> dict[str, str]:
     pairs = {}
     for item in items or []:
         key, sep, value = item.partition("=")
@@ -61,7 +61,7 @@ def _parse_pairs(items: list[str] | None, *, what: str) -> dict[str, str]:
     return pairs
 
 
-def _number(text: str):
+def number(text: str):
     for cast in (int, float):
         try:
             return cast(text)
@@ -70,7 +70,7 @@ def _number(text: str):
     return {"true": True, "false": False}.get(text.lower(), text)
 
 
-def _print_table(results: dict[str, dict]) -> None:
+def print_table(results: dict[str, dict]) -> None:
     header = f"{'run':<12} {'ACC %':>7} {'ECE mass %':>11} {'ECE width %':>12} {'NLL':>7} {'AUROC(MSP)':>11}"
     print(header)
     print("-" * len(header))
@@ -81,14 +81,14 @@ def _print_table(results: dict[str, dict]) -> None:
         )
 
 
-def _int_list(text: str, *, what: str) -> list[int]:
+def int_list(text: str, *, what: str) -> list[int]:
     try:
         return [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise ValueError(f"{what} must be comma-separated integers, got {text!r}") from None
 
 
-def _read_json(path: str | None, *, what: str):
+def read_json(path: str | None, *, what: str):
     if path is None:
         return None
     file = Path(path)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from rmd_ray.cli.common import _int_list, _parse_pairs, _print_table
+from rmd_ray.cli.common import int_list, parse_pairs, print_table
 
 
-def _add_shift_args(parser: argparse.ArgumentParser, *, with_checkpoint: bool = True) -> None:
+def add_shift_args(parser: argparse.ArgumentParser, *, with_checkpoint: bool = True) -> None:
     if with_checkpoint:  # `run` evaluates the checkpoints it trains
         parser.add_argument(
             "--checkpoint",
@@ -45,7 +45,7 @@ def ood_results(args: argparse.Namespace, runs: dict[str, str], checkpoints: dic
     from rmd_ray.distributed.prediction.ood import ood_eval
     from rmd_ray.io import storage
 
-    sources = _parse_pairs(args.ood_source, what="--ood-source")
+    sources = parse_pairs(args.ood_source, what="--ood-source")
     missing = sorted(set(checkpoints) ^ set(runs))
     if missing:
         raise ValueError(
@@ -68,7 +68,7 @@ def print_ood(results: dict) -> None:
             )
 
 
-def _corruption_results(
+def corruption_results_of(
     checkpoints: dict[str, str], source: str, args: argparse.Namespace, *, limit: int | None
 ) -> dict[str, list[dict]]:
     """Corruption rows (clean first) of each checkpoint on ``source``, as --corruptions / --severities / --preset say.
@@ -80,7 +80,7 @@ def _corruption_results(
     from rmd_ray.distributed.sources.plan import check_source_spec
 
     names = [c for c in args.corruptions.split(",") if c] if args.corruptions else None
-    severities = _int_list(args.severities, what="--severities")
+    severities = int_list(args.severities, what="--severities")
     if source.startswith("imagenet-c:"):
         from rmd_ray.data.readers import read_source
         from rmd_ray.evaluation.shift import checkpoint_corruption_eval
@@ -104,13 +104,13 @@ def _corruption_results(
     }
 
 
-def _proxy_results(scores_path, runs: dict[str, str], *, n_groups: int) -> dict:
+def proxy_results_of(scores_path, runs: dict[str, str], *, n_groups: int) -> dict:
     from rmd_ray.evaluation.proxy import proxy_test_from_files
 
     return {name: proxy_test_from_files(scores_path, path, n_groups=n_groups) for name, path in runs.items()}
 
 
-def _print_shift_and_proxy(shift: dict[str, list[dict]], proxy: dict) -> None:
+def print_shift_and_proxy(shift: dict[str, list[dict]], proxy: dict) -> None:
     for name, found in proxy.items():
         print(
             f"proxy test {name}: error rate hardest -> easiest " + " ".join(f"{100 * e:.1f}%" for e in found.error_rate)
@@ -126,8 +126,8 @@ def _print_shift_and_proxy(shift: dict[str, list[dict]], proxy: dict) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from rmd_ray.evaluation.evaluate import evaluate_run
 
-    runs = _parse_pairs(args.predictions, what="--predictions")
-    checkpoints = _parse_pairs(args.checkpoint, what="--checkpoint")
+    runs = parse_pairs(args.predictions, what="--predictions")
+    checkpoints = parse_pairs(args.checkpoint, what="--checkpoint")
     if checkpoints and not (args.corruption_source or args.ood_source):
         raise ValueError(
             "--checkpoint needs --corruption-source (the clean images to corrupt, e.g. fashion-mnist:test) "
@@ -138,7 +138,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if (checkpoints or args.proxy_scores) and not args.output:
         raise ValueError("corruption, OOD and proxy results are written to files: pass --output DIR")
     results = {name: evaluate_run(path)["metrics"] for name, path in runs.items()}
-    _print_table(results)
+    print_table(results)
     shift = {}
     ood = {}
     if args.ood_source:
@@ -148,9 +148,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         ood = ood_results(args, runs, checkpoints, args.output)
         print_ood(ood)
     if checkpoints and args.corruption_source:
-        shift = _corruption_results(checkpoints, args.corruption_source, args, limit=args.corruption_limit)
-    proxy = _proxy_results(args.proxy_scores, runs, n_groups=args.proxy_groups) if args.proxy_scores else {}
-    _print_shift_and_proxy(shift, proxy)
+        shift = corruption_results_of(checkpoints, args.corruption_source, args, limit=args.corruption_limit)
+    proxy = proxy_results_of(args.proxy_scores, runs, n_groups=args.proxy_groups) if args.proxy_scores else {}
+    print_shift_and_proxy(shift, proxy)
     if args.output:
         from rmd_ray.io import storage
 

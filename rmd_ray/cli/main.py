@@ -6,14 +6,14 @@ import argparse
 import sys
 from typing import Any
 
-from rmd_ray.cli.common import _add_ray_args
+from rmd_ray.cli.common import add_ray_args
 from rmd_ray.cli.console import setup_console
-from rmd_ray.cli.evaluate import _add_shift_args, cmd_evaluate
+from rmd_ray.cli.evaluate import add_shift_args, cmd_evaluate
 from rmd_ray.cli.label_issues import cmd_find_label_issues
 from rmd_ray.cli.report import cmd_report
 from rmd_ray.cli.run import SMOKE_TEST, cmd_run
-from rmd_ray.cli.score import _add_score_args, cmd_score
-from rmd_ray.cli.train import _add_train_args, cmd_train
+from rmd_ray.cli.score import add_score_args, cmd_score
+from rmd_ray.cli.train import add_train_args, cmd_train
 from rmd_ray.cli.tune import cmd_tune
 from rmd_ray.core.difficulty import DIFFICULTY_SOURCES
 from rmd_ray.core.weights import NORMALIZATIONS
@@ -39,8 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_score_command(sub: Any) -> None:
     score = sub.add_parser("score", help="embed a dataset and write per-sample RMD difficulty and weights")
-    _add_score_args(score)
-    _add_ray_args(score)
+    add_score_args(score)
+    add_ray_args(score)
     score.add_argument("--output", required=True, help="output folder")
     score.set_defaults(func=cmd_score)
 
@@ -61,8 +61,8 @@ def _add_label_issues_command(sub: Any) -> None:
 
 def _add_train_command(sub: Any) -> None:
     train = sub.add_parser("train", help="train a classifier with a difficulty-aware or baseline loss (Ray Train)")
-    _add_train_args(train, epochs=30, width=1.0, limit=None, val_limit=None)
-    _add_ray_args(train)
+    add_train_args(train, epochs=30, width=1.0, limit=None, val_limit=None)
+    add_ray_args(train)
     train.add_argument("--loss", default="proposed", help="loss registry name (proposed, ce, entropy_reg, ...)")
     train.add_argument("--loss-param", action="append", help="loss hyper-parameter NAME=VALUE (repeatable)")
     train.add_argument("--scores", default=None, help="scores.parquet (weights, joined by id) for the proposed loss")
@@ -86,8 +86,8 @@ def _add_evaluate_command(sub: Any) -> None:
         "evaluate", help="metrics of prediction files (ACC, ECE, NLL, detection, ...), corruption shift, proxy test"
     )
     evaluate.add_argument("--predictions", action="append", required=True, help="NAME=predictions.parquet")
-    _add_shift_args(evaluate)
-    _add_ray_args(evaluate)
+    add_shift_args(evaluate)
+    add_ray_args(evaluate)
     evaluate.set_defaults(uses_ray=_evaluate_uses_ray)
     evaluate.add_argument("--output", default=None, help="folder for metrics, corruption, proxy and ood JSON")
     evaluate.set_defaults(func=cmd_evaluate)
@@ -118,18 +118,18 @@ def _add_tune_command(sub: Any) -> None:
         default=None,
         help="BACKBONE=scores.parquet (repeatable); needed only when a loss in the space reads weights (proposed)",
     )
-    _add_train_args(tune, epochs=8, width=0.25, limit=None, val_limit=None)
-    _add_ray_args(tune)
+    add_train_args(tune, epochs=8, width=0.25, limit=None, val_limit=None)
+    add_ray_args(tune)
     tune.add_argument("--output", required=True)
     tune.set_defaults(func=cmd_tune)
 
 
 def _add_run_command(sub: Any) -> None:
     run = sub.add_parser("run", help="the main job on the embedded default: score, train (proposed, CE), evaluate")
-    _add_score_args(run)
-    _add_train_args(run, epochs=6, width=0.125, limit=None, val_limit=5_000, with_source=False, split=False)
-    _add_shift_args(run, with_checkpoint=False)
-    _add_ray_args(run)
+    add_score_args(run)
+    add_train_args(run, epochs=6, width=0.125, limit=None, val_limit=5_000, with_source=False, split=False)
+    add_shift_args(run, with_checkpoint=False)
+    add_ray_args(run)
     run.add_argument("--alpha", type=float, default=0.3, help="alpha of the proposed loss")
     run.add_argument("--output", default="runs/demo")
     run.add_argument(

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import time
 
-from rmd_ray.cli.common import _print_table
-from rmd_ray.cli.evaluate import _corruption_results, _print_shift_and_proxy, _proxy_results, ood_results, print_ood
-from rmd_ray.cli.score import _score
-from rmd_ray.cli.train import _train
+from rmd_ray.cli.common import print_table
+from rmd_ray.cli.evaluate import corruption_results_of, ood_results, print_ood, print_shift_and_proxy, proxy_results_of
+from rmd_ray.cli.score import score_run
+from rmd_ray.cli.train import train_one_run
 from rmd_ray.io import storage
 
 #: The main job's far-OOD set: scikit-learn's bundled handwritten digits against Fashion-MNIST.
@@ -19,16 +19,16 @@ SMOKE_TEST = {"limit": 512, "epochs": 1, "val_limit": 256, "corruption_limit": 6
 
 def _shift_for_run(args: argparse.Namespace, result, runs: dict, checkpoints: dict, output: str):
     """Validation-set scores under the training Gaussians -> proxy test; corruption shift of each model."""
-    val_scores = _score(
+    val_scores = score_run(
         args, storage.join(output, "val_scores"), source=args.val_source, limit=args.val_limit,
         scorer=result.scorer_path,
     )
-    proxy = _proxy_results(val_scores.scores_path, runs, n_groups=args.proxy_groups)
+    proxy = proxy_results_of(val_scores.scores_path, runs, n_groups=args.proxy_groups)
     proxy_json = {k: v.to_dict() for k, v in proxy.items()}
     storage.write_json_atomic(storage.join(output, "evaluate", "proxy.json"), proxy_json)
     shift = {}
     if args.corruption_limit:
-        shift = _corruption_results(checkpoints, args.val_source, args, limit=args.corruption_limit)
+        shift = corruption_results_of(checkpoints, args.val_source, args, limit=args.corruption_limit)
         storage.write_json_atomic(storage.join(output, "evaluate", "corruption.json"), shift)
     return proxy, shift
 
@@ -37,7 +37,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """The main job on the embedded default: score -> train (proposed and CE) -> evaluate -> report."""
     output = str(args.output)
     start = time.perf_counter()
-    result = _score(args, storage.join(output, "scores"))
+    result = score_run(args, storage.join(output, "scores"))
     print(
         f"[1/5 score] {result.rows_scored} of {result.rows_in} rows scored, {result.rows_error} errors, "
         f"{time.perf_counter() - start:.0f} s -> {result.scores_path}"
@@ -48,7 +48,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         (("proposed", "proposed", {"alpha": args.alpha}), ("ce", "ce", {})), start=2
     ):
         tic = time.perf_counter()
-        trained = _train(
+        trained = train_one_run(
             args, loss=loss, hparams=hparams, scores_path=result.scores_path, output=storage.join(output, "train"),
             run_name=name,
         )
@@ -70,8 +70,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"[4/5 evaluate] test set: {args.val_source} (first {args.val_limit} rows); corruption shift on the "
         f"first {args.corruption_limit or 0}; OOD: {', '.join(args.ood_source)}; {time.perf_counter() - tic:.0f} s"
     )
-    _print_table(metrics)
-    _print_shift_and_proxy(shift, proxy)
+    print_table(metrics)
+    print_shift_and_proxy(shift, proxy)
     print_ood(ood)
     report = build_report(
         runs=runs,

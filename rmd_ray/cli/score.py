@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 import time
 
-from rmd_ray.cli.common import DEFAULT_IMAGE_SIZE, DEFAULT_SOURCE, _progress_printer
+from rmd_ray.cli.common import DEFAULT_IMAGE_SIZE, DEFAULT_SOURCE, progress_printer
 from rmd_ray.cli.console import start_ray
 from rmd_ray.core import CovarianceConfig, WeightConfig
 from rmd_ray.core.covariance import SHRINKAGE
 from rmd_ray.core.weights import NORMALIZATIONS, SET_RELATIVE
 
 
-def _add_score_args(parser: argparse.ArgumentParser) -> None:
+def add_score_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--source",
         default=DEFAULT_SOURCE,
@@ -62,7 +62,7 @@ def _add_score_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _score(args: argparse.Namespace, output: str, *, source: str | None = None, limit: int | None = None,
+def score_run(args: argparse.Namespace, output: str, *, source: str | None = None, limit: int | None = None,
            scorer: str | None = None, fresh: bool | None = None):
     from rmd_ray.distributed.scoring.run import EncoderSpec, ExtractConfig, run_scoring
     from rmd_ray.distributed.sources.plan import check_source_spec
@@ -81,13 +81,13 @@ def _score(args: argparse.Namespace, output: str, *, source: str | None = None, 
         scorer=scorer if scorer is not None else getattr(args, "scorer", None),
         fresh=args.fresh if fresh is None else fresh,
         shard_rows=args.shard_rows,
-        progress=_progress_printer("embed"),
+        progress=progress_printer("embed"),
     )
 
 
 def cmd_score(args: argparse.Namespace) -> int:
     start = time.perf_counter()
-    result = _score(args, args.output)
+    result = score_run(args, args.output)
     reused = f", {result.shards_reused} shards reused from an earlier run" if result.shards_reused else ""
     print(
         f"scored {result.rows_scored} of {result.rows_in} rows ({result.rows_error} in the errors table) "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rmd_ray.cli.common import DEFAULT_SOURCE, _number, _parse_pairs, _print_table
+from rmd_ray.cli.common import DEFAULT_SOURCE, number, parse_pairs, print_table
 from rmd_ray.cli.console import start_ray
 
 #: ``--val-fraction`` when neither it nor ``--val-source`` is given.
@@ -14,7 +14,7 @@ DEFAULT_VAL_FRACTION = 0.1
 DEFAULT_TEST_SOURCE = "fashion-mnist:test"
 
 
-def _add_train_args(
+def add_train_args(
     parser: argparse.ArgumentParser,
     *,
     epochs: int,
@@ -142,7 +142,7 @@ def plan_validation(args: argparse.Namespace, train, *, record_dir):
     return split.train, split.val, split
 
 
-def _train_config(args: argparse.Namespace, *, loss: str, hparams: dict):
+def train_config(args: argparse.Namespace, *, loss: str, hparams: dict):
     from rmd_ray.core import WeightConfig
     from rmd_ray.distributed.training import TrainConfig
     from rmd_ray.nn.engine import OptimConfig
@@ -171,14 +171,14 @@ def _train_config(args: argparse.Namespace, *, loss: str, hparams: dict):
     )
 
 
-def _train(args: argparse.Namespace, *, loss: str, hparams: dict, scores_path, output: str, run_name: str):
+def train_one_run(args: argparse.Namespace, *, loss: str, hparams: dict, scores_path, output: str, run_name: str):
     from rmd_ray.distributed.runtime.dashboards import TrainProgressCallback
     from rmd_ray.distributed.sources.plan import check_source_spec, open_source
     from rmd_ray.distributed.training import loss_needs_weights, run_training
     from rmd_ray.distributed.training.run import TRAIN_SHARD_ROWS
     from rmd_ray.io import storage
 
-    config = _train_config(args, loss=loss, hparams=hparams)  # validates before any data is read
+    config = train_config(args, loss=loss, hparams=hparams)  # validates before any data is read
     if loss_needs_weights(config.loss) and not scores_path:
         raise ValueError(
             f"loss {config.loss!r} needs difficulty weights: pass --scores <scores.parquet from rmd-ray score>"
@@ -230,8 +230,8 @@ def tensorboard_dir(output: str, run_name: str) -> Path:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    hparams = {k: _number(v) for k, v in _parse_pairs(args.loss_param, what="--loss-param").items()}
-    result = _train(
+    hparams = {k: number(v) for k, v in parse_pairs(args.loss_param, what="--loss-param").items()}
+    result = train_one_run(
         args,
         loss=args.loss,
         hparams=hparams,
@@ -239,7 +239,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         output=str(args.output),
         run_name=args.run_name or args.loss,
     )
-    _print_table({args.run_name or args.loss: result.test_metrics or result.final_val})
+    print_table({args.run_name or args.loss: result.test_metrics or result.final_val})
     print(f"predictions: {result.predictions_path}")
     print(f"checkpoint:  {result.last_checkpoint}")
     print(f"tensorboard --logdir {args.tensorboard_dir}")

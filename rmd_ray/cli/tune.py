@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import math
 
-from rmd_ray.cli.common import _parse_pairs, _print_table
+from rmd_ray.cli.common import parse_pairs, print_table
 from rmd_ray.cli.console import start_ray
-from rmd_ray.cli.train import _train_config, check_validation_args, plan_validation
+from rmd_ray.cli.train import check_validation_args, plan_validation, train_config
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
@@ -17,8 +17,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from rmd_ray.nn.search_space import load_search_space
 
     space = load_search_space(args.space)
-    scores = _parse_pairs(args.scores, what="--scores")
-    base = _train_config(args, loss="proposed", hparams={})
+    scores = parse_pairs(args.scores, what="--scores")
+    base = train_config(args, loss="proposed", hparams={})
     check_source_spec(args.train_source)
     check_validation_args(args)
     start_ray(args)
@@ -35,7 +35,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if test is not None:
         print(f"test split {args.test_source}: predicted once, after the search, by the Pareto-front trials")
         tested = [row for row in result.pareto if math.isfinite(row.get("test_acc", math.nan))]
-        _print_table({row["trial"]: {k[5:]: v for k, v in row.items() if k.startswith("test_")} for row in tested})
+        print_table({row["trial"]: {k[5:]: v for k, v in row.items() if k.startswith("test_")} for row in tested})
     print(f"results: {result.results_path}")
     print(f"pareto:  {result.pareto_path}")
     print(f"tensorboard --logdir {result.experiment_path}")

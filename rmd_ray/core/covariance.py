@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from rmd_ray.core._xp import array_module
+from rmd_ray.core.array_api import array_module
 from rmd_ray.core.registry import Registry
 
 
@@ -147,7 +147,7 @@ def apply_shrinkage(
     return (1.0 - coefficient) * covariance + coefficient * mu * eye, coefficient
 
 
-def _cholesky_or_none(xp: Any, covariance: Any) -> Any:
+def cholesky_or_none(xp: Any, covariance: Any) -> Any:
     """L with covariance = L L^T from its lower triangle (the upper one is not read), or None."""
     try:
         if xp is np:
@@ -174,7 +174,7 @@ def solve_lower(lower: Any, rhs: Any, *, transpose: bool = False) -> Any:
     return solve_triangular(lower, rhs, lower=True, trans="T" if transpose else "N", check_finite=False)
 
 
-def _solve_triangular_identity(xp: Any, lower: Any) -> Any:
+def solve_triangular_identity(xp: Any, lower: Any) -> Any:
     return solve_lower(lower, xp.eye(lower.shape[0], dtype=lower.dtype))
 
 
@@ -196,7 +196,7 @@ def _checked_cholesky(covariance: Any, *, rcond: float, max_rank: int | None, fl
         largest, smallest = float(eigenvalues[-1]), float(eigenvalues[0])
         if not (largest > 0 and smallest > rcond * largest):
             return None, eigenvalues
-    return _cholesky_or_none(xp, covariance), eigenvalues
+    return cholesky_or_none(xp, covariance), eigenvalues
 
 
 def factor_or_whitening(
@@ -252,7 +252,7 @@ def whitening_matrix(
     """
     lower, whitening = factor_or_whitening(covariance, rcond=rcond, what=what, max_rank=max_rank, floor=floor)
     if lower is not None:
-        return _solve_triangular_identity(array_module(covariance), lower), False
+        return solve_triangular_identity(array_module(covariance), lower), False
     return whitening, True
 
 

@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from rmd_ray.core._xp import array_module, module_for_device, to_numpy
+from rmd_ray.core.array_api import array_module, module_for_device, to_numpy
 from rmd_ray.core.config import CovarianceConfig, WeightConfig
 from rmd_ray.core.covariance import (
     apply_shrinkage,
@@ -33,7 +33,7 @@ from rmd_ray.core.scores import (
 )
 from rmd_ray.core.stats import (
     ClassStats,
-    _batch_stats,
+    batch_stats_unchecked,
     between_class_covariance,
     class_agnostic_mean,
     empty_stats,
@@ -369,7 +369,7 @@ class DifficultyScorer:
         return xp.asarray(features), xp.asarray(labels)
 
     def _accumulate(self, features: Any, labels: Any) -> None:
-        part = _batch_stats(features, labels, self.n_classes)  # inputs already validated
+        part = batch_stats_unchecked(features, labels, self.n_classes)  # inputs already validated
         self.stats_ = part if self.stats_ is None else merge_stats(self.stats_, part)
 
     def _means_from_stats(self) -> tuple[Any, Any]:

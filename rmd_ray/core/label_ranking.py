@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from rmd_ray.core._xp import array_module, module_for_device, to_numpy
+from rmd_ray.core.array_api import array_module, module_for_device, to_numpy
 from rmd_ray.core.config import CovarianceConfig
 from rmd_ray.core.estimator import DifficultyScorer
 from rmd_ray.core.refinement import refined_scatter_solve

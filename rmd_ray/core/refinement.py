@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from rmd_ray.core._xp import array_module
-from rmd_ray.core.covariance import _cholesky_or_none, solve_lower
+from rmd_ray.core.array_api import array_module
+from rmd_ray.core.covariance import cholesky_or_none, solve_lower
 
 __all__ = ["RefinedSolve", "refined_scatter_solve", "scatter_apply"]
 
@@ -156,7 +156,7 @@ def refined_scatter_solve(
         rows32 = rows.astype(xp.float32)
     gram = _gram32_lower(xp, rows32)
     gram[xp.arange(d), xp.arange(d)] += xp.float32(ridge)
-    lower = _cholesky_or_none(xp, gram)
+    lower = cholesky_or_none(xp, gram)
     if lower is None:
         return _failed(0, "the float32 scatter is not positive definite")
 

@@ -36,8 +36,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from rmd_ray.core._xp import array_module
-from rmd_ray.core.covariance import _solve_triangular_identity, solve_lower
+from rmd_ray.core.array_api import array_module
+from rmd_ray.core.covariance import solve_lower, solve_triangular_identity
 
 DEFAULT_CHUNK = 16384
 
@@ -214,7 +214,7 @@ def _factor(precision_means: Any, gram: Any, counts: Any) -> DiscriminantFactor:
     root = xp.sqrt(counts.astype(xp.float64) / float(counts.sum()))
     inner = xp.eye(gram.shape[0]) + root[:, None] * gram * root[None, :]
     # C = I + PSD has every eigenvalue >= 1: its Cholesky factor always exists.
-    inner_inverse = _solve_triangular_identity(xp, xp.linalg.cholesky(inner))
+    inner_inverse = solve_triangular_identity(xp, xp.linalg.cholesky(inner))
     return DiscriminantFactor(
         precision_means=precision_means,
         mean_norms=xp.diagonal(gram).copy(),

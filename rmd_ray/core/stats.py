@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from rmd_ray.core._xp import array_module, to_numpy
+from rmd_ray.core.array_api import array_module, to_numpy
 from rmd_ray.core.validation import check_features, check_labels, check_n_classes
 
 
@@ -113,7 +113,7 @@ def batch_stats(features: Any, labels: Any, *, n_classes: int) -> ClassStats:
     n_classes = check_n_classes(n_classes)
     check_features(features)
     check_labels(labels, n_samples=features.shape[0], n_classes=n_classes)
-    return _batch_stats(features, labels, n_classes)
+    return batch_stats_unchecked(features, labels, n_classes)
 
 
 # Rows per block on CPU: 2**19 / d rows is 4 MiB of float64, small enough to stay in cache between the
@@ -162,7 +162,7 @@ def _add_run_sums(sparse: Any, xp: Any, sums: Any, rows: Any, run_labels: Any, b
     sums[run_labels] += runs @ rows  # distinct labels: the rows are sorted, so one run per class
 
 
-def _batch_stats(features: Any, labels: Any, n_classes: int) -> ClassStats:
+def batch_stats_unchecked(features: Any, labels: Any, n_classes: int) -> ClassStats:
     xp = array_module(features, labels)
     if xp is np:
         from scipy import sparse

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from rmd_ray.core._xp import array_module, to_numpy
+from rmd_ray.core.array_api import array_module, to_numpy
 
 
 class DegenerateClassWarning(UserWarning):

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from rmd_ray.core._xp import array_module
+from rmd_ray.core.array_api import array_module
 from rmd_ray.core.config import WeightConfig
 from rmd_ray.core.registry import Registry
 

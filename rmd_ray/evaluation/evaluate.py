@@ -232,11 +232,11 @@ def load_predictions(
         Missing columns, no rows, null ids / labels / logits, logits of different lengths, non-integer
         labels, or an id repeated with different predictions.
     """
-    ids, labels, logits, _ = _load_counted(path, rtol=rtol, atol=atol)
+    ids, labels, logits, _ = load_counted(path, rtol=rtol, atol=atol)
     return ids, labels, logits
 
 
-def _load_counted(path: Any, *, rtol: float, atol: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+def load_counted(path: Any, *, rtol: float, atol: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     path = _check_path(path)
     ids, labels, logits, n_dropped = dedupe_predictions(*_read(path), rtol=rtol, atol=atol)
     if n_dropped:
@@ -297,7 +297,7 @@ def evaluate_run(
     -----
     DuplicatePredictionsWarning, rmd_ray.core.metrics.SingleClassWarning
     """
-    ids, labels, logits, n_dropped = _load_counted(path, rtol=rtol, atol=atol)
+    ids, labels, logits, n_dropped = load_counted(path, rtol=rtol, atol=atol)
     metrics = evaluate_predictions(logits, labels)
     probs = softmax(logits)
     n = probs.shape[0]

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import spearmanr
 
-from rmd_ray.evaluation.evaluate import _load_counted
+from rmd_ray.evaluation.evaluate import load_counted
 from rmd_ray.io import storage
 from rmd_ray.io.parts import column_names, read_table
 
@@ -309,7 +309,7 @@ def proxy_test_from_files(
     if missing:
         raise ValueError(f"{path!r} lacks column(s) {missing} (has {names})")
     table = read_table(path, columns=["id", "label", score])
-    ids, labels, logits, _ = _load_counted(predictions_path, rtol=1e-5, atol=1e-6)
+    ids, labels, logits, _ = load_counted(predictions_path, rtol=1e-5, atol=1e-6)
     return difficulty_proxy_test(
         np.asarray(table.column("id").to_pylist(), dtype=object),
         table.column(score).to_numpy(zero_copy_only=False),

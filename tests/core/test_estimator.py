@@ -164,7 +164,7 @@ def test_configuration_and_state_validation():
         DifficultyScorer(n_classes=2, covariance="oas")
     with pytest.raises(ValueError, match="unknown device 'tpu'"):
         DifficultyScorer(n_classes=2, device="tpu")
-    from rmd_ray.core._xp import cupy_available
+    from rmd_ray.core.array_api import cupy_available
 
     if not cupy_available():
         with pytest.raises(ValueError, match="device='cuda' needs CuPy and a visible GPU"):

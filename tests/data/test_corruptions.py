@@ -181,11 +181,11 @@ def test_brightness_matches_hand_formula():
 
 def test_hsv_conversion_matches_scikit_image_conventions():
     rgb = np.array([[1.0, 0, 0], [0, 1, 0], [0, 0, 1], [0.5, 0.5, 0.5], [0, 0, 0], [0.8, 0.4, 0.4]])
-    hsv = C._rgb_to_hsv(rgb)
+    hsv = C.rgb_to_hsv(rgb)
     expected = [[0, 1, 1], [1 / 3, 1, 1], [2 / 3, 1, 1], [0, 0, 0.5], [0, 0, 0], [0, 0.5, 0.8]]
     np.testing.assert_allclose(hsv, expected)
     x = np.random.default_rng(0).random((50, 3))
-    np.testing.assert_allclose(C._hsv_to_rgb(C._rgb_to_hsv(x)), x, atol=1e-12)
+    np.testing.assert_allclose(C.hsv_to_rgb(C.rgb_to_hsv(x)), x, atol=1e-12)
 
 
 def test_saturate_matches_hand_values():
@@ -204,8 +204,8 @@ def test_constant_image_is_a_fixed_point(name, preset):
     image = np.full((40, 30, 3), (17, 140, 230), dtype=np.uint8)
     for severity in range(1, 6):
         expected = image
-        if name == "defocus_blur":  # the reference kernel's sum (see _disk) scales a flat image
-            gain = C._disk(*C.CORRUPTIONS.get(name).params[preset][severity - 1]).sum()
+        if name == "defocus_blur":  # the reference kernel's sum (see disk) scales a flat image
+            gain = C.disk(*C.CORRUPTIONS.get(name).params[preset][severity - 1]).sum()
             expected = np.rint(np.clip(image / 255.0 * gain, 0, 1) * 255)
         out = C.corrupt(image, name, severity=severity, rng=0, preset=preset)
         np.testing.assert_array_equal(out, expected)
@@ -213,17 +213,17 @@ def test_constant_image_is_a_fixed_point(name, preset):
 
 def test_blur_kernels_are_normalised_and_symmetric():
     for radius, alias in ((3, 0.1), (6, 0.5), (0.3, 0.4), (1.5, 0.1), (8, 0.5), (10, 0.5)):
-        k = C._disk(radius, alias)
+        k = C.disk(radius, alias)
         np.testing.assert_allclose(k, k[::-1, ::-1])
         np.testing.assert_allclose(k, k.T)
         if radius <= 6:
             assert k.sum() == pytest.approx(1.0)
     # reference quirk kept: the disk touches the kernel edge and the mirrored border adds mass
-    assert C._disk(8, 0.5).sum() == pytest.approx(1.013, abs=1e-3)
-    assert C._disk(10, 0.5).sum() == pytest.approx(1.011, abs=1e-3)
+    assert C.disk(8, 0.5).sum() == pytest.approx(1.013, abs=1e-3)
+    assert C.disk(10, 0.5).sum() == pytest.approx(1.011, abs=1e-3)
     # radius 3: 29 lattice points with x^2 + y^2 <= 9, alias blur .1 is nearly the identity
-    assert C._disk(3, 0.1).max() == pytest.approx(1 / 29, rel=1e-6)
-    assert C._disk(10, 0.5).shape == (21, 21) and C._disk(3, 0.1).shape == (17, 17)
+    assert C.disk(3, 0.1).max() == pytest.approx(1 / 29, rel=1e-6)
+    assert C.disk(10, 0.5).shape == (21, 21) and C.disk(3, 0.1).shape == (17, 17)
 
 
 def test_pixelate_averages_blocks():
@@ -249,14 +249,14 @@ class _ShiftRng:
 
 def test_elastic_affine_moves_content_the_way_warp_affine_does():
     image = _random_image(30, 36, seed=5)
-    out = C._elastic_transform(image, (0.0, 1.0, 5.0), _ShiftRng())
+    out = C.elastic_transform(image, (0.0, 1.0, 5.0), _ShiftRng())
     # a control-point translation by +2 in x moves every pixel 2 columns to the right
     np.testing.assert_allclose(out[:, 2:], image[:, :-2] / 255.0, atol=1e-12)
 
 
 def test_elastic_identity_when_field_and_jitter_vanish():
     image = _random_image(9, 12, seed=6)
-    out = C._elastic_transform(image, (0.0, 0.0, 0.0), np.random.default_rng(0))
+    out = C.elastic_transform(image, (0.0, 0.0, 0.0), np.random.default_rng(0))
     np.testing.assert_allclose(out, image / 255.0, atol=1e-12)
 
 
@@ -386,22 +386,22 @@ def test_speckle_noise_matches_its_formula():
 
 def test_motion_taps_hand_values():
     # radius 1: width 3, weights exp(0), exp(-1/2), exp(-2) for sigma 1, normalised by their sum 1.7419
-    np.testing.assert_allclose(C._motion_taps(1, 1), np.array([1, math.exp(-0.5), math.exp(-2)]) / 1.741865, rtol=1e-6)
-    taps = C._motion_taps(10, 3)  # ImageNet-C severity 1: 21 taps, one-sided, decreasing
+    np.testing.assert_allclose(C.motion_taps(1, 1), np.array([1, math.exp(-0.5), math.exp(-2)]) / 1.741865, rtol=1e-6)
+    taps = C.motion_taps(10, 3)  # ImageNet-C severity 1: 21 taps, one-sided, decreasing
     assert taps.size == 21 and taps.sum() == pytest.approx(1.0) and (np.diff(taps) < 0).all()
 
 
 def test_motion_blur_smears_a_point_along_the_angle_by_hand():
     x = np.zeros((5, 7))
     x[2, 3] = 1.0
-    w = C._motion_taps(1, 1)
+    w = C.motion_taps(1, 1)
     # angle 0: tap i reads column c + i, so the point leaves a trail to its left
-    out = C._motion_blur_angle(x, 1, 1, 0.0)
+    out = C.motion_blur_angle(x, 1, 1, 0.0)
     expected = np.zeros((5, 7))
     expected[2, 3], expected[2, 2], expected[2, 1] = w
     np.testing.assert_allclose(out, expected, atol=1e-15)
     # angle 90: tap i reads row r + i: the trail goes up
-    out = C._motion_blur_angle(x, 1, 1, 90.0)
+    out = C.motion_blur_angle(x, 1, 1, 90.0)
     expected = np.zeros((5, 7))
     expected[2, 3], expected[1, 3], expected[0, 3] = w
     np.testing.assert_allclose(out, expected, atol=1e-15)
@@ -440,7 +440,7 @@ def _reference_motion_blur(x, radius, sigma, angle):
 @pytest.mark.parametrize("angle", [-45.0, -13.7, 30.0, 44.0, -120.0])
 def test_motion_blur_equals_the_reference_shift_and_add(angle):
     x = _random_image(40, 36, seed=8) / 255.0
-    np.testing.assert_allclose(C._motion_blur_angle(x, 15, 5, angle), _reference_motion_blur(x, 15, 5, angle),
+    np.testing.assert_allclose(C.motion_blur_angle(x, 15, 5, angle), _reference_motion_blur(x, 15, 5, angle),
                                atol=1e-12)
     # through corrupt: the angle is the generator's first draw, U(-45, 45)
     image = _random_image(40, 36, seed=8)
@@ -489,8 +489,8 @@ def test_plasma_fractal_two_by_two_by_hand():
     centre = 100 * u[0]
     grid = np.array([[0.0, centre / 2 + 100 * u[1]], [centre / 2 + 100 * u[2], centre]])
     grid -= grid.min()
-    np.testing.assert_allclose(C._plasma_fractal(2, 2.0, np.random.default_rng(3)), grid / grid.max())
-    big = C._plasma_fractal(64, 1.5, np.random.default_rng(0))
+    np.testing.assert_allclose(C.plasma_fractal(2, 2.0, np.random.default_rng(3)), grid / grid.max())
+    big = C.plasma_fractal(64, 1.5, np.random.default_rng(0))
     assert big.shape == (64, 64) and big.min() == 0.0 and big.max() == 1.0
 
 
@@ -498,7 +498,7 @@ def test_fog_matches_its_formula():
     image = np.full((20, 30, 3), 100, np.uint8)
     image[0, 0] = 200  # max 200/255
     a, decay = 1.0, 2.0  # cifar severity 4
-    plasma = C._plasma_fractal(32, decay, np.random.default_rng(6))[:20, :30, None]
+    plasma = C.plasma_fractal(32, decay, np.random.default_rng(6))[:20, :30, None]
     m = 200 / 255
     expected = np.rint(np.clip((image / 255.0 + a * plasma) * m / (m + a), 0, 1) * 255)
     np.testing.assert_array_equal(C.corrupt(image, "fog", severity=4, rng=6, preset="cifar"), expected)
@@ -527,17 +527,17 @@ def test_snow_by_hand_with_a_flat_layer():
     # scale 0 makes the layer flat at loc 0.2: floor(.2 * 255) / 255 = 51/255 = .2 exactly, blur keeps it.
     # On black: blend * 0 + (1 - blend) * max(0, 1.5 * 0 + .5) + .2 + .2 = .5 * .5 + .4 = .65 -> 165.75
     param = (0.2, 0.0, 1, 0.1, 1, 1, 0.5)
-    out = C._snow(np.zeros((6, 6, 3), np.uint8), param, np.random.default_rng(0))
+    out = C.snow(np.zeros((6, 6, 3), np.uint8), param, np.random.default_rng(0))
     np.testing.assert_allclose(out, 0.65)
     # a grey pixel g = .4 whitens to max(.4, 1.5 * .4 + .5) = 1.1 by half: .5 * .4 + .5 * 1.1 + .4 = 1.15
-    out = C._snow(np.full((6, 6, 3), 102, np.uint8), param, np.random.default_rng(0))
+    out = C.snow(np.full((6, 6, 3), 102, np.uint8), param, np.random.default_rng(0))
     np.testing.assert_allclose(out, 1.15)
 
 
 def test_snow_composes_its_layer_as_the_reference():
     image = _random_image(32, 32, seed=13)
     param = C.CORRUPTIONS.get("snow").params["cifar"][3]
-    layer = C._snow_layer((32, 32), param, np.random.default_rng(2))
+    layer = C.snow_layer((32, 32), param, np.random.default_rng(2))
     assert ((layer >= 0) & (layer <= 1)).all()
     np.testing.assert_allclose(layer * 255, np.rint(layer * 255))  # 8 bits, as ImageMagick hands it back
     x = image / 255.0
@@ -551,43 +551,43 @@ def test_snow_composes_its_layer_as_the_reference():
 def test_spatter_by_hand_mud_and_water():
     black = np.zeros((10, 10, 3), np.uint8)
     # mud: a flat liquid layer above threshold gives m = 1 everywhere: the image becomes mud (63, 42, 20)
-    out = C._spatter(black, (0.7, 0.0, 1, 0.65, 1.5, 1), np.random.default_rng(0))
+    out = C.spatter(black, (0.7, 0.0, 1, 0.65, 1.5, 1), np.random.default_rng(0))
     np.testing.assert_allclose(out * 255, np.broadcast_to([63, 42, 20], out.shape))
     # water: a flat layer has no edge, distance 20 everywhere, so m is flat at the intensity .6:
     # black + .6 * (175, 238, 238) = (105, 142.8, 142.8)
-    out = C._spatter(black, (0.7, 0.0, 1, 0.65, 0.6, 0), np.random.default_rng(0))
+    out = C.spatter(black, (0.7, 0.0, 1, 0.65, 0.6, 0), np.random.default_rng(0))
     np.testing.assert_allclose(out * 255, np.broadcast_to([105, 142.8, 142.8], out.shape))
     # below threshold everywhere: no liquid, the image is unchanged
     image = _random_image(10, 10, seed=14)
-    np.testing.assert_allclose(C._spatter(image, (0.5, 0.0, 1, 0.65, 0.6, 0), np.random.default_rng(0)),
+    np.testing.assert_allclose(C.spatter(image, (0.5, 0.0, 1, 0.65, 0.6, 0), np.random.default_rng(0)),
                                image / 255.0)
 
 
 def test_spatter_helpers_by_hand():
     # equalizeHist of [0, 0, 1, 2]: cdf 2, 3, 4, cdf_min 2 -> (cdf - 2) * 255 / 2 = 0, 127.5 -> 128, 255
-    np.testing.assert_array_equal(C._equalize_hist(np.array([[0, 0], [1, 2]], np.uint8)), [[0, 0], [128, 255]])
-    np.testing.assert_array_equal(C._equalize_hist(np.full((2, 2), 7, np.uint8)), 7)
+    np.testing.assert_array_equal(C.equalize_hist(np.array([[0, 0], [1, 2]], np.uint8)), [[0, 0], [128, 255]])
+    np.testing.assert_array_equal(C.equalize_hist(np.full((2, 2), 7, np.uint8)), 7)
     # a vertical step 0 | 200: Sobel |gx| = 4 * 200 = 800 > 150 on the two columns beside it, 0 elsewhere
     step = np.zeros((5, 6), np.uint8)
     step[:, 3:] = 200
-    edges = C._canny(step, 50, 150)
+    edges = C.canny(step, 50, 150)
     np.testing.assert_array_equal(edges.any(axis=0), [False, False, True, True, False, False])
     assert edges[:, 2:4].all()
     # a weak edge (gradient 4 * 20 = 80, between the thresholds) is kept only when touching a strong one
     weak = np.zeros((5, 6), np.uint8)
     weak[:, 3:] = 20
-    assert not C._canny(weak, 50, 150).any()
+    assert not C.canny(weak, 50, 150).any()
 
 
 def test_frost_without_its_textures_says_how_to_install_them(monkeypatch):
-    monkeypatch.setattr(C.weather, "_frost_folder", lambda: None)  # the module that calls it
-    C._frost_texture.cache_clear()
+    monkeypatch.setattr(C.weather, "frost_folder", lambda: None)  # the module that calls it
+    C.frost_texture.cache_clear()
     names, skipped = C.available_corruptions()
     assert "frost" not in names and len(names) == 18
     assert skipped == {"frost": C.FROST_MISSING}
     with pytest.raises(ModuleNotFoundError, match=r"pip install --no-deps imagecorruptions"):
         C.corrupt(_random_image(8, 8), "frost", severity=1, rng=0)
-    C._frost_texture.cache_clear()
+    C.frost_texture.cache_clear()
 
 
 @needs_frost

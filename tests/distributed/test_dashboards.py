@@ -8,7 +8,7 @@ import pickle
 
 import pytest
 
-from rmd_ray.distributed.runtime.cluster import progress as console
+from rmd_ray.distributed.runtime import progress as console
 from rmd_ray.distributed.runtime.dashboards import TrainProgressCallback, read_scalars, scalar_metrics
 
 EPOCHS = [

@@ -141,7 +141,7 @@ def test_published_cifar_c_directory_is_read_not_generated(tmp_path):
 def test_default_list_leaves_out_frost_without_its_textures(tmp_path, monkeypatch):
     from rmd_ray.data import corruptions
 
-    monkeypatch.setattr(corruptions.weather, "_frost_folder", lambda: None)  # the module that calls it
+    monkeypatch.setattr(corruptions.weather, "frost_folder", lambda: None)  # the module that calls it
     _, checkpoint = _checkpoint(tmp_path)
     images, labels = _data(n=4, side=8)
     table = from_arrays(images, labels, classes=["a", "b", "c"])

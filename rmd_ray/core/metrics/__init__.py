@@ -24,7 +24,6 @@ Modules, one topic each: :mod:`~rmd_ray.core.metrics.scoring_rules` (softmax, ac
 public names from this package; the modules are an implementation detail.
 """
 
-from rmd_ray.core.metrics._checks import ROW_SUM_TOL, SingleClassWarning, check_probabilities
 from rmd_ray.core.metrics.calibration import (
     ReliabilityDiagram,
     calibration_error_from_confidence,
@@ -32,6 +31,7 @@ from rmd_ray.core.metrics.calibration import (
     maximum_calibration_error,
     reliability_diagram_data,
 )
+from rmd_ray.core.metrics.checks import ROW_SUM_TOL, SingleClassWarning, check_probabilities
 from rmd_ray.core.metrics.detection import (
     OOD_SCORES,
     fpr_at_tpr,

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from rmd_ray.core.metrics._checks import _check_n_bins, check_probabilities
-from rmd_ray.core.metrics.scoring_rules import _top_label
+from rmd_ray.core.metrics.checks import check_n_bins, check_probabilities
+from rmd_ray.core.metrics.scoring_rules import top_label
 from rmd_ray.core.registry import Registry
 
 # ---------------------------------------------------------------------------------------------
@@ -121,10 +121,10 @@ def expected_calibration_error(
       binning has empty groups and so at most N effective bins.
     """
     p, y = check_probabilities(probs, labels)
-    n_bins = _check_n_bins(n_bins)
+    n_bins = check_n_bins(n_bins)
     _BINNINGS.get(binning)
     norm_fn = _NORMS.get(norm)
-    conf, correct = _top_label(p, y)
+    conf, correct = top_label(p, y)
     _, _, cnt, mean_conf, mean_acc = _bin_stats(conf, correct, n_bins, binning)
     return norm_fn(np.abs(mean_acc - mean_conf), cnt / conf.shape[0])
 
@@ -151,7 +151,7 @@ def calibration_error_from_confidence(
         raise ValueError("confidence must be finite and in [0, 1]")
     if hit.dtype != bool:
         raise ValueError(f"correct must be a bool array, got dtype {hit.dtype}")
-    n_bins = _check_n_bins(n_bins)
+    n_bins = check_n_bins(n_bins)
     _BINNINGS.get(binning)
     norm_fn = _NORMS.get(norm)
     _, _, cnt, mean_conf, mean_acc = _bin_stats(conf, hit, n_bins, binning)
@@ -203,9 +203,9 @@ def reliability_diagram_data(
     (or bars over ``[lower, upper]``).
     """
     p, y = check_probabilities(probs, labels)
-    n_bins = _check_n_bins(n_bins)
+    n_bins = check_n_bins(n_bins)
     _BINNINGS.get(binning)
-    conf, correct = _top_label(p, y)
+    conf, correct = top_label(p, y)
     bins, ids, cnt, mean_conf, mean_acc = _bin_stats(conf, correct, n_bins, binning)
     if binning == "width":
         lower, upper = bins / n_bins, (bins + 1) / n_bins

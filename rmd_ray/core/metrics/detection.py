@@ -9,31 +9,31 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
-from rmd_ray.core.metrics._checks import _as_real_array, _check_binary, _check_logits, check_probabilities
-from rmd_ray.core.metrics.scoring_rules import _entropy, _softmax
+from rmd_ray.core.metrics.checks import as_real_array, check_binary, check_logits, check_probabilities
+from rmd_ray.core.metrics.scoring_rules import entropy, softmax_rows
 from rmd_ray.core.registry import Registry
 
 # ---------------------------------------------------------------------------------------------
 # detection: misclassification and OOD
 # ---------------------------------------------------------------------------------------------
 
-_PROB_SCORES: Registry[Callable[[np.ndarray], np.ndarray]] = Registry("confidence score")
-_PROB_SCORES.add("msp", lambda p: p.max(axis=1))
-_PROB_SCORES.add("entropy", lambda p: -_entropy(p))
+PROB_SCORES: Registry[Callable[[np.ndarray], np.ndarray]] = Registry("confidence score")
+PROB_SCORES.add("msp", lambda p: p.max(axis=1))
+PROB_SCORES.add("entropy", lambda p: -entropy(p))
 
 _LOGIT_SCORES: Registry[Callable[[np.ndarray], np.ndarray]] = Registry("OOD score")
 _LOGIT_SCORES.add("maxlogit", lambda z: z.max(axis=1))
-_LOGIT_SCORES.add("msp", lambda z: _softmax(z).max(axis=1))
-_LOGIT_SCORES.add("entropy", lambda z: -_entropy(_softmax(z)))
+_LOGIT_SCORES.add("msp", lambda z: softmax_rows(z).max(axis=1))
+_LOGIT_SCORES.add("entropy", lambda z: -entropy(softmax_rows(z)))
 
 
 def _check_scores(scores: Any, positives: Any) -> tuple[np.ndarray, np.ndarray]:
-    s = _as_real_array(scores, "scores", allow_int=True)
+    s = as_real_array(scores, "scores", allow_int=True)
     if s.ndim != 1 or s.size == 0:
         raise ValueError(f"scores must be a non-empty 1-D array, got shape {s.shape}")
     if not np.isfinite(s).all():
         raise ValueError(f"scores[{int(np.flatnonzero(~np.isfinite(s))[0])}] is NaN or inf")
-    pos = _check_binary(positives, "positives", s.shape[0], "scores")
+    pos = check_binary(positives, "positives", s.shape[0], "scores")
     n_pos = int(pos.sum())
     if n_pos == 0 or n_pos == pos.shape[0]:
         which = "positive" if n_pos == 0 else "negative"
@@ -71,7 +71,7 @@ def fpr_at_tpr(scores: Any, positives: Any, *, tpr: float = 0.95) -> float:
     return _fpr_at_tpr(s, pos, float(tpr))
 
 
-def _detection(s: np.ndarray, pos: np.ndarray) -> dict[str, float]:
+def detection(s: np.ndarray, pos: np.ndarray) -> dict[str, float]:
     return {
         "fpr_at_95_tpr": _fpr_at_tpr(s, pos, 0.95),
         "auroc": float(roc_auc_score(pos, s)),
@@ -102,7 +102,7 @@ def misclassification_detection(probs: Any, labels: Any, *, score: str = "msp") 
         returned. (:func:`evaluate_predictions` then warns and leaves these keys out.)
     """
     p, y = check_probabilities(probs, labels)
-    score_fn = _PROB_SCORES.get(score)
+    score_fn = PROB_SCORES.get(score)
     correct = p.argmax(axis=1) == y
     n_ok = int(correct.sum())
     if n_ok in (0, correct.shape[0]):
@@ -111,7 +111,7 @@ def misclassification_detection(probs: Any, labels: Any, *, score: str = "msp") 
             f"every prediction is {state}, so misclassification detection is undefined; "
             "evaluate on a set with both correct and wrong predictions"
         )
-    return _detection(score_fn(p), correct)
+    return detection(score_fn(p), correct)
 
 
 def ood_detection(in_logits: Any, out_logits: Any, *, score: str = "maxlogit") -> dict[str, float]:
@@ -130,8 +130,8 @@ def ood_detection(in_logits: Any, out_logits: Any, *, score: str = "maxlogit") -
     dict with ``fpr_at_95_tpr`` (FPR on OOD at 95% TPR on in-distribution), ``auroc``, ``aupr``
     (in-distribution as positives, "AUPR-In") and ``aupr_error`` (OOD as positives, "AUPR-Out").
     """
-    z_in = _check_logits(in_logits, "in_logits")
-    z_out = _check_logits(out_logits, "out_logits")
+    z_in = check_logits(in_logits, "in_logits")
+    z_out = check_logits(out_logits, "out_logits")
     if z_in.shape[1] != z_out.shape[1]:
         raise ValueError(
             f"in_logits have {z_in.shape[1]} classes but out_logits {z_out.shape[1]}; use one model"
@@ -139,7 +139,7 @@ def ood_detection(in_logits: Any, out_logits: Any, *, score: str = "maxlogit") -
     score_fn = _LOGIT_SCORES.get(score)
     s = np.concatenate([score_fn(z_in), score_fn(z_out)])
     pos = np.r_[np.ones(z_in.shape[0], bool), np.zeros(z_out.shape[0], bool)]
-    return _detection(s, pos)
+    return detection(s, pos)
 
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from rmd_ray.core.metrics._checks import _TINY, _as_real_array, check_probabilities
+from rmd_ray.core.metrics.checks import TINY, as_real_array, check_probabilities
 
 # ---------------------------------------------------------------------------------------------
 # elementary quantities
@@ -33,26 +33,26 @@ def softmax(logits: Any, *, axis: int = -1) -> np.ndarray:
     ValueError
         Zero-dimensional, empty along ``axis``, or NaN / inf present.
     """
-    z = _as_real_array(logits, "logits", allow_int=True)
+    z = as_real_array(logits, "logits", allow_int=True)
     if z.ndim == 0 or z.shape[axis] == 0:
         raise ValueError(f"logits must have a non-empty class axis, got shape {z.shape}")
     if not np.isfinite(z).all():
         raise ValueError("logits hold NaN or inf; drop or repair those samples")
-    return _softmax(z, axis)
+    return softmax_rows(z, axis)
 
 
-def _softmax(z: np.ndarray, axis: int = -1) -> np.ndarray:
+def softmax_rows(z: np.ndarray, axis: int = -1) -> np.ndarray:
     # Subtracting the row max keeps exp() in (0, 1]: no overflow for any finite logit.
     e = np.exp(z - z.max(axis=axis, keepdims=True))
     return e / e.sum(axis=axis, keepdims=True)
 
 
-def _log_softmax(z: np.ndarray) -> np.ndarray:
+def log_softmax(z: np.ndarray) -> np.ndarray:
     shifted = z - z.max(axis=1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
 
-def _entropy(p: np.ndarray) -> np.ndarray:
+def entropy(p: np.ndarray) -> np.ndarray:
     # 0 log 0 = 0 (the limit); np.where alone would still evaluate log(0) and warn.
     plogp = np.zeros_like(p)
     pos = p > 0
@@ -60,7 +60,7 @@ def _entropy(p: np.ndarray) -> np.ndarray:
     return -plogp.sum(axis=1)
 
 
-def _top_label(p: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def top_label(p: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return p.max(axis=1), p.argmax(axis=1) == labels
 
 
@@ -76,7 +76,7 @@ def predictive_entropy(probs: Any) -> np.ndarray:
     ndarray of shape (N,), values in [0, log K].
     """
     p, _ = check_probabilities(probs)
-    return _entropy(p)
+    return entropy(p)
 
 
 def accuracy(probs: Any, labels: Any) -> float:
@@ -94,7 +94,7 @@ def negative_log_likelihood(probs: Any, labels: Any) -> float:
     """
     p, y = check_probabilities(probs, labels)
     p_true = p[np.arange(p.shape[0]), y]
-    return float(-np.mean(np.log(np.clip(p_true, _TINY, 1.0))))
+    return float(-np.mean(np.log(np.clip(p_true, TINY, 1.0))))
 
 
 def brier_score(probs: Any, labels: Any) -> float:

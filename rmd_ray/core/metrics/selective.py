@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from rmd_ray.core.metrics._checks import _as_real_array, _check_selective
+from rmd_ray.core.metrics.checks import as_real_array, check_selective
 
 # ---------------------------------------------------------------------------------------------
 # selective classification
@@ -32,7 +32,7 @@ def risk_coverage_curve(confidence: Any, correct: Any) -> tuple[np.ndarray, np.n
     coverage : ndarray, increasing, last entry 1
     risk : ndarray, same length; ``risk[-1]`` is the overall error rate
     """
-    conf, ok = _check_selective(confidence, correct)
+    conf, ok = check_selective(confidence, correct)
     return _risk_coverage(conf, ok)
 
 
@@ -53,7 +53,7 @@ def aurc(confidence: Any, correct: Any) -> float:
     :math:`\frac{1}{N}\sum_{k=1}^{N} \mathrm{risk@}k`, the risk of the k most confident samples
     averaged over k; with ties, a tied group shares the risk at its common threshold.
     """
-    conf, ok = _check_selective(confidence, correct)
+    conf, ok = check_selective(confidence, correct)
     coverage, risk = _risk_coverage(conf, ok)
     return float(np.sum(np.diff(coverage, prepend=0.0) * risk))
 
@@ -79,8 +79,8 @@ def accuracy_rejection_curve(
     -------
     ndarray of shape (len(rejection_rates),)
     """
-    conf, ok = _check_selective(confidence, correct)
-    rates = _as_real_array(rejection_rates, "rejection_rates", allow_int=True)
+    conf, ok = check_selective(confidence, correct)
+    rates = as_real_array(rejection_rates, "rejection_rates", allow_int=True)
     if rates.ndim != 1 or rates.size == 0:
         raise ValueError(f"rejection_rates must be a non-empty 1-D sequence, got shape {rates.shape}")
     if not (np.isfinite(rates).all() and (rates >= 0).all() and (rates < 1).all()):

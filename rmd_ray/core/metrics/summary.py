@@ -8,10 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from rmd_ray.core.metrics._checks import SingleClassWarning, _check_labels, _check_logits
 from rmd_ray.core.metrics.calibration import expected_calibration_error, maximum_calibration_error
-from rmd_ray.core.metrics.detection import _PROB_SCORES, _detection
-from rmd_ray.core.metrics.scoring_rules import _log_softmax, _softmax, _top_label, brier_score
+from rmd_ray.core.metrics.checks import SingleClassWarning, check_logits, check_metric_labels
+from rmd_ray.core.metrics.detection import PROB_SCORES, detection
+from rmd_ray.core.metrics.scoring_rules import brier_score, log_softmax, softmax_rows, top_label
 from rmd_ray.core.metrics.selective import aurc
 
 # ---------------------------------------------------------------------------------------------
@@ -43,11 +43,11 @@ def evaluate_predictions(logits: Any, labels: Any) -> dict[str, float]:
         When every prediction is correct (or every one wrong): the misclassification-detection keys
         are left out instead of being NaN.
     """
-    z = _check_logits(logits, "logits")
-    y = _check_labels(labels, z.shape[0], z.shape[1])
-    p = _softmax(z)
-    conf, correct = _top_label(p, y)
-    log_p = _log_softmax(z)
+    z = check_logits(logits, "logits")
+    y = check_metric_labels(labels, z.shape[0], z.shape[1])
+    p = softmax_rows(z)
+    conf, correct = top_label(p, y)
+    log_p = log_softmax(z)
     out: dict[str, float] = {
         "n_samples": int(z.shape[0]),
         "acc": float(correct.mean()),
@@ -68,6 +68,6 @@ def evaluate_predictions(logits: Any, labels: Any) -> dict[str, float]:
         )
         return out
     for name in ("msp", "entropy"):
-        for key, value in _detection(_PROB_SCORES.get(name)(p), correct).items():
+        for key, value in detection(PROB_SCORES.get(name)(p), correct).items():
             out[f"{name}_{key}"] = value
     return out

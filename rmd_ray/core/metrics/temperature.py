@@ -20,7 +20,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 
-from rmd_ray.core.metrics._checks import _check_labels, _check_logits
+from rmd_ray.core.metrics.checks import check_logits, check_metric_labels
 
 __all__ = ["apply_temperature", "fit_temperature", "temperature_nll"]
 
@@ -56,8 +56,8 @@ def fit_temperature(logits: Any, labels: Any, *, bounds: tuple[float, float] = (
     ValueError
         Logits not a finite (N, K) array, labels out of range, or bounds not 0 < low < high.
     """
-    z = _check_logits(logits, "logits")
-    y = _check_labels(labels, z.shape[0], z.shape[1])
+    z = check_logits(logits, "logits")
+    y = check_metric_labels(labels, z.shape[0], z.shape[1])
     low, high = (float(b) for b in bounds)
     if not 0 < low < high:
         raise ValueError(f"bounds must satisfy 0 < low < high, got {bounds!r}; e.g. bounds=(0.05, 20.0)")
@@ -72,4 +72,4 @@ def apply_temperature(logits: Any, temperature: float) -> np.ndarray:
     """``logits / temperature`` as float64 (N, K); the argmax is unchanged for any T > 0."""
     if not (np.isfinite(temperature) and temperature > 0):
         raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}; fit it with fit_temperature")
-    return _check_logits(logits, "logits") / float(temperature)
+    return check_logits(logits, "logits") / float(temperature)

@@ -21,9 +21,9 @@ Deviations from the reference, all deliberate:
 - Output is rounded to the nearest integer; the reference truncates (``np.uint8``), which darkens
   every image by half a grey level on average.
 - ``motion_blur`` and the snow layer's streaks use a NumPy linear motion-blur kernel
-  (:func:`_motion_blur_angle`, after imagecorruptions' re-implementation) instead of ImageMagick.
+  (:func:`motion_blur_angle`, after imagecorruptions' re-implementation) instead of ImageMagick.
 - ``spatter`` (water, severities 1-3) replaces OpenCV's Canny and 5x5 distance transform by SciPy
-  stand-ins (:func:`_canny`, ``distance_transform_edt``); see :func:`_spatter`.
+  stand-ins (:func:`canny`, ``distance_transform_edt``); see :func:`spatter`.
 - ``frost`` reads the original frost photos from the ``imagecorruptions`` package (PyPI, Apache-2.0;
   not imported, only its files are read); the CIFAR preset's 0.2x shrink uses Pillow's bilinear
   resize, which antialiases where OpenCV's does not.
@@ -55,29 +55,29 @@ from rmd_ray.data.corruptions.registry import (
 )
 from rmd_ray.data.corruptions import noise as noise  # registers the noise corruptions
 from rmd_ray.data.corruptions.blur import (
-    _disk as _disk,
-    _motion_blur as _motion_blur,
-    _motion_blur_angle as _motion_blur_angle,
-    _motion_taps as _motion_taps,
+    disk as disk,
+    motion_blur as motion_blur,
+    motion_blur_angle as motion_blur_angle,
+    motion_taps as motion_taps,
 )
 from rmd_ray.data.corruptions.colour import (
-    _hsv_to_rgb as _hsv_to_rgb,
-    _rgb_to_hsv as _rgb_to_hsv,
+    hsv_to_rgb as hsv_to_rgb,
+    rgb_to_hsv as rgb_to_hsv,
 )
 from rmd_ray.data.corruptions.digital import (
-    _elastic_transform as _elastic_transform,
+    elastic_transform as elastic_transform,
 )
 from rmd_ray.data.corruptions.weather import (
     FROST_FILES as FROST_FILES,
     FROST_MISSING as FROST_MISSING,
-    _canny as _canny,
-    _equalize_hist as _equalize_hist,
-    _frost_folder as _frost_folder,
-    _frost_texture as _frost_texture,
-    _plasma_fractal as _plasma_fractal,
-    _snow as _snow,
-    _snow_layer as _snow_layer,
-    _spatter as _spatter,
+    canny as canny,
+    equalize_hist as equalize_hist,
+    frost_folder as frost_folder,
+    frost_texture as frost_texture,
+    plasma_fractal as plasma_fractal,
+    snow as snow,
+    snow_layer as snow_layer,
+    spatter as spatter,
     available_corruptions as available_corruptions,
 )
 from rmd_ray.data.corruptions.apply import (

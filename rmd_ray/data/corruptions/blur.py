@@ -7,7 +7,7 @@ import math
 import numpy as np
 from scipy import ndimage
 
-from rmd_ray.data.corruptions.registry import _register, _to_unit
+from rmd_ray.data.corruptions.registry import register, to_unit
 
 # ---------------------------------------------------------------------------------------------
 # blur
@@ -21,7 +21,7 @@ def _gaussian_taps(ksize: int, sigma: float) -> np.ndarray:
     return g / g.sum()
 
 
-def _disk(radius: float, alias_blur: float) -> np.ndarray:
+def disk(radius: float, alias_blur: float) -> np.ndarray:
     """The reference ``disk``: a normalised aliased disk, anti-aliased by a small Gaussian blur.
 
     Kept faithful to the reference, quirk included: for radius 8 and 10 the disk touches the kernel
@@ -41,18 +41,18 @@ def _disk(radius: float, alias_blur: float) -> np.ndarray:
     return kernel
 
 
-@_register("defocus_blur", imagenet=((3, 0.1), (4, 0.5), (6, 0.5), (8, 0.5), (10, 0.5)),
+@register("defocus_blur", imagenet=((3, 0.1), (4, 0.5), (6, 0.5), (8, 0.5), (10, 0.5)),
            cifar=((0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1, 0.2), (1.5, 0.1)), random=False)
 def _defocus_blur(image: np.ndarray, param: tuple[float, float], rng: np.random.Generator) -> np.ndarray:
     """Convolve each channel with an anti-aliased disk of the given (radius, alias_blur)."""
-    kernel = _disk(*param)
-    return ndimage.correlate(_to_unit(image), kernel[:, :, None], mode="mirror")
+    kernel = disk(*param)
+    return ndimage.correlate(to_unit(image), kernel[:, :, None], mode="mirror")
 
 
-@_register("gaussian_blur", imagenet=(1, 2, 3, 4, 6), cifar=(0.4, 0.6, 0.7, 0.8, 1.0), random=False)
+@register("gaussian_blur", imagenet=(1, 2, 3, 4, 6), cifar=(0.4, 0.6, 0.7, 0.8, 1.0), random=False)
 def _gaussian_blur(image: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
     """Gaussian blur of each channel (scikit-image ``gaussian``: mode "nearest", truncate 4)."""
-    return ndimage.gaussian_filter(_to_unit(image), sigma=(sigma, sigma, 0), mode="nearest", truncate=4.0)
+    return ndimage.gaussian_filter(to_unit(image), sigma=(sigma, sigma, 0), mode="nearest", truncate=4.0)
 
 
 def _shift(x: np.ndarray, dx: int, dy: int) -> np.ndarray:
@@ -66,7 +66,7 @@ def _shift(x: np.ndarray, dx: int, dy: int) -> np.ndarray:
     return x[rows[:, None], cols[None, :]]
 
 
-def _motion_taps(radius: float, sigma: float) -> np.ndarray:
+def motion_taps(radius: float, sigma: float) -> np.ndarray:
     # ImageMagick's MotionBlurImage: width 2 * radius + 1, one-sided Gaussian weights exp(-i^2 / 2 sigma^2)
     # at i = 0..width-1 (the pixel itself weighs most), normalised.
     width = int(2 * radius + 1)
@@ -75,15 +75,15 @@ def _motion_taps(radius: float, sigma: float) -> np.ndarray:
     return taps / taps.sum()
 
 
-def _motion_blur_angle(x: np.ndarray, radius: float, sigma: float, angle: float) -> np.ndarray:
+def motion_blur_angle(x: np.ndarray, radius: float, sigma: float, angle: float) -> np.ndarray:
     """Linear motion blur at ``angle`` degrees: sum_i taps_i * x shifted by i pixels along the angle.
 
     A NumPy re-implementation of ImageMagick's ``MotionBlurImage`` (what the reference calls through
-    Wand), following imagecorruptions' ``_motion_blur`` (Apache-2.0): tap i samples the pixel at
+    Wand), following imagecorruptions' ``motion_blur`` (Apache-2.0): tap i samples the pixel at
     (-ceil(i sin(a) - 1/2), -ceil(i cos(a) - 1/2)) rows/columns away; taps whose offset leaves the
     image stop the sum (as there).
     """
-    taps = _motion_taps(radius, sigma)
+    taps = motion_taps(radius, sigma)
     rad = np.deg2rad(angle)
     sin, cos = math.sin(rad), math.cos(rad)
     out = np.zeros(x.shape, dtype=np.float64)
@@ -95,18 +95,18 @@ def _motion_blur_angle(x: np.ndarray, radius: float, sigma: float, angle: float)
     return out
 
 
-@_register("motion_blur", imagenet=((10, 3), (15, 5), (15, 8), (15, 12), (20, 15)),
+@register("motion_blur", imagenet=((10, 3), (15, 5), (15, 8), (15, 12), (20, 15)),
            cifar=((6, 1), (6, 1.5), (6, 2), (8, 2), (9, 2.5)), random=True)
-def _motion_blur(image: np.ndarray, param: tuple[float, float], rng: np.random.Generator) -> np.ndarray:
+def motion_blur(image: np.ndarray, param: tuple[float, float], rng: np.random.Generator) -> np.ndarray:
     """True linear motion blur of (radius, sigma) at an angle drawn from U(-45, 45) degrees.
 
-    Replaces the reference's Wand/ImageMagick call by :func:`_motion_blur_angle` (NumPy only).
+    Replaces the reference's Wand/ImageMagick call by :func:`motion_blur_angle` (NumPy only).
     """
     radius, sigma = param
-    return _motion_blur_angle(_to_unit(image), radius, sigma, rng.uniform(-45, 45))
+    return motion_blur_angle(to_unit(image), radius, sigma, rng.uniform(-45, 45))
 
 
-def _clipped_zoom(x: np.ndarray, factor: float) -> np.ndarray:
+def clipped_zoom(x: np.ndarray, factor: float) -> np.ndarray:
     """The reference ``clipped_zoom``: crop the centre 1/factor, zoom it back (bilinear), trim to size.
 
     Per axis (the reference assumes square images). ``x`` has shape (H, W, C).
@@ -122,27 +122,27 @@ def _clipped_zoom(x: np.ndarray, factor: float) -> np.ndarray:
     return out
 
 
-@_register("zoom_blur",
+@register("zoom_blur",
            # np.arange(1, stop, step) of the reference, kept as (stop, step) so the factor counts match
            imagenet=((1.11, 0.01), (1.16, 0.01), (1.21, 0.02), (1.26, 0.02), (1.31, 0.03)),
            cifar=((1.06, 0.01), (1.11, 0.01), (1.16, 0.01), (1.21, 0.01), (1.26, 0.01)), random=False)
 def _zoom_blur(image: np.ndarray, param: tuple[float, float], rng: np.random.Generator) -> np.ndarray:
     """Mean of the image and its centre zooms by each factor in ``np.arange(1, stop, step)``."""
     factors = np.arange(1, param[0], param[1])
-    x = _to_unit(image).astype(np.float32)  # float32 as the reference
+    x = to_unit(image).astype(np.float32)  # float32 as the reference
     out = np.zeros_like(x)
     for factor in factors:
-        out += _clipped_zoom(x, factor)
+        out += clipped_zoom(x, factor)
     return (x + out).astype(np.float64) / (len(factors) + 1)
 
 
-def _gaussian(x: np.ndarray, sigma: float) -> np.ndarray:
+def gaussian(x: np.ndarray, sigma: float) -> np.ndarray:
     # scikit-image's gaussian(..., multichannel=True): per channel, mode "nearest", truncate 4
     sigmas = (sigma, sigma, 0) if x.ndim == 3 else sigma
     return ndimage.gaussian_filter(x, sigma=sigmas, mode="nearest", truncate=4.0)
 
 
-@_register("glass_blur", imagenet=((0.7, 1, 2), (0.9, 2, 1), (1, 2, 3), (1.1, 3, 2), (1.5, 4, 2)),
+@register("glass_blur", imagenet=((0.7, 1, 2), (0.9, 2, 1), (1, 2, 3), (1.1, 3, 2), (1.5, 4, 2)),
            cifar=((0.05, 1, 1), (0.25, 1, 1), (0.4, 1, 1), (0.25, 1, 2), (0.4, 1, 2)), random=True)
 def _glass_blur(image: np.ndarray, param: tuple[float, int, int], rng: np.random.Generator) -> np.ndarray:
     """Blur (sigma), locally swap pixels (max_delta, iterations passes), blur again.
@@ -155,7 +155,7 @@ def _glass_blur(image: np.ndarray, param: tuple[float, int, int], rng: np.random
     so each step is one Python integer assignment.
     """
     sigma, delta, iterations = param
-    x = (_gaussian(_to_unit(image), sigma) * 255).astype(np.uint8)
+    x = (gaussian(to_unit(image), sigma) * 255).astype(np.uint8)
     h, w = x.shape[:2]
     src = list(range(h * w))  # src[p]: which blurred pixel's value position p now holds
     visits = [(r, c) for r in range(h - delta, delta, -1) for c in range(w - delta, delta, -1)]
@@ -166,4 +166,4 @@ def _glass_blur(image: np.ndarray, param: tuple[float, int, int], rng: np.random
         for (r, c), (dx, dy) in zip(visits, offsets):
             src[r * w + c] = src[(r + dy) * w + (c + dx)]
     shuffled = x.reshape(h * w, -1)[np.asarray(src)].reshape(x.shape)
-    return _gaussian(shuffled / 255.0, sigma)
+    return gaussian(shuffled / 255.0, sigma)

@@ -10,14 +10,14 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from rmd_ray.data.corruptions.registry import _register, _to_unit
+from rmd_ray.data.corruptions.registry import register, to_unit
 
 # ---------------------------------------------------------------------------------------------
 # digital
 # ---------------------------------------------------------------------------------------------
 
 
-@_register("jpeg_compression", imagenet=(25, 18, 15, 10, 7), cifar=(80, 65, 58, 50, 40), random=False)
+@register("jpeg_compression", imagenet=(25, 18, 15, 10, 7), cifar=(80, 65, 58, 50, 40), random=False)
 def _jpeg_compression(image: np.ndarray, quality: int, rng: np.random.Generator) -> np.ndarray:
     """Encode and decode with Pillow's JPEG codec at the given quality."""
     buffer = io.BytesIO()
@@ -27,7 +27,7 @@ def _jpeg_compression(image: np.ndarray, quality: int, rng: np.random.Generator)
         return np.array(decoded.convert("RGB"), dtype=np.uint8)
 
 
-@_register("pixelate", imagenet=(0.6, 0.5, 0.4, 0.3, 0.25), cifar=(0.95, 0.9, 0.85, 0.75, 0.65), random=False)
+@register("pixelate", imagenet=(0.6, 0.5, 0.4, 0.3, 0.25), cifar=(0.95, 0.9, 0.85, 0.75, 0.65), random=False)
 def _pixelate(image: np.ndarray, factor: float, rng: np.random.Generator) -> np.ndarray:
     """Downscale by ``factor`` and back up, both with Pillow's BOX filter."""
     h, w = image.shape[:2]
@@ -42,7 +42,7 @@ def _affine_from_points(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return np.linalg.solve(a, dst).T
 
 
-@_register(
+@register(
     "elastic_transform",
     # (alpha, sigma, affine jitter) in pixels. The reference writes 244 * fraction ("244 should have
     # been 224, but ultimately nothing is incorrect"); kept as is.
@@ -53,7 +53,7 @@ def _affine_from_points(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
            (32 * 0.1, 32 * 0.04, 32 * 0.05), (32 * 0.1, 32 * 0.03, 32 * 0.03)),
     random=True,
 )
-def _elastic_transform(
+def elastic_transform(
     image: np.ndarray, param: tuple[float, float, float], rng: np.random.Generator
 ) -> np.ndarray:
     """A random affine warp of three control points, then a smooth random displacement field.
@@ -63,7 +63,7 @@ def _elastic_transform(
     ``alpha * gaussian_filter(U(-1, 1), sigma)`` in each direction (bilinear, reflected borders).
     """
     alpha, sigma, jitter = param
-    x = _to_unit(image)
+    x = to_unit(image)
     h, w = x.shape[:2]
     side = min(h, w) // 3
     if side > 0:  # images under 3 px have no non-degenerate control triangle: skip the affine

@@ -43,7 +43,7 @@ class Corruption:
 CORRUPTIONS: Registry[Corruption] = Registry("corruption")
 
 
-def _register(name: str, *, imagenet: Sequence[Any], cifar: Sequence[Any], random: bool):
+def register(name: str, *, imagenet: Sequence[Any], cifar: Sequence[Any], random: bool):
     def decorator(fn: Fn) -> Fn:
         if not len(imagenet) == len(cifar) == len(SEVERITIES):
             raise ValueError(f"corruption {name!r} needs one parameter per severity")
@@ -53,5 +53,5 @@ def _register(name: str, *, imagenet: Sequence[Any], cifar: Sequence[Any], rando
     return decorator
 
 
-def _to_unit(image: np.ndarray) -> np.ndarray:
+def to_unit(image: np.ndarray) -> np.ndarray:
     return image.astype(np.float64) / 255.0

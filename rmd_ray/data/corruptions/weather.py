@@ -13,15 +13,15 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from rmd_ray.data.corruptions.blur import _clipped_zoom, _gaussian, _motion_blur_angle
-from rmd_ray.data.corruptions.registry import CORRUPTIONS, _register, _to_unit
+from rmd_ray.data.corruptions.blur import clipped_zoom, gaussian, motion_blur_angle
+from rmd_ray.data.corruptions.registry import CORRUPTIONS, register, to_unit
 
 # ---------------------------------------------------------------------------------------------
 # weather
 # ---------------------------------------------------------------------------------------------
 
 
-def _plasma_fractal(mapsize: int, decay: float, rng: np.random.Generator) -> np.ndarray:
+def plasma_fractal(mapsize: int, decay: float, rng: np.random.Generator) -> np.ndarray:
     """The reference ``plasma_fractal``: a diamond-square height map of side ``mapsize`` (a power of
     two), scaled to [0, 1]; the random amplitude starts at 100 and is divided by ``decay`` per level."""
     grid = np.zeros((mapsize, mapsize))
@@ -48,18 +48,18 @@ def _plasma_fractal(mapsize: int, decay: float, rng: np.random.Generator) -> np.
     return grid / grid.max()
 
 
-@_register("fog", imagenet=((1.5, 2), (2, 2), (2.5, 1.7), (2.5, 1.5), (3, 1.4)),
+@register("fog", imagenet=((1.5, 2), (2, 2), (2.5, 1.7), (2.5, 1.5), (3, 1.4)),
            cifar=((0.2, 3), (0.5, 3), (0.75, 2.5), (1, 2), (1.5, 1.75)), random=True)
 def _fog(image: np.ndarray, param: tuple[float, float], rng: np.random.Generator) -> np.ndarray:
     """``(x + a * plasma) * max(x) / (max(x) + a)`` for (a, decay), one plasma map for all channels."""
     a, decay = param
-    x = _to_unit(image)
+    x = to_unit(image)
     h, w = x.shape[:2]
     # the reference's map side: 256 for ImageNet-C (224 px), 32 for CIFAR-10-C; larger images need the
     # next power of two. The map's scale (its finest detail is one pixel) is what the severities assume.
     size = max(256 if max(h, w) > 32 else 32, 1 << (max(h, w) - 1).bit_length())
     max_val = x.max()
-    x = x + a * _plasma_fractal(size, decay, rng)[:h, :w, None]
+    x = x + a * plasma_fractal(size, decay, rng)[:h, :w, None]
     return x * max_val / (max_val + a)
 
 
@@ -70,7 +70,7 @@ FROST_MISSING = (
 )
 
 
-def _frost_folder() -> Path | None:
+def frost_folder() -> Path | None:
     # find_spec locates the package without importing it (its __init__ imports OpenCV and scikit-image)
     spec = importlib.util.find_spec("imagecorruptions")
     if spec is None or not spec.submodule_search_locations:
@@ -83,20 +83,20 @@ def available_corruptions() -> tuple[list[str], dict[str, str]]:
 
     Only ``frost`` has an external asset (its texture photos); every other corruption is code.
     """
-    if _frost_folder() is None:
+    if frost_folder() is None:
         return [n for n in CORRUPTIONS.names() if n != "frost"], {"frost": FROST_MISSING}
     return CORRUPTIONS.names(), {}
 
 
 @functools.cache
-def _frost_texture(index: int, scale: float) -> np.ndarray:
+def frost_texture(index: int, scale: float) -> np.ndarray:
     """One of the reference's frost photos as RGB uint8, read from the ``imagecorruptions`` package.
 
     The package (PyPI, Apache-2.0) ships the original textures of ImageNet-C. Its folder is found with
     ``importlib.util.find_spec``, which does not import it, so its OpenCV / scikit-image dependencies
     are not needed (``pip install --no-deps imagecorruptions`` is enough).
     """
-    folder = _frost_folder()
+    folder = frost_folder()
     if folder is None:
         raise ModuleNotFoundError(FROST_MISSING)
     path = folder / FROST_FILES[index]
@@ -108,7 +108,7 @@ def _frost_texture(index: int, scale: float) -> np.ndarray:
         return np.asarray(im)
 
 
-@_register("frost", imagenet=((1, 0.4), (0.8, 0.6), (0.7, 0.7), (0.65, 0.7), (0.6, 0.75)),
+@register("frost", imagenet=((1, 0.4), (0.8, 0.6), (0.7, 0.7), (0.65, 0.7), (0.6, 0.75)),
            cifar=((1, 0.2), (1, 0.3), (0.9, 0.4), (0.85, 0.4), (0.75, 0.45)), random=True)
 def _frost(image: np.ndarray, param: tuple[float, float], rng: np.random.Generator) -> np.ndarray:
     """``a * x + b * crop`` of a frost photo, crop at a random position, on the 0..255 scale.
@@ -119,7 +119,7 @@ def _frost(image: np.ndarray, param: tuple[float, float], rng: np.random.Generat
     """
     a, b = param
     h, w = image.shape[:2]
-    texture = _frost_texture(int(rng.integers(5)), 0.2 if max(h, w) <= 32 else 1.0)
+    texture = frost_texture(int(rng.integers(5)), 0.2 if max(h, w) <= 32 else 1.0)
     if texture.shape[0] <= h or texture.shape[1] <= w:
         factor = 1.1 * max(h / texture.shape[0], w / texture.shape[1])
         size = (math.ceil(texture.shape[1] * factor), math.ceil(texture.shape[0] * factor))
@@ -130,18 +130,18 @@ def _frost(image: np.ndarray, param: tuple[float, float], rng: np.random.Generat
     return (a * image.astype(np.float64) + b * crop) / 255.0
 
 
-def _snow_layer(shape: tuple[int, int], param: tuple[float, ...], rng: np.random.Generator) -> np.ndarray:
+def snow_layer(shape: tuple[int, int], param: tuple[float, ...], rng: np.random.Generator) -> np.ndarray:
     """The falling-snow layer (H, W, 1) in [0, 1]: thresholded zoomed noise, motion-blurred."""
     loc, scale, zoom, threshold, radius, sigma, _ = param
     layer = rng.normal(loc=loc, scale=scale, size=shape)
-    layer = _clipped_zoom(layer[..., None], zoom)[..., 0]
+    layer = clipped_zoom(layer[..., None], zoom)[..., 0]
     layer[layer < threshold] = 0
     layer = np.floor(np.clip(layer, 0, 1) * 255) / 255  # the reference's uint8 PNG hand-off to ImageMagick
-    layer = _motion_blur_angle(layer, radius, sigma, rng.uniform(-135, -45))
+    layer = motion_blur_angle(layer, radius, sigma, rng.uniform(-135, -45))
     return (np.rint(layer * 255) / 255)[..., None]  # ImageMagick returns 8-bit again
 
 
-@_register(
+@register(
     "snow",
     # (loc, scale, zoom, threshold, blur radius, blur sigma, blend)
     imagenet=((0.1, 0.3, 3, 0.5, 10, 4, 0.8), (0.2, 0.3, 2, 0.5, 12, 4, 0.7), (0.55, 0.3, 4, 0.9, 12, 8, 0.7),
@@ -150,20 +150,20 @@ def _snow_layer(shape: tuple[int, int], param: tuple[float, ...], rng: np.random
            (0.25, 0.3, 2.25, 0.6, 12, 6, 0.85), (0.3, 0.3, 1.25, 0.65, 14, 12, 0.8)),
     random=True,
 )
-def _snow(image: np.ndarray, param: tuple[float, ...], rng: np.random.Generator) -> np.ndarray:
+def snow(image: np.ndarray, param: tuple[float, ...], rng: np.random.Generator) -> np.ndarray:
     """Whiten toward ``1.5 * grey + 0.5`` by ``1 - blend``, then add the snow layer and its 180-degree turn.
 
     ``grey = 0.299 R + 0.587 G + 0.114 B`` (OpenCV's RGB2GRAY).
     """
-    x = _to_unit(image)
-    layer = _snow_layer(x.shape[:2], param, rng)
+    x = to_unit(image)
+    layer = snow_layer(x.shape[:2], param, rng)
     blend = param[6]
     grey = x @ np.array([0.299, 0.587, 0.114])
     x = blend * x + (1 - blend) * np.maximum(x, grey[..., None] * 1.5 + 0.5)
     return x + layer + np.rot90(layer, k=2)
 
 
-def _canny(image: np.ndarray, low: float, high: float) -> np.ndarray:
+def canny(image: np.ndarray, low: float, high: float) -> np.ndarray:
     """Edges of a uint8 image by hysteresis on the Sobel L1 gradient (OpenCV Canny's default norm).
 
     Not OpenCV's Canny: no non-maximum suppression (edges come out ~2 px thick). Spatter only uses
@@ -180,7 +180,7 @@ def _canny(image: np.ndarray, low: float, high: float) -> np.ndarray:
     return keep[regions]
 
 
-def _equalize_hist(x: np.ndarray) -> np.ndarray:
+def equalize_hist(x: np.ndarray) -> np.ndarray:
     # OpenCV's equalizeHist on uint8: lut = round((cdf - cdf_min) * 255 / (N - cdf_min))
     hist = np.bincount(x.ravel(), minlength=256)
     cdf = np.cumsum(hist)
@@ -191,7 +191,7 @@ def _equalize_hist(x: np.ndarray) -> np.ndarray:
     return lut[x]
 
 
-@_register(
+@register(
     "spatter",
     # (loc, scale, sigma, threshold, intensity, mud): mud 0 = water drops, 1 = mud
     imagenet=((0.65, 0.3, 4, 0.69, 0.6, 0), (0.65, 0.3, 3, 0.68, 0.6, 0), (0.65, 0.3, 2, 0.68, 0.5, 0),
@@ -200,29 +200,29 @@ def _equalize_hist(x: np.ndarray) -> np.ndarray:
            (0.65, 0.1, 0.7, 0.69, 0.6, 1), (0.65, 0.1, 0.5, 0.68, 0.6, 1)),
     random=True,
 )
-def _spatter(image: np.ndarray, param: tuple[float, ...], rng: np.random.Generator) -> np.ndarray:
+def spatter(image: np.ndarray, param: tuple[float, ...], rng: np.random.Generator) -> np.ndarray:
     """Water drops (pale turquoise, added) or mud (brown, replacing) from a thresholded blurred noise.
 
-    Water follows the reference's OpenCV chain with NumPy/SciPy stand-ins: edges (:func:`_canny`),
+    Water follows the reference's OpenCV chain with NumPy/SciPy stand-ins: edges (:func:`canny`),
     exact Euclidean distance to them (``distance_transform_edt``; OpenCV's 5x5 mask is within ~2%),
     clipped at 20, 3x3 box blur, histogram equalisation, the reference's 3x3 emboss kernel saturated to
     uint8, a second box blur; the drop strength is ``liquid * that``, scaled to a maximum of intensity.
     """
     loc, scale, sigma, threshold, intensity, mud = param
-    x = _to_unit(image)
-    liquid = _gaussian(rng.normal(loc=loc, scale=scale, size=x.shape[:2]), sigma)
+    x = to_unit(image)
+    liquid = gaussian(rng.normal(loc=loc, scale=scale, size=x.shape[:2]), sigma)
     liquid[liquid < threshold] = 0
     if mud:
-        m = _gaussian((liquid > threshold).astype(np.float64), intensity)
+        m = gaussian((liquid > threshold).astype(np.float64), intensity)
         m[m < 0.8] = 0
         colour = np.array([63, 42, 20]) / 255.0
         return x * (1 - m[..., None]) + colour * m[..., None]
     liquid_u8 = (liquid * 255).astype(np.uint8)
-    edges = _canny(liquid_u8, 50, 150)
+    edges = canny(liquid_u8, 50, 150)
     # no edge at all: OpenCV's transform gives its "infinite" distance, which the clip at 20 turns into 20
     dist = np.minimum(ndimage.distance_transform_edt(~edges), 20) if edges.any() else np.full(edges.shape, 20.0)
     dist = ndimage.uniform_filter(dist, 3, mode="mirror").astype(np.uint8)
-    dist = _equalize_hist(dist)
+    dist = equalize_hist(dist)
     emboss = np.array([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]], dtype=np.float64)
     dist = np.clip(np.rint(ndimage.correlate(dist.astype(np.float64), emboss, mode="mirror")), 0, 255)
     dist = ndimage.uniform_filter(dist, 3, mode="mirror")

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 
-from rmd_ray.data.readers.tables import _check_limit, _default_classes, _pixel_table, _with_metadata
+from rmd_ray.data.readers.tables import check_limit, default_classes, pixel_table, with_metadata
 
 # --------------------------------------------------------------------------------------------
 # in-memory arrays
@@ -23,14 +23,14 @@ def read_sklearn_digits(*, limit: int | None = None) -> pa.Table:
     """
     from sklearn.datasets import load_digits
 
-    _check_limit(limit)
+    check_limit(limit)
     digits = load_digits()
     images = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)
     labels = digits.target.astype(np.int64)
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
     table = from_arrays(images, labels, ids=[f"digits-{i}" for i in range(len(labels))])
-    return _with_metadata(table, classes=[str(k) for k in range(10)], source="sklearn-digits")
+    return with_metadata(table, classes=[str(k) for k in range(10)], source="sklearn-digits")
 
 
 def from_arrays(
@@ -76,9 +76,9 @@ def from_arrays(
             raise ValueError(f"{n} images but {len(ids)} ids")
         if len(set(ids)) != n:
             raise ValueError(f"ids must be unique; e.g. {_first_duplicate(ids)!r} repeats")
-    classes = _default_classes(labels) if classes is None else [str(c) for c in classes]
-    table = _pixel_table(images, labels, ids)
-    return _with_metadata(table, classes=classes, source=f"in-memory arrays {images.shape}")
+    classes = default_classes(labels) if classes is None else [str(c) for c in classes]
+    table = pixel_table(images, labels, ids)
+    return with_metadata(table, classes=classes, source=f"in-memory arrays {images.shape}")
 
 
 def _first_duplicate(values: Sequence[str]) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from rmd_ray.data.readers.tables import _check_split, _pixel_table, _with_metadata
+from rmd_ray.data.readers.tables import check_split, pixel_table, with_metadata
 
 # --------------------------------------------------------------------------------------------
 # CIFAR python pickles
@@ -66,7 +66,7 @@ def read_cifar_pickle(root: str | os.PathLike, *, split: str = "train") -> pa.Ta
         ``id`` (``"<split>/<index:05d>"``), ``label`` int64, ``pixels`` (32x32x3 HWC bytes),
         ``shape`` ``[32, 32, 3]``; metadata ``classes``, ``source``.
     """
-    _check_split(split)
+    check_split(split)
     root = Path(root)
     if not root.is_dir():
         raise ValueError(f"CIFAR root is not a directory: {str(root)!r}")
@@ -108,5 +108,5 @@ def read_cifar_pickle(root: str | os.PathLike, *, split: str = "train") -> pa.Ta
     images_arr = np.concatenate(images)
     labels_arr = np.concatenate(labels)
     ids = [f"{split}/{i:05d}" for i in range(len(labels_arr))]
-    table = _pixel_table(images_arr, labels_arr, ids)
-    return _with_metadata(table, classes=classes, source=f"{kind} python pickles {root} ({split})")
+    table = pixel_table(images_arr, labels_arr, ids)
+    return with_metadata(table, classes=classes, source=f"{kind} python pickles {root} ({split})")

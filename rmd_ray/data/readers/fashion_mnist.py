@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from rmd_ray.data.readers.tables import _check_limit, _check_split, _pixel_table, _with_metadata
+from rmd_ray.data.readers.tables import check_limit, check_split, pixel_table, with_metadata
 
 FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_CLASSES = (
@@ -86,8 +86,8 @@ def read_fashion_mnist(
         ``id`` (``"<split>/<index:05d>"``), ``label`` int64, ``pixels`` (28x28 grayscale bytes),
         ``shape`` ``[28, 28]``; metadata ``classes`` (:data:`FASHION_MNIST_CLASSES`), ``source``.
     """
-    _check_split(split)
-    _check_limit(limit)
+    check_split(split)
+    check_limit(limit)
     root = Path(root)
     if not root.is_dir():
         raise ValueError(
@@ -104,5 +104,5 @@ def read_fashion_mnist(
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
     ids = [f"{split}/{i:05d}" for i in range(len(labels))]
-    table = _pixel_table(images, labels, ids)
-    return _with_metadata(table, classes=FASHION_MNIST_CLASSES, source=f"Fashion-MNIST IDX {root} ({split})")
+    table = pixel_table(images, labels, ids)
+    return with_metadata(table, classes=FASHION_MNIST_CLASSES, source=f"Fashion-MNIST IDX {root} ({split})")

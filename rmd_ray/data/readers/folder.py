@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from rmd_ray.data.readers.tables import _with_metadata
+from rmd_ray.data.readers.tables import with_metadata
 
 # --------------------------------------------------------------------------------------------
 # ImageFolder layout
@@ -64,7 +64,7 @@ def read_image_folder(root: str | os.PathLike, *, classes: Sequence[str] | None 
             "path": pa.array(paths, type=pa.string()),
         }
     )
-    return _with_metadata(
+    return with_metadata(
         table,
         classes=classes,
         source=f"image folder {root}",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from rmd_ray.data.readers.tables import _check_limit, _default_classes, _with_metadata
+from rmd_ray.data.readers.tables import check_limit, default_classes, with_metadata
 
 # --------------------------------------------------------------------------------------------
 # Parquet with encoded images
@@ -53,7 +53,7 @@ def read_parquet_images(
     """
     import pyarrow.dataset as ds
 
-    _check_limit(limit)
+    check_limit(limit)
     path = Path(path)
     if not path.exists():
         raise ValueError(f"parquet path not found: {str(path)!r}")
@@ -81,7 +81,7 @@ def read_parquet_images(
     if b"classes" in meta:
         classes = parse_classes(meta[b"classes"])
     else:
-        classes = _default_classes(out.column("label").drop_null().to_numpy())
+        classes = default_classes(out.column("label").drop_null().to_numpy())
     source = meta.get(b"source", b"").decode()
     source = f"parquet {path}" + (f": {source}" if source else "")
-    return _with_metadata(out, classes=classes, source=source)
+    return with_metadata(out, classes=classes, source=source)

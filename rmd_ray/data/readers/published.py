@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from rmd_ray.data.readers.tables import _check_limit, _default_classes, _pixel_table, _with_metadata
+from rmd_ray.data.readers.tables import check_limit, default_classes, pixel_table, with_metadata
 
 CIFAR_C_PER_SEVERITY = 10_000
 
@@ -47,7 +47,7 @@ def read_published_corruptions(root: str | os.PathLike, *, limit: int | None = N
     """
     from rmd_ray.data.corruptions import read_imagenet_c
 
-    _check_limit(limit)
+    check_limit(limit)
     base = Path(root)
     if not base.is_dir():
         raise ValueError(f"published corruption root {str(base)!r} is not a directory")
@@ -71,7 +71,7 @@ def read_published_corruptions(root: str | os.PathLike, *, limit: int | None = N
     )
     wnid_of = {s.label: s.id.split("/")[2] for s in kept}  # label = index among all wnid folders
     classes = [wnid_of.get(k, str(k)) for k in range(max(wnid_of, default=-1) + 1)]
-    return _with_metadata(table, classes=classes, source=f"ImageNet-C {base}")
+    return with_metadata(table, classes=classes, source=f"ImageNet-C {base}")
 
 
 def _read_cifar_c(base: Path, limit: int | None) -> pa.Table:
@@ -91,9 +91,9 @@ def _read_cifar_c(base: Path, limit: int | None) -> pa.Table:
         keep = per if limit is None else min(limit, per)
         for severity in range(1, 6):
             rows = slice((severity - 1) * per, (severity - 1) * per + keep)
-            part = _pixel_table(np.asarray(stack[rows]), labels[rows],
+            part = pixel_table(np.asarray(stack[rows]), labels[rows],
                                 [f"{name}/{severity}/{i:05d}" for i in range(keep)])
             part = part.append_column("corruption", pa.array([name] * keep, pa.string()))
             parts.append(part.append_column("severity", pa.array(np.full(keep, severity), pa.int64())))
     table = pa.concat_tables(parts)
-    return _with_metadata(table, classes=_default_classes(labels), source=f"CIFAR-10-C {base}")
+    return with_metadata(table, classes=default_classes(labels), source=f"CIFAR-10-C {base}")

@@ -13,7 +13,7 @@ from rmd_ray.data.readers.fashion_mnist import FASHION_MNIST_ROOT, read_fashion_
 from rmd_ray.data.readers.folder import read_image_folder
 from rmd_ray.data.readers.parquet import read_parquet_images
 from rmd_ray.data.readers.published import read_published_corruptions
-from rmd_ray.data.readers.tables import _SPLITS, _check_limit
+from rmd_ray.data.readers.tables import SPLITS, check_limit
 
 # --------------------------------------------------------------------------------------------
 # dispatch by spec string
@@ -23,9 +23,9 @@ SOURCES: Registry[Callable[[str, int | None], pa.Table]] = Registry("data source
 
 def _split_suffix(rest: str, default: str = "train") -> tuple[str, str]:
     head, sep, tail = rest.rpartition(":")
-    if sep and tail in _SPLITS:
+    if sep and tail in SPLITS:
         return head, tail
-    if rest in _SPLITS:
+    if rest in SPLITS:
         return "", rest
     return rest, default
 
@@ -83,6 +83,6 @@ def read_source(spec: str, *, limit: int | None = None) -> pa.Table:
     """
     if not isinstance(spec, str):
         raise TypeError(f"source spec must be a str, got {type(spec).__name__}")
-    _check_limit(limit)
+    check_limit(limit)
     scheme, _, rest = spec.partition(":")
     return SOURCES.get(scheme)(rest, limit)

@@ -9,14 +9,14 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 
-_SPLITS = ("train", "test")
+SPLITS = ("train", "test")
 
 
 # --------------------------------------------------------------------------------------------
 # helpers
 
 
-def _with_metadata(table: pa.Table, *, classes: Sequence[str], source: str, **extra: object) -> pa.Table:
+def with_metadata(table: pa.Table, *, classes: Sequence[str], source: str, **extra: object) -> pa.Table:
     meta = {b"classes": json.dumps(list(classes)).encode(), b"source": source.encode()}
     for key, value in extra.items():
         meta[key.encode()] = (value if isinstance(value, str) else json.dumps(value)).encode()
@@ -31,17 +31,17 @@ def table_classes(table: pa.Table) -> list[str]:
     return list(json.loads(meta[b"classes"]))
 
 
-def _default_classes(labels: np.ndarray) -> list[str]:
+def default_classes(labels: np.ndarray) -> list[str]:
     top = int(labels.max()) + 1 if labels.size else 0
     return [str(k) for k in range(max(top, 0))]
 
 
-def _check_split(split: str) -> None:
-    if split not in _SPLITS:
+def check_split(split: str) -> None:
+    if split not in SPLITS:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
 
 
-def _check_limit(limit: int | None) -> None:
+def check_limit(limit: int | None) -> None:
     if limit is not None and (
         isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 0
     ):
@@ -64,7 +64,7 @@ def _pixel_columns(images: np.ndarray) -> tuple[pa.Array, pa.Array]:
     return pixels, shape
 
 
-def _pixel_table(images: np.ndarray, labels: np.ndarray, ids: Sequence[str]) -> pa.Table:
+def pixel_table(images: np.ndarray, labels: np.ndarray, ids: Sequence[str]) -> pa.Table:
     pixels, shape = _pixel_columns(images)
     return pa.table(
         {

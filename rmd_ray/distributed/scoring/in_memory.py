@@ -17,9 +17,9 @@ import pyarrow.compute as pc
 import ray
 
 from rmd_ray.core import CovarianceConfig, DifficultyScorer, WeightConfig, difficulty_weights
-from rmd_ray.core._xp import module_for_device
+from rmd_ray.core.array_api import module_for_device
 from rmd_ray.core.scores import mahalanobis_margin
-from rmd_ray.core.stats import _batch_stats, merge_all
+from rmd_ray.core.stats import batch_stats_unchecked, merge_all
 
 __all__ = [
     "aggregate_views",
@@ -53,7 +53,7 @@ def _block_stats(block: pa.Table, n_classes: int) -> Any:
     # and the result does not depend on how rows fall into blocks beyond float64 rounding.
     features = xp.asarray(feature_matrix(block), dtype=xp.float64)
     labels = xp.asarray(block.column("label").to_numpy())
-    return _batch_stats(features, labels, n_classes).to_numpy()
+    return batch_stats_unchecked(features, labels, n_classes).to_numpy()
 
 
 @ray.remote

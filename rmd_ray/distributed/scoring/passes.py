@@ -15,9 +15,9 @@ import pyarrow.compute as pc
 import ray
 
 from rmd_ray.core import CovarianceConfig, DifficultyScorer, WeightConfig, difficulty_weights
-from rmd_ray.core._xp import module_for_device
+from rmd_ray.core.array_api import module_for_device
 from rmd_ray.core.scores import mahalanobis_margin
-from rmd_ray.core.stats import _batch_stats, merge_all
+from rmd_ray.core.stats import batch_stats_unchecked, merge_all
 from rmd_ray.distributed.scoring.in_memory import ERROR_SCHEMA, feature_matrix
 from rmd_ray.io import storage
 
@@ -41,7 +41,7 @@ def _part_stats(uri: str, n_classes: int, n_views: int) -> Any:
     features, labels, _ = _ok_features(storage.read_parquet(uri, columns=["label", "features", "error"]), n_views)
     xp = module_for_device("auto")  # CuPy when this task was given a GPU, NumPy otherwise
     # float64: the encoder dominates the run time; exact statistics do not depend on how rows fall into parts
-    return _batch_stats(xp.asarray(features, dtype=xp.float64), xp.asarray(labels), n_classes).to_numpy()
+    return batch_stats_unchecked(xp.asarray(features, dtype=xp.float64), xp.asarray(labels), n_classes).to_numpy()
 
 
 @ray.remote

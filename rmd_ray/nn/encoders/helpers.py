@@ -11,20 +11,20 @@ from torch import nn
 # shared helpers
 
 
-def _force_offline() -> None:
+def force_offline() -> None:
     # Belt and braces: nothing below passes a hub tag, but a library reading these at import time
     # must never try the network either.
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 
-def _freeze(model: nn.Module) -> None:
+def freeze(model: nn.Module) -> None:
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
 
 
-def _load_state_dict(path: str) -> dict[str, torch.Tensor]:
+def load_state_dict(path: str) -> dict[str, torch.Tensor]:
     """Tensor dict from a .safetensors or torch file, unwrapping ``state_dict`` / ``model`` / ``module.``."""
     if path.endswith(".safetensors"):
         from safetensors.torch import load_file
@@ -47,26 +47,26 @@ def _load_state_dict(path: str) -> dict[str, torch.Tensor]:
     return obj
 
 
-def _load_strict(model: nn.Module, state: dict, *, path: str, name: str) -> None:
+def load_strict(model: nn.Module, state: dict, *, path: str, name: str) -> None:
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
         raise ValueError(f"checkpoint {path!r} does not fit encoder {name!r}: {err}") from err
 
 
-def _need_checkpoint(name: str, how: str) -> ValueError:
+def need_checkpoint(name: str, how: str) -> ValueError:
     return ValueError(
         f"encoder {name!r}: pretrained weights requested but no checkpoint given, and there is no "
         f"network here. {how} Then pass checkpoint='/path/to/file', or pretrained=False for random weights."
     )
 
 
-def _check_multiple(name: str, image_size: int, step: int) -> None:
+def check_multiple(name: str, image_size: int, step: int) -> None:
     if image_size % step:
         raise ValueError(f"encoder {name!r} needs image_size to be a multiple of {step}, got {image_size}")
 
 
-def _describe_transform(mean, std, *, resize: int, crop: int, interpolation: str, note: str = "") -> str:
+def describe_transform(mean, std, *, resize: int, crop: int, interpolation: str, note: str = "") -> str:
     mean = tuple(round(float(m), 4) for m in mean)
     std = tuple(round(float(s), 4) for s in std)
     text = (

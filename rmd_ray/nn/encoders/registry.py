@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from rmd_ray.core.registry import Registry
-from rmd_ray.nn.encoders.helpers import _force_offline, _freeze
+from rmd_ray.nn.encoders.helpers import force_offline, freeze
 
 DEFAULT_ENCODER = "efficientnet_lite0"
 
@@ -117,7 +117,7 @@ def build_encoder(
         checkpoint = str(path.resolve())
     image_size = None if image_size is None else int(image_size)
 
-    _force_offline()
+    force_offline()
     family, sep, arch = name.partition(":")
     if sep and family in _PARAMETRIC_FAMILIES:
         if not arch:
@@ -127,7 +127,7 @@ def build_encoder(
     else:
         builder = ENCODERS.get(name)
         encoder = builder(checkpoint=checkpoint, image_size=image_size, pretrained=pretrained)
-    _freeze(encoder.model)
+    freeze(encoder.model)
     return encoder
 
 

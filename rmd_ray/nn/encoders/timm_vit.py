@@ -6,11 +6,11 @@ import functools
 from dataclasses import dataclass
 
 from rmd_ray.nn.encoders.helpers import (
-    _check_multiple,
-    _describe_transform,
-    _load_state_dict,
-    _load_strict,
-    _need_checkpoint,
+    check_multiple,
+    describe_transform,
+    load_state_dict,
+    load_strict,
+    need_checkpoint,
 )
 from rmd_ray.nn.encoders.registry import ENCODERS, Encoder
 
@@ -53,9 +53,9 @@ _TIMM_IGNORABLE_PREFIXES = ("head.", "decoder", "mask_token")
 def _build_timm_vit(*, checkpoint, image_size, pretrained, name: str) -> Encoder:
     spec = _TIMM_SPECS[name]
     if pretrained and checkpoint is None:
-        raise _need_checkpoint(name, spec.how)
+        raise need_checkpoint(name, spec.how)
     s = image_size or 224
-    _check_multiple(name, s, spec.patch)
+    check_multiple(name, s, spec.patch)
     import timm
     from timm.data import create_transform, resolve_data_config
     from timm.models.vision_transformer import checkpoint_filter_fn
@@ -63,16 +63,16 @@ def _build_timm_vit(*, checkpoint, image_size, pretrained, name: str) -> Encoder
     # pretrained=False always: timm must not touch the hub. num_classes=0 -> pooled features.
     model = timm.create_model(spec.timm_name, pretrained=False, num_classes=0, img_size=s)
     if checkpoint is not None:
-        state = _load_state_dict(checkpoint)
+        state = load_state_dict(checkpoint)
         # timm's own converter: Meta's DINOv2 / MAE layouts, patch-embed and pos-embed resampling.
         state = checkpoint_filter_fn(state, model)
         own = set(model.state_dict())
         state = {k: v for k, v in state.items() if k in own or not k.startswith(_TIMM_IGNORABLE_PREFIXES)}
-        _load_strict(model, state, path=checkpoint, name=name)
+        load_strict(model, state, path=checkpoint, name=name)
     cfg = resolve_data_config({"input_size": (3, s, s)}, model=model)
     preprocess = create_transform(**cfg, is_training=False)
     resize = int(s / cfg["crop_pct"])
-    desc = _describe_transform(
+    desc = describe_transform(
         cfg["mean"],
         cfg["std"],
         resize=resize,

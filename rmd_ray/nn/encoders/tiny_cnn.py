@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from rmd_ray.nn.encoders.helpers import _load_state_dict, _load_strict
+from rmd_ray.nn.encoders.helpers import load_state_dict, load_strict
 from rmd_ray.nn.encoders.registry import ENCODERS, Encoder
 
 # --------------------------------------------------------------------------------------------
@@ -51,7 +51,7 @@ def _build_tiny_cnn(*, checkpoint, image_size, pretrained) -> Encoder:
         torch.manual_seed(TINY_CNN_SEED)
         model = TinyCNN()
     if checkpoint is not None:
-        _load_strict(model, _load_state_dict(checkpoint), path=checkpoint, name="tiny_cnn")
+        load_strict(model, load_state_dict(checkpoint), path=checkpoint, name="tiny_cnn")
     preprocess = T.Compose(
         [
             T.Resize((s, s), interpolation=T.InterpolationMode.BILINEAR),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from rmd_ray.nn.encoders.helpers import _describe_transform, _load_state_dict, _load_strict, _need_checkpoint
+from rmd_ray.nn.encoders.helpers import describe_transform, load_state_dict, load_strict, need_checkpoint
 from rmd_ray.nn.encoders.registry import ENCODERS, Encoder
 
 # --------------------------------------------------------------------------------------------
@@ -44,14 +44,14 @@ def _build_torchvision(arch: str, *, checkpoint, image_size, pretrained) -> Enco
     weights_enum = get_model_weights(arch)
     default = weights_enum.DEFAULT
     if pretrained and checkpoint is None:
-        raise _need_checkpoint(name, f"Download {default.url} elsewhere (torchvision weights {default!s}).")
+        raise need_checkpoint(name, f"Download {default.url} elsewhere (torchvision weights {default!s}).")
     kw = dict(default.transforms.keywords)
     crop, resize = int(kw["crop_size"]), int(kw.get("resize_size", 256))
     s = image_size or crop
     extra = {"image_size": s} if arch.startswith("vit_") else {}
     model = torchvision.models.get_model(arch, weights=None, **extra)
     if checkpoint is not None:
-        _load_strict(model, _load_state_dict(checkpoint), path=checkpoint, name=name)
+        load_strict(model, load_state_dict(checkpoint), path=checkpoint, name=name)
     head = _last_linear(model)
     if head is None:
         raise ValueError(f"{name!r} has no Linear classifier head to remove; pick another architecture")
@@ -67,7 +67,7 @@ def _build_torchvision(arch: str, *, checkpoint, image_size, pretrained) -> Enco
     resize_s = int(round(s * resize / crop))
     preprocess = default.transforms(crop_size=s, resize_size=resize_s)
     interp = getattr(preprocess.interpolation, "value", str(preprocess.interpolation))
-    desc = _describe_transform(
+    desc = describe_transform(
         preprocess.mean,
         preprocess.std,
         resize=resize_s,

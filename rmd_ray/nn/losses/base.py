@@ -121,7 +121,7 @@ def _check_batch(logits: object, targets: object, weights: object, ids: object) 
 # shared pieces
 
 
-def _entropy(logp: Tensor) -> Tensor:
+def entropy(logp: Tensor) -> Tensor:
     # exp(log p) * log p is 0 * (large negative) = 0 for vanishing classes: no NaN, no eps
     return -(logp.exp() * logp).sum(dim=1)
 
@@ -133,14 +133,14 @@ def entropy_from_logits(logits: Tensor) -> Tensor:
     """
     if not isinstance(logits, Tensor) or not logits.is_floating_point() or logits.ndim != 2:
         raise ValueError("logits must be a floating-point tensor of shape (B, K)")
-    return _entropy(F.log_softmax(logits, dim=1))
+    return entropy(F.log_softmax(logits, dim=1))
 
 
-def _log_pt(logp: Tensor, targets: Tensor) -> Tensor:
+def log_p_target(logp: Tensor, targets: Tensor) -> Tensor:
     return logp.gather(1, targets[:, None]).squeeze(1)
 
 
-def _one_minus_pt(log_pt: Tensor) -> Tensor:
+def one_minus_pt(log_pt: Tensor) -> Tensor:
     # 1 - p_t = -expm1(log p_t) keeps precision when p_t -> 1 (where 1 - exp() cancels)
     return -torch.expm1(log_pt)
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rmd_ray.nn.losses.base import LOSSES, ClassificationLoss, Interval, _entropy, _log_pt, _one_minus_pt
+from rmd_ray.nn.losses.base import LOSSES, ClassificationLoss, Interval, entropy, log_p_target, one_minus_pt
 
 # ----------------------------------------------------------------------------------------------------
 # baselines
@@ -82,8 +82,8 @@ class FocalLoss(ClassificationLoss):
         self.gamma = self._real("gamma", gamma)
 
     def _per_sample(self, logits, logp, targets, weights, ids) -> Tensor:
-        log_pt = _log_pt(logp, targets)
-        q = _one_minus_pt(log_pt).clamp_min(torch.finfo(logp.dtype).tiny)
+        log_pt = log_p_target(logp, targets)
+        q = one_minus_pt(log_pt).clamp_min(torch.finfo(logp.dtype).tiny)
         return q.pow(self.gamma) * (-log_pt)
 
 
@@ -145,11 +145,11 @@ class EntropyRegLoss(ClassificationLoss):
         self.beta = self._real("beta", beta)
 
     def _per_sample(self, logits, logp, targets, weights, ids) -> Tensor:
-        return F.nll_loss(logp, targets, reduction="none") - self.beta * _entropy(logp)
+        return F.nll_loss(logp, targets, reduction="none") - self.beta * entropy(logp)
 
     def _mean(self, logits, logp, targets, weights, ids) -> Tensor:
         # same expression as ProposedLoss._mean with s = 1, so the two agree bit for bit
-        return F.nll_loss(logp, targets) - self.beta * _entropy(logp).mean()
+        return F.nll_loss(logp, targets) - self.beta * entropy(logp).mean()
 
 
 @LOSSES.register("poly1")
@@ -174,9 +174,9 @@ class Poly1Loss(ClassificationLoss):
         self.epsilon = self._real("epsilon", epsilon)
 
     def _per_sample(self, logits, logp, targets, weights, ids) -> Tensor:
-        return F.nll_loss(logp, targets, reduction="none") + self.epsilon * _one_minus_pt(
-            _log_pt(logp, targets)
+        return F.nll_loss(logp, targets, reduction="none") + self.epsilon * one_minus_pt(
+            log_p_target(logp, targets)
         )
 
     def _mean(self, logits, logp, targets, weights, ids) -> Tensor:
-        return F.nll_loss(logp, targets) + self.epsilon * _one_minus_pt(_log_pt(logp, targets)).mean()
+        return F.nll_loss(logp, targets) + self.epsilon * one_minus_pt(log_p_target(logp, targets)).mean()

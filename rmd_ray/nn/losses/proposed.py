@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rmd_ray.nn.losses.base import LOSSES, ClassificationLoss, Interval, _entropy
+from rmd_ray.nn.losses.base import LOSSES, ClassificationLoss, Interval, entropy
 
 # ----------------------------------------------------------------------------------------------------
 # the method
@@ -53,8 +53,8 @@ class ProposedLoss(ClassificationLoss):
 
     def _per_sample(self, logits, logp, targets, weights, ids) -> Tensor:
         s = weights.to(logp.dtype)
-        return F.nll_loss(logp, targets, reduction="none") - self.alpha * s * _entropy(logp)
+        return F.nll_loss(logp, targets, reduction="none") - self.alpha * s * entropy(logp)
 
     def _mean(self, logits, logp, targets, weights, ids) -> Tensor:
         s = weights.to(logp.dtype)
-        return F.nll_loss(logp, targets) - self.alpha * (s * _entropy(logp)).mean()
+        return F.nll_loss(logp, targets) - self.alpha * (s * entropy(logp)).mean()

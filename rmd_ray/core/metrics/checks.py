@@ -12,7 +12,7 @@ from rmd_ray.core.validation import check_labels
 ROW_SUM_TOL = 1e-4
 #: Probabilities are clipped to this before ``log`` in :func:`negative_log_likelihood`, so one
 #: sample contributes at most ``-log(tiny) ~= 708.4`` nats.
-_TINY = float(np.finfo(np.float64).tiny)
+TINY = float(np.finfo(np.float64).tiny)
 _LOGITS_HINT = "looks like logits: apply softmax (rmd_ray.core.metrics.softmax) first"
 
 
@@ -25,7 +25,7 @@ class SingleClassWarning(UserWarning):
 # ---------------------------------------------------------------------------------------------
 
 
-def _as_real_array(x: Any, name: str, *, allow_int: bool) -> np.ndarray:
+def as_real_array(x: Any, name: str, *, allow_int: bool) -> np.ndarray:
     arr = np.asarray(x)
     kinds = "fiu" if allow_int else "f"
     if arr.dtype.kind not in kinds:
@@ -57,7 +57,7 @@ def _check_finite_2d(arr: np.ndarray, name: str) -> None:
         )
 
 
-def _check_labels(labels: Any, n_samples: int, n_classes: int) -> np.ndarray:
+def check_metric_labels(labels: Any, n_samples: int, n_classes: int) -> np.ndarray:
     lab = np.asarray(labels)
     check_labels(lab, n_samples=n_samples, n_classes=n_classes, rows_of="probs/logits")
     return lab.astype(np.int64, copy=False)
@@ -87,7 +87,7 @@ def check_probabilities(probs: Any, labels: Any = None) -> tuple[np.ndarray, np.
         entries outside [0, 1] or rows not summing to 1 (the message says it "looks like logits:
         apply softmax"), labels out of range or of the wrong length.
     """
-    p = _as_real_array(probs, "probs", allow_int=False)
+    p = as_real_array(probs, "probs", allow_int=False)
     _check_finite_2d(p, "probs")
     in_range = ((p >= 0.0) & (p <= 1.0)).all(axis=1)
     if not in_range.all():
@@ -100,24 +100,24 @@ def check_probabilities(probs: Any, labels: Any = None) -> tuple[np.ndarray, np.
         row = _first_bad_row(sums_ok)
         raise ValueError(f"probs row {row} sums to {sums[row]:.6g}, not 1 (tolerance {ROW_SUM_TOL}); "
                          f"it {_LOGITS_HINT}")
-    lab = None if labels is None else _check_labels(labels, p.shape[0], p.shape[1])
+    lab = None if labels is None else check_metric_labels(labels, p.shape[0], p.shape[1])
     return p, lab
 
 
-def _check_logits(logits: Any, name: str) -> np.ndarray:
-    z = _as_real_array(logits, name, allow_int=True)
+def check_logits(logits: Any, name: str) -> np.ndarray:
+    z = as_real_array(logits, name, allow_int=True)
     _check_finite_2d(z, name)
     return z
 
 
-def _check_n_bins(n_bins: Any) -> int:
+def check_n_bins(n_bins: Any) -> int:
     if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
         raise ValueError(f"n_bins must be a positive integer, got {n_bins!r}")
     return int(n_bins)
 
 
-def _check_selective(confidence: Any, correct: Any) -> tuple[np.ndarray, np.ndarray]:
-    conf = _as_real_array(confidence, "confidence", allow_int=True)
+def check_selective(confidence: Any, correct: Any) -> tuple[np.ndarray, np.ndarray]:
+    conf = as_real_array(confidence, "confidence", allow_int=True)
     if conf.ndim != 1:
         raise ValueError(f"confidence must be 1-D (N,), got shape {conf.shape}")
     if conf.size == 0:
@@ -125,10 +125,10 @@ def _check_selective(confidence: Any, correct: Any) -> tuple[np.ndarray, np.ndar
     if not np.isfinite(conf).all():
         bad = int(np.flatnonzero(~np.isfinite(conf))[0])
         raise ValueError(f"confidence[{bad}] is NaN or inf; drop or repair that sample")
-    return conf, _check_binary(correct, "correct", conf.shape[0], "confidence")
+    return conf, check_binary(correct, "correct", conf.shape[0], "confidence")
 
 
-def _check_binary(values: Any, name: str, n: int, other: str) -> np.ndarray:
+def check_binary(values: Any, name: str, n: int, other: str) -> np.ndarray:
     arr = np.asarray(values)
     if arr.dtype.kind not in "biu":
         raise TypeError(f"{name} must be a boolean (or 0/1 integer) array, got dtype {arr.dtype}")
