@@ -1,7 +1,12 @@
 """Core layer: NumPy/CuPy statistics, scores, weights and metrics. Imports neither torch nor ray."""
 
-from rmd_ray.core.config import CovarianceConfig, WeightConfig
-from rmd_ray.core.covariance import SHRINKAGE, SingularCovarianceWarning, apply_shrinkage, whitening_matrix
+from rmd_ray.core.covariance import (
+    SHRINKAGE,
+    CovarianceConfig,
+    SingularCovarianceWarning,
+    apply_shrinkage,
+    whitening_matrix,
+)
 from rmd_ray.core.estimator import DifficultyScorer, NotFittedError
 from rmd_ray.core.label_ranking import LabelIssueRanking, rank_label_issues
 from rmd_ray.core.registry import Registry
@@ -21,7 +26,13 @@ from rmd_ray.core.stats import (
     within_class_covariance,
 )
 from rmd_ray.core.validation import DegenerateClassWarning
-from rmd_ray.core.weights import NORMALIZATIONS, difficulty_weights, log_difficulty_weights, normalize_scores
+from rmd_ray.core.weights import (
+    NORMALIZATIONS,
+    WeightConfig,
+    difficulty_weights,
+    log_difficulty_weights,
+    normalize_scores,
+)
 
 __all__ = [
     "SHRINKAGE", "NORMALIZATIONS", "ClassStats", "CovarianceConfig", "DegenerateClassWarning", "DifficultyScorer",

@@ -34,6 +34,7 @@ import numpy as np
 
 from rmd_ray.core.array_api import array_module
 from rmd_ray.core.registry import Registry
+from rmd_ray.core.validation import check_positive
 
 
 class SingularCovarianceWarning(UserWarning):
@@ -52,6 +53,36 @@ class ShrinkageInput:
 
 ShrinkageRule = Callable[[ShrinkageInput], float]
 SHRINKAGE: Registry[ShrinkageRule] = Registry("shrinkage")
+
+
+@dataclass(frozen=True)
+class CovarianceConfig:
+    """How the two covariances are regularised and inverted.
+
+    Parameters
+    ----------
+    shrinkage : {"none", "ridge", "ledoit_wolf", "oas"}
+        See :data:`rmd_ray.core.covariance.SHRINKAGE`.
+    ridge_eps : float
+        Relative ridge for ``shrinkage="ridge"``: Sigma + ridge_eps * trace(Sigma)/d * I, the same amount
+        (the shared covariance's trace) added to the class-agnostic covariance, so that
+        Sigma_0 - Sigma stays the between-class covariance (docs/design.md 1.13).
+    rcond : float
+        A covariance whose smallest/largest eigenvalue ratio falls below ``rcond`` is treated as
+        singular: a warning, and a pseudo-inverse through eigh (null directions ignored).
+    """
+
+    shrinkage: str = "none"
+    ridge_eps: float = 1e-4
+    rcond: float = 1e-10
+
+    def __post_init__(self) -> None:
+        SHRINKAGE.get(self.shrinkage)
+        check_positive(self.ridge_eps, name="ridge_eps")
+        check_positive(self.rcond, name="rcond")
+        if self.rcond >= 1:
+            raise ValueError(f"rcond must be < 1 (a ratio of eigenvalues), got {self.rcond}")
+
 
 
 def _trace_mean(cov: Any) -> float:

@@ -31,10 +31,9 @@ from typing import Any
 import numpy as np
 
 from rmd_ray.core.array_api import array_module
-from rmd_ray.core.config import WeightConfig
 from rmd_ray.core.registry import Registry
 from rmd_ray.core.splits import stratified_folds
-from rmd_ray.core.weights import difficulty_weights
+from rmd_ray.core.weights import WeightConfig, difficulty_weights
 
 __all__ = [
     "DIFFICULTY_COLUMNS", "DIFFICULTY_SOURCES", "DifficultySource", "out_of_fold_losses", "source_column",

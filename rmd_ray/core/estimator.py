@@ -13,8 +13,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from rmd_ray.core.array_api import array_module, module_for_device, to_numpy
-from rmd_ray.core.config import CovarianceConfig, WeightConfig
 from rmd_ray.core.covariance import (
+    CovarianceConfig,
     apply_shrinkage,
     eigenvalue_floor,
     factor_or_whitening,
@@ -49,7 +49,7 @@ from rmd_ray.core.validation import (
     rank_bounds,
     require_full_rank,
 )
-from rmd_ray.core.weights import difficulty_weights
+from rmd_ray.core.weights import WeightConfig, difficulty_weights
 
 #: Shrinkage rules under which Sigma_0 = Sigma + Sigma_B exactly (one ridge for both covariances).
 SHARED_SHRINKAGE = ("none", "ridge")

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from rmd_ray.core.array_api import array_module, module_for_device, to_numpy
-from rmd_ray.core.config import CovarianceConfig
+from rmd_ray.core.covariance import CovarianceConfig
 from rmd_ray.core.estimator import DifficultyScorer
 from rmd_ray.core.refinement import refined_scatter_solve
 from rmd_ray.core.registry import Registry

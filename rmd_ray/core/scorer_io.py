@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from rmd_ray.core.config import CovarianceConfig
+from rmd_ray.core.covariance import CovarianceConfig
 from rmd_ray.core.stats import ClassStats
 from rmd_ray.io.atomic import atomic_path
 

@@ -70,10 +70,18 @@ def check_labels(labels: Any, *, n_samples: int, n_classes: int | None = None, r
         if lo < 0 or hi >= n_classes:
             bad = lo if lo < 0 else hi
             raise ValueError(
-                f"label {bad} is outside 0..{n_classes - 1}; labels must index the {n_classes} classes "
+                f"{label_reason(bad, n_classes=n_classes)}; labels must index the {n_classes} classes "
                 "(pass n_classes covering every label, or remap labels to 0..K-1)"
             )
     return labels
+
+
+def label_reason(label: int | None, *, n_classes: int) -> str:
+    """``""`` for a label in ``0 .. n_classes - 1``, else why not (``"label missing"``, ``"label 12 outside
+    0..9"``): the one wording of a bad label, in errors tables and messages alike."""
+    if label is None:
+        return "label missing"
+    return "" if 0 <= label < n_classes else f"label {label} outside 0..{n_classes - 1}"
 
 
 def check_n_classes(n_classes: Any) -> int:

@@ -16,16 +16,44 @@ rounds to 1.0 once c exp(-r_max/T) < 2^-53 -- finite and in [0, 1], never NaN, b
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from rmd_ray.core.array_api import array_module
-from rmd_ray.core.config import WeightConfig
 from rmd_ray.core.registry import Registry
+from rmd_ray.core.validation import check_positive
 
 Normalization = Callable[[Any, tuple[float, float]], Any]
 NORMALIZATIONS: Registry[Normalization] = Registry("normalization")
+
+
+@dataclass(frozen=True)
+class WeightConfig:
+    """Per-sample weight s_i = exp(r_i/T) / (max_j exp(r_j/T) + c) (docs/design.md 1.4).
+
+    Parameters
+    ----------
+    temperature : float
+        T > 0, default 0.7 (the paper).
+    c : float
+        c > 0, default 1e-3; keeps s strictly below 1.
+    normalization : {"minmax", "rank", "robust", "none"}
+        Applied to the RMD r before the exponential; ``minmax`` maps the training set to [0, 1],
+        ``rank`` maps it to its ranks spread evenly over [0, 1], ``robust`` maps its 5th-95th
+        percentile range to [0, 1] (clipped).
+    """
+
+    temperature: float = 0.7
+    c: float = 1e-3
+    normalization: str = "minmax"
+
+    def __post_init__(self) -> None:
+        check_positive(self.temperature, name="temperature")
+        check_positive(self.c, name="c")
+        NORMALIZATIONS.get(self.normalization)
+
 
 
 @NORMALIZATIONS.register("minmax")

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 from sklearn.covariance import OAS, LedoitWolf
 
-from rmd_ray.core.config import CovarianceConfig
-from rmd_ray.core.covariance import SingularCovarianceWarning, apply_shrinkage, whitening_matrix
+from rmd_ray.core.covariance import CovarianceConfig, SingularCovarianceWarning, apply_shrinkage, whitening_matrix
 
 
 @pytest.fixture

@@ -151,9 +151,9 @@ def test_label_validation_branches():
         scorer.fit(features, np.zeros((4, 1), dtype=int))
     with pytest.raises(ValueError, match="features have 4 rows but labels have 3"):
         scorer.fit(features, np.zeros(3, dtype=int))
-    with pytest.raises(ValueError, match="label 3 is outside 0..2"):
+    with pytest.raises(ValueError, match="label 3 outside 0..2"):
         scorer.fit(features, np.array([0, 1, 3, 0]))
-    with pytest.raises(ValueError, match="label -1 is outside 0..2"):
+    with pytest.raises(ValueError, match="label -1 outside 0..2"):
         scorer.fit(features, np.array([0, -1, 2, 0]))
 
 

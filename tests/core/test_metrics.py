@@ -117,8 +117,8 @@ def test_check_probabilities_returns_float64_and_int64():
         (P4, np.array([0.0, 1, 2, 0]), TypeError, "integer class indices"),
         (P4, np.array([[0, 1, 2, 0]]), ValueError, "labels must be 1-D"),
         (P4, np.array([0, 1, 2]), ValueError, "4 rows but labels have 3"),
-        (P4, np.array([0, 1, 3, 0]), ValueError, r"label 3 is outside 0..2"),
-        (P4, np.array([0, -1, 2, 0]), ValueError, r"label -1 is outside 0..2"),
+        (P4, np.array([0, 1, 3, 0]), ValueError, r"label 3 outside 0..2"),
+        (P4, np.array([0, -1, 2, 0]), ValueError, r"label -1 outside 0..2"),
     ],
 )
 def test_check_probabilities_rejects(probs, labels, exc, match):
@@ -677,7 +677,7 @@ def test_evaluate_predictions_single_class_warns_and_omits_detection():
 def test_evaluate_predictions_validation():
     with pytest.raises(ValueError, match="logits row 0 holds NaN"):
         M.evaluate_predictions(np.array([[np.nan, 0.0]]), np.array([0]))
-    with pytest.raises(ValueError, match="label 2 is outside 0..1"):
+    with pytest.raises(ValueError, match="label 2 outside 0..1"):
         M.evaluate_predictions(np.zeros((2, 2)), np.array([0, 2]))
     with pytest.raises(TypeError, match="integer class indices"):
         M.evaluate_predictions(np.zeros((2, 2)), np.array([0.0, 1.0]))

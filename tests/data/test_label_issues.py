@@ -15,8 +15,8 @@ import pyarrow.parquet as pq  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from rmd_ray.io import storage  # noqa: E402
 from rmd_ray.data.label_issues import find_label_issues, grid_figure, rank_suspects  # noqa: E402
+from rmd_ray.io import storage  # noqa: E402
 from rmd_ray.io.parts import write_manifest  # noqa: E402
 
 CLASSES = ["cat", "dog", "fox"]

@@ -215,7 +215,7 @@ def test_probabilities_given_as_logits_are_treated_as_logits(tmp_path):
 
 def test_label_outside_the_logit_columns_raises(tmp_path):
     path = write_predictions(tmp_path / "p.parquet", ["a", "b"], [0, 2], [[1, 0], [0, 1]])
-    with pytest.raises(ValueError, match=r"label 2 is outside 0..1"):
+    with pytest.raises(ValueError, match=r"label 2 outside 0..1"):
         evaluate_run(path)
 
 

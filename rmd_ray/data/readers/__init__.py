@@ -16,7 +16,7 @@ Submodules: :mod:`~rmd_ray.data.readers.tables` (table metadata and pixel-table 
 :mod:`~rmd_ray.data.readers.parquet`, :mod:`~rmd_ray.data.readers.folder`, :mod:`~rmd_ray.data.readers.cifar`,
 :mod:`~rmd_ray.data.readers.fashion_mnist`, :mod:`~rmd_ray.data.readers.arrays` (one reader per format),
 :mod:`~rmd_ray.data.readers.published` (published ImageNet-C / CIFAR-10-C), :mod:`~rmd_ray.data.readers.sources`
-(the :data:`SOURCES` registry and :func:`read_source`) and :mod:`~rmd_ray.data.readers.validation`
+(the :data:`SOURCES` registry and :func:`read_source`) and :mod:`~rmd_ray.data.readers.labels`
 (:func:`validate_labels`).
 """
 
@@ -56,7 +56,7 @@ from rmd_ray.data.readers.sources import (
     SOURCES as SOURCES,
     read_source as read_source,
 )
-from rmd_ray.data.readers.validation import (
+from rmd_ray.data.readers.labels import (
     label_errors as label_errors,
     validate_labels as validate_labels,
 )

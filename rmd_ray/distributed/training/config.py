@@ -8,8 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from rmd_ray.core.config import WeightConfig
 from rmd_ray.core.difficulty import DIFFICULTY_SOURCES
+from rmd_ray.core.weights import WeightConfig
 from rmd_ray.nn.engine import OptimConfig
 from rmd_ray.nn.losses import LOSSES, build_loss
 from rmd_ray.nn.models import MIN_WIDTH, MODELS

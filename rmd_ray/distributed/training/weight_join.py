@@ -18,8 +18,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 
-from rmd_ray.core.config import WeightConfig
 from rmd_ray.core.difficulty import source_column, weights_from_columns
+from rmd_ray.core.weights import WeightConfig
 from rmd_ray.distributed.training.errors import IngestError
 
 __all__ = ["WeightIndex", "build_weight_index", "join_weights", "lookup_weights", "reweighted"]

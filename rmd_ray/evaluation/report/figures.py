@@ -15,8 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from rmd_ray.core.config import WeightConfig
-from rmd_ray.core.weights import difficulty_weights
+from rmd_ray.core.weights import WeightConfig, difficulty_weights
 from rmd_ray.evaluation.proxy import ProxyResult
 
 _DPI = 90

@@ -1,10 +1,13 @@
-"""Label validation: :func:`label_errors` and :func:`validate_labels` (good rows / error rows)."""
+"""Labels of reader tables: :func:`label_errors` (a reason per row) and :func:`validate_labels` (good rows /
+error rows). The range rule and its wording are :func:`rmd_ray.core.validation.label_reason`."""
 
 from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from rmd_ray.core.validation import label_reason
 
 # --------------------------------------------------------------------------------------------
 # validation
@@ -13,11 +16,7 @@ import pyarrow.compute as pc
 def label_errors(labels: pa.Array | pa.ChunkedArray, *, n_classes: int) -> list[str]:
     """Per label, ``""`` when it is in ``0 .. n_classes - 1``, else the reason (``"label missing"``,
     ``"label 12 outside 0..9"``): the one wording of a bad label, in the errors table and everywhere."""
-    values = labels.to_pylist()
-    return [
-        "label missing" if v is None else (f"label {v} outside 0..{n_classes - 1}" if not 0 <= v < n_classes else "")
-        for v in values
-    ]
+    return [label_reason(v, n_classes=n_classes) for v in labels.to_pylist()]
 
 
 def validate_labels(table: pa.Table, *, n_classes: int) -> tuple[pa.Table, pa.Table]:
