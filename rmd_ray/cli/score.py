@@ -89,6 +89,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     result = score_run(args, args.output)
     reused = f", {result.shards_reused} shards reused from an earlier run" if result.shards_reused else ""
+    if result.shards_changed:
+        reused += f", {result.shards_changed} shards changed since then and embedded again"
     print(
         f"scored {result.rows_scored} of {result.rows_in} rows ({result.rows_error} in the errors table) "
         f"in {time.perf_counter() - start:.1f} s{reused}"

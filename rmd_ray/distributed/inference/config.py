@@ -98,6 +98,7 @@ class EmbedResult:
     nodes: tuple[str, ...]
     seconds: float
     metadata: dict[str, Any] = field(default_factory=dict)
+    shards_changed: int = 0
 
 
 

@@ -32,6 +32,7 @@ from rmd_ray.distributed.inference.resume import (
     prepare,
     record,
     run_signature,
+    stale_records,
     watched,
 )
 from rmd_ray.distributed.inference.stages import EmbedActor, feature_column, read_decode_stage, write_stage
@@ -104,6 +105,7 @@ def _embed_pending(
     extract: ExtractConfig,
     attempt: str,
     records: dict[int, dict[str, Any]],
+    contents: dict[int, str],
     on_rows: Callable[[int, str], None],
 ) -> None:
     """Run one execution of :func:`embedding_pipeline`; completion records are written as shards finish."""
@@ -116,8 +118,10 @@ def _embed_pending(
             counts[shard] = counts.get(shard, 0) + rows
             on_rows(rows, str(nodes))
             if counts[shard] == shard_rows:
-                record(features_dir, shard, attempt=attempt, rows=shard_rows, digest=str(digest))
-                records[shard] = {"shard": shard, "attempt": attempt, "rows": shard_rows, "digest": str(digest)}
+                record(features_dir, shard, attempt=attempt, rows=shard_rows, digest=str(digest),
+                       content=contents.get(shard, ""))
+                records[shard] = {"shard": shard, "attempt": attempt, "rows": shard_rows, "digest": str(digest),
+                                  "content": contents.get(shard, "")}
             elif counts[shard] > shard_rows:
                 raise RuntimeError(f"shard {shard} produced {counts[shard]} rows for {shard_rows} inputs")
 
@@ -148,7 +152,13 @@ def embed_source(
     start = time.perf_counter()
     signature = run_signature(source, encoder, extract, resolution)
     records = prepare(features_dir, signature, fresh=fresh)
+    changed = stale_records(records, source)
+    for index in changed:  # made from content the source no longer holds: embed again
+        del records[index]
+    if changed:
+        log.warning("%d shards changed since the earlier run: embedding them again", len(changed))
     plan = {s.index for s in source.shards}
+    contents = {s.index: s.content for s in source.shards}
     done_before = {i for i in records if i in plan}
     total = source.n_rows
     state = {"rows": sum(records[i]["rows"] for i in done_before)}
@@ -173,7 +183,7 @@ def embed_source(
             ds = embedding_pipeline(pending, classes=source.classes, features_dir=features_dir, encoder=encoder,
                                      extract=extract, attempt=attempt, column=column)
             _embed_pending(ds, features_dir=features_dir, extract=extract, attempt=attempt, records=records,
-                           on_rows=on_rows)
+                           contents=contents, on_rows=on_rows)
         except (ray.exceptions.RayError, OSError, EmbeddingStalled) as err:
             if execution + 1 == max_attempts:
                 raise
@@ -185,8 +195,9 @@ def embed_source(
             continue
         if shard.n_rows:
             raise RuntimeError(f"shard {shard.index} ({shard.key()}) has no completion record after the run")
-        record(features_dir, shard.index, attempt=attempt, rows=0, digest=empty_digest)
-        records[shard.index] = {"shard": shard.index, "attempt": attempt, "rows": 0, "digest": empty_digest}
+        record(features_dir, shard.index, attempt=attempt, rows=0, digest=empty_digest, content=shard.content)
+        records[shard.index] = {"shard": shard.index, "attempt": attempt, "rows": 0, "digest": empty_digest,
+                                "content": shard.content}
     parts = drop_unfinished_rows(features_dir, records)
     fingerprint = combine_digests([records[s.index]["digest"] for s in source.shards])
     metadata = {
@@ -200,7 +211,7 @@ def embed_source(
     write_manifest(features_dir, parts, rows=metadata["rows"], metadata=metadata)
     return EmbedResult(
         features_dir, attempt, len(done_before), len(source.shards) - len(done_before), metadata["rows"],
-        fingerprint, tuple(sorted(nodes)), time.perf_counter() - start, metadata,
+        fingerprint, tuple(sorted(nodes)), time.perf_counter() - start, metadata, shards_changed=len(changed),
     )
 
 

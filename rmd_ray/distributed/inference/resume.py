@@ -21,7 +21,7 @@ from rmd_ray.distributed.sources.plan import ShardedSource
 from rmd_ray.io import storage
 
 __all__ = ["EmbeddingStalled", "RUN_RECORD", "SHARDS_DIR", "drop_unfinished_rows", "load_records", "prepare",
-           "record", "run_signature", "watched"]
+           "record", "run_signature", "stale_records", "watched"]
 
 RUN_RECORD = "_run.json"
 SHARDS_DIR = "_shards"
@@ -72,9 +72,19 @@ def prepare(features_dir: str, signature: dict, *, fresh: bool) -> dict[int, dic
     return {}
 
 
-def record(features_dir: str, shard: int, *, attempt: str, rows: int, digest: str) -> None:
-    value = {"shard": shard, "attempt": attempt, "rows": rows, "digest": digest}
+def record(features_dir: str, shard: int, *, attempt: str, rows: int, digest: str, content: str = "") -> None:
+    """Write shard ``shard``'s completion record: the attempt whose parts hold its rows, their count, the
+    (id, label) digest of what was read and the planner's ``content`` digest of the shard's bytes."""
+    value = {"shard": shard, "attempt": attempt, "rows": rows, "digest": digest, "content": content}
     storage.write_json_atomic(storage.join(features_dir, SHARDS_DIR, f"{shard:07d}.json"), value)
+
+
+def stale_records(records: dict[int, dict[str, Any]], source: ShardedSource) -> list[int]:
+    """Shards whose completion record was made from other content than the source now holds (a file
+    rewritten in place): they must be embedded again. Shards the planner cannot fingerprint are kept."""
+    content = {s.index: s.content for s in source.shards}
+    return sorted(i for i, r in records.items()
+                  if content.get(i) and r.get("content", "") != content[i])
 
 
 class EmbeddingStalled(RuntimeError):

@@ -13,6 +13,7 @@ import numpy as np
 import ray
 
 from rmd_ray.core import DifficultyScorer
+from rmd_ray.distributed.inference.resume import load_records, stale_records
 from rmd_ray.distributed.scoring.passes import id_hashes
 from rmd_ray.distributed.sources.plan import ShardedSource
 from rmd_ray.io import storage
@@ -99,6 +100,9 @@ def cached_features(
     if "plan" in meta:
         expected["plan"] = source.plan_fingerprint()
     mismatched = {k: (meta.get(k), v) for k, v in expected.items() if meta.get(k) != v}
+    changed = stale_records(load_records(cache), source)
+    if changed:
+        mismatched["content"] = (f"{len(changed)} shards embedded from other bytes", "the source as it is now")
     if mismatched:
         detail = ", ".join(f"{k}: cache {a!r} vs now {b!r}" for k, (a, b) in mismatched.items())
         raise ValueError(

@@ -80,6 +80,7 @@ class ScoringResult:
     seconds: dict[str, float] = field(default_factory=dict)
     nodes: tuple[str, ...] = ()
     shards_reused: int = 0
+    shards_changed: int = 0
 
 
 def run_scoring(
@@ -156,6 +157,7 @@ def run_scoring(
         scores_path, errors_path, features_dir if features_cache is None else None, scorer_path,
         rows_in, metadata["rows_scored"], metadata["rows_error"], timings,
         nodes=embedded.nodes if embedded else (), shards_reused=embedded.shards_done_before if embedded else 0,
+        shards_changed=embedded.shards_changed if embedded else 0,
     )
 
 

@@ -9,7 +9,9 @@ by reading them whole and putting slices into the object store (:func:`source_fr
 
 from __future__ import annotations
 
+import hashlib
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -29,6 +31,7 @@ from rmd_ray.distributed.sources.shards import DEFAULT_SHARD_ROWS, Shard, Sharde
 from rmd_ray.io import storage
 
 __all__ = [
+    "parquet_stamp", "row_group_content",
     "list_images",
     "plan_cifar_pickle",
     "plan_fashion_mnist",
@@ -81,23 +84,27 @@ def plan_parquet(rest: str, *, shard_rows: int) -> ShardedSource:
     label_max = -1
     for uri in files:
         meta_file = pq.ParquetFile(storage.open_input(uri)).metadata
+        stamp = parquet_stamp(uri)
         group, rows = [], 0
         for g in range(meta_file.num_row_groups):
             n = meta_file.row_group(g).num_rows
             label_max = max(label_max, _label_max(meta_file.row_group(g), names.index("label")))
             if group and rows + n > shard_rows:
-                shards.append(Shard(len(shards), "parquet", rows, uri=uri, row_groups=tuple(group)))
+                shards.append(Shard(len(shards), "parquet", rows, uri=uri, row_groups=tuple(group),
+                                    content=row_group_content(stamp, meta_file, group)))
                 group, rows = [], 0
             if n > shard_rows:  # a large row group is cut into row ranges: each read decodes its slice only
                 for start in range(0, n, shard_rows):
                     stop = min(start + shard_rows, n)
                     shards.append(Shard(len(shards), "parquet", stop - start, uri=uri, row_groups=(g,),
-                                        start=start, stop=stop))
+                                        start=start, stop=stop,
+                                        content=row_group_content(stamp, meta_file, [g], f"{start}:{stop}")))
                 continue
             group.append(g)
             rows += n
         if group:
-            shards.append(Shard(len(shards), "parquet", rows, uri=uri, row_groups=tuple(group)))
+            shards.append(Shard(len(shards), "parquet", rows, uri=uri, row_groups=tuple(group),
+                                content=row_group_content(stamp, meta_file, group)))
     if b"classes" in meta:
         classes = parse_classes(meta[b"classes"])
     elif label_max >= 0:
@@ -109,6 +116,29 @@ def plan_parquet(rest: str, *, shard_rows: int) -> ShardedSource:
         )
     described = f"parquet {rest} ({len(files)} file{'s' * (len(files) > 1)})"
     return ShardedSource(rest, tuple(classes), described, tuple(shards), ids_unique_by_construction=False)
+
+
+def parquet_stamp(uri: str) -> str:
+    """``uri|size|mtime`` of a Parquet file: a rewrite in place changes it (object stores included)."""
+    fs, path = storage.resolve(uri)
+    info = fs.get_file_info(path)
+    mtime = info.mtime_ns if info.mtime_ns is not None else ""
+    return f"{uri}|{info.size}|{mtime}"
+
+
+def row_group_content(stamp: str, meta: Any, groups: Sequence[int], rows: str = "") -> str:
+    """A digest of a shard's file stamp and its row groups' footer metadata (sizes and statistics of
+    every column chunk): what :class:`Shard` calls ``content``, read from the footer alone."""
+    digest = hashlib.sha256(f"{stamp}|{rows}".encode())
+    for g in groups:
+        group = meta.row_group(g)
+        digest.update(f"|{g}:{group.num_rows}:{group.total_byte_size}".encode())
+        for c in range(group.num_columns):
+            chunk = group.column(c)
+            stats = chunk.statistics
+            seen = (stats.min, stats.max, stats.null_count) if stats is not None and stats.has_min_max else ()
+            digest.update(f"|{chunk.path_in_schema}:{chunk.total_compressed_size}:{seen!r}".encode())
+    return digest.hexdigest()[:24]
 
 
 def _label_max(row_group: Any, column: int) -> int:

@@ -39,6 +39,11 @@ class Shard:
     rows are read before filtering and ``n_rows`` counts the rows kept. The ids are the shard's
     validation ids only (about ``fraction`` of its rows), so a split of ImageNet's 1.28 M training rows
     at fraction 0.1 carries about 128,000 short strings (a few MB), shipped with the plan.
+
+    ``content`` digests what the planner sees of the shard's bytes without reading them (Parquet: the
+    file's size and modification time and its row groups' footer metadata); a completion record made
+    from other content is stale, so a source changed in place is embedded again, never reused.
+    Empty when the planner cannot tell (the check is then skipped).
     """
 
     index: int
@@ -55,6 +60,7 @@ class Shard:
     id_filter: tuple[str, ...] = ()
     id_filter_mode: str = ""
     rows_read: int = 0
+    content: str = field(default="", compare=False)
 
     def key(self) -> str:
         """What identifies the shard's content across runs (no object refs)."""

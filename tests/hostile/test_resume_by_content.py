@@ -1,0 +1,77 @@
+"""A source changed in place is embedded again on resume, never reused (issue: fixed labels came back stale).
+
+The find-label-issues -> fix labels -> rescore loop: score a Parquet file, rewrite it with 32 labels
+fixed and two images swapped (same row groups, same row count), run the same command again.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from rmd_ray.distributed.scoring.run import EncoderSpec, ExtractConfig, run_scoring
+from rmd_ray.io.parts import read_table
+
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
+
+
+def _jpeg(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def _write(path, labels, images):
+    table = pa.table({"id": [f"r{i:03d}" for i in range(len(labels))], "label": pa.array(labels, pa.int16()),
+                      "image": pa.array(images, pa.binary())})
+    table = table.replace_schema_metadata({"classes": json.dumps(["a", "b", "c"])})
+    pq.write_table(table, path, row_group_size=64)
+
+
+def _score(source, out):
+    return run_scoring(source, output_dir=str(out), encoder=EncoderSpec("tiny_cnn"),
+                       extract=ExtractConfig(batch_size=64, num_actors=1), shard_rows=64)
+
+
+def test_labels_fixed_in_place_are_rescored_not_reused(ray_local, tmp_path):
+    rng = np.random.default_rng(0)
+    n = 192
+    labels = rng.integers(0, 3, n)
+    images = [_jpeg(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)) for _ in range(n)]
+    path = tmp_path / "train.parquet"
+    _write(path, labels, images)
+    out = tmp_path / "run"
+    first = _score(f"parquet:{path}", out)
+    assert first.shards_reused == 0 and first.rows_scored == n
+
+    fixed = labels.copy()
+    fixed[:32] = (labels[:32] + 1) % 3  # 32 labels corrected, all in the first row group
+    images[100], images[101] = images[101], images[100]  # two images swapped in the second
+    _write(path, fixed, images)
+    second = _score(f"parquet:{path}", out)
+    scores = read_table(second.scores_path, columns=["id", "label"]).sort_by("id")
+    assert scores.column("label").to_pylist() == fixed.tolist()
+    assert second.shards_changed == 3 and second.shards_reused == 0  # the file was rewritten: every shard
+
+    third = _score(f"parquet:{path}", out)  # unchanged since: everything reused
+    assert third.shards_changed == 0 and third.shards_reused == 3
+
+
+def test_a_features_cache_from_other_bytes_is_refused(ray_local, tmp_path):
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 3, 64)
+    images = [_jpeg(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)) for _ in range(64)]
+    path = tmp_path / "train.parquet"
+    _write(path, labels, images)
+    first = _score(f"parquet:{path}", tmp_path / "run")
+    _write(path, (labels + 1) % 3, images)
+    with pytest.raises(ValueError, match=r"features cache .* was made for other inputs \(content: .*1 shards"):
+        run_scoring(f"parquet:{path}", output_dir=str(tmp_path / "rescore"), encoder=EncoderSpec("tiny_cnn"),
+                    extract=ExtractConfig(batch_size=64, num_actors=1), shard_rows=64,
+                    features_cache=first.features_path)
