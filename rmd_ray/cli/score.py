@@ -20,6 +20,10 @@ def add_score_args(parser: argparse.ArgumentParser) -> None:
         "cifar-pickle:/path:train",
     )
     parser.add_argument("--limit", type=int, default=None, help="keep the first N rows of the source")
+    parser.add_argument(
+        "--num-classes", type=int, default=None,
+        help="the number of classes K when the source names none (labels outside 0..K-1 become reported rows)",
+    )
     parser.add_argument("--encoder", default="efficientnet_lite0", help="encoder registry name")
     parser.add_argument("--checkpoint", default=None, help="local weights file for the encoder")
     parser.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE, help="encoder input size in pixels")
@@ -81,6 +85,7 @@ def score_run(args: argparse.Namespace, output: str, *, source: str | None = Non
         scorer=scorer if scorer is not None else getattr(args, "scorer", None),
         fresh=args.fresh if fresh is None else fresh,
         shard_rows=args.shard_rows,
+        n_classes=getattr(args, "num_classes", None),
         progress=progress_printer("embed"),
     )
 

@@ -6,14 +6,9 @@ fixed and two images swapped (same row groups, same row count), run the same com
 
 from __future__ import annotations
 
-import io
-import json
-
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
-from PIL import Image
+from _parquet_images import random_images, write_parquet
 
 from rmd_ray.distributed.scoring.run import EncoderSpec, ExtractConfig, run_scoring
 from rmd_ray.io.parts import read_table
@@ -21,17 +16,8 @@ from rmd_ray.io.parts import read_table
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
 
 
-def _jpeg(pixels: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
-    return buffer.getvalue()
-
-
 def _write(path, labels, images):
-    table = pa.table({"id": [f"r{i:03d}" for i in range(len(labels))], "label": pa.array(labels, pa.int16()),
-                      "image": pa.array(images, pa.binary())})
-    table = table.replace_schema_metadata({"classes": json.dumps(["a", "b", "c"])})
-    pq.write_table(table, path, row_group_size=64)
+    write_parquet(path, labels, images, classes=["a", "b", "c"])
 
 
 def _score(source, out):
@@ -43,7 +29,7 @@ def test_labels_fixed_in_place_are_rescored_not_reused(ray_local, tmp_path):
     rng = np.random.default_rng(0)
     n = 192
     labels = rng.integers(0, 3, n)
-    images = [_jpeg(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)) for _ in range(n)]
+    images = random_images(n, seed=0)
     path = tmp_path / "train.parquet"
     _write(path, labels, images)
     out = tmp_path / "run"
@@ -66,7 +52,7 @@ def test_labels_fixed_in_place_are_rescored_not_reused(ray_local, tmp_path):
 def test_a_features_cache_from_other_bytes_is_refused(ray_local, tmp_path):
     rng = np.random.default_rng(1)
     labels = rng.integers(0, 3, 64)
-    images = [_jpeg(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)) for _ in range(64)]
+    images = random_images(64, seed=1)
     path = tmp_path / "train.parquet"
     _write(path, labels, images)
     first = _score(f"parquet:{path}", tmp_path / "run")

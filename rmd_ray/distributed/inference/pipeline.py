@@ -189,6 +189,18 @@ def embed_source(
                 raise
             log.warning("embedding stopped (%s); resuming from the completion records", type(err).__name__)
     attempt = attempts[-1] if attempts else uuid.uuid4().hex[:12]
+    metadata = _finish(source, features_dir, records, attempt=attempt, signature=signature, feature_dim=feature_dim,
+                       extra=metadata)
+    fingerprint = metadata["dataset_fingerprint"]
+    return EmbedResult(
+        features_dir, attempt, len(done_before), len(source.shards) - len(done_before), metadata["rows"],
+        fingerprint, tuple(sorted(nodes)), time.perf_counter() - start, metadata, shards_changed=len(changed),
+    )
+
+
+def _finish(source: ShardedSource, features_dir: str, records: dict[int, dict[str, Any]], *, attempt: str,
+            signature: dict, feature_dim: int, extra: dict[str, Any] | None) -> dict[str, Any]:
+    """Record the empty shards, drop rows of unfinished attempts, write the manifest; its metadata."""
     empty_digest = shard_digest(pa.table({"id": pa.array([], pa.string()), "label": pa.array([], pa.int64())}))
     for shard in source.shards:
         if shard.index in records:
@@ -206,12 +218,7 @@ def embed_source(
         "dataset_fingerprint": fingerprint,
         "source": source.description,
         "rows": sum(records[s.index]["rows"] for s in source.shards),
-        **(metadata or {}),
+        **(extra or {}),
     }
     write_manifest(features_dir, parts, rows=metadata["rows"], metadata=metadata)
-    return EmbedResult(
-        features_dir, attempt, len(done_before), len(source.shards) - len(done_before), metadata["rows"],
-        fingerprint, tuple(sorted(nodes)), time.perf_counter() - start, metadata, shards_changed=len(changed),
-    )
-
-
+    return metadata

@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pyarrow as pa
@@ -46,6 +46,7 @@ from rmd_ray.distributed.scoring.outputs import (
     write_parts_dir,
 )
 from rmd_ray.distributed.scoring.passes import copy_part, fit_scorer, part_scores, weigh_part
+from rmd_ray.distributed.sources.census import check_census, label_census
 from rmd_ray.distributed.sources.plan import DEFAULT_SHARD_ROWS, ShardedSource, open_source, source_from_table
 from rmd_ray.io import storage
 from rmd_ray.io.parts import part_uris
@@ -129,7 +130,10 @@ def run_scoring(
         source = source_from_table(source, shard_rows=shard_rows)
     elif isinstance(source, str):
         source = open_source(source, limit=limit, shard_rows=shard_rows)
+    source = _with_class_count(source, n_classes)
     setup = _setup(source, encoder=encoder, scorer=scorer, covariance=covariance, n_classes=n_classes)
+    if setup.fitted is None:  # fitting Gaussians: the labels must make sense before the encoder runs
+        check_census(label_census(source), source, limit=limit)
     storage.makedirs(output_dir)
     attempt, timings = uuid.uuid4().hex[:12], {}
     with _timed(timings, "extract"):
@@ -176,6 +180,15 @@ def _check_normalization(weights: WeightConfig) -> None:
             "the global range); score with normalization='minmax' and rank the weights where they are used: "
             "rmd-ray train --difficulty rmd --normalization rank, or a Tune space's normalization"
         )
+
+
+def _with_class_count(source: ShardedSource, n_classes: int | None) -> ShardedSource:
+    """The source with ``n_classes`` classes when it names none (its count was inferred from its labels)."""
+    if n_classes is None or not source.classes_inferred:
+        return source
+    if n_classes < 2:
+        raise ValueError(f"--num-classes must be >= 2, got {n_classes}")
+    return replace(source, classes=tuple(str(k) for k in range(n_classes)), classes_inferred=False)
 
 
 @dataclass(frozen=True)

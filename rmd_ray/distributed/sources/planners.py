@@ -115,7 +115,8 @@ def plan_parquet(rest: str, *, shard_rows: int) -> ShardedSource:
             "names into the schema metadata (key 'classes', a JSON list)"
         )
     described = f"parquet {rest} ({len(files)} file{'s' * (len(files) > 1)})"
-    return ShardedSource(rest, tuple(classes), described, tuple(shards), ids_unique_by_construction=False)
+    return ShardedSource(rest, tuple(classes), described, tuple(shards), ids_unique_by_construction=False,
+                         classes_inferred=b"classes" not in meta)
 
 
 def parquet_stamp(uri: str) -> str:

@@ -81,6 +81,7 @@ class ShardedSource:
     description: str
     shards: tuple[Shard, ...]
     ids_unique_by_construction: bool
+    classes_inferred: bool = False  # no class names given: K = the largest label + 1
 
     @property
     def n_rows(self) -> int:
