@@ -34,8 +34,16 @@ def add_train_args(
         parser.add_argument("--val-source", default="fashion-mnist:test", help="evaluation data (a source spec)")
         parser.add_argument("--val-limit", type=int, default=val_limit, help="first N evaluation rows")
         parser.set_defaults(carve_validation=False)
-    parser.add_argument("--model", default="resnet18")
-    parser.add_argument("--width", type=float, default=width, help="channel multiplier (1.0: torchvision's)")
+    parser.add_argument(
+        "--model", default="resnet18",
+        help="a built-in (resnet18, resnet34, resnet50, ...), timm:<name> or torchvision:<name> (random init)",
+    )
+    parser.add_argument(
+        "--width", type=float, default=None,
+        help=f"channel multiplier of a built-in model (default {width:g}; 1.0: torchvision's); timm: and "
+        "torchvision: models are built at width 1",
+    )
+    parser.set_defaults(default_width=width)
     parser.add_argument("--imagenet-stem", action="store_true", help="7x7 stem + max-pool (default: CIFAR stem)")
     parser.add_argument(
         "--train-image-size", type=int, default=None,
@@ -155,7 +163,7 @@ def train_config(args: argparse.Namespace, *, loss: str, hparams: dict):
         difficulty=difficulty,
         weight_config=weight_config,
         model=args.model,
-        width=args.width,
+        width=args.width if args.width is not None else (1.0 if ":" in args.model else args.default_width),
         cifar_stem=not args.imagenet_stem,
         loss=loss,
         loss_hparams=hparams,

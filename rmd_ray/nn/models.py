@@ -17,6 +17,7 @@ checkpoints so that loading a checkpoint into a different architecture fails wit
 
 from __future__ import annotations
 
+import difflib
 import math
 import numbers
 from collections.abc import Callable
@@ -28,7 +29,11 @@ from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from rmd_ray.core.registry import Registry
 
-__all__ = ["MODELS", "ModelSpec", "build_model", "MIN_WIDTH"]
+__all__ = ["EXTERNAL_PREFIXES", "MODELS", "ModelSpec", "build_model", "check_model_name", "MIN_WIDTH"]
+
+#: Prefixes that name a classifier of another library, built at its own definition (random init):
+#: ``timm:<name>`` (``timm.create_model``) and ``torchvision:<name>`` (``torchvision.models.get_model``).
+EXTERNAL_PREFIXES = ("timm:", "torchvision:")
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 
@@ -155,14 +160,55 @@ def _densenet121(*, num_classes, cifar_stem, width) -> nn.Module:
     return model
 
 
+def check_model_name(name: str) -> None:
+    """ValueError, listing the choices, unless ``name`` is a built-in, ``timm:<a timm model>`` or
+    ``torchvision:<a torchvision classification model>``."""
+    if not isinstance(name, str):
+        raise TypeError(f"model must be a name, got {type(name).__name__}")
+    library, _, model = name.partition(":")
+    if not model:
+        MODELS.get(name)  # ValueError listing the built-ins
+        return
+    if f"{library}:" not in EXTERNAL_PREFIXES:
+        raise ValueError(f"model {name!r}: unknown library {library!r}; use timm:<name> or torchvision:<name>")
+    known = _timm_names() if library == "timm" else _torchvision_names()
+    if model not in known:
+        close = difflib.get_close_matches(model, known, n=3) or known[:3]
+        raise ValueError(f"model {name!r}: {library} has no model {model!r} (closest: {', '.join(close)})")
+
+
+def _timm_names() -> list[str]:
+    import timm
+
+    return timm.list_models()
+
+
+def _torchvision_names() -> list[str]:
+    from torchvision import models
+
+    return models.list_models(module=models)  # classification models only
+
+
+def _external(name: str, *, num_classes: int) -> nn.Module:
+    library, _, model = name.partition(":")
+    if library == "timm":
+        import timm
+
+        return timm.create_model(model, pretrained=False, num_classes=num_classes)
+    from torchvision import models
+
+    return models.get_model(model, weights=None, num_classes=num_classes)
+
+
 def build_model(name: str, *, num_classes: int, cifar_stem: bool = False, width: float = 1.0) -> nn.Module:
     """Build a randomly initialised classifier.
 
     Parameters
     ----------
     name : str
-        One of ``MODELS.names()``: resnet18, resnet34, resnet50, resnet101, wide_resnet50_2,
-        densenet121.
+        One of ``MODELS.names()`` (resnet18, resnet34, resnet50, resnet101, wide_resnet50_2,
+        densenet121), or ``timm:<name>`` / ``torchvision:<name>``: that library's model, randomly
+        initialised, with ``cifar_stem`` ignored (recorded as False) and ``width`` 1.
     num_classes : int
         Output size K of the final linear layer (>= 1).
     cifar_stem : bool, default False
@@ -176,7 +222,7 @@ def build_model(name: str, *, num_classes: int, cifar_stem: bool = False, width:
     torch.nn.Module
         Maps images (B, 3, H, W) to logits (B, K); ``model.rmd_spec`` holds a :class:`ModelSpec`.
     """
-    builder = MODELS.get(name)
+    check_model_name(name)
     if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
         raise ValueError(f"num_classes must be an int >= 1, got {num_classes!r}")
     if not isinstance(cifar_stem, bool):
@@ -186,6 +232,12 @@ def build_model(name: str, *, num_classes: int, cifar_stem: bool = False, width:
     if not math.isfinite(width) or width < MIN_WIDTH:
         raise ValueError(f"width must be a finite number >= 1/32 (= {MIN_WIDTH}), got {width!r}")
     num_classes = int(num_classes)
-    model = builder(num_classes=num_classes, cifar_stem=cifar_stem, width=float(width))
+    if ":" in name:  # another library's model, as that library defines it: no CIFAR stem, no width
+        if width != 1.0:
+            raise ValueError(f"width {width:g} applies to the built-in models; {name} is built at its own width "
+                             "(use width 1, or a smaller model of that library)")
+        model, cifar_stem = _external(name, num_classes=num_classes), False
+    else:
+        model = MODELS.get(name)(num_classes=num_classes, cifar_stem=cifar_stem, width=float(width))
     model.rmd_spec = ModelSpec(name=name, num_classes=num_classes, cifar_stem=cifar_stem, width=float(width))
     return model

@@ -12,7 +12,7 @@ from rmd_ray.core.difficulty import DIFFICULTY_SOURCES
 from rmd_ray.core.weights import WeightConfig
 from rmd_ray.nn.engine import OptimConfig
 from rmd_ray.nn.losses import LOSSES, build_loss
-from rmd_ray.nn.models import MIN_WIDTH, MODELS
+from rmd_ray.nn.models import MIN_WIDTH, check_model_name
 
 __all__ = ["CHECKPOINT_FILE", "TrainConfig", "TrainingResult", "loss_needs_weights"]
 
@@ -66,7 +66,8 @@ class TrainConfig:
     Parameters
     ----------
     model : str
-        A name from ``rmd_ray.nn.models.MODELS`` (resnet18, resnet34, ...).
+        A name from ``rmd_ray.nn.models.MODELS`` (resnet18, resnet34, ...), or ``timm:<name>`` /
+        ``torchvision:<name>`` (another library's classifier, random init, width 1).
     width : float
         Channel multiplier, >= 1/32 (1.0 is torchvision's architecture).
     cifar_stem : bool
@@ -177,7 +178,10 @@ class TrainConfig:
     weight_config: WeightConfig = field(default_factory=WeightConfig)
 
     def __post_init__(self) -> None:
-        MODELS.get(self.model)  # ValueError listing the valid models
+        check_model_name(self.model)  # ValueError listing the valid models
+        if ":" in self.model and self.width != 1.0:
+            raise ValueError(f"TrainConfig.width {self.width!r} applies to the built-in models; {self.model} is built "
+                             "at its own width (width=1.0, or --width 1)")
         if self.difficulty is not None:
             DIFFICULTY_SOURCES.get(self.difficulty)  # ValueError listing the sources
         if not isinstance(self.weight_config, WeightConfig):

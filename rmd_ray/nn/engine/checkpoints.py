@@ -230,7 +230,7 @@ def model_from_checkpoint(
     ValueError
         Not a checkpoint, or one saved from a model :func:`build_model` cannot rebuild.
     """
-    from rmd_ray.nn.models import MODELS, build_model
+    from rmd_ray.nn.models import EXTERNAL_PREFIXES, MODELS, build_model
 
     file = Path(path)
     if file.is_dir():
@@ -241,7 +241,8 @@ def model_from_checkpoint(
     signature = payload.get("signature")
     if not isinstance(signature, dict):
         raise ValueError(f"{os.fspath(file)} is not an rmd-ray checkpoint (write it with save_checkpoint)")
-    if signature.get("model") not in MODELS.names() or signature.get("num_classes") is None:
+    name = str(signature.get("model"))
+    if (name not in MODELS.names() and not name.startswith(EXTERNAL_PREFIXES)) or signature.get("num_classes") is None:
         raise ValueError(
             f"checkpoint {os.fspath(file)} was saved from {_describe(signature)}, which build_model cannot "
             f"rebuild (known: {MODELS.names()}); build the model yourself and call load_checkpoint"
