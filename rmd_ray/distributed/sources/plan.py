@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from rmd_ray.distributed.sources.hf_parquet import plan_hf_parquet
 from rmd_ray.distributed.sources.planners import (
     plan_cifar_pickle,
     plan_fashion_mnist,
@@ -61,9 +62,11 @@ def open_source(spec: str, *, limit: int | None = None, shard_rows: int = DEFAUL
     """Plan a source named by ``"<scheme>:<argument>"`` without reading its images.
 
     ``parquet:PATH`` (a file, a directory of ``*.parquet``, a glob, or a URI such as
-    ``s3://bucket/train/?endpoint_override=...``), ``folder:ROOT`` (ImageFolder / ImageNet train
-    layout, local or URI), ``imagenet-val:ROOT`` (flat validation images plus a label file mapping
-    names to wnids in ROOT: ``LOC_val_solution.csv`` or ``val_labels.txt`` with ``name wnid`` lines;
+    ``s3://bucket/train/?endpoint_override=...``), ``hf-parquet:PATH`` (Hugging Face ``datasets`` image
+    shards, the same forms; :mod:`rmd_ray.distributed.sources.hf_parquet`), ``folder:ROOT``
+    (ImageFolder / ImageNet train layout, local or URI), ``imagenet-val:ROOT`` (flat validation images
+    plus a label file mapping names to wnids in ROOT: ``LOC_val_solution.csv`` or ``val_labels.txt``
+    with ``name wnid`` lines;
     classes are ``ROOT/wnids.txt`` if present, else the sorted wnids of the label file), and the
     in-memory readers ``fashion-mnist:[ROOT:]SPLIT`` and ``cifar-pickle:ROOT[:SPLIT]``.
 
@@ -112,4 +115,7 @@ def limit_source(source: ShardedSource, limit: int) -> ShardedSource:
 _IN_MEMORY = {
     "fashion-mnist": plan_fashion_mnist, "cifar-pickle": plan_cifar_pickle, "sklearn-digits": plan_sklearn_digits,
 }
-_PLANNERS = {"parquet": plan_parquet, "folder": plan_folder, "imagenet-val": plan_val, **_IN_MEMORY}
+_PLANNERS = {
+    "parquet": plan_parquet, "hf-parquet": plan_hf_parquet, "folder": plan_folder, "imagenet-val": plan_val,
+    **_IN_MEMORY,
+}

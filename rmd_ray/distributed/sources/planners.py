@@ -31,7 +31,7 @@ from rmd_ray.distributed.sources.shards import DEFAULT_SHARD_ROWS, Shard, Sharde
 from rmd_ray.io import storage
 
 __all__ = [
-    "parquet_stamp", "row_group_content",
+    "parquet_stamp", "row_group_content", "row_group_shards",
     "list_images",
     "plan_cifar_pickle",
     "plan_fashion_mnist",
@@ -80,31 +80,8 @@ def plan_parquet(rest: str, *, shard_rows: int) -> ShardedSource:
     if missing:
         raise ValueError(f"{files[0]!r} lacks column(s) {missing}; its columns are {names}")
     meta = first.schema_arrow.metadata or {}
-    shards: list[Shard] = []
-    label_max = -1
-    for uri in files:
-        meta_file = pq.ParquetFile(storage.open_input(uri)).metadata
-        stamp = parquet_stamp(uri)
-        group, rows = [], 0
-        for g in range(meta_file.num_row_groups):
-            n = meta_file.row_group(g).num_rows
-            label_max = max(label_max, _label_max(meta_file.row_group(g), names.index("label")))
-            if group and rows + n > shard_rows:
-                shards.append(Shard(len(shards), "parquet", rows, uri=uri, row_groups=tuple(group),
-                                    content=row_group_content(stamp, meta_file, group)))
-                group, rows = [], 0
-            if n > shard_rows:  # a large row group is cut into row ranges: each read decodes its slice only
-                for start in range(0, n, shard_rows):
-                    stop = min(start + shard_rows, n)
-                    shards.append(Shard(len(shards), "parquet", stop - start, uri=uri, row_groups=(g,),
-                                        start=start, stop=stop,
-                                        content=row_group_content(stamp, meta_file, [g], f"{start}:{stop}")))
-                continue
-            group.append(g)
-            rows += n
-        if group:
-            shards.append(Shard(len(shards), "parquet", rows, uri=uri, row_groups=tuple(group),
-                                content=row_group_content(stamp, meta_file, group)))
+    shards, label_max = row_group_shards(files, kind="parquet", label_index=names.index("label"),
+                                         shard_rows=shard_rows)
     if b"classes" in meta:
         classes = parse_classes(meta[b"classes"])
     elif label_max >= 0:
@@ -117,6 +94,38 @@ def plan_parquet(rest: str, *, shard_rows: int) -> ShardedSource:
     described = f"parquet {rest} ({len(files)} file{'s' * (len(files) > 1)})"
     return ShardedSource(rest, tuple(classes), described, tuple(shards), ids_unique_by_construction=False,
                          classes_inferred=b"classes" not in meta)
+
+
+def row_group_shards(files: Sequence[str], *, kind: str, label_index: int,
+                     shard_rows: int) -> tuple[list[Shard], int]:
+    """Shards of ``kind`` over the row groups of ``files``, grouped up to ``shard_rows`` rows (a larger row
+    group cut into row ranges), each with its content digest; and the largest label the footers show."""
+    shards: list[Shard] = []
+    label_max = -1
+    for uri in files:
+        meta_file = pq.ParquetFile(storage.open_input(uri)).metadata
+        stamp = parquet_stamp(uri)
+        group, rows = [], 0
+        for g in range(meta_file.num_row_groups):
+            n = meta_file.row_group(g).num_rows
+            label_max = max(label_max, _label_max(meta_file.row_group(g), label_index))
+            if group and rows + n > shard_rows:
+                shards.append(Shard(len(shards), kind, rows, uri=uri, row_groups=tuple(group),
+                                    content=row_group_content(stamp, meta_file, group)))
+                group, rows = [], 0
+            if n > shard_rows:  # a large row group is cut into row ranges: each read decodes its slice only
+                for start in range(0, n, shard_rows):
+                    stop = min(start + shard_rows, n)
+                    shards.append(Shard(len(shards), kind, stop - start, uri=uri, row_groups=(g,),
+                                        start=start, stop=stop,
+                                        content=row_group_content(stamp, meta_file, [g], f"{start}:{stop}")))
+                continue
+            group.append(g)
+            rows += n
+        if group:
+            shards.append(Shard(len(shards), kind, rows, uri=uri, row_groups=tuple(group),
+                                content=row_group_content(stamp, meta_file, group)))
+    return shards, label_max
 
 
 def parquet_stamp(uri: str) -> str:

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import ray
 
 from rmd_ray.data.locations import read_val_labels
+from rmd_ray.distributed.sources.hf_parquet import read_hf_shard
 from rmd_ray.distributed.sources.planners import list_images
 from rmd_ray.distributed.sources.shards import Shard
 from rmd_ray.io import storage
@@ -33,6 +34,8 @@ def read_shard(shard: Shard, *, classes: Sequence[str], ids_only: bool = False) 
             table = table.slice(shard.start, shard.stop - shard.start)
         casts = {"id": pa.string(), "label": pa.int64(), "image": pa.binary()}
         table = pa.table({name: table.column(name).cast(casts[name]) for name in wanted})
+    elif shard.kind == "hf-parquet":
+        table = read_hf_shard(shard, ids_only=ids_only)
     elif shard.kind == "folder":
         ids, labels, paths = [], [], []
         for uri, label, name, _ in shard.dirs:
