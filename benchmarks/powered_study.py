@@ -51,7 +51,7 @@ from _common import RESULTS, flip_symmetric  # noqa: E402
 
 STUDY = RESULTS / "powered_study"
 SETTINGS = ("symmetric_20", "cifar10n_random1", "clean")
-STRENGTHS = (0.1, 0.25, 0.5, 1.0)  # mean entropy coefficient alpha * mean(s)
+STRENGTHS = (0.1, 0.25, 0.5, 1.0, 2.0)  # mean entropy coefficient alpha * mean(s); 2.0 added when 1.0 won
 #: arm -> (difficulty source, normalisation); ``ce`` has no bonus
 ARMS = {
     "proposed": ("rmd", "minmax"),
