@@ -316,9 +316,11 @@ def parquet_errors(uri: str | os.PathLike[str]) -> Iterator[None]:
         yield
     except (pa.ArrowInvalid, OSError) as err:
         text = " ".join(str(err).split())
-        if not isinstance(err, pa.ArrowInvalid) and not any(k in text.lower() for k in ("parquet", "thrift")):
-            raise
+        network = any(mark in text for mark in ("AWS Error", "curlCode", "NETWORK_CONNECTION", "google::cloud"))
+        if network or isinstance(err, (FileNotFoundError, PermissionError)) or "No match for FieldRef" in text:
+            raise  # a store that does not answer, a missing file or column: not a damaged file
         why = "no Parquet footer" if "magic bytes" in text else text.split(". ")[0].replace("'<Buffer>'", "the data")
+        why = why.rstrip(".")
         shown = redact(os.fspath(uri))
         raise ValueError(
             f"{shown!r} is not a readable Parquet file ({why}): it is truncated, corrupt or not Parquet; "

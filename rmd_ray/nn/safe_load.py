@@ -16,11 +16,12 @@ import torch
 __all__ = ["load_weights_only"]
 
 
-def _refused_global(text: str) -> str:
+def _refused_global(text: str) -> str | None:
+    # torch names the class or function a pickle asked for; without one the bytes are just not a pickle
     for line in text.splitlines():
-        if "GLOBAL" in line or "Unsupported global" in line:
+        if "GLOBAL" in line or "global" in line.lower().split("weights_only")[0]:
             return " ".join(line.split()).rstrip(".")
-    return "an object outside tensors, numbers, strings and containers"
+    return None
 
 
 def load_weights_only(path: str | os.PathLike[str], *, map_location: Any = "cpu") -> Any:
@@ -40,10 +41,16 @@ def load_weights_only(path: str | os.PathLike[str], *, map_location: Any = "cpu"
     except FileNotFoundError:
         raise
     except pickle.UnpicklingError as err:
-        if "weights_only" not in str(err) and "Weights only" not in str(err):
-            raise ValueError(f"checkpoint {shown!r} is not a readable torch file ({_first(err)})") from err
+        refused = _refused_global(str(err))
+        if refused is None:
+            after = str(err).split("WeightsUnpickler error:")[-1]
+            detail = next((line.strip() for line in after.splitlines() if line.strip()), "not a pickle")
+            raise ValueError(
+                f"checkpoint {shown!r} is not a readable torch file ({detail[:120]}): it is "
+                "truncated, corrupt or another format; write it again with torch.save"
+            ) from err
         raise ValueError(
-            f"checkpoint {shown!r} holds pickled Python objects ({_refused_global(str(err))}); rmd-ray never "
+            f"checkpoint {shown!r} holds pickled Python objects ({refused}); rmd-ray never "
             "unpickles them (that can run code) and loads only weights-only checkpoints: ones rmd-ray wrote, "
             "or torch.save(model.state_dict(), PATH)"
         ) from err

@@ -135,3 +135,23 @@ def test_defaults_and_bad_limits():
 def test_local_errors_are_left_alone(tmp_path):
     with pytest.raises(FileNotFoundError):
         storage.read_bytes(str(tmp_path / "missing"))
+
+
+def test_a_damaged_parquet_file_is_one_line_naming_it(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"a": list(range(20_000))}), path, row_group_size=5_000)
+    data = bytearray(path.read_bytes())
+    data[200:4_000] = bytes(3_800)  # the footer survives, a column chunk does not
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=rf"'{path}' is not a readable Parquet file \(.+\): it is truncated") as info:
+        storage.read_parquet(path)
+    assert "\n" not in str(info.value)
+    path.write_bytes(bytes(data[:100]))
+    with pytest.raises(ValueError, match=r"is not a readable Parquet file \(no Parquet footer\)"):
+        storage.read_parquet_metadata(path)
+    pq.write_table(pa.table({"a": [1]}), path)
+    with pytest.raises(pa.ArrowInvalid, match="No match for FieldRef"):  # a missing column is not damage
+        storage.read_parquet(path, columns=["b"])
