@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -98,3 +99,40 @@ def read_json(path: str | None, *, what: str):
         return json.loads(file.read_bytes())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{what} file {path!r} is not JSON: {err}") from None
+
+
+def check_output(output: str | None) -> None:
+    """ValueError, in one line, when the local ``--output`` folder cannot be one: an existing file, a
+    path under a file, or a folder this user cannot write. Object-store outputs are left to the store."""
+    from rmd_ray.io.storage import is_remote
+
+    if not output or is_remote(output):
+        return
+    path = Path(output).expanduser().absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        where = "is an existing file" if existing == path else f"is under {str(existing)!r}, which is a file"
+        raise ValueError(f"--output {output!r} {where}, not a folder: pass a folder (created if missing)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        where = "" if existing == path else f" (its parent {str(existing)!r})"
+        raise ValueError(
+            f"--output {output!r}{where} is not writable by this user: pass a folder you can write, or fix its "
+            "permissions"
+        )
+
+
+def file_error_line(err: OSError) -> str:
+    """One line for an OSError a path caused: what went wrong, the path, and what to check."""
+    name = err.filename if err.filename is not None else ""
+    what = err.strerror or type(err).__name__
+    fixes = {
+        PermissionError: "check the permissions of that path, or pass another one",
+        FileNotFoundError: "check the path",
+        FileExistsError: "remove it or pass another path",
+        IsADirectoryError: "pass a file, not a folder",
+        NotADirectoryError: "a part of that path is a file: pass a folder",
+    }
+    fix = next((text for kind, text in fixes.items() if isinstance(err, kind)), "check the path")
+    if not name:  # raised by rmd-ray with its own message
+        return f"{err}; {fix}" if err.strerror is None else f"{what}; {fix}"
+    return f"{what}: {str(name)!r}; {fix}"

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from typing import Any
 
-from rmd_ray.cli.common import add_ray_args
+from rmd_ray.cli.common import add_ray_args, check_output, file_error_line
 from rmd_ray.cli.console import setup_console
 from rmd_ray.cli.evaluate import add_shift_args, cmd_evaluate
 from rmd_ray.cli.label_issues import cmd_find_label_issues
@@ -147,13 +148,26 @@ def _evaluate_uses_ray(args: argparse.Namespace) -> bool:
     return bool(args.ood_source) or generated
 
 
+# OSErrors a user's input causes (a path that is a file, is missing, is not writable): one line too
+_FILE_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "smoke_test", False):
         vars(args).update(SMOKE_TEST)
-    setup_console(args)
     try:
+        check_output(getattr(args, "output", None))  # before the log file goes there
+        setup_console(args)
         return args.func(args)
     except ValueError as err:  # user errors: one clear line, no traceback
-        print(f"rmd-ray {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        return _user_error(args, str(err))
+    except _FILE_ERRORS as err:
+        return _user_error(args, file_error_line(err))
+
+
+def _user_error(args: argparse.Namespace, line: str) -> int:
+    if args.verbose:
+        traceback.print_exc()
+    print(f"rmd-ray {args.command}: error: {' '.join(line.split())}", file=sys.stderr)
+    return 2

@@ -72,6 +72,10 @@ def score_run(args: argparse.Namespace, output: str, *, source: str | None = Non
     from rmd_ray.distributed.sources.plan import check_source_spec
 
     check_source_spec(source or args.source)  # a typo fails before Ray starts
+    if args.checkpoint and not args.checkpoint.endswith(".safetensors"):
+        from rmd_ray.nn.encoders.helpers import load_state_dict
+
+        load_state_dict(args.checkpoint)  # a pickled or corrupt file fails here, in one line, not in an actor
     start_ray(args)
     return run_scoring(
         source or args.source,

@@ -186,7 +186,10 @@ def train_one_run(args: argparse.Namespace, *, loss: str, hparams: dict, scores_
     from rmd_ray.distributed.training.run import TRAIN_SHARD_ROWS
     from rmd_ray.io import storage
 
-    config = train_config(args, loss=loss, hparams=hparams)  # validates before any data is read
+    try:
+        config = train_config(args, loss=loss, hparams=hparams)  # validates before any data is read
+    except TypeError as err:  # a hyper-parameter of the wrong type: name the --loss-param item
+        raise ValueError(loss_param_error(getattr(args, "loss_param", None), err)) from None
     if loss_needs_weights(config.loss) and not scores_path:
         raise ValueError(
             f"loss {config.loss!r} needs difficulty weights: pass --scores <scores.parquet from rmd-ray score>"
@@ -223,6 +226,17 @@ def train_one_run(args: argparse.Namespace, *, loss: str, hparams: dict, scores_
         run_name=run_name,
         callbacks=[board],
     )
+
+
+def loss_param_error(items: list[str] | None, err: TypeError) -> str:
+    """One line for a loss hyper-parameter of the wrong type, naming the ``--loss-param`` item behind it."""
+    text = str(err)
+    for item in items or []:
+        name, _, value = item.partition("=")
+        if f" {name} must be " in text:
+            want = text.split(f" {name} must be ", 1)[1].rsplit(", got ", 1)[0]
+            return f"--loss-param {item}: {name} must be {want}, got {value!r}"
+    return f"{text} (check --loss-param)"
 
 
 def tensorboard_dir(output: str, run_name: str) -> Path:

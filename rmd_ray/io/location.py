@@ -10,6 +10,16 @@ object-store URI understood by :meth:`pyarrow.fs.FileSystem.from_uri`:
   usual AWS configuration chain, never from rmd-ray.
 * ``gs://bucket/key`` (or ``gcs://``) for Google Cloud Storage.
 
+Nothing waits forever on an object store. Each S3 call has a connect timeout, a request timeout and
+a bounded number of attempts (pyarrow's ``AwsStandardS3RetryStrategy``); a GCS call retries for at
+most ``request_timeout * max_attempts`` seconds. Defaults: connect 10 s, request 60 s, 3 attempts. Set
+them per location with the query options ``connect_timeout``, ``request_timeout`` and
+``max_attempts`` (``s3://b/k?endpoint_override=...&request_timeout=5&max_attempts=1``; rmd-ray reads
+and removes them before pyarrow sees the query), or for the whole process with the environment
+variables ``RMD_RAY_S3_CONNECT_TIMEOUT``, ``RMD_RAY_S3_REQUEST_TIMEOUT`` and ``RMD_RAY_S3_MAX_ATTEMPTS``
+(the query wins). A store that does not answer ends in :class:`ObjectStoreUnreachable`, one line that
+names the endpoint and what to check (:func:`object_store_errors` converts pyarrow's error).
+
 This module parses and joins locations, masks credentials in error messages and builds (and caches) the
 remote filesystems; :mod:`rmd_ray.io.storage` holds the operations on them and re-exports the public
 names defined here. It imports only pyarrow and the standard library.
@@ -17,11 +27,15 @@ names defined here. It imports only pyarrow and the standard library.
 
 from __future__ import annotations
 
+import functools
 import os
 import posixpath
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote, urlencode
 
 import pyarrow as pa
@@ -29,10 +43,14 @@ import pyarrow.fs as pafs
 
 __all__ = [
     "Location",
+    "ObjectStoreUnreachable",
+    "WaitLimits",
     "basename",
     "is_remote",
     "join",
+    "object_store_errors",
     "parse_location",
+    "redact",
     "resolve",
     "unsupported_location",
 ]
@@ -77,10 +95,11 @@ class Location:
 
 def unsupported_location(uri: object, why: str) -> ValueError:
     """The :class:`ValueError` for an unusable ``uri``: names it (credentials masked) and the accepted forms."""
-    return ValueError(f"Unsupported storage location {_redact(str(uri))!r}: {why}. Accepted forms: {_ACCEPTED}.")
+    return ValueError(f"Unsupported storage location {redact(str(uri))!r}: {why}. Accepted forms: {_ACCEPTED}.")
 
 
-def _redact(uri: str) -> str:
+def redact(uri: str) -> str:
+    """``uri`` with the credentials of ``scheme://KEY:SECRET@bucket/...`` masked, for messages."""
     # s3://KEY:SECRET@bucket/... is valid for pyarrow: never echo the credentials in an error.
     return re.sub(r"^([A-Za-z][A-Za-z0-9+.\-]+://)[^/@?]*@", r"\1***@", uri)
 
@@ -134,8 +153,61 @@ def _fs_path(loc: Location) -> str:
     return unquote(loc.path).rstrip("/")
 
 
+@dataclass(frozen=True)
+class WaitLimits:
+    """How long an object-store call may take: seconds to connect, seconds per request, attempts."""
+
+    connect_timeout: float = 10.0
+    request_timeout: float = 60.0
+    max_attempts: int = 3
+
+
+_LIMIT_ENV = {
+    "connect_timeout": "RMD_RAY_S3_CONNECT_TIMEOUT",
+    "request_timeout": "RMD_RAY_S3_REQUEST_TIMEOUT",
+    "max_attempts": "RMD_RAY_S3_MAX_ATTEMPTS",
+}
+
+
+def _wait_limits(uri: str, params: list[tuple[str, str]]) -> WaitLimits:
+    given = dict(params)
+    values: dict[str, Any] = {}
+    for name, env in _LIMIT_ENV.items():
+        raw = given.get(name, os.environ.get(env))
+        if raw is None:
+            continue
+        where = f"{name}={raw}" if name in given else f"{env}={raw}"
+        try:
+            value = int(raw) if name == "max_attempts" else float(raw)
+        except ValueError:
+            value = -1
+        if not value > 0 or value == float("inf"):
+            kind = "a whole number >= 1" if name == "max_attempts" else "a number of seconds > 0"
+            raise unsupported_location(uri, f"{where} must be {kind}")
+        values[name] = value
+    return WaitLimits(**values)
+
+
+def _with_limits(fs: pafs.FileSystem, limits: WaitLimits) -> pafs.FileSystem:
+    # pyarrow's URI parser knows no timeouts: rebuild the filesystem from its own options plus ours.
+    rebuild, (options,) = fs.__reduce__()
+    if isinstance(fs, pafs.S3FileSystem):
+        return rebuild({
+            **options,
+            "connect_timeout": limits.connect_timeout,
+            "request_timeout": limits.request_timeout,
+            "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=limits.max_attempts),
+        })
+    if type(fs).__name__ == "GcsFileSystem":
+        limit = timedelta(seconds=limits.request_timeout * limits.max_attempts)
+        return rebuild({**options, "retry_time_limit": limit})
+    return fs
+
+
 def _remote_fs(uri: str, loc: Location) -> pafs.FileSystem:
     params = parse_qsl(loc.query, keep_blank_values=True)
+    limits = _wait_limits(uri, params)
+    params = [(name, value) for name, value in params if name not in _LIMIT_ENV]
     names = {name for name, _ in params}
     if loc.scheme == "s3" and "allow_delayed_open" not in names:
         # With delayed open an object smaller than one upload part goes out as a single PutObject
@@ -143,7 +215,7 @@ def _remote_fs(uri: str, loc: Location) -> pafs.FileSystem:
         # opens a multipart upload, which also trips S3 emulators with a non-standard
         # CompleteMultipartUpload reply (moto 5.2.0-5.2.1).
         params.append(("allow_delayed_open", "true"))
-    key: tuple = (loc.scheme, loc.userinfo, tuple(sorted(params)))
+    key: tuple = (loc.scheme, loc.userinfo, tuple(sorted(params)), limits)
     if loc.scheme == "s3" and not names & {"region", "endpoint_override"}:
         # Without either, pyarrow looks the region up from the bucket: the filesystem is per bucket.
         key += (loc.path.split("/", 1)[0],)
@@ -157,6 +229,7 @@ def _remote_fs(uri: str, loc: Location) -> pafs.FileSystem:
         fs, _ = pafs.FileSystem.from_uri(f"{loc.prefix}{bucket}?{query}" if query else f"{loc.prefix}{bucket}")
     except (pa.ArrowInvalid, ValueError) as exc:
         raise unsupported_location(uri, str(exc)) from exc
+    fs = _with_limits(fs, limits)
     with _cache_lock:
         return _fs_cache.setdefault(key, fs)
 
@@ -212,3 +285,68 @@ def join(uri: str | os.PathLike[str], *parts: str) -> str:
 def basename(uri: str | os.PathLike[str]) -> str:
     """The last path component of a location, without any ``?query``."""
     return resolve(uri)[1].rstrip("/").rsplit("/", 1)[-1]
+
+
+class ObjectStoreUnreachable(OSError, ValueError):
+    """An object store that did not answer, refused the connection or could not be found, in one line.
+
+    An :class:`OSError` (retry logic that catches those still sees it) and a :class:`ValueError` (the
+    CLI prints it as a user error: one line, no traceback).
+    """
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+_NETWORK = ("NETWORK_CONNECTION", "curlCode", "UNAVAILABLE", "DEADLINE_EXCEEDED")
+
+
+def _endpoint(loc: Location, given: dict[str, str]) -> str:
+    override = given.get("endpoint_override")
+    if override:
+        return override if "://" in override else f"{given.get('scheme') or 'https'}://{override}"
+    if loc.scheme == "s3":
+        return f"AWS S3 (region {given['region']})" if given.get("region") else "AWS S3"
+    return "Google Cloud Storage"
+
+
+def _unreachable(uri: str | os.PathLike[str], err: OSError) -> ObjectStoreUnreachable | None:
+    text = str(err)
+    loc = parse_location(uri)
+    if not loc.remote or not any(mark in text for mark in _NETWORK):
+        return None
+    params = parse_qsl(loc.query, keep_blank_values=True)
+    limits, given = _wait_limits(os.fspath(uri), params), dict(params)
+    if "curlCode: 28" in text or "Timeout was reached" in text or "DEADLINE_EXCEEDED" in text:
+        if "onnect" in text.split("Details:")[-1] and "Operation too slow" not in text:
+            what, wait = f"did not accept a connection within {limits.connect_timeout:g} s", "CONNECT"
+        else:
+            what, wait = f"did not answer within {limits.request_timeout:g} s", "REQUEST"
+        fix = f"check the endpoint, the network and credentials (RMD_RAY_S3_{wait}_TIMEOUT to wait longer)"
+    elif "curlCode: 7" in text or "refused" in text.lower() or "Could not connect" in text:
+        what, fix = "refused the connection", "check the endpoint (host and port) and that the store is running"
+    elif "curlCode: 6" in text or "resolve host" in text:
+        what, fix = "could not be resolved", "check the endpoint's host name and the DNS of this machine"
+    else:
+        what, fix = "could not be reached", "check the endpoint, the network and credentials"
+    attempts = f"{limits.max_attempts} attempt{'s' if limits.max_attempts != 1 else ''}"
+    shown = redact(loc.prefix + loc.path)
+    return ObjectStoreUnreachable(f"object store at {_endpoint(loc, given)} {what} ({shown}, {attempts}): {fix}")
+
+
+def object_store_errors(func: _F) -> _F:
+    """Decorate a storage operation: pyarrow's network errors on its location become one
+    :class:`ObjectStoreUnreachable` line; the location is the first str/PathLike argument (or ``uri=``)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except ObjectStoreUnreachable:
+            raise
+        except OSError as err:
+            uri = kwargs.get("uri", next((a for a in args if isinstance(a, (str, os.PathLike))), None))
+            converted = None if uri is None else _unreachable(uri, err)
+            if converted is None:
+                raise
+            raise converted from err
+
+    return wrapper  # type: ignore[return-value]

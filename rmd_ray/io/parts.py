@@ -78,7 +78,8 @@ def column_names(uri: str | os.PathLike[str]) -> list[str]:
     """The table's column names, from the first part's footer (no rows read)."""
     import pyarrow.parquet as pq
 
-    with storage.open_input(part_uris(uri)[0]) as source:
+    first = part_uris(uri)[0]
+    with storage.open_input(first) as source, storage.parquet_errors(first):
         return list(pq.read_schema(source).names)
 
 

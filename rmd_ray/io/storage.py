@@ -4,7 +4,8 @@ Locations -- local paths, ``file://`` URIs, ``s3://`` and ``gs://`` URIs with th
 are parsed and resolved to a pyarrow filesystem by :mod:`rmd_ray.io.location`; this module re-exports
 its public names (:func:`resolve`, :func:`is_remote`, :func:`join`, :func:`basename`) and adds the
 operations: existence tests, listings, globbing, whole-file reads and atomic writes of bytes, JSON and
-Parquet, and deletion.
+Parquet, and deletion. Each operation ends, on an object store that does not answer, in one
+:class:`ObjectStoreUnreachable` line within the limits :mod:`rmd_ray.io.location` sets.
 
 Because ``?`` starts an object-store URI's query, it is a glob wildcard only in local patterns; use
 ``[...]`` for a one-character wildcard in an object-store pattern.
@@ -20,10 +21,12 @@ This module sits in the I/O layer and imports only pyarrow, the standard library
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 import os
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -31,10 +34,21 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from rmd_ray.io.atomic import atomic_path
-from rmd_ray.io.location import basename, is_remote, join, parse_location, resolve, unsupported_location
+from rmd_ray.io.location import (
+    ObjectStoreUnreachable,
+    basename,
+    is_remote,
+    join,
+    object_store_errors,
+    parse_location,
+    redact,
+    resolve,
+    unsupported_location,
+)
 
 __all__ = [
     "METADATA_KEY",
+    "ObjectStoreUnreachable",
     "basename",
     "delete",
     "exists",
@@ -47,6 +61,7 @@ __all__ = [
     "list_files",
     "makedirs",
     "open_input",
+    "parquet_errors",
     "read_bytes",
     "read_json",
     "read_parquet",
@@ -62,6 +77,7 @@ METADATA_KEY = b"rmd_ray"
 _GLOB_MAGIC = re.compile(r"[*?\[]")
 
 
+@object_store_errors
 def _info(uri: str | os.PathLike[str]) -> pafs.FileInfo:
     fs, path = resolve(uri)
     return fs.get_file_info(path)
@@ -82,6 +98,7 @@ def is_file(uri: str | os.PathLike[str]) -> bool:
     return _info(uri).type == pafs.FileType.File
 
 
+@object_store_errors
 def makedirs(uri: str | os.PathLike[str]) -> None:
     """Create the local directory ``uri`` and its parents; a no-op on object stores.
 
@@ -104,6 +121,7 @@ def _relative(base: str, path: str) -> str:
     return path[len(base.rstrip("/")) + 1 :] if base.rstrip("/") else path.lstrip("/")
 
 
+@object_store_errors
 def list_files(uri: str | os.PathLike[str], *, suffix: str | None = None, recursive: bool = False) -> list[str]:
     """Files directly under ``uri`` (all files below it if ``recursive``), as sorted locations.
 
@@ -137,6 +155,7 @@ def list_files(uri: str | os.PathLike[str], *, suffix: str | None = None, recurs
     return [join(uri, *rel.split("/")) for rel in sorted(rels)]
 
 
+@object_store_errors
 def glob(pattern: str | os.PathLike[str]) -> list[str]:
     """Files matching a shell pattern, sorted by path; ``[]`` when nothing matches.
 
@@ -181,6 +200,7 @@ def glob(pattern: str | os.PathLike[str]) -> list[str]:
     return [join(base_uri, *parts) for parts in rels]
 
 
+@object_store_errors
 def open_input(uri: str | os.PathLike[str]) -> pa.NativeFile:
     """A seekable pyarrow file open for reading, e.g. for :class:`pyarrow.parquet.ParquetFile`.
 
@@ -190,6 +210,7 @@ def open_input(uri: str | os.PathLike[str]) -> pa.NativeFile:
     return fs.open_input_file(path)
 
 
+@object_store_errors
 def read_bytes(uri: str | os.PathLike[str]) -> bytes:
     """The whole content of the file ``uri``; raises :class:`FileNotFoundError` if it is missing."""
     fs, path = resolve(uri)
@@ -197,6 +218,7 @@ def read_bytes(uri: str | os.PathLike[str]) -> bytes:
         return stream.read()
 
 
+@object_store_errors
 def write_bytes_atomic(uri: str | os.PathLike[str], data: bytes | bytearray | memoryview | pa.Buffer) -> str:
     """Write ``data`` to ``uri`` so that readers see the previous content or the new one, never a mix.
 
@@ -248,6 +270,7 @@ def _with_metadata(table: pa.Table, metadata: dict[str, Any] | None) -> pa.Table
     return table.replace_schema_metadata(existing)
 
 
+@object_store_errors
 def write_parquet_atomic(
     table: pa.Table, uri: str | os.PathLike[str], *, metadata: dict[str, Any] | None = None
 ) -> str:
@@ -286,19 +309,41 @@ def write_parquet_atomic(
     return write_bytes_atomic(uri, sink.getvalue())
 
 
+@contextlib.contextmanager
+def parquet_errors(uri: str | os.PathLike[str]) -> Iterator[None]:
+    """Turn pyarrow's error for a truncated, corrupt or non-Parquet file into one line naming ``uri``."""
+    try:
+        yield
+    except (pa.ArrowInvalid, OSError) as err:
+        text = " ".join(str(err).split())
+        network = any(mark in text for mark in ("AWS Error", "curlCode", "NETWORK_CONNECTION", "google::cloud"))
+        if network or isinstance(err, (FileNotFoundError, PermissionError)) or "No match for FieldRef" in text:
+            raise  # a store that does not answer, a missing file or column: not a damaged file
+        why = "no Parquet footer" if "magic bytes" in text else text.split(". ")[0].replace("'<Buffer>'", "the data")
+        why = why.rstrip(".")
+        shown = redact(os.fspath(uri))
+        raise ValueError(
+            f"{shown!r} is not a readable Parquet file ({why}): it is truncated, corrupt or not Parquet; "
+            "write it again or pass the right file"
+        ) from err
+
+
+@object_store_errors
 def read_parquet(uri: str | os.PathLike[str], *, columns: list[str] | None = None) -> pa.Table:
-    """Read one Parquet file, optionally only ``columns`` (in that order)."""
-    with open_input(uri) as source:
+    """Read one Parquet file, optionally only ``columns`` (in that order); ValueError if it is not Parquet."""
+    with open_input(uri) as source, parquet_errors(uri):
         return pq.read_table(source, columns=columns)
 
 
+@object_store_errors
 def read_parquet_metadata(uri: str | os.PathLike[str]) -> dict[str, Any]:
     """The provenance dict written by :func:`write_parquet_atomic` (``{}`` if none); reads only the footer."""
-    with open_input(uri) as source:
+    with open_input(uri) as source, parquet_errors(uri):
         raw = (pq.read_schema(source).metadata or {}).get(METADATA_KEY)
     return json.loads(raw) if raw else {}
 
 
+@object_store_errors
 def delete(uri: str | os.PathLike[str]) -> None:
     """Remove the file ``uri``, or the directory (prefix) ``uri`` with everything below it.
 
@@ -319,6 +364,7 @@ def delete(uri: str | os.PathLike[str]) -> None:
         pass  # removed concurrently: the outcome the caller asked for
 
 
+@object_store_errors
 def list_dirs(uri: str | os.PathLike[str]) -> list[str]:
     """Sub-directories directly under ``uri`` (prefixes, on an object store), as sorted locations.
 

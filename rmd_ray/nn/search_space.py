@@ -360,4 +360,15 @@ def load_search_space(path: str | Path) -> SearchSpace:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"search space file {str(path)!r} not found")
-    return parse_search_space(yaml.safe_load(path.read_text()), source=path.name)
+    try:
+        raw = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError(f"search space file {str(path)!r} is not text (not UTF-8): pass a YAML file") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = " ".join(str(getattr(err, "problem", None) or err).split())
+        raise ValueError(
+            f"search space file {str(path)!r} is not valid YAML: {problem}{where}; see tune_spaces/*.yaml"
+        ) from None
+    return parse_search_space(raw, source=path.name)

@@ -59,6 +59,7 @@ __all__ = [
     "ExtractConfig",
     "ScoringResult",
     "aggregate_views",
+    "clear_staging",
     "dataset_fingerprint",
     "feature_column",
     "feature_matrix",
@@ -135,6 +136,7 @@ def run_scoring(
     if setup.fitted is None:  # fitting Gaussians: the labels must make sense before the encoder runs
         check_census(label_census(source), source, limit=limit)
     storage.makedirs(output_dir)
+    clear_staging(output_dir)  # what a killed run left: never read, only in the way
     attempt, timings = uuid.uuid4().hex[:12], {}
     with _timed(timings, "extract"):
         features_dir, feature_meta, embedded = _embed(source, setup, output_dir=output_dir, encoder=encoder,
@@ -266,6 +268,18 @@ def _provenance(source, setup: _Setup, fitted, scored, feature_meta, embedded, *
         "rmd_range": [min(s["rmd_min"] for s in scored), max(s["rmd_max"] for s in scored)],
         "nodes": list(embedded.nodes) if embedded else [],
     }
+
+
+def clear_staging(output_dir: str) -> list[str]:
+    """Delete the ``_staging-*`` folders a killed scoring run left in ``output_dir``; return them.
+
+    Staged scores are an intermediate of one attempt, published into ``scores.parquet/`` and then
+    deleted: one still there belongs to an attempt that died, and nothing ever reads it.
+    """
+    stale = [d for d in storage.list_dirs(output_dir) if storage.basename(d).startswith("_staging-")]
+    for folder in stale:
+        storage.delete(folder)
+    return stale
 
 
 def _publish_outputs(output_dir, attempt, staging, scored, weights, metadata) -> tuple[str, str]:

@@ -7,6 +7,8 @@ import os
 import torch
 from torch import nn
 
+from rmd_ray.nn.safe_load import load_weights_only
+
 # --------------------------------------------------------------------------------------------
 # shared helpers
 
@@ -31,12 +33,7 @@ def load_state_dict(path: str) -> dict[str, torch.Tensor]:
 
         obj = load_file(path, device="cpu")
     else:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # pickle/zip errors come in many types; all mean "unreadable here"
-            raise ValueError(
-                f"cannot read checkpoint {path!r} with torch.load(weights_only=True): {err}"
-            ) from err
+        obj = load_weights_only(path, map_location="cpu")  # one-line ValueError for pickles and corrupt files
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
             obj = obj[key]

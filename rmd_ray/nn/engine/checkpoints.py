@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import LRScheduler
 
 from rmd_ray.io.atomic import atomic_path
+from rmd_ray.nn.safe_load import load_weights_only
 
 _CKPT_FORMAT = "rmd-ray-checkpoint"
 _CKPT_VERSION = 1
@@ -168,7 +169,7 @@ def load_checkpoint(
 
 
 def _read_payload(path: str | os.PathLike, map_location: str | torch.device) -> dict:
-    payload = torch.load(path, map_location=map_location, weights_only=True)
+    payload = load_weights_only(path, map_location=map_location)  # one-line ValueError if refused
     if not isinstance(payload, dict) or payload.get("format") != _CKPT_FORMAT:
         raise ValueError(f"{os.fspath(path)} is not an rmd-ray checkpoint (write it with save_checkpoint)")
     if payload.get("version") != _CKPT_VERSION:
