@@ -210,10 +210,10 @@ def _remote_fs(uri: str, loc: Location) -> pafs.FileSystem:
     params = [(name, value) for name, value in params if name not in _LIMIT_ENV]
     names = {name for name, _ in params}
     if loc.scheme == "s3" and "allow_delayed_open" not in names:
-        # With delayed open an object smaller than one upload part goes out as a single PutObject
-        # at close (one round trip, nothing before the data is complete). Without it pyarrow always
-        # opens a multipart upload, which also trips S3 emulators with a non-standard
-        # CompleteMultipartUpload reply (moto 5.2.0-5.2.1).
+        # With delayed open an object smaller than one upload part goes out as a single PutObject at
+        # close: one round trip for the many small objects a run writes (completion records, manifests,
+        # JSON), where pyarrow would otherwise open, fill and complete a multipart upload for each.
+        # Objects larger than a part still go multipart (tests/io/test_storage.py writes one).
         params.append(("allow_delayed_open", "true"))
     key: tuple = (loc.scheme, loc.userinfo, tuple(sorted(params)), limits)
     if loc.scheme == "s3" and not names & {"region", "endpoint_override"}:

@@ -160,6 +160,23 @@ def test_failed_s3_write_leaves_no_object_and_no_pending_upload(s3_server, monke
     assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
 
 
+def test_an_object_larger_than_several_parts_goes_multipart_and_reads_back_whole(s3_server):
+    """23 MiB with pyarrow's default 5 MiB parts: a real CreateMultipartUpload / UploadPart x N /
+    CompleteMultipartUpload against the loopback server, and nothing left pending."""
+    import boto3
+
+    bucket = f"rmd-{uuid.uuid4().hex[:16]}"
+    uri = storage.join(s3_server.bucket(bucket), "features", "part-0.parquet")
+    payload = np.random.default_rng(0).bytes(23 * 2**20)
+    storage.write_bytes_atomic(uri, payload)
+    assert storage.read_bytes(uri) == payload
+    client = boto3.client("s3", endpoint_url=s3_server.endpoint, region_name="us-east-1")
+    head = client.head_object(Bucket=bucket, Key="features/part-0.parquet")
+    assert head["ContentLength"] == len(payload)
+    assert head["ETag"].strip('"').endswith(tuple(f"-{n}" for n in range(2, 10)))  # a multipart ETag: md5-<parts>
+    assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
 # --- listing ---------------------------------------------------------------------------------------------
 
 
