@@ -130,3 +130,16 @@ def _ray_resources_released(request):
         time.sleep(0.5)
     free = ray.available_resources().get("CPU", 0.0)
     pytest.fail(f"{request.node.nodeid} left {total - free:g} of {total:g} CPUs held: {_held_resources(ray)}")
+
+
+@pytest.fixture(params=["local", "s3"])
+def base(request, tmp_path) -> str:
+    """A location with nothing under it yet: a local folder, or a prefix in a fresh S3 bucket."""
+    if request.param == "local":
+        return str(tmp_path / "store")
+    import uuid
+
+    from rmd_ray.io import storage
+
+    server = request.getfixturevalue("s3_server")
+    return storage.join(server.bucket(f"rmd-{uuid.uuid4().hex[:16]}"), "store")

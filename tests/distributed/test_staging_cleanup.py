@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import uuid
-
 import pyarrow as pa
 import pytest
 
 from rmd_ray.io import storage
 
 
-@pytest.fixture(params=["local", "s3"])
-def output_dir(request, tmp_path) -> str:
-    if request.param == "local":
-        return str(tmp_path / "out")
-    server = request.getfixturevalue("s3_server")
-    return storage.join(server.bucket(f"rmd-{uuid.uuid4().hex[:16]}"), "out")
+@pytest.fixture
+def output_dir(base) -> str:
+    return storage.join(base, "out")
 
 
 def test_clear_staging_deletes_only_the_staging_folders(output_dir):
@@ -31,12 +26,3 @@ def test_clear_staging_deletes_only_the_staging_folders(output_dir):
     assert storage.is_file(storage.join(output_dir, "_staging-note.json"))
     assert clear_staging(output_dir) == []
     assert clear_staging(storage.join(output_dir, "missing")) == []
-
-
-def test_run_scoring_clears_staging_before_it_scores():
-    import inspect
-
-    from rmd_ray.distributed.scoring import run
-
-    source = inspect.getsource(run.run_scoring)
-    assert source.index("clear_staging(output_dir)") < source.index('f"_staging-{attempt}"')

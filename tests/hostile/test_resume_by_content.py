@@ -40,7 +40,11 @@ def test_labels_fixed_in_place_are_rescored_not_reused(ray_local, tmp_path):
     fixed[:32] = (labels[:32] + 1) % 3  # 32 labels corrected, all in the first row group
     images[100], images[101] = images[101], images[100]  # two images swapped in the second
     _write(path, fixed, images)
+    stale = out / "_staging-killed"  # what a run killed between scoring and publishing leaves
+    stale.mkdir()
+    (stale / "scores-000000.parquet").write_bytes(b"half")
     second = _score(f"parquet:{path}", out)
+    assert not stale.exists()
     scores = read_table(second.scores_path, columns=["id", "label"]).sort_by("id")
     assert scores.column("label").to_pylist() == fixed.tolist()
     assert second.shards_changed == 3 and second.shards_reused == 0  # the file was rewritten: every shard

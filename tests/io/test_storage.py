@@ -20,15 +20,6 @@ from rmd_ray.io import storage
 from rmd_ray.io.parts import read_table_metadata
 
 
-@pytest.fixture(params=["local", "s3"])
-def base(request, tmp_path) -> str:
-    """A location with nothing under it yet: a local folder, or a prefix in a fresh S3 bucket."""
-    if request.param == "local":
-        return str(tmp_path / "store")
-    server = request.getfixturevalue("s3_server")
-    return storage.join(server.bucket(f"rmd-{uuid.uuid4().hex[:16]}"), "store")
-
-
 def raw_names(uri: str) -> list[str]:
     """Every file below ``uri``, hidden and temporary ones included, relative to it (bypasses list_files)."""
     fs, root = storage.resolve(uri)
