@@ -90,13 +90,15 @@ def int_list(text: str, *, what: str) -> list[int]:
 
 
 def read_json(path: str | None, *, what: str):
+    """The JSON value in ``path`` (a local path or a URI), or None; one-line errors naming the file."""
+    from rmd_ray.io import storage
+
     if path is None:
         return None
-    file = Path(path)
-    if not file.is_file():
+    if not storage.is_file(path):
         raise ValueError(f"{what} file {path!r} not found; write it with `rmd-ray evaluate --output DIR`")
     try:
-        return json.loads(file.read_bytes())
+        return json.loads(storage.read_bytes(path))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{what} file {path!r} is not JSON: {err}") from None
 
