@@ -28,7 +28,9 @@ def test_defaults_of_the_main_job():
     args = build_parser().parse_args(["run"])
     assert (args.source, args.encoder, args.image_size, args.limit) == ("fashion-mnist:train", "efficientnet_lite0",
                                                                          32, 10_000)
-    assert (args.epochs, args.width, args.val_limit, args.alpha, args.shrinkage) == (6, 0.125, 5_000, 0.3, "ridge")
+    assert (args.epochs, args.default_width, args.val_limit, args.alpha, args.shrinkage) == (6, 0.125, 5_000, 0.3,
+                                                                                           "ridge")
+    assert args.width is None  # resolved when the config is built: the default above, or 1 for timm:/torchvision:
     assert (args.corruption_limit, args.severities, args.preset, args.proxy_groups) == (1_000, "1,2,3,4,5", "auto", 5)
 
 
