@@ -102,7 +102,7 @@ def _prepare(cache: Path) -> None:
     human = pq.read_table(DATA_DIR / "cifar10n" / "labels.parquet")
     order = pc.index_in(pool.column("id"), value_set=human.column("id")).to_numpy(zero_copy_only=False)
     if np.any(order < 0):
-        raise ValueError("a CIFAR-10 id has no CIFAR-10N label: check ../shared/data/cifar10n/labels.parquet")
+        raise ValueError(f"a CIFAR-10 id has no CIFAR-10N label: check {DATA_DIR / 'cifar10n' / 'labels.parquet'}")
     clean = pool.column("label").to_numpy().astype(np.int64)
     assert np.array_equal(human.column("clean_label").to_numpy()[order], clean)
     start = time.perf_counter()
