@@ -21,6 +21,7 @@ def _score(source, out, **kwargs):
 def test_a_stray_label_is_not_a_class_of_its_own(ray_local, tmp_path):
     labels = np.tile(np.arange(10), 12)
     labels[7] = 10  # one out-of-range label in a 10-class file without class names
+    labels[9] = -1  # and one "unlabelled" marker
     path = tmp_path / "train.parquet"
     write_parquet(path, labels, random_images(labels.size, seed=2))
     with pytest.raises(ValueError, match=r"label 10 occurs in 1 row\(s\).*inferred as 11.*--num-classes K"):
@@ -28,10 +29,11 @@ def test_a_stray_label_is_not_a_class_of_its_own(ray_local, tmp_path):
     assert not (tmp_path / "run" / "features.parquet").exists()  # refused before any embedding
 
     result = _score(f"parquet:{path}", tmp_path / "run", n_classes=10)
-    assert (result.rows_scored, result.rows_error) == (119, 1)
-    errors = read_table(result.errors_path)
-    assert errors.column("id").to_pylist() == ["r007"]
-    assert errors.column("reason").to_pylist() == ["label 10 outside 0..9"]
+    assert (result.rows_scored, result.rows_error) == (118, 2)
+    errors = read_table(result.errors_path).sort_by("id")
+    assert errors.column("id").to_pylist() == ["r007", "r009"]
+    assert errors.column("reason").to_pylist() == ["label 10 outside 0..9", "label -1 outside 0..9"]
+    assert errors.column("label").to_pylist() == [10, -1]  # the labels as given, -1 not turned into null
 
 
 @pytest.mark.filterwarnings("ignore::rmd_ray.core.DegenerateClassWarning")  # 2 of 4 classes in 128 rows

@@ -18,7 +18,11 @@ from rmd_ray.distributed.runtime.cluster import worker_setup
 from rmd_ray.distributed.sources.plan import Shard, read_shard, shard_digest
 from rmd_ray.io import storage
 
-__all__ = ["EmbedActor", "feature_column", "read_decode_stage", "write_stage"]
+__all__ = ["EmbedActor", "MISSING_LABEL", "feature_column", "read_decode_stage", "write_stage"]
+
+#: Stands for a missing label between the decode and write stages (NumPy batches have no nulls): written
+#: back as null, while any label the source gave, -1 included, is kept as given in ``errors.parquet``.
+MISSING_LABEL = np.iinfo(np.int64).min
 
 
 def _read_stage(batch: pa.Table, *, plan: dict[int, Shard], classes: tuple[str, ...]) -> pa.Table:
@@ -85,7 +89,7 @@ def _decode_stage(batch: pa.Table, *, spec: EncoderSpec, n_views: int, seed: int
             stacked[i] = image
     return {
         "id": np.asarray(batch.column("id").to_pylist(), dtype=object),
-        "label": batch.column("label").fill_null(-1).to_numpy(),
+        "label": batch.column("label").fill_null(MISSING_LABEL).to_numpy(),
         "shard": batch.column("shard").to_numpy(),
         "shard_rows": batch.column("shard_rows").to_numpy(),
         "shard_digest": np.asarray(batch.column("shard_digest").to_pylist(), dtype=object),
@@ -157,7 +161,7 @@ def write_stage(
     table = pa.table(
         {
             "id": pa.array(ids, pa.string()),
-            "label": pa.array(labels, pa.int64(), mask=labels < 0),
+            "label": pa.array(labels, pa.int64(), mask=labels == MISSING_LABEL),
             "shard": pa.array(batch["shard"].astype(np.int64)),
             column: feature_column(batch["features"]),
             "error": pa.array([str(e) for e in batch["error"]], pa.string()),
