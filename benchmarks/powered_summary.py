@@ -38,6 +38,14 @@ def tuned(records, setting: str, arm: str) -> float | None:
     return min((r for r in rows if r["m"] in STRENGTHS), key=lambda r: r["val"]["nll"])["m"]
 
 
+def missing_tuning(records, setting: str) -> list[str]:
+    """The seed-0 tuning runs of ``setting`` not recorded yet (proposed, then uniform)."""
+    from powered_study import STRENGTHS, run_name
+
+    return [run_name(arm, m, 0) for arm in ("proposed", "uniform") for m in STRENGTHS
+            if (setting, run_name(arm, m, 0)) not in records]
+
+
 def resolve(records, setting: str, name: str) -> dict[int, dict]:
     """seed -> record of the arm ``name`` (``er_tuned`` is ``uniform`` at its own tuned m)."""
     base = name.removesuffix("+ts")
@@ -109,7 +117,7 @@ def _mean(values):
 
 def verdict_word(cell: dict, key: str) -> str:
     if cell["p_holm"] >= 0.05:
-        return "tie"
+        return "no significant difference"
     better = cell["mean"] < 0 if key in ("ece_mass", "nll") else cell["mean"] > 0
     return "**better**" if better else "**worse**"
 
@@ -189,6 +197,10 @@ def render(records, summary: dict) -> str:
              "when the Holm-adjusted paired t-test p < 0.05.\n", verdict_table(summary), ""]
     contrast = STUDY / "weight_contrast.json"
     for s, e in summary["settings"].items():
+        missing = missing_tuning(records, s)
+        if missing:
+            lines.append(f"Tuning runs not recorded yet: {', '.join(missing)} (comparisons at m* wait for the "
+                         "proposed ones, er_tuned for the uniform ones).\n")
         lines += [f"## {s}\n", f"Chosen on validation NLL (seed 0): proposed m* = {e['strength']}, ER beta = "
                   f"{e['er_beta']}; CE train accuracy on the noisy labels {_pct(e['ce_train_acc'])}%, mislabelled "
                   f"samples fitted {_pct(e['ce_memorised_mislabelled'])}%.\n", "Validation NLL per strength:\n",

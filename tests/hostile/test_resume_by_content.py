@@ -65,3 +65,27 @@ def test_a_features_cache_from_other_bytes_is_refused(ray_local, tmp_path):
         run_scoring(f"parquet:{path}", output_dir=str(tmp_path / "rescore"), encoder=EncoderSpec("tiny_cnn"),
                     extract=ExtractConfig(batch_size=64, num_actors=1), shard_rows=64,
                     features_cache=first.features_path)
+
+
+def test_an_image_folder_changed_in_place_is_embedded_again(ray_local, tmp_path):
+    import os
+
+    from PIL import Image
+
+    rng = np.random.default_rng(4)
+    root = tmp_path / "train"
+    for name in ("a", "b", "c"):
+        (root / name).mkdir(parents=True)
+        for i in range(20):
+            Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(root / name / f"{i:02d}.png")
+    out = tmp_path / "run"
+    first = _score(f"folder:{root}", out)
+    assert first.rows_scored == 60
+    target = root / "b" / "07.png"
+    stat = target.stat()
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(target)  # a fixed image, written over the old one
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    second = _score(f"folder:{root}", out)
+    assert (second.shards_changed, second.shards_reused) == (1, 0)  # the one shard holding b/ embedded again
+    third = _score(f"folder:{root}", out)
+    assert (third.shards_changed, third.shards_reused) == (0, 1)

@@ -83,8 +83,9 @@ def stale_records(records: dict[int, dict[str, Any]], source: ShardedSource) -> 
     """Shards whose completion record was made from other content than the source now holds (a file
     rewritten in place): they must be embedded again. Shards the planner cannot fingerprint are kept."""
     content = {s.index: s.content for s in source.shards}
+    # a record without a "content" key predates content digests: it is kept, as an unfingerprinted shard is
     return sorted(i for i, r in records.items()
-                  if content.get(i) and r.get("content", "") != content[i])
+                  if content.get(i) and "content" in r and r["content"] != content[i])
 
 
 class EmbeddingStalled(RuntimeError):

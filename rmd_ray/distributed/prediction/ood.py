@@ -1,7 +1,7 @@
 """Out-of-distribution detection of a trained checkpoint: OOD sources predicted as Ray batch inference.
 
 For each OOD source the checkpoint's model actors predict every row
-(:func:`rmd_ray.distributed.training.predict_source`, at the checkpoint's geometry: a 32-px CIFAR
+(:func:`rmd_ray.distributed.prediction.predict.predict_source`, at the checkpoint's geometry: a 32-px CIFAR
 image is resized to a 28-px Fashion-MNIST model's input); the in-distribution side is the run's
 test predictions. A task reads both and returns :func:`rmd_ray.core.metrics.ood_report`: AUROC, AUPR
 and FPR@95%TPR for MaxLogit, entropy and MSP, in-distribution samples as the positives (paper

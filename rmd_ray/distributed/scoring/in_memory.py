@@ -95,7 +95,8 @@ def fit_and_score(
     Parameters
     ----------
     features : pyarrow.Table
-        A features table (see :func:`extract_features`).
+        A features table (``id``, ``view``, ``label``, ``features``; see
+        :func:`rmd_ray.distributed.inference.stages.feature_column`).
     blocks : int
         Blocks the rows are split into; each block's statistics are computed by its own Ray task.
     shuffle_blocks : int, optional

@@ -179,8 +179,9 @@ def _check_normalization(weights: WeightConfig) -> None:
         # parts are weighted independently against the global (min, max); ranks would need one global sort
         raise ValueError(
             f"{weights.normalization} normalisation is not available when scoring (each part is weighted against "
-            "the global range); score with normalization='minmax' and rank the weights where they are used: "
-            "rmd-ray train --difficulty rmd --normalization rank, or a Tune space's normalization"
+            f"the global range); score with normalization='minmax' and apply {weights.normalization} where the "
+            f"weights are used: rmd-ray train --difficulty rmd --normalization {weights.normalization}, or a Tune "
+            "space's normalization"
         )
 
 

@@ -47,8 +47,10 @@ def label_census(source: ShardedSource) -> np.ndarray:
     to_read = []
     for shard in source.shards:
         if shard.kind == "folder" and not shard.id_filter_mode:
+            left = shard.n_rows  # a shard cut by --limit keeps its first rows, in directory order
             for _, label, _, count in shard.dirs:
-                counts[label] += count
+                counts[label] += min(count, left)
+                left -= min(count, left)
         elif shard.n_rows:
             to_read.append(shard)
     if to_read:
@@ -63,9 +65,11 @@ def check_census(counts: np.ndarray, source: ShardedSource, *, limit: int | None
     that exists only by inference from a stray label, or fewer than two classes with rows."""
     n = len(source.classes)
     per_class = counts[:n]
-    if source.classes_inferred:
-        top = int(np.flatnonzero(per_class)[-1]) if per_class.any() else -1
-        if 0 <= top and per_class[top] < MIN_INFERRED_CLASS_ROWS:
+    # the class the count was inferred from is the largest label, n - 1; under --limit few rows of any
+    # class are expected, so only a whole source is judged
+    if source.classes_inferred and limit is None and n:
+        top = n - 1
+        if per_class[top] < MIN_INFERRED_CLASS_ROWS:
             raise ValueError(
                 f"label {top} occurs in {int(per_class[top])} row(s) of {source.spec!r}, which has no class names "
                 f"in its metadata, so the class count was inferred as {n} from the largest label; pass "

@@ -54,7 +54,7 @@ def plan_hf_parquet(rest: str, *, shard_rows: int) -> ShardedSource:
     if inferred:
         if label_max < 0:
             raise ValueError(f"{files[0]!r} names no ClassLabel in its 'huggingface' metadata and has no label "
-                             "statistics; pass a file written by datasets, or --num-classes")
+                             "statistics; pass a file written by datasets")
         classes = [str(k) for k in range(label_max + 1)]
     described = f"hf-parquet {rest} ({len(files)} file{'s' * (len(files) > 1)})"
     return ShardedSource(rest, tuple(classes), described, tuple(shards), ids_unique_by_construction=False,
@@ -64,14 +64,17 @@ def plan_hf_parquet(rest: str, *, shard_rows: int) -> ShardedSource:
 def read_hf_shard(shard: Shard, *, ids_only: bool = False) -> pa.Table:
     """``id``, ``label`` (int64) and ``image`` (JPEG/PNG bytes) of one ``hf-parquet`` shard, in a task."""
     parquet = pq.ParquetFile(storage.open_input(shard.uri))
-    table = parquet.read_row_groups(list(shard.row_groups), columns=["image", LABEL_COLUMN])
+    image_type = parquet.schema_arrow.field("image").type
+    has_path = pa.types.is_struct(image_type) and image_type.get_field_index("path") >= 0
+    # ids and labels only (the census, hold-out splits): the path leaf, never the image bytes
+    columns = (["image.path"] if has_path else []) + [LABEL_COLUMN] if ids_only else ["image", LABEL_COLUMN]
+    table = parquet.read_row_groups(list(shard.row_groups), columns=columns)
     first_row = sum(parquet.metadata.row_group(g).num_rows for g in range(shard.row_groups[0]))
     if shard.stop:
         table = table.slice(shard.start, shard.stop - shard.start)
         first_row += shard.start
-    image = table.column("image")
-    struct = pa.types.is_struct(image.type)
-    paths = pc.struct_field(image, "path") if struct and image.type.get_field_index("path") >= 0 else None
+    image = table.column("image") if "image" in table.column_names else None
+    paths = pc.struct_field(image, "path") if has_path and image is not None else None
     rows = [f"{storage.basename(shard.uri)}:{first_row + i}" for i in range(table.num_rows)]
     if paths is not None:
         given = paths.to_pylist()
@@ -80,5 +83,6 @@ def read_hf_shard(shard: Shard, *, ids_only: bool = False) -> pa.Table:
         ids = rows
     out = {"id": pa.array(ids, pa.string()), "label": table.column(LABEL_COLUMN).cast(pa.int64())}
     if not ids_only:
+        struct = pa.types.is_struct(image_type)
         out["image"] = (pc.struct_field(image, "bytes") if struct else image).cast(pa.binary())
     return pa.table(out)

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import ray
 
@@ -31,7 +32,7 @@ from rmd_ray.distributed.sources.shards import DEFAULT_SHARD_ROWS, Shard, Sharde
 from rmd_ray.io import storage
 
 __all__ = [
-    "parquet_stamp", "row_group_content", "row_group_shards",
+    "image_listing_digest", "parquet_stamp", "row_group_content", "row_group_shards",
     "list_images",
     "plan_cifar_pickle",
     "plan_fashion_mnist",
@@ -170,14 +171,16 @@ def plan_folder(rest: str, *, shard_rows: int) -> ShardedSource:
     groups = [class_dirs[i : i + _DIRS_PER_COUNT_TASK] for i in range(0, len(class_dirs), _DIRS_PER_COUNT_TASK)]
     if storage.is_remote(rest):
         # Object-store listings are paged requests: spread them over tasks, 50 folders a task.
-        counts = [n for group in ray.get([_count_images.remote(g) for g in groups]) for n in group]
+        listed = [n for group in ray.get([_count_images.remote(g) for g in groups]) for n in group]
     else:
         # A local (or NFS) folder lists in milliseconds; a Ray task would only add worker start-up. One
         # folder's names at a time, in threads: memory stays one folder, not the dataset.
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(max_workers=8) as pool:
-            counts = list(pool.map(lambda d: len(list_images(d)), class_dirs))
+            listed = list(pool.map(image_listing_digest, class_dirs))
+    counts = [n for n, _ in listed]
+    digests = dict(zip(class_dirs, (d for _, d in listed)))
     if not sum(counts):
         raise ValueError(f"no image files under {rest!r} (extensions {', '.join(image_extensions())})")
     empty = [c for c, n in zip(classes, counts) if n == 0]
@@ -190,14 +193,19 @@ def plan_folder(rest: str, *, shard_rows: int) -> ShardedSource:
     # Whole class directories per shard, consecutive ones grouped up to ~shard_rows rows, so that a
     # class of 1,300 ImageNet images is one shard and 1,000 tiny classes are not 1,000 shards.
     shards, group, rows = [], [], 0
+
+    def close_group() -> None:
+        content = hashlib.sha256("|".join(digests[uri] for uri, *_ in group).encode()).hexdigest()[:24]
+        shards.append(Shard(len(shards), "folder", rows, dirs=tuple(group), content=content))
+
     for label, (name, uri, n) in enumerate(zip(classes, class_dirs, counts)):
         if group and rows + n > shard_rows:
-            shards.append(Shard(len(shards), "folder", rows, dirs=tuple(group)))
+            close_group()
             group, rows = [], 0
         group.append((uri, label, name, n))
         rows += n
     if group:
-        shards.append(Shard(len(shards), "folder", rows, dirs=tuple(group)))
+        close_group()
     return ShardedSource(rest, classes, f"image folder {rest}", tuple(shards), ids_unique_by_construction=True)
 
 
@@ -207,9 +215,24 @@ def list_images(class_dir: str) -> list[str]:
     return [f for f in files if storage.resolve(f)[1].lower().endswith(image_extensions())]
 
 
+def image_listing_digest(class_dir: str) -> tuple[int, str]:
+    """(number of images, digest of their relative paths, sizes and modification times) below ``class_dir``,
+    counted as :func:`list_images` lists them: a folder's content digest, from one listing, no reads."""
+    fs, base = storage.resolve(class_dir)
+    base = base.rstrip("/")
+    entries = []
+    for info in fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True)):
+        rel = info.path[len(base):].lstrip("/")
+        if (info.type == pafs.FileType.File and info.path.lower().endswith(image_extensions())
+                and not any(part.startswith(".") for part in rel.split("/"))):
+            entries.append(f"{rel}|{info.size}|{info.mtime_ns}")
+    entries.sort()
+    return len(entries), hashlib.sha256("\n".join(entries).encode()).hexdigest()[:24]
+
+
 @ray.remote(num_cpus=0.25)
-def _count_images(class_dirs: list[str]) -> list[int]:
-    return [len(list_images(d)) for d in class_dirs]
+def _count_images(class_dirs: list[str]) -> list[tuple[int, str]]:
+    return [image_listing_digest(d) for d in class_dirs]
 
 
 def plan_val(rest: str, *, shard_rows: int) -> ShardedSource:

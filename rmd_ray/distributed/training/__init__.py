@@ -1,9 +1,10 @@
 """Training at any scale: lazy Ray Data ingest into Ray Train, difficulty weights joined by id, Ray prediction.
 
-Modules, in data-flow order: :mod:`.config` (TrainConfig, TrainingResult), :mod:`.weight_join` (the
-id -> weight index), :mod:`.ingest` (lazy datasets read and decoded in tasks), :mod:`.worker` (the
-loop every Ray Train worker runs), :mod:`.predict` (batch inference with a model actor pool) and
-:mod:`.run` (the driver).
+Modules, in data-flow order: :mod:`.config` (TrainConfig, TrainingResult), :mod:`.inputs` (sources,
+classes, geometry and a resume checkpoint checked before ``fit()``), :mod:`.weight_join` (the id -> weight
+index), :mod:`.ingest` (lazy datasets read and decoded in tasks), :mod:`.worker` (the loop every Ray
+Train worker runs), :mod:`.run` (the driver's stages) and :mod:`.finish` (history, val / test predicted
+by :mod:`rmd_ray.distributed.prediction`).
 """
 
 import importlib

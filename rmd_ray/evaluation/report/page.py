@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from markupsafe import Markup
@@ -109,7 +108,7 @@ def build_report(
     temperatures: Sequence[float] = (0.1, 0.3, 0.7, 2.0),
     gallery_per_class: int = 6,
     max_gallery_classes: int = 20,
-) -> Path:
+) -> str:
     """Write ``output_dir/report.html`` (atomically) and return its path.
 
     Parameters
@@ -136,7 +135,7 @@ def build_report(
 
     Returns
     -------
-    pathlib.Path of the written ``report.html``
+    str: where ``report.html`` went (a local path or a URI)
 
     Raises
     ------
