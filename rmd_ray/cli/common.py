@@ -123,6 +123,49 @@ def check_output(output: str | None) -> None:
         )
 
 
+#: source schemes whose argument may be a folder that planning lists (an output inside it would be read as data)
+LISTED_SOURCES = ("parquet", "hf-parquet", "folder", "imagenet-val", "webdataset")
+
+
+def check_output_outside_sources(output: str | None, sources: dict[str, object]) -> None:
+    """ValueError, in one line, when ``--output`` is at or under a folder that a source lists: the next
+    run would plan the outputs (scores parts, a class named after the run) as data.
+
+    ``sources`` maps a flag (``--source``) to its spec(s); specs that name one file are left alone.
+    """
+    from rmd_ray.io.location import parse_location
+
+    def key(where: str) -> tuple[str, str]:
+        loc = parse_location(where)
+        if loc.remote:
+            return loc.scheme, loc.path.rstrip("/")
+        return "", os.path.normpath(Path(loc.path).expanduser().absolute())
+
+    if not output:
+        return
+    scheme_out, out = key(output)
+    for flag, given in sources.items():
+        for spec in [given] if isinstance(given, str) else list(given or []):
+            scheme, _, rest = str(spec).partition(":")
+            root = rest.split("*", 1)[0].split("{", 1)[0] if scheme in LISTED_SOURCES else ""
+            if not root or _names_a_file(root):
+                continue
+            kind, folder = key(root)
+            if kind == scheme_out and (out == folder or out.startswith(folder.rstrip("/") + "/")):
+                raise ValueError(
+                    f"--output {output!r} is inside {flag} {spec!r}: a later run would read the outputs as "
+                    "data; pass an output folder outside the source"
+                )
+
+
+def _names_a_file(root: str) -> bool:
+    from rmd_ray.io.storage import is_remote
+
+    if is_remote(root):  # no listing at argument time: a file by its name
+        return root.split("?", 1)[0].rstrip("/").lower().endswith((".parquet", ".tar", ".json"))
+    return Path(root.removeprefix("file://")).expanduser().is_file()
+
+
 def file_error_line(err: OSError) -> str:
     """One line for an OSError a path caused: what went wrong, the path, and what to check."""
     name = err.filename if err.filename is not None else ""

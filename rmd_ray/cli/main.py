@@ -7,7 +7,7 @@ import sys
 import traceback
 from typing import Any
 
-from rmd_ray.cli.common import add_ray_args, check_output, file_error_line
+from rmd_ray.cli.common import add_ray_args, check_output, check_output_outside_sources, file_error_line
 from rmd_ray.cli.console import setup_console
 from rmd_ray.cli.evaluate import add_shift_args, cmd_evaluate
 from rmd_ray.cli.label_issues import cmd_find_label_issues
@@ -158,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
         vars(args).update(SMOKE_TEST)
     try:
         check_output(getattr(args, "output", None))  # before the log file goes there
+        check_output_outside_sources(getattr(args, "output", None), {
+            f"--{name.replace('_', '-')}": value for name, value in vars(args).items()
+            if name.endswith("source") and value})
         setup_console(args)
         return args.func(args)
     except ValueError as err:  # user errors: one clear line, no traceback

@@ -382,6 +382,16 @@ def test_join_weights_errors():
         join_weights(["a"], {"id": ["a"], "weight": [0.5]})
 
 
+def test_join_weights_refuses_labels_changed_since_scoring():
+    scores = pa.table({"id": ["a", "b", "c"], "weight": [0.1, 0.2, 0.3], "label": [0, 1, 2]})
+    np.testing.assert_array_equal(join_weights(["c", "a"], scores, labels=[2, 0]), np.array([0.3, 0.1], np.float32))
+    with pytest.raises(ValueError, match=r"1 of 3 training rows have a label other than the one they were scored "
+                       r"with \(e.g. id 'b': scored 1, now 2\): the weights are stale; rescore"):
+        join_weights(["a", "b", "c"], scores, labels=[0, 2, 2])
+    # scores without labels (a table a user wrote) join by id alone
+    np.testing.assert_array_equal(join_weights(["b"], scores.drop(["label"]), labels=[2]), np.array([0.2], np.float32))
+
+
 def test_reweighted_recomputes_weights_from_the_difficulty_source():
     from rmd_ray.core import WeightConfig, difficulty_weights
     from rmd_ray.distributed.training.weight_join import reweighted

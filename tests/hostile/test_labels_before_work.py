@@ -44,3 +44,14 @@ def test_a_limit_that_keeps_one_class_is_refused_with_the_reason(ray_local, tmp_
     with pytest.raises(ValueError, match=r"only class 'a' has rows .*--limit 64 keeps the first rows"):
         _score(f"parquet:{path}", tmp_path / "run", limit=64)
     assert _score(f"parquet:{path}", tmp_path / "ok", limit=128).rows_scored == 128
+
+
+def test_num_classes_added_on_resume_is_refused_with_the_fix(ray_local, tmp_path):
+    labels = np.tile(np.arange(3), 40)
+    path = tmp_path / "train.parquet"
+    write_parquet(path, labels, random_images(labels.size, seed=8))  # no class names: K = 3 inferred
+    assert _score(f"parquet:{path}", tmp_path / "run").rows_scored == 120
+    with pytest.raises(ValueError, match=r"holds features of another run \(other classes: K = 3 there, 5 now, "
+                                         r"e.g. a --num-classes added\); pass --fresh"):
+        _score(f"parquet:{path}", tmp_path / "run", n_classes=5)
+    assert _score(f"parquet:{path}", tmp_path / "run", n_classes=5, fresh=True).rows_scored == 120

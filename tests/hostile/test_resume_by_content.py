@@ -89,3 +89,29 @@ def test_an_image_folder_changed_in_place_is_embedded_again(ray_local, tmp_path)
     assert (second.shards_changed, second.shards_reused) == (1, 0)  # the one shard holding b/ embedded again
     third = _score(f"folder:{root}", out)
     assert (third.shards_changed, third.shards_reused) == (0, 1)
+
+
+def test_an_imagenet_val_label_fixed_in_place_is_embedded_again(ray_local, tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(5)
+    root = tmp_path / "val"
+    root.mkdir()
+    wnids = ["n01", "n02", "n03"]
+    lines = []
+    for i in range(48):
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(root / f"v{i:03d}.png")
+        lines.append(f"v{i:03d}.png {wnids[i % 3]}")
+    (root / "wnids.txt").write_text("\n".join(wnids) + "\n")
+    (root / "val_labels.txt").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "run"
+    first = run_scoring(f"imagenet-val:{root}", output_dir=str(out), encoder=EncoderSpec("tiny_cnn"),
+                        extract=ExtractConfig(batch_size=64, num_actors=1), shard_rows=16)
+    assert (first.rows_scored, first.shards_reused) == (48, 0)
+    lines[20] = "v020.png n01"  # one label fixed, in the second shard (rows 16-31)
+    (root / "val_labels.txt").write_text("\n".join(lines) + "\n")
+    second = run_scoring(f"imagenet-val:{root}", output_dir=str(out), encoder=EncoderSpec("tiny_cnn"),
+                         extract=ExtractConfig(batch_size=64, num_actors=1), shard_rows=16)
+    assert (second.shards_changed, second.shards_reused) == (1, 2)
+    scores = read_table(second.scores_path, columns=["id", "label"]).to_pydict()
+    assert dict(zip(scores["id"], scores["label"]))["v020.png"] == 0

@@ -119,3 +119,27 @@ def test_a_missing_predictions_file_is_one_line(tmp_path, capsys):
     missing = tmp_path / "nope.parquet"
     assert main(["evaluate", "--predictions", f"run={missing}"]) == 2
     _one_line(capsys, "evaluate", rf"predictions file '{re.escape(str(missing))}' does not exist; check the path")
+
+
+@pytest.mark.parametrize("spec, output", [
+    ("parquet:{d}", "{d}/run"),
+    ("folder:{d}", "{d}/run"),
+    ("parquet:{d}/*.parquet", "{d}/scores"),
+    ("parquet:s3://bucket/train/?endpoint_override=http://127.0.0.1:9", "s3://bucket/train/run"),
+])
+def test_an_output_folder_inside_a_listed_source(tmp_path, capsys, spec, output):
+    spec, output = spec.format(d=tmp_path), output.format(d=tmp_path)
+    assert main(["score", "--source", spec, "--output", output]) == 2
+    _one_line(capsys, "score", r"--output .* is inside --source .*: a later run would read the outputs as data; "
+                               r"pass an output folder outside the source")
+
+
+def test_an_output_beside_a_single_parquet_file_is_fine(tmp_path):
+    from rmd_ray.cli.common import check_output_outside_sources
+
+    (tmp_path / "train.parquet").write_bytes(b"")
+    check_output_outside_sources(str(tmp_path / "run"), {"--source": f"parquet:{tmp_path}/train.parquet"})
+    check_output_outside_sources(str(tmp_path / "run"), {"--source": "fashion-mnist:train"})
+    check_output_outside_sources("s3://b/run", {"--train-source": f"parquet:{tmp_path}"})  # another store
+    with pytest.raises(ValueError, match="is inside --val-source"):
+        check_output_outside_sources(str(tmp_path), {"--val-source": f"folder:{tmp_path}"})

@@ -61,9 +61,15 @@ def prepare(features_dir: str, signature: dict, *, fresh: bool) -> dict[int, dic
         before = storage.read_json(run_uri)
         differ = {k: (before.get(k), v) for k, v in signature.items() if before.get(k) != v}
         if differ:
-            detail = "; ".join(f"{k}: there {a!r} vs now {b!r}" for k, (a, b) in differ.items() if k != "classes")
+            parts = []
+            if "classes" in differ:
+                there, now = (len(c or []) for c in differ.pop("classes"))
+                differ.pop("plan", None)  # the plan fingerprint covers the classes: name them, not it
+                parts.append(f"other classes: K = {there} there, {now} now, e.g. a --num-classes added")
+            parts += [f"{k}: there {a!r} vs now {b!r}" for k, (a, b) in differ.items()]
+            detail = "; ".join(parts)
             raise ValueError(
-                f"{features_dir!r} holds features of another run ({detail or 'other classes'}); pass --fresh "
+                f"{features_dir!r} holds features of another run ({detail}); pass --fresh "
                 "(fresh=True) to re-embed into it, or another --output"
             )
         return load_records(features_dir)

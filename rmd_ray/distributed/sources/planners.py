@@ -32,7 +32,7 @@ from rmd_ray.distributed.sources.shards import DEFAULT_SHARD_ROWS, Shard, Sharde
 from rmd_ray.io import storage
 
 __all__ = [
-    "image_listing_digest", "parquet_stamp", "row_group_content", "row_group_shards",
+    "image_listing_digest", "parquet_stamp", "row_group_content", "row_group_shards", "val_shard_digests",
     "list_images",
     "plan_cifar_pickle",
     "plan_fashion_mnist",
@@ -236,24 +236,47 @@ def _count_images(class_dirs: list[str]) -> list[tuple[int, str]]:
 
 
 def plan_val(rest: str, *, shard_rows: int) -> ShardedSource:
-    """Plan ``imagenet-val:REST``: ranges of ``shard_rows`` lines of the name-sorted label file."""
+    """Plan ``imagenet-val:REST``: ranges of ``shard_rows`` lines of the name-sorted label file.
+
+    Each shard's ``content`` digests its (name, wnid) lines and its images' sizes and modification
+    times, from one listing of the folder made in the same task: a label fixed or an image swapped
+    in place is embedded again on resume.
+    """
     if not storage.is_dir(rest):
         raise ValueError(f"imagenet-val root is not a directory: {rest!r}")
     labels_uri = val_label_file(rest)
-    # The label file (50,000 short lines for ImageNet) is read in a task; the driver keeps K wnids.
-    n_rows, classes = ray.get(_scan_val_labels.remote(rest, labels_uri))
+    # The label file (50,000 short lines for ImageNet) is read in a task; the driver keeps K wnids
+    # and one digest per shard.
+    n_rows, classes, digests = ray.get(_scan_val_labels.remote(rest, labels_uri, shard_rows))
     shards = tuple(
         Shard(i, "val", min(shard_rows, n_rows - start), uri=rest, labels_uri=labels_uri, start=start,
-              stop=min(start + shard_rows, n_rows))
+              stop=min(start + shard_rows, n_rows), content=digests[i])
         for i, start in enumerate(range(0, n_rows, shard_rows))
     )
     return ShardedSource(rest, tuple(classes), f"ImageNet validation layout {rest}", shards, True)
 
 
+def val_shard_digests(root: str, pairs: Sequence[tuple[str, str]], shard_rows: int) -> list[str]:
+    """One content digest per ``shard_rows`` lines of ``pairs``: the lines and the listed size and
+    modification time of each named image below ``root`` (a missing image digests as absent)."""
+    fs, base = storage.resolve(root)
+    base = base.rstrip("/")
+    stamps = {
+        info.path[len(base):].lstrip("/"): f"{info.size}|{info.mtime_ns}"
+        for info in fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
+        if info.type == pafs.FileType.File
+    }
+    digests = []
+    for start in range(0, len(pairs), shard_rows):
+        lines = (f"{name}|{wnid}|{stamps.get(name, 'absent')}" for name, wnid in pairs[start:start + shard_rows])
+        digests.append(hashlib.sha256("\n".join(lines).encode()).hexdigest()[:24])
+    return digests
+
+
 @ray.remote(num_cpus=0.25)
-def _scan_val_labels(root: str, labels_uri: str) -> tuple[int, list[str]]:
+def _scan_val_labels(root: str, labels_uri: str, shard_rows: int) -> tuple[int, list[str], list[str]]:
     pairs = read_val_labels(labels_uri)
-    return len(pairs), val_classes(root, pairs)
+    return len(pairs), val_classes(root, pairs), val_shard_digests(root, pairs, shard_rows)
 
 
 def plan_fashion_mnist(rest: str, *, shard_rows: int, limit: int | None = None) -> ShardedSource:

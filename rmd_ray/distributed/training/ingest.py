@@ -108,7 +108,7 @@ def _decode_shard(
             table = read_shard(shard, classes=classes)
             _check_labels(table, len(classes))
             if weights is not None:
-                group_weights.append(lookup_weights(weights[0], table.column("id")))
+                group_weights.append(lookup_weights(weights[0], table.column("id"), labels=table.column("label")))
             keep = [c for c in table.column_names if c not in ("shard", "shard_rows")]
             tables.append(table.select(keep))
             indices.append(offsets[index] + np.arange(table.num_rows, dtype=np.int64))

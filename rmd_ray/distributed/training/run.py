@@ -50,7 +50,7 @@ from rmd_ray.distributed.training.inputs import (
     plan_source,
     resolve_geometry,
 )
-from rmd_ray.distributed.training.weight_join import build_weight_index, lookup_weights
+from rmd_ray.distributed.training.weight_join import build_weight_index, check_weights_cover, lookup_weights
 from rmd_ray.distributed.training.worker import WorkerSpec, train_loop_per_worker
 
 __all__ = ["TRAIN_SHARD_ROWS", "run_training"]
@@ -194,7 +194,9 @@ def _plan_run(inputs, scores, cfg: TrainConfig, *, resume_from, channel_stats, s
         difficulty = None if cfg.difficulty is None else (cfg.difficulty, cfg.weight_config, cfg.seed)
         weights_ref, _ = build_weight_index(scores, difficulty=difficulty)
         if isinstance(inputs["train"], pa.Table):  # ids in memory anyway: the whole check before anything starts
-            lookup_weights(ray.get(weights_ref), inputs["train"].column("id"))
+            lookup_weights(ray.get(weights_ref), inputs["train"].column("id"), labels=inputs["train"].column("label"))
+        else:
+            check_weights_cover(weights_ref, train_source)
     num_classes = check_class_lists(sources)
     initial_ref = None
     if resume_from is not None:
