@@ -16,7 +16,8 @@ def add_score_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--source",
         default=DEFAULT_SOURCE,
-        help="fashion-mnist:train | parquet:PATH-DIR-GLOB-OR-URI | folder:ROOT-OR-URI | imagenet-val:ROOT | "
+        help="fashion-mnist:train | parquet:PATH-DIR-GLOB-OR-URI | hf-parquet:PATH | "
+        "webdataset:TARS-{0..9}.tar-GLOB-OR-INDEX.json | folder:ROOT-OR-URI | imagenet-val:ROOT | "
         "cifar-pickle:/path:train",
     )
     parser.add_argument("--limit", type=int, default=None, help="keep the first N rows of the source")

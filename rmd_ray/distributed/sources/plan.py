@@ -1,9 +1,10 @@
 """Lazy, sharded image sources: the driver plans shards, Ray tasks read them.
 
 A *shard* is the unit that is read, embedded, written and recorded as done: a group of Parquet row
-groups, one class directory of an ImageFolder, a range of an ImageNet validation label file, or a
-slice of an in-memory table. The driver holds only the plan (a few numbers per shard); image bytes,
-file listings and label files are read inside tasks, where the work runs (docs/design.md section 7).
+groups, one WebDataset tar, one class directory of an ImageFolder, a range of an ImageNet validation
+label file, or a slice of an in-memory table. The driver holds only the plan (a few numbers per
+shard); image bytes, file listings and label files are read inside tasks, where the work runs
+(docs/design.md section 7).
 
 Every shard is read into the reader-table format of :mod:`rmd_ray.data.readers` (``id``, ``label``,
 one image column) plus ``shard`` and ``shard_rows`` columns, so a stage further down can tell when
@@ -43,6 +44,7 @@ from rmd_ray.distributed.sources.shards import (
     combine_digests,
     shard_digest,
 )
+from rmd_ray.distributed.sources.webdataset import plan_webdataset
 
 __all__ = [
     "DEFAULT_SHARD_ROWS",
@@ -63,7 +65,10 @@ def open_source(spec: str, *, limit: int | None = None, shard_rows: int = DEFAUL
 
     ``parquet:PATH`` (a file, a directory of ``*.parquet``, a glob, or a URI such as
     ``s3://bucket/train/?endpoint_override=...``), ``hf-parquet:PATH`` (Hugging Face ``datasets`` image
-    shards, the same forms; :mod:`rmd_ray.distributed.sources.hf_parquet`), ``folder:ROOT``
+    shards, the same forms; :mod:`rmd_ray.distributed.sources.hf_parquet`), ``webdataset:PATTERN``
+    (WebDataset tar shards, one shard per tar: a brace pattern such as ``train-{000000..000012}.tar``, a
+    glob, a directory, a tar, or a wids JSON index ``index.json`` giving the sample counts; local or URI;
+    :mod:`rmd_ray.distributed.sources.webdataset`), ``folder:ROOT``
     (ImageFolder / ImageNet train layout, local or URI), ``imagenet-val:ROOT`` (flat validation images
     plus a label file mapping names to wnids in ROOT: ``LOC_val_solution.csv`` or ``val_labels.txt``
     with ``name wnid`` lines;
@@ -91,7 +96,8 @@ def check_source_spec(spec: str) -> None:
     if not isinstance(spec, str) or ":" not in spec:
         raise ValueError(
             f"source {spec!r} must look like SCHEME:ARGUMENT, e.g. parquet:/data/train.parquet, "
-            "folder:s3://bucket/train, imagenet-val:/data/val, fashion-mnist:train"
+            "folder:s3://bucket/train, webdataset:/data/train-{000000..000012}.tar, imagenet-val:/data/val, "
+            "fashion-mnist:train"
         )
     scheme, _, rest = spec.partition(":")
     if scheme not in _PLANNERS:
@@ -116,6 +122,6 @@ _IN_MEMORY = {
     "fashion-mnist": plan_fashion_mnist, "cifar-pickle": plan_cifar_pickle, "sklearn-digits": plan_sklearn_digits,
 }
 _PLANNERS = {
-    "parquet": plan_parquet, "hf-parquet": plan_hf_parquet, "folder": plan_folder, "imagenet-val": plan_val,
-    **_IN_MEMORY,
+    "parquet": plan_parquet, "hf-parquet": plan_hf_parquet, "webdataset": plan_webdataset, "folder": plan_folder,
+    "imagenet-val": plan_val, **_IN_MEMORY,
 }

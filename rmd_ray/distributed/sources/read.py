@@ -14,6 +14,7 @@ from rmd_ray.data.locations import read_val_labels
 from rmd_ray.distributed.sources.hf_parquet import read_hf_shard
 from rmd_ray.distributed.sources.planners import list_images
 from rmd_ray.distributed.sources.shards import Shard
+from rmd_ray.distributed.sources.webdataset import read_webdataset_shard
 from rmd_ray.io import storage
 
 __all__ = ["read_shard"]
@@ -23,7 +24,7 @@ def read_shard(shard: Shard, *, classes: Sequence[str], ids_only: bool = False) 
     """Read one shard into a reader table plus ``shard`` (int64) and ``shard_rows`` (int64) columns.
 
     Runs inside a Ray task. Labels are not judged here (see :func:`rmd_ray.data.readers.validate_labels`).
-    ``ids_only`` keeps only ``id`` and ``label`` (Parquet then reads no image bytes; folders list
+    ``ids_only`` keeps only ``id`` and ``label`` (Parquet and tars then read no image bytes; folders list
     their files, nothing more): what a split needs.
     """
     if shard.kind == "parquet":
@@ -36,6 +37,8 @@ def read_shard(shard: Shard, *, classes: Sequence[str], ids_only: bool = False) 
         table = pa.table({name: table.column(name).cast(casts[name]) for name in wanted})
     elif shard.kind == "hf-parquet":
         table = read_hf_shard(shard, ids_only=ids_only)
+    elif shard.kind == "webdataset":
+        table = read_webdataset_shard(shard, ids_only=ids_only)
     elif shard.kind == "folder":
         ids, labels, paths = [], [], []
         for uri, label, name, _ in shard.dirs:

@@ -28,7 +28,8 @@ class Shard:
     """One unit of reading and of resumption.
 
     ``kind`` says how :func:`read_shard` reads it: ``"parquet"`` (``uri`` a file, ``row_groups``, and
-    rows ``start:stop`` of a row group larger than a shard),
+    rows ``start:stop`` of a row group larger than a shard), ``"hf-parquet"`` (the same fields),
+    ``"webdataset"`` (``uri`` a tar; ``stop`` its sample count, ``n_rows`` the rows kept),
     ``"folder"`` (``dirs``: consecutive class directories as (uri, label, class name, image count)),
     ``"val"`` (``uri`` the image folder, ``labels_uri`` the label file, rows ``start:stop`` of its
     name-sorted lines) or ``"table"`` (``table_ref`` an object ref of a table slice).
@@ -41,7 +42,8 @@ class Shard:
     at fraction 0.1 carries about 128,000 short strings (a few MB), shipped with the plan.
 
     ``content`` digests what the planner sees of the shard's bytes without reading them (Parquet: the
-    file's size and modification time and its row groups' footer metadata); a completion record made
+    file's size and modification time and its row groups' footer metadata; a tar: its size, modification
+    time and sample count); a completion record made
     from other content is stale, so a source changed in place is embedded again, never reused.
     Empty when the planner cannot tell (the check is then skipped).
     """
