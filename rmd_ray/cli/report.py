@@ -8,6 +8,7 @@ from rmd_ray.cli.common import parse_pairs, read_json
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from rmd_ray.distributed.sources.fetch import fetch_rows
     from rmd_ray.evaluation.proxy import ProxyResult
     from rmd_ray.evaluation.report import build_report
 
@@ -26,6 +27,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         output_dir=args.output,
         title=args.title,
         compare=args.compare,
+        fetch=fetch_rows,
     )
     print(f"report: {path}")
     return 0

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -113,13 +114,15 @@ def find_label_issues(
     output_dir: str | os.PathLike[str],
     grid_columns: int = 8,
     score: str = DEFAULT_LABEL_SCORE,
+    fetch: Callable[[str, list[str]], pa.Table] = fetch_rows_by_id,
 ) -> LabelIssueReport:
     """Write ``label_issues.parquet`` + ``.csv`` and ``label_issues.png`` (a grid of the suspects).
 
     The scores (a parts directory or one file, any URI) are streamed one part at a time keeping the
     running top ``top``, so memory does not grow with the dataset beyond, for ``combined``, one float
     per row (a first pass reads only the rmd and margin columns to rank every row against all others).
-    Only the suspects' images are read from ``source``.
+    Only the suspects' images are read from ``source``, by ``fetch(source, ids)`` (the reader rows of
+    those ids; the CLI passes :func:`rmd_ray.distributed.sources.fetch.fetch_rows`, which reads any source).
     """
     scores_path = str(scores_path)
     LABEL_SCORES.get(score)
@@ -148,16 +151,16 @@ def find_label_issues(
         suspects, storage.join(output_dir, "label_issues.parquet"), metadata={**meta, "label_score": score}
     )
     _write_csv_atomic(suspects, storage.join(output_dir, "label_issues.csv"))
-    images = _images_by_id(source, suspects.column("id").to_pylist())
+    images = _images_by_id(fetch(source, suspects.column("id").to_pylist()))
     grid_path = _draw_grid(
         suspects, images, storage.join(output_dir, "label_issues.png"), columns=grid_columns, score=score
     )
     return LabelIssueReport(table_path, grid_path, suspects.num_rows)
 
 
-def _images_by_id(source: str, wanted: list[str]) -> dict[str, object]:
+def _images_by_id(rows: pa.Table) -> dict[str, object]:
     images = {}
-    for row in fetch_rows_by_id(source, wanted).to_pylist():
+    for row in rows.to_pylist():
         try:
             images[row["id"]] = decode_image(row)
         except DecodeError:  # it is in the errors table already; draw an empty cell

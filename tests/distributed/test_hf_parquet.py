@@ -86,3 +86,13 @@ def test_scores_equal_those_of_a_parquet_copy(ray_local, tmp_path):
     assert runs["hf"].column("id").equals(runs["pq"].column("id"))
     assert runs["hf"].column("label").to_pylist() == runs["pq"].column("label").to_pylist()
     np.testing.assert_allclose(runs["hf"].column("rmd").to_numpy(), runs["pq"].column("rmd").to_numpy(), atol=1e-6)
+
+
+def test_files_with_the_same_name_in_two_folders_give_distinct_ids(tmp_path):
+    labels, images = _images(6, 3)
+    for split in ("a", "b"):
+        (tmp_path / split).mkdir()
+        write_hf(tmp_path / split / "part.parquet", labels, images, paths=False)
+    source = open_source(f"hf-parquet:{tmp_path}/*/part.parquet")
+    ids = [i for s in source.shards for i in read_shard(s, classes=source.classes, ids_only=True).column("id").to_pylist()]
+    assert ids == [f"{split}/part.parquet:{i}" for split in ("a", "b") for i in range(6)]

@@ -242,3 +242,17 @@ def test_train_reads_a_webdataset_source(ray_local, tmp_path, capsys):
     assert all(i.startswith("img/s") for i in ids)
     val_pred = read_table(str(out / "r" / "predictions_val.parquet"), columns=["id"]).column("id").to_pylist()
     assert sorted(val_pred) == sorted(ids)
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(300)
+def test_fetch_rows_finds_sample_keys_across_tars(ray_local, tmp_path):
+    from rmd_ray.distributed.sources.fetch import fetch_rows
+
+    samples = dict(_write_shards(tmp_path, [4, 4, 4], seed=3))
+    rows = fetch_rows(f"webdataset:{tmp_path}/train-{{000..002}}.tar", ["img/s0009", "img/s0001", "nope"])
+    assert sorted(rows.column("id").to_pylist()) == ["img/s0001", "img/s0009"]
+    by_id = {r["id"]: r for r in rows.to_pylist()}
+    assert by_id["img/s0009"]["image"] == samples["img/s0009"]["png"] and by_id["img/s0009"]["label"] == 0
+    assert by_id["img/s0001"]["image"] == samples["img/s0001"]["png"] and by_id["img/s0001"]["label"] == 1
+    assert fetch_rows(f"webdataset:{tmp_path}", []).num_rows == 0

@@ -4,12 +4,15 @@
 What differs from ``parquet:``: the image is a struct column ``{bytes, path}`` (or plain bytes), the
 label column is an integer ``ClassLabel`` whose names sit in the file's ``huggingface`` schema metadata
 (``info.features.<label>.names``), and there is no ``id`` column: a row's id is its ``image.path`` when
-the shard stores one, else ``<file name>:<row in file>`` (stable while the file is unchanged).
+the shard stores one, else ``<file>:<row in file>`` (stable while the file is unchanged), ``<file>`` the
+file's name, or its path below the files' common folder when two planned files share a name.
 """
 
 from __future__ import annotations
 
 import json
+import posixpath
+from dataclasses import replace
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -20,7 +23,7 @@ from rmd_ray.distributed.sources.planners import row_group_shards
 from rmd_ray.distributed.sources.shards import Shard, ShardedSource
 from rmd_ray.io import storage
 
-__all__ = ["LABEL_COLUMN", "hf_class_names", "plan_hf_parquet", "read_hf_shard"]
+__all__ = ["LABEL_COLUMN", "file_names", "hf_class_names", "plan_hf_parquet", "read_hf_shard"]
 
 LABEL_COLUMN = "label"
 
@@ -49,6 +52,8 @@ def plan_hf_parquet(rest: str, *, shard_rows: int) -> ShardedSource:
     leaves = pq.ParquetFile(storage.open_input(files[0])).metadata.schema  # image.bytes, image.path, label
     label_index = [leaves.column(i).path for i in range(len(leaves))].index(LABEL_COLUMN)
     shards, label_max = row_group_shards(files, kind="hf-parquet", label_index=label_index, shard_rows=shard_rows)
+    names = file_names(files)
+    shards = [replace(s, id_prefix=names[s.uri]) for s in shards]
     classes = hf_class_names(schema.metadata)
     inferred = classes is None
     if inferred:
@@ -59,6 +64,16 @@ def plan_hf_parquet(rest: str, *, shard_rows: int) -> ShardedSource:
     described = f"hf-parquet {rest} ({len(files)} file{'s' * (len(files) > 1)})"
     return ShardedSource(rest, tuple(classes), described, tuple(shards), ids_unique_by_construction=False,
                          classes_inferred=inferred)
+
+
+def file_names(files: list[str]) -> dict[str, str]:
+    """Each file's name for ids: its base name, or its path below the common folder when names repeat."""
+    bases = [storage.basename(f) for f in files]
+    if len(set(bases)) == len(bases):
+        return dict(zip(files, bases))
+    paths = [storage.resolve(f)[1] for f in files]
+    root = posixpath.commonpath([posixpath.dirname(p) for p in paths])
+    return {f: posixpath.relpath(p, root) for f, p in zip(files, paths)}
 
 
 def read_hf_shard(shard: Shard, *, ids_only: bool = False) -> pa.Table:
@@ -75,7 +90,8 @@ def read_hf_shard(shard: Shard, *, ids_only: bool = False) -> pa.Table:
         first_row += shard.start
     image = table.column("image") if "image" in table.column_names else None
     paths = pc.struct_field(image, "path") if has_path and image is not None else None
-    rows = [f"{storage.basename(shard.uri)}:{first_row + i}" for i in range(table.num_rows)]
+    name = shard.id_prefix or storage.basename(shard.uri)
+    rows = [f"{name}:{first_row + i}" for i in range(table.num_rows)]
     if paths is not None:
         given = paths.to_pylist()
         ids = [p if p else r for p, r in zip(given, rows)]

@@ -46,6 +46,9 @@ class Shard:
     time and sample count); a completion record made
     from other content is stale, so a source changed in place is embedded again, never reused.
     Empty when the planner cannot tell (the check is then skipped).
+
+    ``id_prefix``: what names the shard's file in ids made from a position (``hf-parquet`` rows
+    without ``image.path`` are ``<id_prefix>:<row in file>``).
     """
 
     index: int
@@ -63,11 +66,13 @@ class Shard:
     id_filter_mode: str = ""
     rows_read: int = 0
     content: str = field(default="", compare=False)
+    id_prefix: str = ""
 
     def key(self) -> str:
         """What identifies the shard's content across runs (no object refs)."""
         parts = [self.kind, self.uri, ",".join(map(str, self.row_groups)), repr(self.dirs),
-                 self.labels_uri, f"{self.start}:{self.stop}", str(self.n_rows), ",".join(self.columns)]
+                 self.labels_uri, f"{self.start}:{self.stop}", str(self.n_rows), ",".join(self.columns),
+                 self.id_prefix]
         if self.id_filter_mode:  # a view: the same rows under another filter are other content
             digest = hashlib.sha256("\n".join(sorted(self.id_filter)).encode()).hexdigest()[:16]
             parts.append(f"{self.id_filter_mode}:{digest}:{self.rows_read}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -88,18 +89,20 @@ def _gallery_picks(
     return [(k, rows[h], rows[e]) for k, (h, e) in chosen.items()], note
 
 
-def gallery_section(scores, source: str, per_class: int, max_classes: int) -> str:
+def gallery_section(scores, source: str, per_class: int, max_classes: int, *,
+                    fetch: Callable[[str, list[str]], Any] | None = None) -> str:
     """The gallery section's HTML: notes, the figure of :func:`_gallery_figure` and its caption.
 
     ``scores`` is ``(ids, labels, rmd, metadata)`` as read by :func:`load_scores`; ``source`` the reader
-    spec of the scored images, joined by id.
+    spec of the scored images, joined by id; ``fetch(source, ids)`` reads their rows (default
+    :func:`rmd_ray.data.locations.fetch_rows_by_id`).
     """
     ids, labels, rmd, meta = scores
     names = list(meta.get("classes") or [])
     names += [str(k) for k in range(len(names), int(labels.max()) + 1)]
     notes: list[str] = []
     picks, note, usable, by_id, wanted = _fetch_picks(
-        ids, labels, rmd, source, per_class=per_class, max_classes=max_classes
+        ids, labels, rmd, source, per_class=per_class, max_classes=max_classes, fetch=fetch or fetch_rows_by_id
     )
     if not by_id or not usable.any():
         return note_html(
@@ -129,7 +132,8 @@ def gallery_section(scores, source: str, per_class: int, max_classes: int) -> st
 
 
 def _fetch_picks(
-    ids: np.ndarray, labels: np.ndarray, rmd: np.ndarray, source: str, *, per_class: int, max_classes: int
+    ids: np.ndarray, labels: np.ndarray, rmd: np.ndarray, source: str, *, per_class: int, max_classes: int,
+    fetch: Callable[[str, list[str]], Any],
 ) -> tuple[list[tuple[int, np.ndarray, np.ndarray]], str, np.ndarray, dict[str, dict], list[int]]:
     """The picks of :func:`_gallery_picks` and their rows from ``source``: ``(picks, note, usable, by_id, wanted)``.
 
@@ -143,7 +147,7 @@ def _fetch_picks(
         picks, note = _gallery_picks(ids, labels, rmd, usable, per_class=per_class, max_classes=max_classes)
         wanted = sorted({int(i) for _, h, e in picks for i in np.r_[h, e]})
         need = [ids[i] for i in wanted if ids[i] not in by_id]
-        by_id.update({row["id"]: row for row in fetch_rows_by_id(source, need).to_pylist()})
+        by_id.update({row["id"]: row for row in fetch(source, need).to_pylist()})
         missing = [i for i in wanted if ids[i] not in by_id]
         if not missing:
             break

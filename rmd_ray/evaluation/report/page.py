@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from markupsafe import Markup
@@ -108,6 +108,7 @@ def build_report(
     temperatures: Sequence[float] = (0.1, 0.3, 0.7, 2.0),
     gallery_per_class: int = 6,
     max_gallery_classes: int = 20,
+    fetch: Callable[[str, list[str]], Any] | None = None,
 ) -> str:
     """Write ``output_dir/report.html`` (atomically) and return its path.
 
@@ -132,6 +133,10 @@ def build_report(
     temperatures : temperatures of the weight histograms (paper Fig. 10)
     gallery_per_class : images per class on each side of the gallery
     max_gallery_classes : classes shown in the gallery at most
+    fetch : callable, optional
+        ``fetch(source, ids)`` -> the reader rows of ``ids`` (default
+        :func:`rmd_ray.data.locations.fetch_rows_by_id`; the CLI passes
+        :func:`rmd_ray.distributed.sources.fetch.fetch_rows`, which reads any source in Ray tasks).
 
     Returns
     -------
@@ -155,7 +160,8 @@ def build_report(
     sections = _run_sections(results, compare, corruption, proxy, ood_results)
     scores = None if scores_path is None else load_scores(str(scores_path))
     sections += _score_sections(
-        scores, source, temperatures=temperatures, per_class=gallery_per_class, max_classes=max_gallery_classes
+        scores, source, temperatures=temperatures, per_class=gallery_per_class, max_classes=max_gallery_classes,
+        fetch=fetch,
     )
     inputs = _inputs_line(runs, scores_path, source, corruption, proxy, ood_results)
     return _write_page(_render_page(title, inputs, sections), output_dir)
@@ -246,7 +252,8 @@ def _run_sections(results, compare, corruption, proxy, ood_results) -> list[tupl
 
 
 def _score_sections(
-    scores, source: str | None, *, temperatures: Sequence[float], per_class: int, max_classes: int
+    scores, source: str | None, *, temperatures: Sequence[float], per_class: int, max_classes: int,
+    fetch: Callable[[str, list[str]], Any] | None,
 ) -> list[tuple[str, str]]:
     """``(section id, HTML)`` of the gallery and the weight histograms, from the training set's scores."""
     if scores is None:
@@ -256,7 +263,7 @@ def _score_sections(
     elif source is None:
         gallery = note_html("Not shown: pass source=<reader spec of the scored images> (e.g. 'fashion-mnist:train').")
     else:
-        gallery = gallery_section(scores, source, per_class, max_classes)
+        gallery = gallery_section(scores, source, per_class, max_classes, fetch=fetch)
     weights = (
         weights_section(scores, temperatures)
         if scores
