@@ -94,5 +94,6 @@ def test_files_with_the_same_name_in_two_folders_give_distinct_ids(tmp_path):
         (tmp_path / split).mkdir()
         write_hf(tmp_path / split / "part.parquet", labels, images, paths=False)
     source = open_source(f"hf-parquet:{tmp_path}/*/part.parquet")
-    ids = [i for s in source.shards for i in read_shard(s, classes=source.classes, ids_only=True).column("id").to_pylist()]
+    tables = [read_shard(s, classes=source.classes, ids_only=True) for s in source.shards]
+    ids = [i for t in tables for i in t.column("id").to_pylist()]
     assert ids == [f"{split}/part.parquet:{i}" for split in ("a", "b") for i in range(6)]
