@@ -17,21 +17,18 @@ import hashlib
 import os
 import warnings
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from rmd_ray.core.metrics import (
     accuracy_rejection_curve,
-    evaluate_predictions,
-    reliability_diagram_data,
-    softmax,
+    metrics_from_summaries,
+    reliability_from_confidence,
 )
+from rmd_ray.evaluation.summaries import SkippedRowsWarning, iter_prediction_batches, summarise_predictions
 from rmd_ray.io import storage
-from rmd_ray.io.parts import read_table
 from rmd_ray.io.parts import read_table_metadata as read_metadata
 
 __all__ = [
@@ -59,7 +56,6 @@ TABLE_METRICS = (
     "msp_auroc",
     "msp_fpr_at_95_tpr",
 )
-_REQUIRED_COLUMNS = ("id", "label", "logits")
 
 
 class DuplicatePredictionsWarning(UserWarning):
@@ -79,67 +75,9 @@ def _check_path(path: Any, what: str = "predictions file") -> str:
     return os.fspath(path)
 
 
-def _logits_matrix(column: pa.ChunkedArray, path: Path) -> np.ndarray:
-    if not (
-        pa.types.is_list(column.type)
-        or pa.types.is_large_list(column.type)
-        or pa.types.is_fixed_size_list(column.type)
-    ):
-        raise ValueError(
-            f"{str(path)!r}: column 'logits' must be a list of floats per row, got {column.type}"
-        )
-    if column.null_count:
-        raise ValueError(f"{str(path)!r}: {column.null_count} row(s) have no logits (null)")
-    lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
-    if lengths.size and lengths.min() != lengths.max():
-        row = int(np.flatnonzero(lengths != lengths[0])[0])
-        raise ValueError(
-            f"{str(path)!r}: logits have {lengths[0]} entries in row 0 but {lengths[row]} in row {row}; "
-            "every row needs one logit per class"
-        )
-    values = pc.list_flatten(column)
-    if values.null_count:
-        raise ValueError(f"{str(path)!r}: logits hold {values.null_count} null value(s)")
-    if not (pa.types.is_floating(values.type) or pa.types.is_integer(values.type)):
-        raise ValueError(f"{str(path)!r}: logits must be numbers, got {values.type}")
-    k = int(lengths[0]) if lengths.size else 0
-    return values.to_numpy(zero_copy_only=False).astype(np.float64).reshape(len(lengths), k)
-
-
-class SkippedRowsWarning(UserWarning):
-    """Rows a prediction run could not predict (an undecodable image, a bad label), left out of the metrics."""
-
-
 def _read(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    table = read_table(path)
-    if "error" in table.column_names:  # a predictions directory of rmd_ray.distributed.prediction.predict
-        failed = pc.not_equal(table.column("error"), "")
-        n_failed = int(pc.sum(failed).as_py() or 0)
-        if n_failed:
-            first = table.filter(failed).slice(0, 1).to_pylist()[0]
-            warnings.warn(
-                f"{path!r}: {n_failed} row(s) could not be predicted and are left out (e.g. id "
-                f"{first['id']!r}: {first['error']})",
-                SkippedRowsWarning,
-                stacklevel=3,
-            )
-            table = table.filter(pc.invert(failed))
-    missing = [c for c in _REQUIRED_COLUMNS if c not in table.column_names]
-    if missing:
-        raise ValueError(
-            f"{str(path)!r} is missing column(s) {missing} (has {table.column_names}); a predictions file "
-            "needs id (str), label (int64) and logits (list<float32>)"
-        )
-    if table.num_rows == 0:
-        raise ValueError(f"{str(path)!r} has no rows; nothing to evaluate")
-    id_col, label_col = table.column("id"), table.column("label")
-    if id_col.null_count or label_col.null_count:
-        raise ValueError(f"{str(path)!r}: id or label is null in some rows; every row needs both")
-    if not pa.types.is_integer(label_col.type):
-        raise ValueError(f"{str(path)!r}: label must be an integer column, got {label_col.type}")
-    ids = np.asarray(id_col.cast(pa.string()).to_pylist(), dtype=object)
-    labels = label_col.to_numpy().astype(np.int64)
-    return ids, labels, _logits_matrix(table.column("logits"), path)
+    batches = list(iter_prediction_batches(path))  # validated batch by batch, then stacked
+    return tuple(np.concatenate([b[i] for b in batches]) for i in range(3))
 
 
 def dedupe_predictions(
@@ -271,7 +209,8 @@ def evaluate_run(
     atol: float = 1e-6,
 ) -> dict[str, Any]:
     """Every metric for one predictions file, plus the data of its reliability diagrams and its
-    accuracy-rejection curve.
+    accuracy-rejection curve, read batch by batch (:func:`rmd_ray.evaluation.summaries.summarise_predictions`):
+    memory grows by about 60 bytes a row, never by the N x K logits.
 
     Parameters
     ----------
@@ -297,26 +236,31 @@ def evaluate_run(
     -----
     DuplicatePredictionsWarning, rmd_ray.core.metrics.SingleClassWarning
     """
-    ids, labels, logits, n_dropped = load_counted(path, rtol=rtol, atol=atol)
-    metrics = evaluate_predictions(logits, labels)
-    probs = softmax(logits)
-    n = probs.shape[0]
+    summaries = summarise_predictions(_check_path(path), rtol=rtol, atol=atol)
+    if summaries.n_dropped:
+        warnings.warn(
+            f"{str(path)!r}: dropped {summaries.n_dropped} duplicated row(s) with identical predictions "
+            f"({len(summaries.ids)} distinct ids kept); padded distributed evaluation repeats samples",
+            DuplicatePredictionsWarning,
+            stacklevel=2,
+        )
+    cols = summaries.columns
+    n = summaries.ids.shape[0]
     if rejection_rates is None:
         rates = DEFAULT_REJECTION_RATES[n - np.rint(DEFAULT_REJECTION_RATES * n) >= 1]
     else:
         rates = np.asarray(rejection_rates, dtype=np.float64)
-    confidence = probs.max(axis=1)
-    correct = probs.argmax(axis=1) == labels
+    confidence, correct = cols["confidence"], cols["correct"]
     return {
         "path": str(path),
         "metadata": read_metadata(path),
-        "n_duplicates_dropped": n_dropped,
-        "ids_fingerprint": _ids_fingerprint(ids),
-        "metrics": metrics,
+        "n_duplicates_dropped": summaries.n_dropped,
+        "ids_fingerprint": _ids_fingerprint(summaries.ids),
+        "metrics": metrics_from_summaries(cols),
         "rejection_rates": rates,
         "accuracy_rejection": accuracy_rejection_curve(confidence, correct, rejection_rates=rates),
         "reliability": {
-            binning: reliability_diagram_data(probs, labels, n_bins=n_bins, binning=binning)
+            binning: reliability_from_confidence(confidence, correct, n_bins=n_bins, binning=binning)
             for binning in ("mass", "width")
         },
     }

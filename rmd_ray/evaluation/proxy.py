@@ -31,11 +31,11 @@ from typing import Any
 import numpy as np
 from scipy.stats import spearmanr
 
-from rmd_ray.evaluation.evaluate import load_counted
+from rmd_ray.evaluation.summaries import summarise_predictions
 from rmd_ray.io import storage
 from rmd_ray.io.parts import column_names, read_table
 
-__all__ = ["ProxyResult", "difficulty_proxy_test", "proxy_test_from_files"]
+__all__ = ["ProxyResult", "difficulty_proxy_test", "proxy_from_rows", "proxy_test_from_files"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -183,16 +183,28 @@ def difficulty_proxy_test(
     -----
     Ties in the score are broken by id (ascending), so the result does not depend on input order.
     """
+    pid = _ids(pred_ids, "pred_ids")
+    z, y = _checked_predictions(logits, labels, pid)
+    shifted = z - z.max(axis=1, keepdims=True)
+    log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    loss = -log_p[np.arange(y.shape[0]), y]
+    return proxy_from_rows(score_ids, scores, pid, y, loss, z.argmax(axis=1) != y, n_groups=n_groups,
+                           score_labels=score_labels)
+
+
+def proxy_from_rows(score_ids: Any, scores: Any, pred_ids: Any, labels: np.ndarray, loss: np.ndarray,
+                    wrong: np.ndarray, *, n_groups: int, score_labels: Any = None) -> ProxyResult:
+    """:func:`difficulty_proxy_test` from per-prediction loss (NLL) and errors instead of logits: what a
+    streamed predictions file reduces to (:func:`rmd_ray.evaluation.summaries.summarise_predictions`)."""
     sid = _ids(score_ids, "score_ids")
     pid = _ids(pred_ids, "pred_ids")
     s = _checked_scores(scores, sid)
-    z, y = _checked_predictions(logits, labels, pid)
     _, si, pi = _join(sid, pid)
-    s, z, y = s[si], z[pi], y[pi].astype(np.int64)
+    s, loss, wrong, y = s[si], np.asarray(loss)[pi], np.asarray(wrong)[pi], np.asarray(labels)[pi].astype(np.int64)
     if score_labels is not None:
         _check_score_labels(score_labels, sid, si, y)
     _check_ranking(s, n_groups)
-    return _proxy(s, z, y, int(n_groups))
+    return _proxy(s, loss, wrong, int(n_groups))
 
 
 def _checked_scores(scores: Any, sid: np.ndarray) -> np.ndarray:
@@ -256,11 +268,7 @@ def _check_ranking(s: np.ndarray, n_groups: Any) -> None:
         raise ValueError(f"all {n} scores equal {s[0]:.6g}: they rank nothing; check the scorer")
 
 
-def _proxy(s: np.ndarray, z: np.ndarray, y: np.ndarray, n_groups: int) -> ProxyResult:
-    shifted = z - z.max(axis=1, keepdims=True)
-    log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    loss = -log_p[np.arange(y.shape[0]), y]
-    wrong = z.argmax(axis=1) != y
+def _proxy(s: np.ndarray, loss: np.ndarray, wrong: np.ndarray, n_groups: int) -> ProxyResult:
     order = np.argsort(-s, kind="stable")  # hardest first; inputs are sorted by id, so ties go by id
     groups = np.array_split(order, n_groups)
     if loss.min() == loss.max():
@@ -295,8 +303,8 @@ def proxy_test_from_files(
     ----------
     scores_path : Parquet with ``id``, ``label`` and the ``score`` column (the scoring output, for the
         validation set, from a scorer fitted on the training set)
-    predictions_path : predictions Parquet (``id``, ``label``, ``logits``); identical duplicates are
-        dropped as in :func:`rmd_ray.evaluation.evaluate.load_predictions`
+    predictions_path : predictions Parquet (``id``, ``label``, ``logits``), read batch by batch; identical
+        duplicates are dropped as in :func:`rmd_ray.evaluation.summaries.summarise_predictions`
     n_groups : int
     score : str
         Column to rank by (``rmd``; also ``md``, ``kmeans``, ... for the baselines). Larger = harder.
@@ -309,13 +317,13 @@ def proxy_test_from_files(
     if missing:
         raise ValueError(f"{path!r} lacks column(s) {missing} (has {names})")
     table = read_table(path, columns=["id", "label", score])
-    ids, labels, logits, _ = load_counted(predictions_path, rtol=1e-5, atol=1e-6)
-    return difficulty_proxy_test(
+    if not storage.exists(predictions_path):
+        raise FileNotFoundError(f"predictions file {str(predictions_path)!r} does not exist")
+    rows = summarise_predictions(str(predictions_path))  # streamed: no N x K logits in memory
+    return proxy_from_rows(
         np.asarray(table.column("id").to_pylist(), dtype=object),
         table.column(score).to_numpy(zero_copy_only=False),
-        ids,
-        labels,
-        logits,
+        rows.ids, rows.labels, rows.columns["nll"], ~rows.columns["correct"],
         n_groups=n_groups,
         score_labels=table.column("label").to_numpy(),
     )

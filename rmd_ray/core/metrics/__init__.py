@@ -30,6 +30,7 @@ from rmd_ray.core.metrics.calibration import (
     expected_calibration_error,
     maximum_calibration_error,
     reliability_diagram_data,
+    reliability_from_confidence,
 )
 from rmd_ray.core.metrics.checks import ROW_SUM_TOL, SingleClassWarning, check_probabilities
 from rmd_ray.core.metrics.detection import (
@@ -47,11 +48,15 @@ from rmd_ray.core.metrics.scoring_rules import (
     softmax,
 )
 from rmd_ray.core.metrics.selective import accuracy_rejection_curve, aurc, risk_coverage_curve
-from rmd_ray.core.metrics.summary import evaluate_predictions
+from rmd_ray.core.metrics.summary import SUMMARY_COLUMNS, evaluate_predictions, metrics_from_summaries, row_summaries
 from rmd_ray.core.metrics.temperature import apply_temperature, fit_temperature
 
 __all__ = [
     "ROW_SUM_TOL",
+    "SUMMARY_COLUMNS",
+    "metrics_from_summaries",
+    "reliability_from_confidence",
+    "row_summaries",
     "ReliabilityDiagram",
     "SingleClassWarning",
     "accuracy",

@@ -203,15 +203,27 @@ def reliability_diagram_data(
     (or bars over ``[lower, upper]``).
     """
     p, y = check_probabilities(probs, labels)
+    conf, correct = top_label(p, y)
+    return reliability_from_confidence(conf, correct, n_bins=n_bins, binning=binning)
+
+
+def reliability_from_confidence(
+    confidence: Any, correct: Any, *, n_bins: int = 15, binning: str = "width"
+) -> ReliabilityDiagram:
+    """:func:`reliability_diagram_data` from top-label confidences and correctness alone (per-row
+    summaries of a streamed evaluation); the same bins and result."""
+    conf = np.asarray(confidence, dtype=np.float64)
+    hit = np.asarray(correct, dtype=bool)
+    if conf.ndim != 1 or conf.shape != hit.shape or conf.size == 0:
+        raise ValueError(f"confidence and correct must be 1-D of the same length >= 1, got {conf.shape} / {hit.shape}")
     n_bins = check_n_bins(n_bins)
     _BINNINGS.get(binning)
-    conf, correct = top_label(p, y)
-    bins, ids, cnt, mean_conf, mean_acc = _bin_stats(conf, correct, n_bins, binning)
+    bins, ids, cnt, mean_conf, mean_acc = _bin_stats(conf, hit, n_bins, binning)
     if binning == "width":
         lower, upper = bins / n_bins, (bins + 1) / n_bins
-    else:
-        lower = np.array([conf[ids == b].min() for b in bins])
-        upper = np.array([conf[ids == b].max() for b in bins])
+    else:  # per-bin extremes in one pass (sorted by bin), not one scan of N per bin
+        order = np.lexsort((conf, ids))
+        starts = np.searchsorted(ids[order], bins, side="left")
+        ends = np.searchsorted(ids[order], bins, side="right") - 1
+        lower, upper = conf[order][starts], conf[order][ends]
     return ReliabilityDiagram(bins, lower, upper, mean_conf, mean_acc, cnt, int(conf.shape[0]))
-
-
