@@ -147,7 +147,8 @@ def summarise_predictions(path: str, *, rtol: float = 1e-5, atol: float = 1e-6,
                           batch_rows: int | None = None) -> PredictionSummaries:
     """Read ``path`` batch by batch into per-row summaries, repeats of an id dropped (module docstring).
 
-    Memory: one batch of logits (``batch_rows``, default :data:`BATCH_VALUES` // K) plus about 60 bytes a row. Raises ValueError as
+    Memory: one batch of logits (``batch_rows``, default :data:`BATCH_VALUES` // K) plus about 60 bytes
+    a row. Raises ValueError as
     :func:`iter_prediction_batches`, and for an id repeated with a different label or prediction.
     """
     ids, labels, parts, k = [], [], [], 0
