@@ -6,13 +6,7 @@ tiny model through the CLI and needs the shared ``ray_local`` instance.
 
 from __future__ import annotations
 
-import io
-
-import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
-from PIL import Image
 
 from rmd_ray.cli import build_parser, main
 from rmd_ray.cli.train import DEFAULT_VAL_FRACTION, check_validation_args
@@ -110,82 +104,3 @@ def test_test_source_is_checked_before_ray_starts(tmp_path, capsys):
     assert "rmd-ray train: error: unknown data source 'nosuch'" in capsys.readouterr().err
     assert main(["tune", "--space", SPACE, "--test-source", "nosuch:x", "--output", str(tmp_path)]) == 2
     assert "rmd-ray tune: error: unknown data source 'nosuch'" in capsys.readouterr().err
-
-
-def _png(rng, label: int) -> bytes:
-    pixels = rng.integers(0, 60, (12, 12, 3), dtype=np.uint8)
-    pixels[..., label] += 150
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def _images(path, *, n: int, seed: int, prefix: str) -> str:
-    rng = np.random.default_rng(seed)
-    labels = np.arange(n) % 3
-    table = pa.table({
-        "id": [f"{prefix}{i:03d}" for i in range(n)],
-        "label": pa.array(labels, pa.int64()),
-        "image": [_png(rng, int(k)) for k in labels],
-    }).replace_schema_metadata({b"classes": b'["r", "g", "b"]'})
-    pq.write_table(table, path, row_group_size=16)
-    return f"parquet:{path}"
-
-
-@pytest.mark.ray
-@pytest.mark.slow  # one Ray Train fit of one epoch
-@pytest.mark.timeout(300)
-def test_train_records_the_split_validates_on_it_and_predicts_test_once(ray_local, tmp_path, capsys):
-    from rmd_ray.io.parts import read_table
-    from rmd_ray.io.storage import read_parquet_metadata
-
-    train_spec = _images(tmp_path / "train.parquet", n=48, seed=0, prefix="tr")
-    test_spec = _images(tmp_path / "test.parquet", n=18, seed=1, prefix="te")
-    out = tmp_path / "out"
-    assert main(["train", "--train-source", train_spec, "--test-source", test_spec, "--val-fraction", "0.25",
-                 "--split-seed", "4", "--loss", "ce", "--epochs", "1", "--width", "0.0625", "--train-batch-size", "8",
-                 "--cpus-per-worker", "0.5", "--run-name", "r", "--output", str(out)]) == 0
-    printed = capsys.readouterr().out
-    recorded = pq.read_table(out / "r" / "val_split.parquet")
-    ids = recorded.column("id").to_pylist()
-    # 0.25 of each class of 16: 4 per class, recorded with their labels
-    assert len(ids) == 12 and np.bincount(recorded.column("label").to_numpy()).tolist() == [4, 4, 4]
-    assert all(i.startswith("tr") for i in ids)
-    meta = read_parquet_metadata(str(out / "r" / "val_split.parquet"))
-    assert (meta["fraction"], meta["seed"], meta["n_train"], meta["n_val"]) == (0.25, 4, 36, 12)
-    assert f"validation split: 12 of 48 training rows (0.25 of each class, seed 4) -> {out / 'r'}" in printed
-    # validation predictions are exactly the recorded ids; the test file is predicted once, whole
-    val_pred = read_table(str(out / "r" / "predictions_val.parquet"), columns=["id"]).column("id").to_pylist()
-    assert sorted(val_pred) == sorted(ids)
-    test_pred = read_table(str(out / "r" / "predictions_test.parquet"), columns=["id"]).column("id").to_pylist()
-    assert sorted(test_pred) == [f"te{i:03d}" for i in range(18)]
-
-
-@pytest.mark.ray
-@pytest.mark.slow  # one Tune trial of one epoch
-@pytest.mark.timeout(600)
-def test_tune_ranks_on_the_split_and_tests_the_front_once(ray_local, tmp_path, capsys):
-    from rmd_ray.io.parts import read_table_metadata as read_metadata
-
-    space = tmp_path / "focal.yaml"
-    space.write_text("name: focal\nobjectives: {acc: max}\nnum_samples: 1\ngrace_period: 1\n"
-                     "search:\n  gamma: {type: uniform, low: 0.5, high: 4.0}\nfixed: {loss: focal, epochs: 1}\n")
-    train_spec = _images(tmp_path / "train.parquet", n=48, seed=0, prefix="tr")
-    test_spec = _images(tmp_path / "test.parquet", n=18, seed=1, prefix="te")
-    out = tmp_path / "out"
-    assert main(["tune", "--space", str(space), "--train-source", train_spec, "--test-source", test_spec,
-                 "--width", "0.0625", "--train-batch-size", "8", "--cpus-per-worker", "0.5",
-                 "--output", str(out)]) == 0
-    printed = capsys.readouterr().out
-    recorded = pq.read_table(out / "val_split.parquet")
-    # default fraction 0.1 of each class of 16: round(1.6) = 2 per class
-    assert np.bincount(recorded.column("label").to_numpy()).tolist() == [2, 2, 2]
-    assert "validation split: 6 of 48 training rows (0.1 of each class, seed 0)" in printed
-    assert "ranked on parquet" in printed and "validation part (0.1 stratified, seed 0)" in printed
-    rows = pq.read_table(out / "tune_results.parquet").to_pylist()
-    assert len(rows) == 1 and rows[0]["pareto"] and 0 <= rows[0]["test_acc"] <= 1
-    meta = read_metadata(str(out / "tune_results.parquet"))
-    assert meta["test"] == {"trials_predicted": [rows[0]["trial"]], "after_selection": True}
-    assert "validation part" in meta["val"]
-    assert f"test split {test_spec}: predicted once, after the search, by the Pareto-front trials" in printed
-    assert f"{rows[0]['trial']:<12} {100 * rows[0]['test_acc']:>7.2f}" in printed  # the test table

@@ -354,14 +354,16 @@ def parse_search_space(raw: dict[str, Any], *, source: str = "search space") -> 
 
 
 def load_search_space(path: str | Path) -> SearchSpace:
-    """Read and validate a ``tune_spaces/*.yaml`` file."""
+    """Read and validate a ``tune_spaces/*.yaml`` file (a local path or a URI)."""
     import yaml
 
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"search space file {str(path)!r} not found")
+    from rmd_ray.io import storage
+
+    path = str(path)
+    if not storage.is_file(path):
+        raise ValueError(f"search space file {path!r} not found")
     try:
-        raw = yaml.safe_load(path.read_bytes().decode("utf-8"))
+        raw = yaml.safe_load(storage.read_bytes(path).decode("utf-8"))
     except UnicodeDecodeError:
         raise ValueError(f"search space file {str(path)!r} is not text (not UTF-8): pass a YAML file") from None
     except yaml.YAMLError as err:
@@ -371,4 +373,4 @@ def load_search_space(path: str | Path) -> SearchSpace:
         raise ValueError(
             f"search space file {str(path)!r} is not valid YAML: {problem}{where}; see tune_spaces/*.yaml"
         ) from None
-    return parse_search_space(raw, source=path.name)
+    return parse_search_space(raw, source=storage.basename(path))
