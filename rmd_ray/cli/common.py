@@ -35,6 +35,32 @@ def add_ray_args(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(uses_ray=True)
 
 
+def add_tracking_args(parser: argparse.ArgumentParser, *, experiment: str) -> None:
+    """``--mlflow URI`` and ``--mlflow-experiment NAME`` (``experiment`` describes the default)."""
+    parser.add_argument(
+        "--mlflow", default=None, metavar="URI",
+        help="log parameters, per-epoch metrics and final artefacts to this MLflow tracking URI (file:DIR, "
+        'sqlite:///FILE.db, http://HOST:PORT); needs pip install "rmd-ray[mlflow]"',
+    )
+    parser.add_argument("--mlflow-experiment", default=None, metavar="NAME",
+                        help=f"the MLflow experiment of --mlflow (default: {experiment})")
+
+
+def check_tracking_args(args: argparse.Namespace) -> None:
+    """Check ``--mlflow`` / ``--mlflow-experiment`` before Ray starts; ``args.mlflow`` becomes the URI every
+    Ray process can use (see :func:`rmd_ray.distributed.runtime.tracking.check_tracking_uri`)."""
+    uri, experiment = getattr(args, "mlflow", None), getattr(args, "mlflow_experiment", None)
+    if uri is None:
+        if experiment is not None:
+            raise ValueError("--mlflow-experiment names the experiment --mlflow logs to: pass --mlflow URI as well")
+        return
+    if experiment is not None and not experiment.strip():
+        raise ValueError("--mlflow-experiment must be a non-empty name (or leave it out for the default)")
+    from rmd_ray.distributed.runtime.tracking import check_tracking_uri
+
+    args.mlflow = check_tracking_uri(uri)
+
+
 def progress_printer(stage: str):
     """A progress callback that prints one line every few seconds (a log file, not a redraw)."""
     state = {"last": 0.0, "start": time.perf_counter()}

@@ -7,14 +7,20 @@ import sys
 import traceback
 from typing import Any
 
-from rmd_ray.cli.common import add_ray_args, check_output, check_output_outside_sources, file_error_line
+from rmd_ray.cli.common import (
+    add_ray_args,
+    add_tracking_args,
+    check_output,
+    check_output_outside_sources,
+    file_error_line,
+)
 from rmd_ray.cli.console import setup_console
 from rmd_ray.cli.evaluate import add_shift_args, cmd_evaluate
 from rmd_ray.cli.label_issues import cmd_find_label_issues
 from rmd_ray.cli.report import cmd_report
 from rmd_ray.cli.run import SMOKE_TEST, cmd_run
 from rmd_ray.cli.score import add_score_args, cmd_score
-from rmd_ray.cli.train import add_train_args, cmd_train
+from rmd_ray.cli.train import DEFAULT_EXPERIMENT, add_train_args, cmd_train
 from rmd_ray.cli.tune import cmd_tune
 from rmd_ray.core.difficulty import DIFFICULTY_SOURCES
 from rmd_ray.core.weights import NORMALIZATIONS
@@ -78,6 +84,7 @@ def _add_train_command(sub: Any) -> None:
         help="normalisation of the recomputed weights (--difficulty)",
     )
     train.add_argument("--run-name", default=None)
+    add_tracking_args(train, experiment=DEFAULT_EXPERIMENT)
     train.add_argument("--output", required=True)
     train.set_defaults(func=cmd_train)
 
@@ -121,6 +128,7 @@ def _add_tune_command(sub: Any) -> None:
     )
     add_train_args(tune, epochs=8, width=0.25, limit=None, val_limit=None)
     add_ray_args(tune)
+    add_tracking_args(tune, experiment="the space's name; one MLflow run per trial")
     tune.add_argument("--output", required=True)
     tune.set_defaults(func=cmd_tune)
 

@@ -5,9 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rmd_ray.cli.common import DEFAULT_SOURCE, number, parse_pairs, print_table
+from rmd_ray.cli.common import DEFAULT_SOURCE, check_tracking_args, number, parse_pairs, print_table
 from rmd_ray.cli.console import start_ray
 
+#: The MLflow experiment of ``rmd-ray train --mlflow`` without ``--mlflow-experiment``.
+DEFAULT_EXPERIMENT = "rmd-ray-train"
+#: The data flags of a run, logged with its configuration as MLflow parameters.
+_DATA_PARAMS = ("train_source", "limit", "val_source", "val_fraction", "val_limit", "split_seed", "test_source",
+                "test_limit", "scores")
 #: ``--val-fraction`` when neither it nor ``--val-source`` is given.
 DEFAULT_VAL_FRACTION = 0.1
 #: ``rmd-ray train``'s test split when it trains on the default source.
@@ -44,6 +49,12 @@ def add_train_args(
         "torchvision: models are built at width 1",
     )
     parser.set_defaults(default_width=width)
+    parser.add_argument(
+        "--model-weights", default=None, metavar="PATH",
+        help="initial weights: a state dict (.pt / .pth, read weights-only, or .safetensors; a path or URI), e.g. "
+        "ImageNet weights of a timm: / torchvision: model saved with torch.save(model.state_dict(), PATH); a "
+        "classifier head of another size is left at random init",
+    )
     parser.add_argument("--imagenet-stem", action="store_true", help="7x7 stem + max-pool (default: CIFAR stem)")
     parser.add_argument(
         "--train-image-size", type=int, default=None,
@@ -176,7 +187,25 @@ def train_config(args: argparse.Namespace, *, loss: str, hparams: dict):
         preset=args.augment,
         shuffle=args.shuffle,
         seed=args.seed,
+        model_weights=args.model_weights,
     )
+
+
+def check_model_weights(args: argparse.Namespace) -> None:
+    """Read ``--model-weights`` once before Ray starts: a missing, pickled or corrupt file fails in one line.
+
+    Whether it fits the model is checked once the classes are known (``run_training``'s planning).
+    """
+    from rmd_ray.nn.safe_load import read_state_dict
+
+    if args.model_weights is None:
+        return
+    try:
+        read_state_dict(args.model_weights)
+    except FileNotFoundError:
+        raise ValueError(
+            f"--model-weights {args.model_weights!r} not found: pass a state dict file (.pt, .pth or .safetensors)"
+        ) from None
 
 
 def train_one_run(args: argparse.Namespace, *, loss: str, hparams: dict, scores_path, output: str, run_name: str):
@@ -199,6 +228,8 @@ def train_one_run(args: argparse.Namespace, *, loss: str, hparams: dict, scores_
         check_validation_args(args)
     else:
         check_source_spec(args.val_source)
+    check_model_weights(args)
+    check_tracking_args(args)
     start_ray(args)
     # planned, not read: the images are read and decoded in Ray tasks, every epoch
     train = open_source(args.train_source, limit=args.limit, shard_rows=TRAIN_SHARD_ROWS)
@@ -216,7 +247,7 @@ def train_one_run(args: argparse.Namespace, *, loss: str, hparams: dict, scores_
         rows_per_epoch=train.n_rows,
         tensorboard_dir=args.tensorboard_dir,
     )
-    return run_training(
+    return tracked(args, config, run_name=run_name, fit=lambda tracking: run_training(
         train,
         val=val,
         test=test,
@@ -224,8 +255,34 @@ def train_one_run(args: argparse.Namespace, *, loss: str, hparams: dict, scores_
         config=config,
         output_dir=str(output),
         run_name=run_name,
-        callbacks=[board],
-    )
+        callbacks=[board, *tracking],
+    ))
+
+
+def tracked(args: argparse.Namespace, config, *, run_name: str, fit):
+    """``fit(callbacks)`` inside the MLflow run of ``--mlflow`` (``fit([])`` without one).
+
+    The run is opened before training (parameters: the config and the data flags), gets each epoch's
+    metrics from the Ray Train controller, and is closed with the final artefacts, or as FAILED.
+    """
+    import dataclasses
+
+    if getattr(args, "mlflow", None) is None:
+        return fit([])
+    from rmd_ray.distributed.runtime.tracking import MLflowEpochCallback, end_train_run, start_train_run
+
+    params = {**dataclasses.asdict(config), "loss_hparams": dict(config.loss_hparams), "run_name": run_name,
+              "data": {name: getattr(args, name, None) for name in _DATA_PARAMS}}
+    experiment = args.mlflow_experiment or DEFAULT_EXPERIMENT
+    run_id = start_train_run(args.mlflow, experiment=experiment, run_name=run_name, params=params)
+    try:
+        result = fit([MLflowEpochCallback(args.mlflow, run_id=run_id)])
+    except BaseException:
+        end_train_run(failed=True)
+        raise
+    end_train_run(result)
+    print(f"mlflow: run {run_id} in experiment {experiment!r} at {args.mlflow}", flush=True)
+    return result
 
 
 def loss_param_error(items: list[str] | None, err: TypeError) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,6 +69,12 @@ class TrainConfig:
     model : str
         A name from ``rmd_ray.nn.models.MODELS`` (resnet18, resnet34, ...), or ``timm:<name>`` /
         ``torchvision:<name>`` (another library's classifier, random init, width 1).
+    model_weights : str or None
+        A state dict (torch ``.pt`` / ``.pth`` read weights-only, or ``.safetensors``; a local path or a
+        storage URI) the model starts from instead of its random init, e.g. ImageNet weights of a
+        ``timm:`` model saved once elsewhere. Its classifier head is dropped (left random) when its
+        size differs from the data's classes; any other difference fails before training
+        (:mod:`rmd_ray.nn.initial_weights`). A restart or ``resume_from`` loads its checkpoint instead.
     width : float
         Channel multiplier, >= 1/32 (1.0 is torchvision's architecture).
     cifar_stem : bool
@@ -176,9 +183,17 @@ class TrainConfig:
     eval_every: int = 1
     difficulty: str | None = None
     weight_config: WeightConfig = field(default_factory=WeightConfig)
+    model_weights: str | None = None
 
     def __post_init__(self) -> None:
         check_model_name(self.model)  # ValueError listing the valid models
+        if self.model_weights is not None:
+            if not isinstance(self.model_weights, (str, os.PathLike)) or not os.fspath(self.model_weights):
+                raise ValueError(
+                    f"TrainConfig.model_weights must be None or the path / URI of a state dict file, "
+                    f"got {self.model_weights!r}"
+                )
+            object.__setattr__(self, "model_weights", os.fspath(self.model_weights))
         if ":" in self.model and self.width != 1.0:
             raise ValueError(f"TrainConfig.width {self.width!r} applies to the built-in models; {self.model} is built "
                              "at its own width (width=1.0, or --width 1)")

@@ -82,6 +82,8 @@ def finish_run(result, cfg: TrainConfig, sources, geometry, output_dir: str, sto
         "preset": geometry.preset, "mean": extra.get("mean"), "std": extra.get("std"),
         "checkpoint": last, "run_name": run_name, "rmd_ray_version": __version__,
     }
+    if cfg.model_weights is not None:
+        meta["model_weights"] = cfg.model_weights
     if cfg.difficulty is not None and cfg.loss in WEIGHTED_LOSSES:
         meta["difficulty"] = cfg.difficulty
         meta["weight_config"] = dataclasses.asdict(cfg.weight_config)

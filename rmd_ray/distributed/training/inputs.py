@@ -22,8 +22,9 @@ from rmd_ray.nn import engine
 from rmd_ray.nn.models import build_model
 
 __all__ = [
-    "Source", "channel_statistics", "check_class_lists", "check_cluster", "check_resume", "check_sized_loss",
-    "check_source", "checkpoint_file", "decode_tasks", "normalization_stats", "plan_source", "resolve_geometry",
+    "Source", "channel_statistics", "check_class_lists", "check_cluster", "check_initial_weights", "check_resume",
+    "check_sized_loss", "check_source", "checkpoint_file", "decode_tasks", "normalization_stats", "plan_source",
+    "resolve_geometry",
 ]
 
 log = logging.getLogger("rmd_ray.training")
@@ -101,6 +102,30 @@ def check_resume(uri: str, cfg: TrainConfig, num_classes: int) -> bytes:
             "so training cannot continue from it; use a checkpoint written during training"
         )
     return payload_bytes
+
+
+def check_initial_weights(cfg: TrainConfig, num_classes: int) -> dict[str, torch.Tensor] | None:
+    """``cfg.model_weights`` read and fitted to the model of ``num_classes`` outputs (None without one).
+
+    The tensors returned load with ``strict=False`` (a head of another size is left out, and logged
+    as a warning naming its keys); a file that is not a weights-only state dict, or one of another
+    architecture, is a one-line ValueError here, before any worker starts.
+    """
+    from rmd_ray.nn.initial_weights import fit_initial_weights
+    from rmd_ray.nn.safe_load import read_state_dict
+
+    if cfg.model_weights is None:
+        return None
+    try:
+        state = read_state_dict(cfg.model_weights)
+    except FileNotFoundError:
+        raise ValueError(f"--model-weights {cfg.model_weights!r} not found: pass a state dict file") from None
+    probe = build_model(cfg.model, num_classes=num_classes, cifar_stem=cfg.cifar_stem, width=cfg.width)
+    fitted, dropped = fit_initial_weights(probe, state, source=cfg.model_weights)
+    if dropped:
+        log.warning("--model-weights %s: classifier head %s not loaded (random init for %d classes)",
+                    cfg.model_weights, ", ".join(dropped), num_classes)
+    return fitted
 
 
 def check_cluster(cfg: TrainConfig) -> None:

@@ -41,6 +41,7 @@ from rmd_ray.distributed.training.inputs import (
     Source,
     check_class_lists,
     check_cluster,
+    check_initial_weights,
     check_resume,
     check_sized_loss,
     check_source,
@@ -75,6 +76,7 @@ class _Plan:
     loss_kwargs: dict[str, Any]
     weights_ref: Any
     initial_ref: Any
+    init_weights_ref: Any  # ObjectRef of the fitted --model-weights state dict, or None
 
 
 def run_training(
@@ -198,16 +200,18 @@ def _plan_run(inputs, scores, cfg: TrainConfig, *, resume_from, channel_stats, s
         else:
             check_weights_cover(weights_ref, train_source)
     num_classes = check_class_lists(sources)
-    initial_ref = None
+    initial_ref = init_weights_ref = None
     if resume_from is not None:
         initial_ref = ray.put(check_resume(checkpoint_file(resume_from), cfg, num_classes))
+    elif cfg.model_weights is not None:
+        init_weights_ref = ray.put(check_initial_weights(cfg, num_classes))
     geometry = resolve_geometry(cfg, sources)
     mean, std = (list(map(float, s)) for s in channel_stats) if channel_stats else normalization_stats(
         cfg, geometry, train_source
     )
     log.info("planned %d training rows in %d shards (%.1f s)", train_source.n_rows, len(train_source.shards),
              time.perf_counter() - tic)
-    return _Plan(sources, num_classes, geometry, mean, std, loss_kwargs, weights_ref, initial_ref)
+    return _Plan(sources, num_classes, geometry, mean, std, loss_kwargs, weights_ref, initial_ref, init_weights_ref)
 
 
 def _epoch_shape(n_train: int, cfg: TrainConfig, side: int) -> tuple[int, bool, int]:
@@ -255,7 +259,7 @@ def _build_trainer(plan: _Plan, cfg: TrainConfig, *, output_dir: str, run_name: 
         config=cfg, num_classes=plan.num_classes, n_val=plan.sources["val"].n_rows, loss_kwargs=plan.loss_kwargs,
         mean=plan.mean, std=plan.std, preset=geometry.preset, image_size=geometry.image_size, input_side=int(side),
         steps_per_epoch=steps_per_epoch, drop_last=drop_last, shuffle_buffer=buffer, fatal=fatal,
-        initial_checkpoint=plan.initial_ref, epoch_hook=epoch_hook,
+        initial_checkpoint=plan.initial_ref, initial_weights=plan.init_weights_ref, epoch_hook=epoch_hook,
         prestarted_split=ingest.prestarted_split(train_ds, cfg.num_workers, execution_options=ingest_options),
     )
     filesystem, storage_path = storage_location(output_dir)

@@ -28,6 +28,7 @@ from rmd_ray.distributed.training.config import CHECKPOINT_FILE, SCORE_METRIC, T
 from rmd_ray.distributed.training.errors import WorkerFailure, fatal_record
 from rmd_ray.distributed.training.ingest import release_split
 from rmd_ray.nn import engine
+from rmd_ray.nn.initial_weights import load_initial_weights
 from rmd_ray.nn.losses import build_loss
 from rmd_ray.nn.models import build_model
 from rmd_ray.nn.transforms import normalize_uint8
@@ -53,6 +54,7 @@ class WorkerSpec:
     shuffle_buffer: int
     fatal: Any  # actor handle of FatalErrors
     initial_checkpoint: Any = None  # ObjectRef of checkpoint bytes (resume_from), or None
+    initial_weights: Any = None  # ObjectRef of the fitted model_weights state dict (a fresh run's start), or None
     epoch_hook: Callable[[int], None] | None = None
     prestarted_split: list[Any] | None = None  # ingest.prestarted_split: one iterator per rank
 
@@ -227,6 +229,8 @@ def _train_worker(spec: WorkerSpec) -> None:
     first_epoch = _Started(_epoch_batches(train_shard, spec, 0, rank, device)) if fresh else None
     torch.manual_seed(cfg.seed)  # same initial weights on every rank (DDP broadcasts rank 0's anyway)
     model = build_model(cfg.model, num_classes=spec.num_classes, cifar_stem=cfg.cifar_stem, width=cfg.width)
+    if fresh and spec.initial_weights is not None:  # checked and fitted on the driver (a dropped head stays random)
+        load_initial_weights(model, ray.get(spec.initial_weights), source=cfg.model_weights)
     model = prepare_model(model)  # to device; DDP when world > 1
     loss_fn = build_loss(cfg.loss, **spec.loss_kwargs).to(device)
     optimizer = engine.build_optimizer(model, cfg.optim)

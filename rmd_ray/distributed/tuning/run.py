@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,7 @@ def run_tune(
     base: TrainConfig,
     output_dir: str | Path,
     seed: int = 0,
+    callbacks: Sequence[Any] = (),
 ) -> TuneResult:
     """Run the search; write ``tune_results.parquet`` (+ .csv) and ``pareto.png`` to ``output_dir``.
 
@@ -82,6 +84,7 @@ def run_tune(
     Trials are ranked on ``val`` only. ``test`` (optional) is touched once, after the search: the last
     checkpoint of each Pareto-front trial predicts it into ``<output_dir>/test/<trial>.parquet/``, and
     its metrics fill the ``test_*`` columns of those rows (NaN elsewhere); nothing is chosen from them.
+    ``callbacks`` are further Tune callbacks (``rmd-ray tune --mlflow``: Ray's ``MLflowLoggerCallback``).
     """
     scores = validate_backbones(space, scores_paths or {})
     # The fixed training parameters (ASHA's max_t is the epochs); a bad fixed value fails here, not per trial.
@@ -89,7 +92,7 @@ def run_tune(
     objectives = tuple((REPORTED[n], m) for n, m in space.objectives)
     output_dir = os.fspath(output_dir) if storage.is_remote(output_dir) else str(Path(output_dir).resolve())
     train_source, val_source = (_plan(x) for x in (train, val))
-    tuner = _tuner(space, base, objectives, seed=seed, output_dir=output_dir, trial_args={
+    tuner = _tuner(space, base, objectives, seed=seed, output_dir=output_dir, callbacks=callbacks, trial_args={
         "train": train_source, "val": val_source, "scores": scores, "base": base, "output_dir": output_dir,
         "stats": channel_statistics(train_source, base),
     })
@@ -126,7 +129,7 @@ def _param_space(space: SearchSpace) -> dict[str, Any]:
     return param_space
 
 
-def _tuner(space: SearchSpace, base: TrainConfig, objectives, *, seed: int, output_dir: str, trial_args):
+def _tuner(space: SearchSpace, base: TrainConfig, objectives, *, seed: int, output_dir: str, callbacks, trial_args):
     """The Tuner: NSGA-II (two objectives) or TPE through OptunaSearch, ASHA on the scheduler metric."""
     import optuna
     from ray import tune
@@ -160,7 +163,8 @@ def _tuner(space: SearchSpace, base: TrainConfig, objectives, *, seed: int, outp
             max_concurrent_trials=space.max_concurrent_trials,
         ),
         run_config=tune.RunConfig(
-            name=space.name, **_tune_storage(output_dir), callbacks=[TBXLoggerCallback(), _reclaim_callback()],
+            name=space.name, **_tune_storage(output_dir),
+            callbacks=[TBXLoggerCallback(), _reclaim_callback(), *callbacks],
         ),
     )
 

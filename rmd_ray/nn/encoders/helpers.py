@@ -7,7 +7,7 @@ import os
 import torch
 from torch import nn
 
-from rmd_ray.nn.safe_load import load_weights_only
+from rmd_ray.nn.safe_load import read_state_dict
 
 # --------------------------------------------------------------------------------------------
 # shared helpers
@@ -28,20 +28,7 @@ def freeze(model: nn.Module) -> None:
 
 def load_state_dict(path: str) -> dict[str, torch.Tensor]:
     """Tensor dict from a .safetensors or torch file, unwrapping ``state_dict`` / ``model`` / ``module.``."""
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        obj = load_file(path, device="cpu")
-    else:
-        obj = load_weights_only(path, map_location="cpu")  # one-line ValueError for pickles and corrupt files
-    for key in ("state_dict", "model"):
-        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
-            obj = obj[key]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"checkpoint {path!r} does not hold a state dict (name -> tensor)")
-    if obj and all(k.startswith("module.") for k in obj):
-        obj = {k[len("module.") :]: v for k, v in obj.items()}
-    return obj
+    return read_state_dict(path)
 
 
 def load_strict(model: nn.Module, state: dict, *, path: str, name: str) -> None:
