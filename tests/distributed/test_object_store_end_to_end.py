@@ -1,6 +1,7 @@
 """Every command on object storage, end to end: score -> train -> evaluate -> report -> find-label-issues ->
 tune against the loopback S3 server, with no local output folder; the training checkpoint is large enough
-to go up as a real multipart upload.
+to go up as a real multipart upload. Train and tune also log to MLflow (``--mlflow file:...``): one run
+for the training, one per trial.
 
 The train and tune steps also hold the validation-split contract of the CLI (the split recorded with its
 labels, validation predictions exactly the recorded ids, the test split predicted once, after selection).
@@ -60,10 +61,13 @@ def test_every_command_runs_on_object_storage(s3_server, ray_local, tmp_path, ca
     assert read_table(scores, columns=["id"]).num_rows == 48
 
     train_out = storage.join(run, "train")
+    mlflow_uri = f"file:{tmp_path}/mlruns"  # the tracking store is the user's own, here a local folder
     assert main(["train", "--train-source", train_spec, "--test-source", test_spec, "--val-fraction", "0.25",
-                 "--split-seed", "4", "--loss", "proposed", "--scores", scores, "--epochs", "1", "--width", "0.5",
-                 "--train-batch-size", "8", "--cpus-per-worker", "0.5", "--run-name", "r", "--output", train_out]) == 0
+                 "--split-seed", "4", "--loss", "proposed", "--scores", scores, "--epochs", "2", "--width", "0.5",
+                 "--train-batch-size", "8", "--cpus-per-worker", "0.5", "--run-name", "r", "--mlflow", mlflow_uri,
+                 "--output", train_out]) == 0
     printed = capsys.readouterr().out
+    _check_training_run_in_mlflow(mlflow_uri, tmp_path, printed, train_out)
     recorded = storage.read_parquet(storage.join(train_out, "r", "val_split.parquet"))
     ids = recorded.column("id").to_pylist()
     assert len(ids) == 12 and np.bincount(recorded.column("label").to_numpy()).tolist() == [4, 4, 4]
@@ -101,8 +105,10 @@ def test_every_command_runs_on_object_storage(s3_server, ray_local, tmp_path, ca
     tuned = storage.join(run, "tune")
     capsys.readouterr()
     assert main(["tune", "--space", space, "--train-source", train_spec, "--test-source", test_spec,
-                 "--width", "0.0625", "--train-batch-size", "8", "--cpus-per-worker", "0.5", "--output", tuned]) == 0
+                 "--width", "0.0625", "--train-batch-size", "8", "--cpus-per-worker", "0.5", "--mlflow", mlflow_uri,
+                 "--mlflow-experiment", "search", "--output", tuned]) == 0
     printed = capsys.readouterr().out
+    assert f"mlflow: one run per trial in experiment 'search' at file://{tmp_path}/mlruns" in printed
     recorded = storage.read_parquet(storage.join(tuned, "val_split.parquet"))
     assert np.bincount(recorded.column("label").to_numpy()).tolist() == [2, 2, 2]  # round(0.1 * 16) a class
     rows = storage.read_parquet(storage.join(tuned, "tune_results.parquet")).to_pylist()
@@ -110,3 +116,44 @@ def test_every_command_runs_on_object_storage(s3_server, ray_local, tmp_path, ca
     meta = read_metadata(storage.join(tuned, "tune_results.parquet"))
     assert meta["test"] == {"trials_predicted": [rows[0]["trial"]], "after_selection": True}
     assert f"{rows[0]['trial']:<12} {100 * rows[0]['test_acc']:>7.2f}" in printed  # the test table
+    _check_trial_runs_in_mlflow(mlflow_uri, {row["trial"]: row for row in rows})
+
+
+def _check_training_run_in_mlflow(uri: str, tmp_path, printed: str, train_out: str) -> None:
+    """One FINISHED run: the config as parameters, a point per epoch at step = epoch, the result as an artefact."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("rmd-ray-train")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert f"mlflow: run {run.info.run_id} in experiment 'rmd-ray-train' at file://{tmp_path}/mlruns" in printed
+    assert run.info.run_name == "r" and run.info.status == "FINISHED"
+    params = run.data.params
+    assert (params["loss"], params["model"], params["optim/epochs"], params["width"]) == ("proposed", "resnet18",
+                                                                                            "2", "0.5")
+    assert params["batch_size"] == "8" and params["data/val_fraction"] == "0.25"
+    for key in ("train_loss", "train_acc", "lr", "val_acc", "val_nll", "val_ece_mass"):
+        assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1, 2], key
+    val_acc = [m.value for m in client.get_metric_history(run.info.run_id, "val_acc")]
+    summary = json.loads((tmp_path / "mlruns" / experiment.experiment_id / run.info.run_id / "artifacts"
+                          / "metrics.json").read_text())
+    assert [e["val_acc"] for e in summary["epochs"]] == pytest.approx(val_acc)
+    assert run.data.tags["checkpoint"] == summary["last_checkpoint"]
+    assert run.data.tags["predictions_val"] == storage.join(train_out, "r", "predictions_val.parquet")
+
+
+def _check_trial_runs_in_mlflow(uri: str, rows: dict) -> None:
+    """One run per trial with its parameters, its validation accuracy per epoch and its result files."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("search").experiment_id])
+    assert len(runs) == len(rows) == 1
+    for run in runs:
+        trial = next(name for name in rows if name.startswith(run.data.tags["trial_name"] + "_"))
+        assert run.info.status == "FINISHED" and run.data.tags["space"] == "focal"
+        assert float(run.data.params["gamma"]) == pytest.approx(rows[trial]["config/gamma"])
+        history = client.get_metric_history(run.info.run_id, "val_acc")
+        assert [m.step for m in history] == [1] and history[0].value == pytest.approx(rows[trial]["val_acc"])
+        artefacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"result.json", "progress.csv", "params.json"} <= artefacts
