@@ -71,17 +71,24 @@ def test_a_table_that_is_not_a_datasets_image_table_says_what_to_use(tmp_path):
 
 @pytest.mark.ray
 @pytest.mark.timeout(600)
-def test_scores_equal_those_of_a_parquet_copy(ray_local, tmp_path):
+def test_scores_equal_those_of_a_parquet_copy_read_from_object_storage(ray_local, s3_server, tmp_path):
+    from rmd_ray.io import storage
+
     labels, images = _images(96, 2)
+    images[5] = b"not an image"  # a corrupt member: a reported row, not a crash
     write_hf(tmp_path / "hf.parquet", labels, images)
+    remote = storage.join(s3_server.bucket("rmd-hf"), "data", "train-00000-of-00001.parquet")
+    storage.write_bytes_atomic(remote, (tmp_path / "hf.parquet").read_bytes())
     ours = pa.table({"id": [f"img_{i:03d}.png" for i in range(96)], "label": pa.array(labels, pa.int16()),
                      "image": pa.array(images, pa.binary())})
     pq.write_table(ours.replace_schema_metadata({"classes": json.dumps(CLASSES)}), tmp_path / "ours.parquet",
                    row_group_size=32)
     runs = {}
-    for name, spec in (("hf", f"hf-parquet:{tmp_path / 'hf.parquet'}"), ("pq", f"parquet:{tmp_path / 'ours.parquet'}")):
+    for name, spec in (("hf", f"hf-parquet:{remote}"), ("pq", f"parquet:{tmp_path / 'ours.parquet'}")):
         result = run_scoring(spec, output_dir=str(tmp_path / name), encoder=EncoderSpec("tiny_cnn"),
                              extract=ExtractConfig(batch_size=32, num_actors=1), shard_rows=32)
+        assert (result.rows_scored, result.rows_error) == (95, 1)
+        assert read_table(result.errors_path, columns=["id"]).column("id").to_pylist() == ["img_005.png"]
         runs[name] = read_table(result.scores_path, columns=["id", "label", "rmd"]).sort_by("id")
     assert runs["hf"].column("id").equals(runs["pq"].column("id"))
     assert runs["hf"].column("label").to_pylist() == runs["pq"].column("label").to_pylist()

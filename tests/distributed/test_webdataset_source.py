@@ -227,21 +227,30 @@ def test_scores_equal_those_of_a_parquet_copy_and_bad_samples_are_reported(ray_l
 @pytest.mark.ray
 @pytest.mark.slow  # one Ray Train fit of one epoch
 @pytest.mark.timeout(300)
-def test_train_reads_a_webdataset_source(ray_local, tmp_path, capsys):
+def test_train_reads_hf_parquet_and_webdataset_sources_on_object_storage(ray_local, s3_server, tmp_path):
+    """Training rows from ``hf-parquet:`` shards and validation rows from ``webdataset:`` tars, both on S3."""
+    from test_hf_parquet import write_hf
+
     from rmd_ray.cli import main
 
-    _write_shards(tmp_path / "wds", [16, 16, 16], seed=7, formats=("PNG", "JPEG"))
-    (tmp_path / "wds" / "classes.txt").write_text("\n".join(CLASSES))
+    bucket = s3_server.bucket("rmd-train-sources")
+    samples = _write_shards(tmp_path / "wds", [6, 6], seed=7, formats=("PNG", "JPEG"))
+    for name in ("train-000.tar", "train-001.tar"):
+        storage.write_bytes_atomic(storage.join(bucket, "wds", name), (tmp_path / "wds" / name).read_bytes())
+    storage.write_bytes_atomic(storage.join(bucket, "wds", "classes.txt"), "\n".join(CLASSES).encode())
+    rng = np.random.default_rng(8)
+    labels = np.arange(48) % 3
+    write_hf(tmp_path / "hf.parquet", labels, [_image(rng, int(k), "PNG") for k in labels])
+    storage.write_bytes_atomic(storage.join(bucket, "hf", "train.parquet"), (tmp_path / "hf.parquet").read_bytes())
     out = tmp_path / "out"
-    assert main(["train", "--train-source", f"webdataset:{tmp_path / 'wds'}/train-{{000..002}}.tar",
-                 "--val-fraction", "0.25", "--split-seed", "4", "--loss", "ce", "--epochs", "1", "--width", "0.0625",
-                 "--train-batch-size", "8", "--cpus-per-worker", "0.5", "--run-name", "r", "--output", str(out)]) == 0
-    recorded = pq.read_table(out / "r" / "val_split.parquet")
-    ids = recorded.column("id").to_pylist()
-    assert len(ids) == 12 and np.bincount(recorded.column("label").to_numpy()).tolist() == [4, 4, 4]
-    assert all(i.startswith("img/s") for i in ids)
-    val_pred = read_table(str(out / "r" / "predictions_val.parquet"), columns=["id"]).column("id").to_pylist()
-    assert sorted(val_pred) == sorted(ids)
+    assert main(["train", "--train-source", f"hf-parquet:{storage.join(bucket, 'hf')}",
+                 "--val-source", f"webdataset:{storage.join(bucket, 'wds', 'train-{000..001}.tar')}",
+                 "--loss", "ce", "--epochs", "1", "--width", "0.0625", "--train-batch-size", "8",
+                 "--cpus-per-worker", "0.5", "--run-name", "r", "--output", str(out)]) == 0
+    val_pred = read_table(str(out / "r" / "predictions_val.parquet"), columns=["id", "label"])
+    assert sorted(val_pred.column("id").to_pylist()) == sorted(key for key, _ in samples)
+    assert sorted(zip(val_pred.column("id").to_pylist(), val_pred.column("label").to_pylist())) == sorted(
+        (key, int(members["cls"])) for key, members in samples)
 
 
 @pytest.mark.ray
