@@ -205,14 +205,21 @@ def test_killed_worker_resumes_and_proposed_with_zero_weights_equals_ce(ce_run, 
 @pytest.mark.slow  # a Ray Train fit: ~20-40 s of start-up alone on 2 shared cores
 def test_two_workers_count_every_validation_and_test_id_once(ray_local, tmp_path):
     # DDP over gloo with 2 x 0.5 CPU: shards of 128 rows, train loss all-reduced over both ranks,
-    # validation on rank 0 over the whole (unsplit) validation set, deduplicated by id
+    # validation on both ranks over their parts of the validation shards, deduplicated by index
     # 2 x 32 = 64 samples per step, 4 steps per epoch: a larger lr and one more epoch than 1 worker
     config = TrainConfig(loss="ce", **{**BASE, "num_workers": 2, "optim": OptimConfig(lr=0.1, epochs=3)})
     result = run_training(
-        TRAIN, val=VAL, test=TEST, config=config, output_dir=tmp_path, run_name="ddp"
+        TRAIN, val=VAL, test=TEST, config=config, output_dir=tmp_path, run_name="ddp", shard_rows=48
     )
     assert [e["epoch"] for e in result.epochs] == [1, 2, 3]
     assert all(e["val_n_samples"] == 128 for e in result.epochs)
+    # validation ran on both ranks (shards 0, 2 and 1 of 48 + 48 + 32 rows), its summaries reduced: the last
+    # epoch's metrics are those of the last checkpoint's predictions of the validation split
+    from rmd_ray.evaluation.evaluate import evaluate_run
+
+    predicted = evaluate_run(result.predictions["val"])["metrics"]
+    for key in ("acc", "nll", "ece_mass", "brier", "msp_auroc"):
+        assert result.final_val[key] == pytest.approx(predicted[key], rel=1e-5, abs=1e-6), key
     assert result.epochs[-1]["train_loss"] < result.epochs[0]["train_loss"]
     assert result.final_val["acc"] >= 0.5
     pred = read_table(result.predictions_path)

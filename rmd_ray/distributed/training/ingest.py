@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import functools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -290,9 +291,15 @@ def train_dataset(
     return _stream_yields(ds, geometry)
 
 
-def eval_dataset(source: ShardedSource, *, geometry: Geometry, decode_cpus: float = 1.0):
-    """The lazy evaluation dataset in plan order (``image``, ``label``, ``index``)."""
-    ds = _shard_dataset(source, shuffle="none", seed=0)
+def eval_dataset(source: ShardedSource, *, geometry: Geometry, decode_cpus: float = 1.0,
+                 part: tuple[int, int] = (0, 1)):
+    """The lazy evaluation dataset in plan order (``image``, ``label``, ``index``).
+
+    ``part = (r, n)``: only every n-th shard from the r-th (one worker's part of a validation split);
+    ``index`` stays the row's position in the whole source, so parts never share an index.
+    """
+    r, n = part
+    ds = _shard_dataset(dataclasses.replace(source, shards=source.shards[r::n]), shuffle="none", seed=0)
     ds = ds.map_batches(
         _decode_shard,
         fn_kwargs={

@@ -251,7 +251,13 @@ def _build_trainer(plan: _Plan, cfg: TrainConfig, *, output_dir: str, run_name: 
         shuffle=cfg.shuffle, seed=cfg.seed, decode_cpus=cfg.decode_cpus, decode_tasks=decode_tasks(cfg),
         shards_per_task=cfg.shards_per_task,
     )
-    val_ds = ingest.eval_dataset(plan.sources["val"], geometry=geometry, decode_cpus=cfg.decode_cpus)
+    val_source = plan.sources["val"]
+    # one validation dataset per rank, over every num_workers-th shard: each worker predicts its own part
+    val_parts = max(1, min(cfg.num_workers, len(val_source.shards)))
+    val_ds = {
+        f"val_{r}": ingest.eval_dataset(val_source, geometry=geometry, decode_cpus=cfg.decode_cpus, part=(r, val_parts))
+        for r in range(val_parts)
+    }
     # the driver context's options (resource limits, ...); order is kept so a seeded run is reproducible
     ingest_options = copy.deepcopy(DataContext.get_current().execution_options)
     ingest_options.preserve_order = cfg.shuffle == "seeded"
@@ -261,6 +267,7 @@ def _build_trainer(plan: _Plan, cfg: TrainConfig, *, output_dir: str, run_name: 
         steps_per_epoch=steps_per_epoch, drop_last=drop_last, shuffle_buffer=buffer, fatal=fatal,
         initial_checkpoint=plan.initial_ref, initial_weights=plan.init_weights_ref, epoch_hook=epoch_hook,
         prestarted_split=ingest.prestarted_split(train_ds, cfg.num_workers, execution_options=ingest_options),
+        val_parts=val_parts,
     )
     filesystem, storage_path = storage_location(output_dir)
     trainer = TorchTrainer(
@@ -277,7 +284,7 @@ def _build_trainer(plan: _Plan, cfg: TrainConfig, *, output_dir: str, run_name: 
                 num_to_keep=2, checkpoint_score_attribute=SCORE_METRIC, checkpoint_score_order="max"
             ),
         ),
-        datasets={"train": train_ds, "val": val_ds},
+        datasets={"train": train_ds, **val_ds},
         dataset_config=DataConfig(datasets_to_split=["train"], execution_options=ingest_options),
     )
     ingest.warm_decode_workers(

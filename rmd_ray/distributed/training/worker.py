@@ -3,7 +3,8 @@
 Build model, loss, optimiser and schedule; restore Ray's latest checkpoint (a restart) or
 ``resume_from``; then per epoch: iterate this worker's shard of the lazy training dataset (uint8
 pixels, normalised here on the worker's device), report metrics and, on rank 0, a checkpoint.
-Validation runs on rank 0 over the whole (unsplit) validation dataset, one row per index.
+Validation runs on every rank over its part of the validation shards; the per-row summaries are
+gathered and reduced to the metrics, one row per index.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class WorkerSpec:
     initial_weights: Any = None  # ObjectRef of the fitted model_weights state dict (a fresh run's start), or None
     epoch_hook: Callable[[int], None] | None = None
     prestarted_split: list[Any] | None = None  # ingest.prestarted_split: one iterator per rank
+    val_parts: int = 1  # validation datasets "val_0" .. : rank r predicts part r (if r < val_parts)
 
 
 def _inner(model: torch.nn.Module) -> torch.nn.Module:
@@ -214,8 +216,6 @@ def _train_worker(spec: WorkerSpec) -> None:
     """The training loop proper: builds everything from rmd_ray.nn and reports once per epoch."""
     from ray.train.torch import get_device, prepare_model
 
-    from rmd_ray.core.metrics import evaluate_predictions
-
     cfg = spec.config
     worker_setup(threads=1)
     ctx = ray.train.get_context()
@@ -241,7 +241,7 @@ def _train_worker(spec: WorkerSpec) -> None:
     std = torch.tensor(std_list, dtype=torch.float32, device=device)
     # the cifar crop + flip runs here on the device, seeded; imagenet's random resized crop ran in the read task
     crop_on_worker = cfg.augment and spec.preset == "cifar"
-    val_data = ray.train.get_dataset_shard("val")
+    val_data = ray.train.get_dataset_shard(f"val_{rank}") if rank < spec.val_parts else None
     resumed_from = start
     for epoch in range(start, cfg.optim.epochs):
         if spec.epoch_hook is not None:
@@ -278,9 +278,10 @@ def _train_worker(spec: WorkerSpec) -> None:
         }
         last = epoch + 1 == cfg.optim.epochs
         evaluate = last or (epoch + 1) % cfg.eval_every == 0
-        if rank == 0 and evaluate:
-            val = _evaluate(_inner(model), val_data, spec, device, mean, std)
-            metrics.update({f"val_{k}": float(v) for k, v in evaluate_predictions(*val).items()})
+        if evaluate:  # every rank predicts its part of the validation split; rank 0 reduces the summaries
+            val = _validate(_inner(model), val_data, spec, device, mean, std, world=world)
+            if rank == 0:
+                metrics.update({f"val_{k}": float(v) for k, v in val.items()})
         metrics["time_s"] = time.perf_counter() - tic
         metrics["train_s"] = train_s
         # the share of the training steps' wall time spent waiting for the next batch (ingest-bound if high)
@@ -289,14 +290,32 @@ def _train_worker(spec: WorkerSpec) -> None:
         _report(spec, rank, epoch, metrics, history, model, optimizer, scheduler, loss_fn, mean_list, std_list)
 
 
-def _evaluate(model, val_data, spec: WorkerSpec, device, mean, std) -> tuple[np.ndarray, np.ndarray]:
-    """Logits and labels over the whole validation set, one row per id (dedupe: padded shards repeat)."""
-    batches = val_data.iter_torch_batches(batch_size=spec.config.batch_size, device=device)
-    ids, labels, logits = engine.predict(model, _batches(batches, mean, std), device=device, amp=spec.config.amp)
-    uniq, first = np.unique(ids, return_index=True)
+def _validate(model, val_data, spec: WorkerSpec, device, mean, std, *, world: int) -> dict[str, float]:
+    """Validation metrics from every rank's part: each rank reduces its rows to per-row summaries
+    (:func:`rmd_ray.core.metrics.row_summaries`, seven numbers a row), the summaries are gathered and
+    every rank computes the metrics of all rows, one per index (padded parts repeat rows). Every rank
+    predicts with rank 0's weights and BatchNorm statistics: the model its checkpoint holds."""
+    from rmd_ray.core.metrics import SUMMARY_COLUMNS, metrics_from_summaries, row_summaries
+
+    index, summaries = np.zeros(0, np.int64), {c: np.zeros(0) for c in SUMMARY_COLUMNS}
+    if world > 1:  # DDP syncs BatchNorm statistics at the start of a forward: each rank's last step moved its
+        for buffer in model.buffers():  # own, so all ranks take rank 0's (what its checkpoint holds)
+            torch.distributed.broadcast(buffer, src=0)
+    if val_data is not None:
+        batches = val_data.iter_torch_batches(batch_size=spec.config.batch_size, device=device)
+        index, labels, logits = engine.predict(model, _batches(batches, mean, std), device=device,
+                                               amp=spec.config.amp)
+        if len(index):
+            summaries = row_summaries(logits, labels)
+    parts = [(index, summaries)]
+    if world > 1:
+        parts = [None] * world
+        torch.distributed.all_gather_object(parts, (index, summaries))
+    index = np.concatenate([p[0] for p in parts])
+    uniq, first = np.unique(index, return_index=True)
     if len(uniq) != spec.n_val:
         raise RuntimeError(f"validation returned {len(uniq)} distinct rows, expected {spec.n_val}")
-    return logits[first], labels[first]
+    return metrics_from_summaries({c: np.concatenate([p[1][c] for p in parts])[first] for c in SUMMARY_COLUMNS})
 
 
 def _report(spec, rank, epoch, metrics, history, model, optimizer, scheduler, loss_fn, mean, std) -> None:
