@@ -184,3 +184,39 @@ def test_evaluate_and_report_user_errors(tmp_path, capsys):
         err = capsys.readouterr().err
         assert re.search(message, err), (message, err)
         assert err.count("\n") == 1
+
+
+def test_evaluate_use_gpu_reaches_the_prediction_actors(tmp_path, monkeypatch):
+    """``--use-gpu`` asks for one GPU per prediction actor in the corruption shift and the OOD sets."""
+    import rmd_ray.cli.console as console
+    import rmd_ray.distributed.prediction.ood as ood
+    import rmd_ray.distributed.prediction.shift_eval as shift
+
+    seen = {}
+
+    def fake_shift(*args, **kwargs):
+        seen["shift"] = kwargs["use_gpu"]
+        return [{"corruption": "none", "severity": 0, "acc": 0.5, "ece_mass": 0.1},
+                {"corruption": "contrast", "severity": 1, "acc": 0.5, "ece_mass": 0.1}]
+
+    def fake_ood(*args, **kwargs):
+        seen["ood"] = kwargs["use_gpu"]
+        report = {"auroc": 0.5, "fpr_at_95_tpr": 0.5}
+        return {"d": {"n_out": 2, "maxlogit": report, "entropy": report, "msp": report}}
+
+    monkeypatch.setattr(console, "start_ray", lambda args: None)
+    monkeypatch.setattr(shift, "shift_eval", fake_shift)
+    monkeypatch.setattr(ood, "ood_eval", fake_ood)
+    monkeypatch.setattr("rmd_ray.distributed.sources.plan.open_source", lambda spec, limit=None: spec)
+    pred = tmp_path / "p.parquet"
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"id": ["a", "b"], "label": [0, 1], "logits": [[2.0, 0.0], [0.0, 1.0]]}), pred)
+    argv = ["evaluate", "--predictions", f"m={pred}", "--checkpoint", f"m={tmp_path}", "--corruption-source",
+            "sklearn-digits:", "--ood-source", "d=sklearn-digits:", "--output", str(tmp_path / "o")]
+    assert main([*argv, "--use-gpu"]) == 0
+    assert seen == {"shift": True, "ood": True}
+    seen.clear()
+    assert main(argv) == 0
+    assert seen == {"shift": False, "ood": False}

@@ -38,6 +38,11 @@ def add_shift_args(parser: argparse.ArgumentParser, *, with_checkpoint: bool = T
         "offline sets: sklearn-digits:, parquet:..., folder:...",
     )
     parser.add_argument("--ood-limit", type=int, default=None, help="first N rows of each OOD source")
+    if with_checkpoint:
+        parser.add_argument(
+            "--use-gpu", action="store_true",
+            help="one GPU per prediction actor for the corruption shift and OOD sets (the checkpoint's model)",
+        )
 
 
 def ood_results(args: argparse.Namespace, runs: dict[str, str], checkpoints: dict[str, str], output) -> dict:
@@ -53,7 +58,7 @@ def ood_results(args: argparse.Namespace, runs: dict[str, str], checkpoints: dic
         )
     return {
         run: ood_eval(checkpoints[run], runs[run], sources, output_dir=storage.join(str(output), "ood", run),
-                      limit=args.ood_limit)
+                      limit=args.ood_limit, use_gpu=args.use_gpu)
         for run in runs
     }
 
@@ -99,7 +104,8 @@ def corruption_results_of(
     start_ray(args)
     planned = open_source(source, limit=limit)
     return {
-        name: shift_eval(checkpoint, planned, corruptions=names, severities=severities, preset=args.preset)
+        name: shift_eval(checkpoint, planned, corruptions=names, severities=severities, preset=args.preset,
+                         use_gpu=getattr(args, "use_gpu", False))
         for name, checkpoint in checkpoints.items()
     }
 
