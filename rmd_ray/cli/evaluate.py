@@ -79,14 +79,29 @@ def corruption_results_of(
     """Corruption rows (clean first) of each checkpoint on ``source``, as --corruptions / --severities / --preset say.
 
     Generated corruptions run in Ray (corrupt in tasks, predict in model actors:
-    ``rmd_ray.distributed.prediction.shift_eval``); a published set (``imagenet-c:ROOT``) is read and
-    predicted in this process.
+    ``rmd_ray.distributed.prediction.shift_eval``); a published ImageNet-C tree (``imagenet-c:ROOT``) is
+    planned per (corruption, severity) and predicted in Ray too
+    (``rmd_ray.distributed.prediction.published_shift``); CIFAR-10-C arrays are read in this process.
     """
+    from rmd_ray.distributed.prediction.published_shift import is_imagenet_c_tree
     from rmd_ray.distributed.sources.plan import check_source_spec
 
     names = [c for c in args.corruptions.split(",") if c] if args.corruptions else None
     severities = int_list(args.severities, what="--severities")
-    if source.startswith("imagenet-c:"):
+    root = source.partition(":")[2]
+    if source.startswith("imagenet-c:") and is_imagenet_c_tree(root):  # lazy: planned and predicted in Ray
+        from rmd_ray.cli.console import start_ray
+        from rmd_ray.distributed.prediction.published_shift import published_shift_eval
+        from rmd_ray.io import storage
+
+        start_ray(args)
+        return {
+            name: published_shift_eval(checkpoint, root, output_dir=storage.join(str(args.output), "published", name),
+                                       corruptions=names, severities=severities, limit=limit,
+                                       use_gpu=getattr(args, "use_gpu", False))
+            for name, checkpoint in checkpoints.items()
+        }
+    if source.startswith("imagenet-c:"):  # CIFAR-10-C arrays: memory-mapped, in this process
         from rmd_ray.data.readers import read_source
         from rmd_ray.evaluation.shift import checkpoint_corruption_eval
 

@@ -152,8 +152,7 @@ def _add_run_command(sub: Any) -> None:
 def _evaluate_uses_ray(args: argparse.Namespace) -> bool:
     # Ray (and its log file) only for OOD sets and generated corruptions; metrics of files need none
     source = args.corruption_source or ""
-    generated = bool(args.checkpoint and source and not source.startswith("imagenet-c:"))
-    return bool(args.ood_source) or generated
+    return bool(args.ood_source) or bool(args.checkpoint and source)  # generated or ImageNet-C: in Ray
 
 
 # OSErrors a user's input causes (a path that is a file, is missing, is not writable): one line too

@@ -91,3 +91,38 @@ def test_distributed_corruption_shift_equals_the_in_process_evaluation(ray_local
         assert g["ece_width"] == pytest.approx(r["ece_width"], abs=1e-9)
     with pytest.raises(ValueError, match="severities must be distinct integers in 1..5"):
         shift_eval(str(path), source_from_table(table), corruptions=names, severities=[0])
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(600)
+def test_a_published_imagenet_c_tree_is_predicted_in_ray_as_the_whole_read_gives(ray_local, tmp_path):
+    """imagenet-c:ROOT on an ImageNet-C tree: each (corruption, severity) planned as a folder source and
+    predicted by model actors gives the numbers of the set read whole and predicted in-process."""
+    from PIL import Image
+
+    from rmd_ray.distributed.prediction.published_shift import published_shift_eval
+    from rmd_ray.evaluation.shift import checkpoint_corruption_eval
+
+    rng = np.random.default_rng(3)
+    root = tmp_path / "ImageNet-C"
+    for severity in (1, 3):
+        for wnid in ("n01", "n02", "n03"):
+            folder = root / "fog" / str(severity) / wnid
+            folder.mkdir(parents=True)
+            for i in range(4):
+                Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(folder / f"{i}.JPEG")
+    _, checkpoint = _checkpoint(tmp_path)
+    rows = published_shift_eval(str(checkpoint), str(root), output_dir=str(tmp_path / "pred"), severities=[1, 3])
+    whole = checkpoint_corruption_eval(checkpoint, read_source(f"imagenet-c:{root}"), severities=[1, 3])
+    assert [(r["corruption"], r["severity"]) for r in rows] == [("fog", 1), ("fog", 3)]
+    for got, want in zip(rows, whole):
+        assert got["acc"] == want["acc"]
+        assert got["ece_mass"] == pytest.approx(want["ece_mass"], abs=1e-6)
+    with pytest.raises(ValueError, match=r"has no severity 2 of fog"):
+        published_shift_eval(str(checkpoint), str(root), output_dir=str(tmp_path / "p2"), severities=[2])
+    (root / "fog" / "3" / "n03" / "0.JPEG").rename(root / "fog" / "3" / "n04.JPEG")
+    for f in (root / "fog" / "3" / "n03").iterdir():
+        f.unlink()
+    (root / "fog" / "3" / "n03").rmdir()
+    with pytest.raises(ValueError, match=r"holds other wnid folders than the first"):
+        published_shift_eval(str(checkpoint), str(root), output_dir=str(tmp_path / "p3"), severities=[1, 3])
