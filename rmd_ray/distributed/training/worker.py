@@ -58,7 +58,7 @@ class WorkerSpec:
     initial_weights: Any = None  # ObjectRef of the fitted model_weights state dict (a fresh run's start), or None
     epoch_hook: Callable[[int], None] | None = None
     prestarted_split: list[Any] | None = None  # ingest.prestarted_split: one iterator per rank
-    val_parts: int = 1  # validation datasets "val_0" .. : rank r predicts part r (if r < val_parts)
+    val_parts: int = 1  # validation datasets "val_0" ..: part p is predicted by rank p % world
 
 
 def _inner(model: torch.nn.Module) -> torch.nn.Module:
@@ -241,7 +241,8 @@ def _train_worker(spec: WorkerSpec) -> None:
     std = torch.tensor(std_list, dtype=torch.float32, device=device)
     # the cifar crop + flip runs here on the device, seeded; imagenet's random resized crop ran in the read task
     crop_on_worker = cfg.augment and spec.preset == "cifar"
-    val_data = ray.train.get_dataset_shard(f"val_{rank}") if rank < spec.val_parts else None
+    # this rank's validation parts: part p goes to rank p % world (all of them, if fewer ranks run than planned)
+    val_data = [ray.train.get_dataset_shard(f"val_{p}") for p in range(rank, spec.val_parts, world)]
     resumed_from = start
     for epoch in range(start, cfg.optim.epochs):
         if spec.epoch_hook is not None:
@@ -301,12 +302,13 @@ def _validate(model, val_data, spec: WorkerSpec, device, mean, std, *, world: in
     if world > 1:  # DDP syncs BatchNorm statistics at the start of a forward: each rank's last step moved its
         for buffer in model.buffers():  # own, so all ranks take rank 0's (what its checkpoint holds)
             torch.distributed.broadcast(buffer, src=0)
-    if val_data is not None:
-        batches = val_data.iter_torch_batches(batch_size=spec.config.batch_size, device=device)
-        index, labels, logits = engine.predict(model, _batches(batches, mean, std), device=device,
-                                               amp=spec.config.amp)
-        if len(index):
-            summaries = row_summaries(logits, labels)
+    for part in val_data:
+        batches = part.iter_torch_batches(batch_size=spec.config.batch_size, device=device)
+        ids, labels, logits = engine.predict(model, _batches(batches, mean, std), device=device, amp=spec.config.amp)
+        if len(ids):
+            rows = row_summaries(logits, labels)
+            index = np.concatenate([index, ids])
+            summaries = {c: np.concatenate([summaries[c], rows[c]]) for c in SUMMARY_COLUMNS}
     parts = [(index, summaries)]
     if world > 1:
         parts = [None] * world
