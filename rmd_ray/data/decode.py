@@ -50,13 +50,19 @@ class DecodeError(ValueError):
 # one image
 
 
-def decode_image(row: Mapping[str, Any]) -> Image.Image:
+def decode_image(row: Mapping[str, Any], *, min_side: int | None = None) -> Image.Image:
     """Decode one row to an RGB ``PIL.Image``.
 
     Parameters
     ----------
     row : mapping
         ``id``, ``label`` and exactly one of ``image`` / ``path`` / ``pixels`` (+ ``shape``).
+    min_side : int, optional
+        Reduced-size decoding: a JPEG whose shorter side is at least twice ``min_side`` is decoded at
+        1/2, 1/4 or 1/8 of its size by libjpeg's DCT scaling (PIL's ``draft``), the smallest of those
+        whose shorter side is still ``>= min_side``. For a resize that brings the shorter side to
+        ``min_side`` (or less) nothing it keeps is lost, and most of the decode and resize work is
+        skipped. ``None`` (default): full size. Other formats always decode at full size.
 
     Returns
     -------
@@ -79,6 +85,9 @@ def decode_image(row: Mapping[str, Any]) -> Image.Image:
             "PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True (set by other code): truncated images would "
             "decode as grey without an error; set it back to False"
         )
+    if min_side is not None and (isinstance(min_side, bool) or not isinstance(min_side, (int, np.integer))
+                                 or min_side < 1):
+        raise ValueError(f"min_side must be None or an int >= 1, got {min_side!r}")
     present = [k for k in IMAGE_KEYS if row.get(k) is not None]
     if len(present) != 1:
         what = "none" if not present else ", ".join(present)
@@ -94,9 +103,9 @@ def decode_image(row: Mapping[str, Any]) -> Image.Image:
             raise DecodeError(f"file not found: {path}") from None
         except (OSError, ValueError) as err:  # ValueError: not a location storage understands
             raise DecodeError(f"cannot read file {path}: {getattr(err, 'strerror', None) or err}") from None
-        img = _from_bytes(data, where=f" ({path})")
+        img = _from_bytes(data, where=f" ({path})", min_side=min_side)
     else:
-        img = _from_bytes(_as_bytes(row["image"]), where="")
+        img = _from_bytes(_as_bytes(row["image"]), where="", min_side=min_side)
     return _to_rgb(img)
 
 
@@ -108,11 +117,14 @@ def _as_bytes(value: Any) -> bytes:
     raise DecodeError(f"image must be encoded bytes, got {type(value).__name__}")
 
 
-def _from_bytes(data: bytes, *, where: str) -> Image.Image:
+def _from_bytes(data: bytes, *, where: str, min_side: int | None = None) -> Image.Image:
     if len(data) == 0:
         raise DecodeError(f"empty image data (0 bytes){where}")
     try:
         img = Image.open(io.BytesIO(data))
+        if min_side and img.format == "JPEG" and min(img.size) >= 2 * min_side:
+            # draft picks the largest scale 1/s (s in 8, 4, 2) with both sides // s >= the size asked
+            img.draft(img.mode, (int(min_side), int(min_side)))
         img.load()  # PIL is lazy: truncation and most corruption only show up here
     except UnidentifiedImageError:
         raise DecodeError(

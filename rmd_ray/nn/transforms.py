@@ -36,6 +36,7 @@ __all__ = [
     "PRESETS",
     "channel_moments",
     "eval_geometry",
+    "eval_resize",
     "moments_to_mean_std",
     "normalize_uint8",
     "resolve_preset",
@@ -77,6 +78,15 @@ def resolve_preset(preset: str, *, image_size: int | None, native_side: int) -> 
     return preset, image_size
 
 
+def eval_resize(preset: str, image_size: int) -> int | None:
+    """The shorter side :func:`eval_geometry` resizes to before its centre crop; None: no crop (``cifar``)."""
+    if preset == "cifar":
+        return None
+    if preset == "imagenet":
+        return int(round(image_size / _EVAL_CROP_FRACTION))
+    raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
+
+
 def eval_geometry(preset: str, image_size: int | None) -> Callable[[Any], Any]:
     """PIL RGB -> PIL RGB, deterministic (validation, test, prediction, channel statistics)."""
     if preset == "cifar":
@@ -88,7 +98,7 @@ def eval_geometry(preset: str, image_size: int | None) -> Callable[[Any], Any]:
     from torchvision.transforms import v2 as T
 
     if preset == "imagenet":
-        resize = int(round(image_size / _EVAL_CROP_FRACTION))
+        resize = eval_resize(preset, image_size)
         return T.Compose(
             [T.Resize(resize, interpolation=T.InterpolationMode.BILINEAR), T.CenterCrop(image_size)]
         )

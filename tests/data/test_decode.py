@@ -343,3 +343,56 @@ def test_augment_validation():
         augment(img, seed=0, ratio=(2.0, 1.0))
     with pytest.raises(TypeError, match=r"image must be a PIL.Image"):
         augment(np.zeros((8, 8, 3)), seed=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# reduced-size JPEG decoding (min_side)
+
+
+def _photo(w: int, h: int) -> bytes:
+    yy, xx = np.mgrid[0:h, 0:w]
+    pixels = np.stack([xx % 256, yy % 256, (xx // 3 + yy // 5) % 256], axis=-1).astype(np.uint8)
+    return _encode(Image.fromarray(pixels), "JPEG", quality=90)
+
+
+@pytest.mark.parametrize(
+    ("min_side", "size"),
+    [(None, (1000, 800)), (500, (1000, 800)), (400, (500, 400)), (224, (500, 400)), (200, (250, 200)),
+     (100, (125, 100)), (50, (125, 100)), (1, (125, 100))],
+)
+def test_a_large_jpeg_is_decoded_at_the_largest_scale_that_keeps_min_side(min_side, size):
+    # 1/2, 1/4, 1/8 only (libjpeg's DCT scaling through PIL's draft); never below min_side
+    image = decode_image(_row(image=_photo(1000, 800)), min_side=min_side)
+    assert image.mode == "RGB" and image.size == size
+    assert min_side is None or min(image.size) >= min_side
+
+
+def test_reduced_decoding_averages_what_full_decoding_has():
+    # scale 1/2 decoding is close to a 2x2 box average of the full decode (a resampling, not a crop)
+    full = np.asarray(decode_image(_row(image=_photo(640, 480))), dtype=np.float64)
+    half = np.asarray(decode_image(_row(image=_photo(640, 480)), min_side=240), dtype=np.float64)
+    assert half.shape == (240, 320, 3)
+    boxed = full.reshape(240, 2, 320, 2, 3).mean(axis=(1, 3))
+    assert np.abs(half - boxed).mean() < 3.0
+
+
+def test_min_side_leaves_png_and_pixels_at_full_size(tmp_path):
+    png = _encode(Image.fromarray(np.zeros((400, 600, 3), np.uint8)), "PNG")
+    assert decode_image(_row(image=png), min_side=50).size == (600, 400)
+    path = tmp_path / "big.JPEG"
+    path.write_bytes(_photo(1000, 800))
+    assert decode_image(_row(path=str(path)), min_side=100).size == (125, 100)  # a path as well as bytes
+    pixels = np.zeros((300, 300, 3), np.uint8)
+    assert decode_image(_row(pixels=pixels.tobytes(), shape=[300, 300, 3]), min_side=10).size == (300, 300)
+
+
+def test_reduced_decoding_still_reports_a_truncated_jpeg():
+    data = _photo(1000, 800)
+    with pytest.raises(DecodeError, match="truncated"):
+        decode_image(_row(image=data[: len(data) // 2]), min_side=100)
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True, "224"])
+def test_min_side_must_be_a_positive_int(bad):
+    with pytest.raises(ValueError, match="min_side must be None or an int >= 1"):
+        decode_image(_row(image=_photo(64, 64)), min_side=bad)

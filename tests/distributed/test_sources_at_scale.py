@@ -126,7 +126,7 @@ def test_folder_source_ids_match_the_image_folder_reader(ray_local, tmp_path):
     (root / "dog" / "notes.txt").write_text("not an image")
     source = open_source(f"folder:{root}", shard_rows=10)
     assert source.classes == ("cat", "dog", "emu") and source.n_rows == 21
-    assert [s.n_rows for s in source.shards] == [7, 7, 7]  # whole classes per shard
+    assert [s.n_rows for s in source.shards] == [10, 10, 1]  # shard_rows files per shard, across classes
     result = run_scoring(f"folder:{root}", output_dir=tmp_path / "out", encoder=TINY, extract=EXTRACT,
                          covariance=CovarianceConfig(shrinkage="ridge"))
     scored = read_table(result.scores_path)

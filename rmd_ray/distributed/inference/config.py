@@ -9,7 +9,7 @@ from typing import Any
 import ray
 
 from rmd_ray.distributed.runtime.cluster import physical_cpus
-from rmd_ray.nn.encoders import DEFAULT_ENCODER, Encoder, build_encoder
+from rmd_ray.nn.encoders import DEFAULT_ENCODER, Encoder, Preprocessing, build_encoder, encoder_preprocessing
 
 __all__ = ["EmbedResult", "EncoderSpec", "ExtractConfig", "actor_resources"]
 
@@ -27,6 +27,10 @@ class EncoderSpec:
         return build_encoder(
             self.name, checkpoint=self.checkpoint, image_size=self.image_size, pretrained=self.pretrained
         )
+
+    def preprocessing(self) -> Preprocessing:
+        """The encoder's preprocessing from its registry entry: what decode tasks need, no model built."""
+        return encoder_preprocessing(self.name, image_size=self.image_size)
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,11 @@ class ExtractConfig:
         Rows per features part file.
     decode_cpus : float
         Logical CPUs each decode task asks for.
+    draft_decode : bool
+        Reduced-size decoding (docs/design.md section 7.7): a JPEG at least twice the size the resize
+        needs is decoded at 1/2, 1/4 or 1/8 size by libjpeg's DCT scaling, never below what the
+        resize keeps (:func:`rmd_ray.data.decode.decode_image`'s ``min_side``). Only with
+        ``n_views == 1`` (an augmented view crops before it resizes, so it may need the full size).
     stall_seconds : float
         An execution that writes no features for this long (a block lost with a node, say) is
         stopped and resumed from the completion records.
@@ -66,6 +75,7 @@ class ExtractConfig:
     seed: int = 0
     write_rows: int = 4096
     decode_cpus: float = 1.0
+    draft_decode: bool = True
     stall_seconds: float = 600.0
     startup_seconds: float = 600.0
 
@@ -78,6 +88,8 @@ class ExtractConfig:
             raise ValueError(f"num_actors must be an int >= 1 or None, got {self.num_actors!r}")
         if self.gpus_per_actor is not None and not (0 <= self.gpus_per_actor):
             raise ValueError(f"gpus_per_actor must be >= 0, got {self.gpus_per_actor!r}")
+        if not isinstance(self.draft_decode, bool):
+            raise TypeError(f"draft_decode must be True or False, got {self.draft_decode!r}")
         if not 0 < self.decode_cpus <= 64:
             raise ValueError(f"decode_cpus must be in (0, 64], got {self.decode_cpus!r}")
         for name in ("stall_seconds", "startup_seconds"):

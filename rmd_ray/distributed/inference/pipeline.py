@@ -70,7 +70,8 @@ def embedding_pipeline(
     ds = ds.map_batches(
         read_decode_stage,
         fn_kwargs={"plan": {s.index: s for s in shards}, "classes": classes, "spec": encoder,
-                   "n_views": extract.n_views, "seed": extract.seed, "batch_size": extract.batch_size},
+                   "n_views": extract.n_views, "seed": extract.seed, "batch_size": extract.batch_size,
+                   "draft": extract.draft_decode},
         batch_size=1, batch_format="pyarrow", num_cpus=extract.decode_cpus, max_calls=0,
     )
     # The encoder actors go one per node before two on one (every node's CPUs/GPUs work) by Ray Data's own

@@ -36,6 +36,7 @@ def run_signature(source: ShardedSource, encoder: Any, extract: Any, resolution:
         "resolution": resolution,
         "n_views": extract.n_views,
         "seed": extract.seed,
+        "draft_decode": extract.draft_decode and extract.n_views == 1,
         "plan": source.plan_fingerprint(),
         "classes": list(source.classes),
     }

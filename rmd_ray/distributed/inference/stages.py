@@ -39,31 +39,38 @@ def _read_stage(batch: pa.Table, *, plan: dict[int, Shard], classes: tuple[str, 
 
 
 @functools.lru_cache(maxsize=4)
-def _preprocessing(spec: EncoderSpec) -> tuple[Any, Callable[..., Any]]:
-    # Cached per worker process (Ray reuses them): the encoder is built once for its preprocessing
-    # and only the transforms are kept, so the model's memory is released.
+def _preprocessing(spec: EncoderSpec) -> tuple[Any, Callable[..., Any], int]:
+    # Cached per worker process (Ray reuses them). The spec says its preprocessing without building the
+    # model (an encoder's registry entry, a classifier's recorded geometry): no weights are read here.
     from rmd_ray.nn.encoders import split_preprocess
 
-    preprocess = spec.build().preprocess
-    return split_preprocess(preprocess), preprocess
+    prep = spec.preprocessing()
+    preprocess = prep.transform()
+    return split_preprocess(preprocess), preprocess, prep.min_side
 
 
 def read_decode_stage(
     batch: pa.Table, *, plan: dict[int, Shard], classes: tuple[str, ...], spec: EncoderSpec, n_views: int,
-    seed: int, batch_size: int,
+    seed: int, batch_size: int, draft: bool = False,
 ) -> Iterator[dict[str, np.ndarray]]:
-    """One shard index in, its rows out as decoded batches of ``batch_size`` (a generator: streams)."""
+    """One shard index in, its rows out as decoded batches of ``batch_size`` (a generator: streams).
+
+    ``draft``: large JPEGs decoded at reduced size (``ExtractConfig.draft_decode``; single views only).
+    """
     rows = _read_stage(batch, plan=plan, classes=classes)
     for start in range(0, rows.num_rows, batch_size):
-        yield _decode_stage(rows.slice(start, batch_size), spec=spec, n_views=n_views, seed=seed)
+        yield _decode_stage(rows.slice(start, batch_size), spec=spec, n_views=n_views, seed=seed, draft=draft)
 
 
-def _decode_stage(batch: pa.Table, *, spec: EncoderSpec, n_views: int, seed: int) -> dict[str, np.ndarray]:
+def _decode_stage(
+    batch: pa.Table, *, spec: EncoderSpec, n_views: int, seed: int, draft: bool
+) -> dict[str, np.ndarray]:
     """CPU stage: decode, augment views, resize/crop to uint8; undecodable rows come out flagged."""
     from rmd_ray.data.decode import DecodeError, augment, decode_image, view_seed
 
     worker_setup()
-    split, preprocess = _preprocessing(spec)
+    split, preprocess, min_side = _preprocessing(spec)
+    min_side = min_side if draft and n_views == 1 else None
     rows = batch.drop_columns([c for c in ("shard_rows", "shard_digest") if c in batch.column_names]).to_pylist()
     errors = batch.column("error").to_pylist()
     stages = batch.column("stage").to_pylist()
@@ -73,7 +80,7 @@ def _decode_stage(batch: pa.Table, *, spec: EncoderSpec, n_views: int, seed: int
             images.append(None)
             continue
         try:
-            image = decode_image(row)
+            image = decode_image(row, min_side=min_side)
         except DecodeError as err:
             errors[i], stages[i] = str(err), "decode"
             images.append(None)
@@ -103,7 +110,7 @@ def _decode_stage(batch: pa.Table, *, spec: EncoderSpec, n_views: int, seed: int
 def _image_shape(spec: EncoderSpec, n_views: int, split: Any) -> tuple[tuple[int, ...], Any]:
     from PIL import Image
 
-    _, preprocess = _preprocessing(spec)
+    _, preprocess, _ = _preprocessing(spec)
     probe = Image.new("RGB", (spec.image_size or 224, spec.image_size or 224))
     if split is not None:
         return (n_views, *split.to_uint8(probe).shape), np.uint8

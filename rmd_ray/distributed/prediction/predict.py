@@ -39,16 +39,23 @@ class ClassifierSpec:
 
     def build(self):
         """An :class:`rmd_ray.nn.encoders.Encoder` whose model returns logits (eval mode)."""
-        from torchvision import transforms as T
-
         from rmd_ray.nn.encoders import Encoder
-        from rmd_ray.nn.transforms import eval_geometry
 
         model, _ = _load(self.checkpoint)
-        geometry = eval_geometry(self.preset, self.image_size)
-        preprocess = T.Compose([geometry, T.ToTensor(), T.Normalize(self.mean, self.std)])
+        prep = self.preprocessing()
         num_classes = int(model.fc.out_features) if hasattr(model, "fc") else int(model(_probe(self)).shape[1])
-        return Encoder(self.name, model, num_classes, self.image_size, preprocess, f"{self.preset} eval geometry")
+        return Encoder(self.name, model, num_classes, self.image_size, prep.transform(), prep.describe())
+
+    def preprocessing(self):
+        """The checkpoint's eval geometry and normalisation (a :class:`rmd_ray.nn.encoders.Preprocessing`)
+        from the spec alone: decode tasks learn it without loading the checkpoint. PIL resampling, so the
+        numbers are those of training's eval (:func:`rmd_ray.nn.transforms.eval_geometry`)."""
+        from rmd_ray.nn.encoders import Preprocessing
+        from rmd_ray.nn.transforms import eval_resize
+
+        resize = eval_resize(self.preset, self.image_size)
+        return Preprocessing(self.image_size, resize, "bilinear", self.mean, self.std,
+                             note=f"{self.preset} eval geometry", engine="pil")
 
 
 def classifier_from_checkpoint(checkpoint: str) -> ClassifierSpec:

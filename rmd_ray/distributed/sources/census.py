@@ -48,9 +48,9 @@ def label_census(source: ShardedSource) -> np.ndarray:
     for shard in source.shards:
         if shard.kind == "folder" and not shard.id_filter_mode:
             left = shard.n_rows  # a shard cut by --limit keeps its first rows, in directory order
-            for _, label, _, count in shard.dirs:
-                counts[label] += min(count, left)
-                left -= min(count, left)
+            for _, label, _, start, stop in shard.dirs:
+                counts[label] += min(stop - start, left)
+                left -= min(stop - start, left)
         elif shard.n_rows:
             to_read.append(shard)
     if to_read:

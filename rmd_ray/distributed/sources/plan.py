@@ -1,10 +1,10 @@
 """Lazy, sharded image sources: the driver plans shards, Ray tasks read them.
 
 A *shard* is the unit that is read, embedded, written and recorded as done: a group of Parquet row
-groups, one WebDataset tar, one class directory of an ImageFolder, a range of an ImageNet validation
-label file, or a slice of an in-memory table. The driver holds only the plan (a few numbers per
-shard); image bytes, file listings and label files are read inside tasks, where the work runs
-(docs/design.md section 7).
+groups, one WebDataset tar, a run of ``shard_rows`` files of an ImageFolder (cut across class
+directories), a range of an ImageNet validation label file, or a slice of an in-memory table. The
+driver holds only the plan (a few numbers per shard); image bytes, file listings and label files are
+read inside tasks, where the work runs (docs/design.md section 7).
 
 Every shard is read into the reader-table format of :mod:`rmd_ray.data.readers` (``id``, ``label``,
 one image column) plus ``shard`` and ``shard_rows`` columns, so a stage further down can tell when
@@ -26,11 +26,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from rmd_ray.distributed.sources.folder import plan_folder
 from rmd_ray.distributed.sources.hf_parquet import plan_hf_parquet
 from rmd_ray.distributed.sources.planners import (
     plan_cifar_pickle,
     plan_fashion_mnist,
-    plan_folder,
     plan_parquet,
     plan_sklearn_digits,
     plan_val,

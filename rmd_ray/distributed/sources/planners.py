@@ -1,16 +1,16 @@
 """The per-format planners: each turns a source argument into a :class:`ShardedSource` without reading images.
 
 Parquet is planned from its footers (row groups grouped, or cut into row ranges, up to a shard's rows),
-an image folder from its class directories and their image counts, an ImageNet validation layout from
-its label file, and the small in-memory datasets (Fashion-MNIST, CIFAR pickles, scikit-learn digits)
-by reading them whole and putting slices into the object store (:func:`source_from_table`).
-:mod:`rmd_ray.distributed.sources.plan` dispatches a source spec to these planners.
+an ImageNet validation layout from its label file, and the small in-memory datasets (Fashion-MNIST,
+CIFAR pickles, scikit-learn digits) by reading them whole and putting slices into the object store
+(:func:`source_from_table`).
+:mod:`rmd_ray.distributed.sources.plan` dispatches a source spec to these planners (image folders are
+planned in :mod:`rmd_ray.distributed.sources.folder`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,7 +22,6 @@ import ray
 from rmd_ray.data.locations import parquet_files, read_val_labels, val_classes, val_label_file
 from rmd_ray.data.readers import (
     FASHION_MNIST_ROOT,
-    image_extensions,
     parse_classes,
     read_cifar_pickle,
     read_fashion_mnist,
@@ -32,18 +31,14 @@ from rmd_ray.distributed.sources.shards import DEFAULT_SHARD_ROWS, Shard, Sharde
 from rmd_ray.io import storage
 
 __all__ = [
-    "image_listing_digest", "parquet_stamp", "row_group_content", "row_group_shards", "val_shard_digests",
-    "list_images",
+    "parquet_stamp", "row_group_content", "row_group_shards", "val_shard_digests",
     "plan_cifar_pickle",
     "plan_fashion_mnist",
-    "plan_folder",
     "plan_parquet",
     "plan_sklearn_digits",
     "plan_val",
     "source_from_table",
 ]
-
-_DIRS_PER_COUNT_TASK = 50
 
 
 def source_from_table(
@@ -157,82 +152,6 @@ def _label_max(row_group: Any, column: int) -> int:
     if stats is None or not stats.has_min_max:
         return -1
     return int(stats.max)
-
-
-def plan_folder(rest: str, *, shard_rows: int) -> ShardedSource:
-    """Plan ``folder:REST`` (root/<class>/<image>): consecutive whole class directories per shard."""
-    if not storage.is_dir(rest):
-        raise ValueError(f"image folder root is not a directory: {rest!r}")
-    class_dirs = storage.list_dirs(rest)
-    classes = tuple(storage.basename(d) for d in class_dirs)
-    if not classes:
-        raise ValueError(f"{rest!r} has no class sub-directories (expected root/<class>/<image>)")
-    # Count each class's images: the driver keeps K numbers, never the 1.28 M paths.
-    groups = [class_dirs[i : i + _DIRS_PER_COUNT_TASK] for i in range(0, len(class_dirs), _DIRS_PER_COUNT_TASK)]
-    if storage.is_remote(rest):
-        # Object-store listings are paged requests: spread them over tasks, 50 folders a task.
-        listed = [n for group in ray.get([_count_images.remote(g) for g in groups]) for n in group]
-    else:
-        # A local (or NFS) folder lists in milliseconds; a Ray task would only add worker start-up. One
-        # folder's names at a time, in threads: memory stays one folder, not the dataset.
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            listed = list(pool.map(image_listing_digest, class_dirs))
-    counts = [n for n, _ in listed]
-    digests = dict(zip(class_dirs, (d for _, d in listed)))
-    if not sum(counts):
-        raise ValueError(f"no image files under {rest!r} (extensions {', '.join(image_extensions())})")
-    empty = [c for c, n in zip(classes, counts) if n == 0]
-    if empty:
-        warnings.warn(
-            f"{len(empty)} class directories under {rest!r} hold no images (e.g. {empty[0]!r}); "
-            "they keep their indices so class numbers stay aligned",
-            stacklevel=3,
-        )
-    # Whole class directories per shard, consecutive ones grouped up to ~shard_rows rows, so that a
-    # class of 1,300 ImageNet images is one shard and 1,000 tiny classes are not 1,000 shards.
-    shards, group, rows = [], [], 0
-
-    def close_group() -> None:
-        content = hashlib.sha256("|".join(digests[uri] for uri, *_ in group).encode()).hexdigest()[:24]
-        shards.append(Shard(len(shards), "folder", rows, dirs=tuple(group), content=content))
-
-    for label, (name, uri, n) in enumerate(zip(classes, class_dirs, counts)):
-        if group and rows + n > shard_rows:
-            close_group()
-            group, rows = [], 0
-        group.append((uri, label, name, n))
-        rows += n
-    if group:
-        close_group()
-    return ShardedSource(rest, classes, f"image folder {rest}", tuple(shards), ids_unique_by_construction=True)
-
-
-def list_images(class_dir: str) -> list[str]:
-    """The image files below ``class_dir`` (any depth), sorted, as locations in its form."""
-    files = storage.list_files(class_dir, recursive=True)
-    return [f for f in files if storage.resolve(f)[1].lower().endswith(image_extensions())]
-
-
-def image_listing_digest(class_dir: str) -> tuple[int, str]:
-    """(number of images, digest of their relative paths, sizes and modification times) below ``class_dir``,
-    counted as :func:`list_images` lists them: a folder's content digest, from one listing, no reads."""
-    fs, base = storage.resolve(class_dir)
-    base = base.rstrip("/")
-    entries = []
-    for info in fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True)):
-        rel = info.path[len(base):].lstrip("/")
-        if (info.type == pafs.FileType.File and info.path.lower().endswith(image_extensions())
-                and not any(part.startswith(".") for part in rel.split("/"))):
-            entries.append(f"{rel}|{info.size}|{info.mtime_ns}")
-    entries.sort()
-    return len(entries), hashlib.sha256("\n".join(entries).encode()).hexdigest()[:24]
-
-
-@ray.remote(num_cpus=0.25)
-def _count_images(class_dirs: list[str]) -> list[tuple[int, str]]:
-    return [image_listing_digest(d) for d in class_dirs]
 
 
 def plan_val(rest: str, *, shard_rows: int) -> ShardedSource:

@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import ray
 
 from rmd_ray.data.locations import read_val_labels
+from rmd_ray.distributed.sources.folder import list_images
 from rmd_ray.distributed.sources.hf_parquet import read_hf_shard
-from rmd_ray.distributed.sources.planners import list_images
 from rmd_ray.distributed.sources.shards import Shard
 from rmd_ray.distributed.sources.webdataset import read_webdataset_shard
 from rmd_ray.io import storage
@@ -41,8 +41,8 @@ def read_shard(shard: Shard, *, classes: Sequence[str], ids_only: bool = False) 
         table = read_webdataset_shard(shard, ids_only=ids_only)
     elif shard.kind == "folder":
         ids, labels, paths = [], [], []
-        for uri, label, name, _ in shard.dirs:
-            files = list_images(uri)
+        for uri, label, name, start, stop in shard.dirs:
+            files = list_images(uri)[start:stop]
             root = storage.resolve(uri)[1].rstrip("/")
             ids += [f"{name}/{storage.resolve(f)[1][len(root) + 1:]}" for f in files]
             labels += [label] * len(files)

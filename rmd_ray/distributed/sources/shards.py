@@ -30,7 +30,8 @@ class Shard:
     ``kind`` says how :func:`read_shard` reads it: ``"parquet"`` (``uri`` a file, ``row_groups``, and
     rows ``start:stop`` of a row group larger than a shard), ``"hf-parquet"`` (the same fields),
     ``"webdataset"`` (``uri`` a tar; ``stop`` its sample count, ``n_rows`` the rows kept),
-    ``"folder"`` (``dirs``: consecutive class directories as (uri, label, class name, image count)),
+    ``"folder"`` (``dirs``: ranges of consecutive class directories' sorted images as (uri, label, class
+    name, first image, stop image); a shard holds ``shard_rows`` images across class boundaries),
     ``"val"`` (``uri`` the image folder, ``labels_uri`` the label file, rows ``start:stop`` of its
     name-sorted lines) or ``"table"`` (``table_ref`` an object ref of a table slice).
 
@@ -43,8 +44,9 @@ class Shard:
 
     ``content`` digests what the planner sees of the shard's bytes without reading them (Parquet: the
     file's size and modification time and its row groups' footer metadata; a tar: its size, modification
-    time and sample count); a completion record made
-    from other content is stale, so a source changed in place is embedded again, never reused.
+    time and sample count; a folder shard: its images' relative paths, sizes and modification times); a
+    completion record made from other content is stale, so a source changed in place is embedded again,
+    never reused.
     Empty when the planner cannot tell (the check is then skipped).
 
     ``id_prefix``: what names the shard's file in ids made from a position (``hf-parquet`` rows
@@ -56,7 +58,7 @@ class Shard:
     n_rows: int
     uri: str = ""
     row_groups: tuple[int, ...] = ()
-    dirs: tuple[tuple[str, int, str, int], ...] = ()
+    dirs: tuple[tuple[str, int, str, int, int], ...] = ()
     labels_uri: str = ""
     start: int = 0
     stop: int = 0

@@ -3,7 +3,8 @@
 Every encoder is built by name through the :data:`ENCODERS` registry and returned as an
 :class:`Encoder`: an eval-mode, frozen ``nn.Module`` that maps a ``(B, C, H, W)`` float batch to
 ``(B, D)`` penultimate / pooled features, together with the PIL -> tensor preprocessing the weights
-were trained with.
+were trained with. The same registry entry gives that preprocessing as data without building the model
+(:func:`encoder_preprocessing` -> :class:`Preprocessing`): what decode processes use.
 
 No network access, ever. Weights come from an installed package (``efficientnet_lite0``), from a
 local checkpoint file (``checkpoint=``), or are random (``pretrained=False``). Asking for pretrained
@@ -22,7 +23,8 @@ Submodules: :mod:`~rmd_ray.nn.encoders.registry` (:class:`Encoder`, :data:`ENCOD
 :func:`build_encoder`, :func:`encode`), :mod:`~rmd_ray.nn.encoders.helpers` (offline loading and checks),
 one module per family (:mod:`~rmd_ray.nn.encoders.efficientnet`, :mod:`~rmd_ray.nn.encoders.clip`,
 :mod:`~rmd_ray.nn.encoders.timm_vit`, :mod:`~rmd_ray.nn.encoders.torchvision_models`,
-:mod:`~rmd_ray.nn.encoders.tiny_cnn`) and :mod:`~rmd_ray.nn.encoders.preprocess` (:func:`split_preprocess`).
+:mod:`~rmd_ray.nn.encoders.tiny_cnn`) and :mod:`~rmd_ray.nn.encoders.preprocess` (:class:`Preprocessing`,
+:func:`split_preprocess`).
 """
 
 from __future__ import annotations
@@ -33,10 +35,12 @@ from rmd_ray.nn.encoders.registry import (
     DEFAULT_ENCODER as DEFAULT_ENCODER,
     ENCODERS as ENCODERS,
     Encoder as Encoder,
+    EncoderEntry as EncoderEntry,
     IMAGENET_MEAN as IMAGENET_MEAN,
     IMAGENET_STD as IMAGENET_STD,
     build_encoder as build_encoder,
     encode as encode,
+    encoder_preprocessing as encoder_preprocessing,
 )
 from rmd_ray.nn.encoders import efficientnet as efficientnet  # registers on import
 from rmd_ray.nn.encoders import clip as clip  # registers on import
@@ -47,9 +51,13 @@ from rmd_ray.nn.encoders.tiny_cnn import (
     TinyCNN as TinyCNN,
 )
 from rmd_ray.nn.encoders.preprocess import (
+    Preprocessing as Preprocessing,
     SplitPreprocess as SplitPreprocess,
     split_preprocess as split_preprocess,
 )
 # isort: on
 
-__all__ = ["ENCODERS", "DEFAULT_ENCODER", "Encoder", "build_encoder", "encode"]
+__all__ = [
+    "ENCODERS", "DEFAULT_ENCODER", "Encoder", "EncoderEntry", "Preprocessing", "build_encoder", "encode",
+    "encoder_preprocessing",
+]

@@ -5,8 +5,9 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from rmd_ray.nn.encoders.helpers import check_multiple, describe_transform, need_checkpoint
-from rmd_ray.nn.encoders.registry import ENCODERS, Encoder
+from rmd_ray.nn.encoders.helpers import check_multiple, need_checkpoint
+from rmd_ray.nn.encoders.preprocess import Preprocessing
+from rmd_ray.nn.encoders.registry import ENCODERS, Encoder, EncoderEntry
 
 # --------------------------------------------------------------------------------------------
 # open_clip
@@ -26,6 +27,19 @@ _CLIP_SPECS = {
 }
 
 
+def _open_clip_preprocessing(*, image_size, name: str) -> Preprocessing:
+    s = image_size or 224
+    check_multiple(name, s, _CLIP_SPECS[name].step)
+    from open_clip.transform import PreprocessCfg
+
+    # open_clip's own defaults for a built-in architecture loaded from a file (no pretrained tag): resize
+    # the shorter side to S, centre crop S, OpenAI's statistics
+    cfg = PreprocessCfg(size=s)
+    if cfg.resize_mode != "shortest":  # pragma: no cover - a future open_clip default
+        raise ValueError(f"open_clip's default resize_mode is {cfg.resize_mode!r}; only 'shortest' is supported")
+    return Preprocessing(s, s, cfg.interpolation, tuple(cfg.mean), tuple(cfg.std), note="open_clip eval transform")
+
+
 def _build_open_clip(*, checkpoint, image_size, pretrained, name: str) -> Encoder:
     spec = _CLIP_SPECS[name]
     if pretrained and checkpoint is None:
@@ -36,10 +50,9 @@ def _build_open_clip(*, checkpoint, image_size, pretrained, name: str) -> Encode
             f"then torch.save(model.state_dict(), 'file.pt'); OpenAI's own {spec.arch.replace('-', '/', 1)} "
             f".pt or an open_clip .safetensors also load).",
         )
-    s = image_size or 224
-    check_multiple(name, s, spec.step)
+    prep = _open_clip_preprocessing(image_size=image_size, name=name)
+    s = prep.image_size
     import open_clip
-    from open_clip.transform import PreprocessCfg, image_transform_v2
 
     kwargs = {} if image_size is None else {"force_image_size": s}
     try:
@@ -51,13 +64,9 @@ def _build_open_clip(*, checkpoint, image_size, pretrained, name: str) -> Encode
             raise
         raise ValueError(f"checkpoint {checkpoint!r} does not fit encoder {name!r}: {err}") from err
     visual = clip.visual  # forward = projected image embedding, the CLIP image feature
-    cfg = PreprocessCfg(**visual.preprocess_cfg)
-    preprocess = image_transform_v2(cfg, is_train=False)
-    desc = describe_transform(
-        cfg.mean, cfg.std, resize=s, crop=s, interpolation=cfg.interpolation, note="open_clip eval transform"
-    )
-    return Encoder(name, visual, spec.feature_dim, s, preprocess, desc)
+    return Encoder(name, visual, spec.feature_dim, s, prep.transform(), prep.describe())
 
 
 for _name in _CLIP_SPECS:
-    ENCODERS.add(_name, functools.partial(_build_open_clip, name=_name))
+    ENCODERS.add(_name, EncoderEntry(functools.partial(_build_open_clip, name=_name),
+                                     functools.partial(_open_clip_preprocessing, name=_name)))

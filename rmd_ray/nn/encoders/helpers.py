@@ -48,13 +48,3 @@ def need_checkpoint(name: str, how: str) -> ValueError:
 def check_multiple(name: str, image_size: int, step: int) -> None:
     if image_size % step:
         raise ValueError(f"encoder {name!r} needs image_size to be a multiple of {step}, got {image_size}")
-
-
-def describe_transform(mean, std, *, resize: int, crop: int, interpolation: str, note: str = "") -> str:
-    mean = tuple(round(float(m), 4) for m in mean)
-    std = tuple(round(float(s), 4) for s in std)
-    text = (
-        f"resize shorter side to {resize} ({interpolation}), center crop {crop}, "
-        f"x in [0, 1], (x - mean) / std with mean={mean}, std={std}"
-    )
-    return f"{text}; {note}" if note else text

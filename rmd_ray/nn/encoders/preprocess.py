@@ -1,5 +1,6 @@
-"""Splitting an encoder's preprocess for pipelines: geometry on the decode side, normalisation on
-the encoder side (:func:`split_preprocess`).
+"""What an encoder's weights expect of an image (:class:`Preprocessing`, known from the registry without
+building the model), and splitting a preprocess for pipelines: geometry on the decode side,
+normalisation on the encoder side (:func:`split_preprocess`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,71 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from rmd_ray.nn.resize import ResizeCrop
+
+# --------------------------------------------------------------------------------------------
+# the preprocessing an encoder's weights expect, as data
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """An encoder's input rule: resize, centre crop, scale to [0, 1], ``(x - mean) / std`` per channel.
+
+    Every registry entry says it without building its model
+    (:func:`rmd_ray.nn.encoders.encoder_preprocessing`), so decode processes learn it for free, and every
+    builder makes its ``Encoder.preprocess`` from it, so the two never disagree.
+
+    Attributes
+    ----------
+    image_size : int
+        ``S``: the square input side.
+    resize : int or None
+        Shorter side before the centre crop; ``None``: the whole image is resized to ``S x S``.
+    interpolation : {"bilinear", "bicubic"}
+    mean, std : tuple of 3 floats
+        In [0, 1] units.
+    note : str
+        Where the rule comes from, for :meth:`describe`.
+    engine : {"auto", "torch", "pil"}
+        The resampler of :class:`rmd_ray.nn.resize.ResizeCrop`.
+    """
+
+    image_size: int
+    resize: int | None
+    interpolation: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    note: str = ""
+    engine: str = "auto"
+
+    @property
+    def min_side(self) -> int:
+        """The shorter side the resize needs (what reduced-size JPEG decoding may go down to)."""
+        return self.geometry().min_side
+
+    def geometry(self) -> ResizeCrop:
+        """RGB ``PIL.Image`` -> uint8 ``(S, S, 3)``."""
+        return ResizeCrop(self.image_size, self.resize, self.interpolation, self.engine)
+
+    def transform(self) -> Callable[..., torch.Tensor]:
+        """RGB ``PIL.Image`` -> float32 ``(3, S, S)``: ``Compose([geometry, ToTensor, Normalize])``."""
+        from torchvision import transforms as T
+
+        return T.Compose([self.geometry(), T.ToTensor(), T.Normalize(self.mean, self.std)])
+
+    def describe(self) -> str:
+        """One line for ``Encoder.normalisation``."""
+        mean = tuple(round(float(m), 4) for m in self.mean)
+        std = tuple(round(float(s), 4) for s in self.std)
+        s = self.image_size
+        if self.resize is None:
+            text = f"resize whole image to {s}x{s} ({self.interpolation}, no crop)"
+        else:
+            text = f"resize shorter side to {self.resize} ({self.interpolation}), center crop {s}"
+        text += f", x in [0, 1], (x - mean) / std with mean={mean}, std={std}"
+        return f"{text}; {self.note}" if self.note else text
+
 
 # --------------------------------------------------------------------------------------------
 # preprocessing split for pipelines: geometry on the decode side, normalisation on the encoder side

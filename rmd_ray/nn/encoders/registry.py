@@ -1,4 +1,5 @@
-"""The :class:`Encoder` record, the :data:`ENCODERS` registry, :func:`build_encoder` and :func:`encode`."""
+"""The :class:`Encoder` record, the :data:`ENCODERS` registry (:class:`EncoderEntry`: a builder and the
+preprocessing its weights expect), :func:`build_encoder`, :func:`encoder_preprocessing` and :func:`encode`."""
 
 from __future__ import annotations
 
@@ -13,10 +14,9 @@ from torch import nn
 
 from rmd_ray.core.registry import Registry
 from rmd_ray.nn.encoders.helpers import force_offline, freeze
+from rmd_ray.nn.encoders.preprocess import Preprocessing
 
 DEFAULT_ENCODER = "efficientnet_lite0"
-
-ENCODERS: Registry[Callable[..., Encoder]] = Registry("encoder")
 
 # Names of the form "<family>:<arch>"; the registry holds them under "<family>:<name>".
 _PARAMETRIC_FAMILIES = ("torchvision",)
@@ -53,6 +53,23 @@ class Encoder:
     image_size: int
     preprocess: Callable[..., torch.Tensor]
     normalisation: str
+
+
+@dataclass(frozen=True)
+class EncoderEntry:
+    """One registered encoder (or family): how to build it, and its preprocessing without building it.
+
+    ``build(*, checkpoint, image_size, pretrained) -> Encoder`` and ``preprocessing(*, image_size) ->
+    Preprocessing``; a parametric family (``"torchvision:<name>"``) takes the architecture first in both.
+    A builder makes its ``Encoder.preprocess`` from its own ``preprocessing``, so what a decode process
+    learns from the entry is what the model was built with.
+    """
+
+    build: Callable[..., Encoder]
+    preprocessing: Callable[..., Preprocessing]
+
+
+ENCODERS: Registry[EncoderEntry] = Registry("encoder")
 
 
 # --------------------------------------------------------------------------------------------
@@ -97,14 +114,9 @@ def build_encoder(
         ``pretrained=False`` with a checkpoint, pretrained weights requested without a local
         checkpoint, or a checkpoint that does not fit the architecture.
     """
-    if not isinstance(name, str):
-        raise TypeError(f"encoder name must be a str, got {type(name).__name__}")
+    entry, arch = _entry(name, image_size)
     if not isinstance(pretrained, bool):
         raise TypeError(f"pretrained must be True or False, got {pretrained!r}")
-    if image_size is not None and (
-        isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size < 8
-    ):
-        raise ValueError(f"image_size must be an int >= 8 (or None for the default), got {image_size!r}")
     if checkpoint is not None:
         if not pretrained:
             raise ValueError(
@@ -118,17 +130,42 @@ def build_encoder(
     image_size = None if image_size is None else int(image_size)
 
     force_offline()
+    args = () if arch is None else (arch,)
+    encoder = entry.build(*args, checkpoint=checkpoint, image_size=image_size, pretrained=pretrained)
+    freeze(encoder.model)
+    return encoder
+
+
+def encoder_preprocessing(name: str = DEFAULT_ENCODER, *, image_size: int | None = None) -> Preprocessing:
+    """The preprocessing ``build_encoder(name, image_size=image_size)`` would give, without building the model.
+
+    What decode processes need (input size, resize / crop rule, interpolation, mean / std): no weights
+    are read and no network is constructed, so it costs milliseconds, not the model's memory.
+
+    Raises
+    ------
+    ValueError
+        Unknown name (lists the valid ones), or an ``image_size`` the architecture cannot take.
+    """
+    entry, arch = _entry(name, image_size)
+    args = () if arch is None else (arch,)
+    return entry.preprocessing(*args, image_size=None if image_size is None else int(image_size))
+
+
+def _entry(name: str, image_size: int | None) -> tuple[EncoderEntry, str | None]:
+    """The registry entry of ``name`` (and the architecture of a parametric family), after validation."""
+    if not isinstance(name, str):
+        raise TypeError(f"encoder name must be a str, got {type(name).__name__}")
+    if image_size is not None and (
+        isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size < 8
+    ):
+        raise ValueError(f"image_size must be an int >= 8 (or None for the default), got {image_size!r}")
     family, sep, arch = name.partition(":")
     if sep and family in _PARAMETRIC_FAMILIES:
         if not arch:
             raise ValueError(f"{name!r}: give an architecture after the colon, e.g. 'torchvision:resnet18'")
-        builder = ENCODERS.get(f"{family}:<name>")
-        encoder = builder(arch, checkpoint=checkpoint, image_size=image_size, pretrained=pretrained)
-    else:
-        builder = ENCODERS.get(name)
-        encoder = builder(checkpoint=checkpoint, image_size=image_size, pretrained=pretrained)
-    freeze(encoder.model)
-    return encoder
+        return ENCODERS.get(f"{family}:<name>"), arch
+    return ENCODERS.get(name), None
 
 
 def encode(encoder: Encoder, images: torch.Tensor) -> np.ndarray:

@@ -5,14 +5,9 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from rmd_ray.nn.encoders.helpers import (
-    check_multiple,
-    describe_transform,
-    load_state_dict,
-    load_strict,
-    need_checkpoint,
-)
-from rmd_ray.nn.encoders.registry import ENCODERS, Encoder
+from rmd_ray.nn.encoders.helpers import check_multiple, load_state_dict, load_strict, need_checkpoint
+from rmd_ray.nn.encoders.preprocess import Preprocessing
+from rmd_ray.nn.encoders.registry import ENCODERS, Encoder, EncoderEntry
 
 # --------------------------------------------------------------------------------------------
 # timm ViTs
@@ -50,18 +45,34 @@ _TIMM_SPECS = {
 _TIMM_IGNORABLE_PREFIXES = ("head.", "decoder", "mask_token")
 
 
+def _timm_vit_preprocessing(*, image_size, name: str) -> Preprocessing:
+    spec = _TIMM_SPECS[name]
+    s = image_size or 224
+    check_multiple(name, s, spec.patch)
+    import math
+
+    from timm.data import resolve_data_config
+    from timm.models import get_pretrained_cfg
+
+    # the data config timm resolves for the model, read from its pretrained config alone (no model built)
+    cfg = resolve_data_config({"input_size": (3, s, s)}, pretrained_cfg=get_pretrained_cfg(spec.timm_name).to_dict())
+    if cfg.get("crop_mode", "center") != "center":  # pragma: no cover - all registered ViTs crop the centre
+        raise ValueError(f"{spec.timm_name}: crop mode {cfg['crop_mode']!r} is not supported")
+    resize = math.floor(s / cfg["crop_pct"])  # timm's eval transform: floor(S / crop_pct), then crop S
+    return Preprocessing(s, resize, cfg["interpolation"], tuple(cfg["mean"]), tuple(cfg["std"]),
+                         note=f"timm eval transform of {spec.timm_name}")
+
+
 def _build_timm_vit(*, checkpoint, image_size, pretrained, name: str) -> Encoder:
     spec = _TIMM_SPECS[name]
     if pretrained and checkpoint is None:
         raise need_checkpoint(name, spec.how)
-    s = image_size or 224
-    check_multiple(name, s, spec.patch)
+    prep = _timm_vit_preprocessing(image_size=image_size, name=name)
     import timm
-    from timm.data import create_transform, resolve_data_config
     from timm.models.vision_transformer import checkpoint_filter_fn
 
     # pretrained=False always: timm must not touch the hub. num_classes=0 -> pooled features.
-    model = timm.create_model(spec.timm_name, pretrained=False, num_classes=0, img_size=s)
+    model = timm.create_model(spec.timm_name, pretrained=False, num_classes=0, img_size=prep.image_size)
     if checkpoint is not None:
         state = load_state_dict(checkpoint)
         # timm's own converter: Meta's DINOv2 / MAE layouts, patch-embed and pos-embed resampling.
@@ -69,19 +80,9 @@ def _build_timm_vit(*, checkpoint, image_size, pretrained, name: str) -> Encoder
         own = set(model.state_dict())
         state = {k: v for k, v in state.items() if k in own or not k.startswith(_TIMM_IGNORABLE_PREFIXES)}
         load_strict(model, state, path=checkpoint, name=name)
-    cfg = resolve_data_config({"input_size": (3, s, s)}, model=model)
-    preprocess = create_transform(**cfg, is_training=False)
-    resize = int(s / cfg["crop_pct"])
-    desc = describe_transform(
-        cfg["mean"],
-        cfg["std"],
-        resize=resize,
-        crop=s,
-        interpolation=cfg["interpolation"],
-        note=f"timm eval transform of {spec.timm_name}",
-    )
-    return Encoder(name, model, int(model.num_features), s, preprocess, desc)
+    return Encoder(name, model, int(model.num_features), prep.image_size, prep.transform(), prep.describe())
 
 
 for _name in _TIMM_SPECS:
-    ENCODERS.add(_name, functools.partial(_build_timm_vit, name=_name))
+    ENCODERS.add(_name, EncoderEntry(functools.partial(_build_timm_vit, name=_name),
+                                     functools.partial(_timm_vit_preprocessing, name=_name)))

@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from rmd_ray.nn.encoders.helpers import load_state_dict, load_strict
-from rmd_ray.nn.encoders.registry import ENCODERS, Encoder
+from rmd_ray.nn.encoders.preprocess import Preprocessing
+from rmd_ray.nn.encoders.registry import ENCODERS, Encoder, EncoderEntry
 
 # --------------------------------------------------------------------------------------------
 # tiny_cnn
@@ -41,23 +42,19 @@ class TinyCNN(nn.Module):
 TINY_CNN_SEED = 0
 
 
-@ENCODERS.register("tiny_cnn")
-def _build_tiny_cnn(*, checkpoint, image_size, pretrained) -> Encoder:
-    from torchvision import transforms as T
+def _tiny_cnn_preprocessing(*, image_size) -> Preprocessing:
+    return Preprocessing(image_size or 32, None, "bilinear", (0.5,) * 3, (0.5,) * 3)
 
-    s = image_size or 32
+
+def _build_tiny_cnn(*, checkpoint, image_size, pretrained) -> Encoder:
+    prep = _tiny_cnn_preprocessing(image_size=image_size)
     # Seed a forked RNG so two builds have identical weights without touching the caller's RNG.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(TINY_CNN_SEED)
         model = TinyCNN()
     if checkpoint is not None:
         load_strict(model, load_state_dict(checkpoint), path=checkpoint, name="tiny_cnn")
-    preprocess = T.Compose(
-        [
-            T.Resize((s, s), interpolation=T.InterpolationMode.BILINEAR),
-            T.ToTensor(),
-            T.Normalize((0.5,) * 3, (0.5,) * 3),
-        ]
-    )
-    desc = f"resize whole image to {s}x{s} (bilinear, no crop), x in [0, 1], (x - 0.5) / 0.5"
-    return Encoder("tiny_cnn", model, 32, s, preprocess, desc)
+    return Encoder("tiny_cnn", model, 32, prep.image_size, prep.transform(), prep.describe())
+
+
+ENCODERS.add("tiny_cnn", EncoderEntry(_build_tiny_cnn, _tiny_cnn_preprocessing))

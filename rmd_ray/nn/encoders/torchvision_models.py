@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from rmd_ray.nn.encoders.helpers import describe_transform, load_state_dict, load_strict, need_checkpoint
-from rmd_ray.nn.encoders.registry import ENCODERS, Encoder
+from rmd_ray.nn.encoders.helpers import load_state_dict, load_strict, need_checkpoint
+from rmd_ray.nn.encoders.preprocess import Preprocessing
+from rmd_ray.nn.encoders.registry import ENCODERS, Encoder, EncoderEntry
 
 # --------------------------------------------------------------------------------------------
 # torchvision:<arch>
@@ -32,22 +33,32 @@ def _set_submodule(model: nn.Module, dotted: str, new: nn.Module) -> None:
     setattr(parent, child, new)
 
 
-@ENCODERS.register("torchvision:<name>")
-def _build_torchvision(arch: str, *, checkpoint, image_size, pretrained) -> Encoder:
-    import torchvision.models
+def _torchvision_preprocessing(arch: str, *, image_size) -> Preprocessing:
     from torchvision.models import get_model_weights
 
     valid = _torchvision_names()
     if arch not in valid:
         raise ValueError(f"unknown torchvision classifier {arch!r}; valid names: {', '.join(valid)}")
-    name = f"torchvision:{arch}"
-    weights_enum = get_model_weights(arch)
-    default = weights_enum.DEFAULT
-    if pretrained and checkpoint is None:
-        raise need_checkpoint(name, f"Download {default.url} elsewhere (torchvision weights {default!s}).")
+    default = get_model_weights(arch).DEFAULT
+    # the weights' own eval transform (ImageClassification), read from its arguments: resize, crop, statistics
     kw = dict(default.transforms.keywords)
     crop, resize = int(kw["crop_size"]), int(kw.get("resize_size", 256))
     s = image_size or crop
+    preset = default.transforms(crop_size=s, resize_size=int(round(s * resize / crop)))
+    interpolation = getattr(preset.interpolation, "value", str(preset.interpolation))
+    return Preprocessing(s, preset.resize_size[0], interpolation, tuple(preset.mean), tuple(preset.std),
+                         note=f"torchvision {default!s} transform")
+
+
+def _build_torchvision(arch: str, *, checkpoint, image_size, pretrained) -> Encoder:
+    import torchvision.models
+
+    prep = _torchvision_preprocessing(arch, image_size=image_size)
+    name = f"torchvision:{arch}"
+    default = torchvision.models.get_model_weights(arch).DEFAULT
+    if pretrained and checkpoint is None:
+        raise need_checkpoint(name, f"Download {default.url} elsewhere (torchvision weights {default!s}).")
+    s = prep.image_size
     extra = {"image_size": s} if arch.startswith("vit_") else {}
     model = torchvision.models.get_model(arch, weights=None, **extra)
     if checkpoint is not None:
@@ -64,15 +75,7 @@ def _build_torchvision(arch: str, *, checkpoint, image_size, pretrained) -> Enco
         raise ValueError(f"{name!r} cannot run on {s}x{s} inputs: {err}") from err
     if out.ndim != 2:
         raise ValueError(f"{name!r} without its head gives features of shape {tuple(out.shape)}, not (B, D)")
-    resize_s = int(round(s * resize / crop))
-    preprocess = default.transforms(crop_size=s, resize_size=resize_s)
-    interp = getattr(preprocess.interpolation, "value", str(preprocess.interpolation))
-    desc = describe_transform(
-        preprocess.mean,
-        preprocess.std,
-        resize=resize_s,
-        crop=s,
-        interpolation=interp,
-        note=f"torchvision {default!s} transform",
-    )
-    return Encoder(name, model, int(out.shape[1]), s, preprocess, desc)
+    return Encoder(name, model, int(out.shape[1]), s, prep.transform(), prep.describe())
+
+
+ENCODERS.add("torchvision:<name>", EncoderEntry(_build_torchvision, _torchvision_preprocessing))
