@@ -74,8 +74,8 @@ def test_parquet_file_directory_and_glob_plan_the_same_rows(ray_local, tmp_path)
         open_source(f"parquet:{root}/nope-*.parquet")
     with pytest.raises(ValueError, match="not found"):
         open_source(f"parquet:{tmp_path / 'missing.parquet'}")
-    with pytest.raises(ValueError, match="unknown data source 'webdataset'"):
-        open_source("webdataset:x")
+    with pytest.raises(ValueError, match="unknown data source 'tfrecord'; valid: cifar-pickle"):
+        open_source("tfrecord:x")
     with pytest.raises(ValueError, match="limit must be None or an int >= 0"):
         open_source(f"parquet:{root}", limit=-1)
 
