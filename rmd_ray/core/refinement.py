@@ -182,4 +182,5 @@ def refined_scatter_solve(
             update = (rows32 @ correction.astype(xp.float32)).astype(xp.float64) if small else rows @ correction
             return RefinedSolve(solution, products + update, True, step, "converged")
         previous = size
-    return _failed(max_steps, f"not converged after {max_steps} refinement steps")
+    # contraction below MAX_CONTRACTION yet too slow for max_steps: cond * eps_32 * d close to 1
+    return _failed(max_steps, f"not converged after {max_steps} refinement steps (too ill-conditioned for float32)")
