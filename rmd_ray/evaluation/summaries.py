@@ -65,7 +65,7 @@ def iter_prediction_batches(path: str, *, batch_rows: int | None = None) -> Iter
     """
     k, offset, failed, first = None, 0, 0, None
     for part in part_uris(path):
-        with storage.open_input(part) as handle:
+        with storage.open_input(part) as handle, storage.parquet_errors(part):  # a damaged file: one line
             parquet = pq.ParquetFile(handle)
             names = parquet.schema_arrow.names
             missing = [c for c in REQUIRED_COLUMNS if c not in names]
