@@ -116,7 +116,28 @@ def test_every_command_runs_on_object_storage(s3_server, ray_local, tmp_path, ca
     meta = read_metadata(storage.join(tuned, "tune_results.parquet"))
     assert meta["test"] == {"trials_predicted": [rows[0]["trial"]], "after_selection": True}
     assert f"{rows[0]['trial']:<12} {100 * rows[0]['test_acc']:>7.2f}" in printed  # the test table
+    _check_focal_trial(rows[0], tuned)
     _check_trial_runs_in_mlflow(mlflow_uri, {row["trial"]: row for row in rows})
+
+
+def _check_focal_trial(row: dict, tuned: str) -> None:
+    """A focal-only space needs no backbone or scores, and its trial carries focal's hyper-parameters only
+    (not the CLI's default proposed ones); the front trial predicted every test id once, after the search,
+    and its checkpoint lives in the bucket."""
+    import torch
+
+    from rmd_ray.core.metrics import evaluate_predictions
+    from rmd_ray.evaluation.evaluate import load_predictions
+
+    assert row["loss"] == "focal" and json.loads(row["loss_hparams"]) == {"gamma": row["config/gamma"]}
+    assert "config/backbone" not in row and row["epochs_run"] == 1 and row["error"] == ""
+    ids, labels, logits = load_predictions(storage.join(tuned, "test", f"{row['trial']}.parquet"))
+    assert sorted(ids) == [f"te{i:03d}" for i in range(18)]
+    expected = evaluate_predictions(logits, labels)
+    assert row["test_acc"] == pytest.approx(expected["acc"]) and row["test_nll"] == pytest.approx(expected["nll"])
+    names = storage.glob(storage.join(tuned, "trials", "*", "*", "model.pt"))
+    payload = torch.load(io.BytesIO(storage.read_bytes(names[-1])), map_location="cpu", weights_only=True)
+    assert payload["epoch"] == 1 and payload["extra"]["input_side"] == 12
 
 
 def _check_training_run_in_mlflow(uri: str, tmp_path, printed: str, train_out: str) -> None:
