@@ -2,8 +2,9 @@
 
 Each line measures a ratio against a baseline in the same run:
 
-1. statistics: CuPy ``batch_stats`` equals NumPy's to 1e-10 relative on 200,000 x 512 float32
-   features with K = 1,000 classes (counts, means, pooled scatter);
+1. statistics: CuPy ``batch_stats`` equals NumPy's to 1e-10 relative on 100,000 x d float32
+   features, d = 768 and 1,280, K = 1,000 classes (counts, means, pooled scatter), and so does an
+   encoder actor's ``part_stats`` on a CUDA tensor handed to CuPy by DLPack;
 2. statistics rate: CuPy statistics rows/s as a fraction of CuPy's own float64 X^T X rate on the
    same chunks (the floor of any exact scatter);
 2b. label ranking: CuPy ``rank_label_issues`` (float32 factor refined in float64, docs/design.md 1.14)
@@ -12,10 +13,12 @@ Each line measures a ratio against a baseline in the same run:
 3. encoder: EfficientNet-Lite0 images/s through rmd-ray's pass 1 with a GPU actor (Ray Data decode
    tasks on the CPUs) against a plain torch loop on the same GPU fed by a DataLoader with as many
    decode workers as CPUs (target >= 0.9x);
-4. training step with AMP (ResNet-18, batch 256, 32 px): proposed loss against CE (target <= 1.03x);
+4. training step through the training's own loop with bf16 autocast (ResNet-18, batch 256, 32 px):
+   proposed loss against CE (target <= 1.03x);
 5. training epoch: a Ray Train run with 1 GPU worker streaming an ImageNet-layout folder (decode in Ray
    tasks) against a plain torch loop on the same GPU fed by a DataLoader with as many decode workers
-   as CPUs, second epoch of each (target <= 1.10x; ``benchmarks/training_scale.py``'s two runs).
+   as CPUs, second epoch of each (target <= 1.10x; ``benchmarks/training_scale.py``'s two runs);
+6. with two GPUs: a 2-worker DDP epoch against 1 worker (NCCL), the speed-up.
 
 ``--dry-run`` runs every part at toy sizes on the CPU (parts that need CuPy or CUDA say so and are
 skipped): how this script is tested on machines without a GPU.
@@ -78,12 +81,28 @@ def check_statistics(n: int, d: int, k: int, chunk: int) -> list[list[str]]:
         x.T @ x
     _sync()
     gemm_rate = n / (time.perf_counter() - start)
+    actor_rel = _actor_statistics_rel(chunks[0][0], chunks[0][1], k)
     return [
         ["CuPy vs NumPy statistics", f"{n:,} x {d}, K = {k}", f"max rel. diff {rel:.1e}",
          "<= 1e-10: " + ("met" if rel <= 1e-10 else "NOT met")],
+        ["encoder-actor statistics (torch CUDA tensor -> CuPy by DLPack)", f"{len(chunks[0][1]):,} x {d}, K = {k}",
+         f"max rel. diff {actor_rel:.1e} vs NumPy", "<= 1e-10: " + ("met" if actor_rel <= 1e-10 else "NOT met")],
         ["CuPy statistics rate", f"{stats_rate / 1e6:.2f} M rows/s vs float64 X^T X {gemm_rate / 1e6:.2f} M rows/s",
          f"{100 * stats_rate / gemm_rate:.0f}% of the GEMM rate", ">= 70%"],
     ]
+
+
+def _actor_statistics_rel(feats: np.ndarray, labels: np.ndarray, k: int) -> float:
+    """What an encoder actor does with its outputs (``part_stats``) on a CUDA tensor, against NumPy."""
+    import torch
+
+    from rmd_ray.core.stats import batch_stats
+    from rmd_ray.distributed.inference.stages import part_stats
+
+    got = part_stats(torch.from_numpy(feats).cuda(), labels, n_classes=k, dim=feats.shape[1])
+    ref = batch_stats(feats, labels, n_classes=k)
+    return max(float(np.max(np.abs(got.means - ref.means)) / np.max(np.abs(ref.means))),
+               float(np.max(np.abs(got.scatter - ref.scatter)) / np.max(np.abs(ref.scatter))))
 
 
 def check_label_ranking(n: int, d: int, k: int) -> list[list[str]]:
@@ -209,45 +228,39 @@ def check_encoder(n: int, image_size: int, batch_size: int, workdir: Path) -> li
 
 
 def check_amp_step(batch: int, steps: int) -> list[list[str]]:
+    """Proposed loss vs CE through the training's own loop (``train_one_epoch``, bf16 autocast, no scaler)."""
     import torch
 
+    from rmd_ray.nn.engine.loops import train_one_epoch
     from rmd_ray.nn.losses import build_loss
     from rmd_ray.nn.models import build_model
 
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
     model = build_model("resnet18", num_classes=10, width=1.0, cifar_stem=True).to(device)
-    optim = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    scaler = torch.amp.GradScaler(enabled=cuda)
-    x = torch.randn(batch, 3, 32, 32, device=device)
-    y = torch.randint(0, 10, (batch,), device=device)
-    w = torch.rand(batch, device=device)
+    optim = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    batches = [{"image": torch.randn(batch, 3, 32, 32, device=device), "label": torch.randint(0, 10, (batch,),
+                device=device), "weight": torch.rand(batch, device=device), "id": torch.arange(batch, device=device)}
+               for _ in range(steps)]
     losses = {"ce": build_loss("ce"), "proposed": build_loss("proposed", alpha=0.3)}
 
-    def step(loss_fn, weighted: bool) -> None:
-        with torch.autocast(device.type, enabled=cuda):
-            logits = model(x)
-            loss = loss_fn(logits.float(), y, weights=w) if weighted else loss_fn(logits.float(), y)
-        optim.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optim)
-        scaler.update()
+    def epoch(name: str) -> float:
+        if cuda:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        train_one_epoch(model, batches, losses[name], optim, device=device, amp=True)
+        if cuda:
+            torch.cuda.synchronize()
+        return (time.perf_counter() - start) / steps
 
+    for name in losses:  # warm-up: cuDNN autotuning, allocator
+        epoch(name)
     times = {"ce": [], "proposed": []}
-    for name in ("ce", "proposed"):
-        for _ in range(3):
-            step(losses[name], name == "proposed")
-    for _ in range(steps):  # interleaved pairs: drift affects both
-        for name in ("ce", "proposed"):
-            if cuda:
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            step(losses[name], name == "proposed")
-            if cuda:
-                torch.cuda.synchronize()
-            times[name].append(time.perf_counter() - start)
+    for _ in range(5):  # interleaved: drift affects both
+        for name in losses:
+            times[name].append(epoch(name))
     ratio = float(np.median(np.asarray(times["proposed"]) / np.asarray(times["ce"])))
-    where = "GPU, AMP" if cuda else "CPU (dry run, no AMP)"
+    where = "GPU, bf16 autocast (the training's path)" if cuda else "CPU (dry run, no AMP)"
     return [["training step, proposed vs CE", f"ResNet-18, batch {batch}, 32 px, {where}",
              f"{1e3 * np.median(times['ce']):.1f} ms vs {1e3 * np.median(times['proposed']):.1f} ms",
              f"{ratio:.3f}x (target <= 1.03x)"]]
@@ -261,7 +274,7 @@ def check_train_epoch(n: int, workdir: Path, *, dry: bool) -> list[list[str]]:
     from training_scale import _run
 
     root = make_imagenet_layout(workdir / "train", n, size=48)
-    val = make_imagenet_layout(workdir / "val", 1000, size=48, seed=1)
+    val = make_imagenet_layout(workdir / "val", min(n, 1000), size=48, seed=1)  # the same class folders
     options = {"epochs": 2, "use_gpu": not dry, "width": 0.25 if dry else 1.0, "batch": 64 if dry else 256}
     ray_run = _run("ray", str(root), str(val), str(workdir / "ray_out"), json.dumps(options))
     workers = max(1, (os.cpu_count() or 2) - 1)
@@ -274,6 +287,29 @@ def check_train_epoch(n: int, workdir: Path, *, dry: bool) -> list[list[str]]:
              f"data wait {100 * ray_run['data_wait_frac']:.0f}%", f"{ratio:.2f}x (target <= 1.10x)"]]
 
 
+def check_ddp(n: int, workdir: Path, *, dry: bool) -> list[list[str]]:
+    """Two Ray Train workers (DDP, one GPU each) against one, same data: when the machine has 2 GPUs."""
+    import json
+
+    import torch
+    from scoring_scale import make_imagenet_layout
+    from training_scale import _run
+
+    if not dry and torch.cuda.device_count() < 2:
+        return [["2-worker DDP", f"skipped: {torch.cuda.device_count()} GPU(s) visible", "", ""]]
+    root = make_imagenet_layout(workdir / "train", n, size=48)
+    val = make_imagenet_layout(workdir / "val", min(n, 1000), size=48, seed=1)
+    runs = {}
+    for workers in (1, 2):
+        options = {"epochs": 2, "use_gpu": not dry, "width": 0.25 if dry else 1.0, "batch": 64 if dry else 256,
+                   "workers": workers}
+        runs[workers] = _run("ray", str(root), str(val), str(workdir / f"ray_{workers}"), json.dumps(options))
+    speedup = runs[1]["train_s"] / runs[2]["train_s"]
+    where = "CPU, gloo (dry run)" if dry else "2 GPUs, NCCL"
+    return [["2-worker DDP epoch vs 1 worker", f"ResNet-18, {n:,} JPEGs at 32 px, {where}",
+             f"{runs[1]['train_s']:.1f} s vs {runs[2]['train_s']:.1f} s", f"{speedup:.2f}x speed-up (ideal 2x)"]]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dry-run", action="store_true", help="toy sizes on the CPU: checks the script runs")
@@ -281,8 +317,8 @@ def main() -> None:
     dry = args.dry_run
     rows: list[list[str]] = []
     start = time.perf_counter()
-    rows += check_statistics(4_000 if dry else 200_000, 64 if dry else 512, 50 if dry else 1000,
-                             1_000 if dry else 65_536)
+    for d in (64,) if dry else (768, 1_280):
+        rows += check_statistics(4_000 if dry else 100_000, d, 50 if dry else 1000, 1_000 if dry else 32_768)
     rows += check_label_ranking(2_000 if dry else 100_000, 64 if dry else 1_280, 10)
     workdir = Path(tempfile.mkdtemp(prefix="rmd_gpu_check_"))
     try:
@@ -293,6 +329,7 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="rmd_gpu_check_train_"))
     try:
         rows += check_train_epoch(512 if dry else 20_000, workdir, dry=dry)
+        rows += check_ddp(256 if dry else 20_000, workdir / "ddp", dry=dry)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     table = markdown_table(["check", "setting", "measured", "target"], rows)

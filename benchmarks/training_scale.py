@@ -62,7 +62,7 @@ def _child_ray(root: str, val_root: str, output: str, options: str = "{}") -> No
     opts = json.loads(options)  # gpu_check: {"epochs": 2, "use_gpu": true, "width": 1.0, "batch": 256}
     start = time.perf_counter()
     config = _config(opts.get("epochs", 1), width=opts.get("width", WIDTH), batch=opts.get("batch", BATCH),
-                     use_gpu=opts.get("use_gpu", False))
+                     use_gpu=opts.get("use_gpu", False), num_workers=opts.get("workers", 1))
     result = run_training(f"folder:{root}", val=f"folder:{val_root}", config=config, output_dir=output,
                           run_name="ray")
     seconds = time.perf_counter() - start

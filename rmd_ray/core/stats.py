@@ -22,6 +22,7 @@ Sigma = W / N, mu_0 = \sum_k n_k m_k / N and Sigma_0 = (W + \sum_k n_k (m_k - mu
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -299,3 +300,34 @@ def residual_fourth_moments(features: Any, labels: Any, *, means: Any, global_me
     within = ((rows - means[labels]) ** 2).sum(axis=1)
     total = ((rows - global_mean) ** 2).sum(axis=1)
     return float((within**2).sum()), float((total**2).sum())
+
+
+def stats_to_bytes(stats: ClassStats, **extra: int) -> bytes:
+    """``stats`` (copied to host) as an uncompressed ``.npz``; ``extra`` integers ride along (e.g. rows)."""
+    host = stats.to_numpy()
+    buffer = io.BytesIO()
+    np.savez(buffer, counts=host.counts, means=host.means, scatter=host.scatter,
+             **{k: np.int64(v) for k, v in extra.items()})
+    return buffer.getvalue()
+
+
+def stats_from_bytes(data: bytes) -> tuple[ClassStats, dict[str, int]]:
+    """Inverse of :func:`stats_to_bytes`: the statistics and the extra integers.
+
+    Raises ValueError (naming what is wrong) on bytes that do not hold consistent statistics.
+    """
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except (OSError, ValueError, EOFError) as err:
+        raise ValueError(f"not serialised ClassStats: {err}") from None
+    try:
+        counts, means, scatter = arrays.pop("counts"), arrays.pop("means"), arrays.pop("scatter")
+    except KeyError as err:
+        raise ValueError(f"serialised ClassStats lack {err}") from None
+    k, d = means.shape if means.ndim == 2 else (-1, -1)
+    if counts.shape != (k,) or scatter.shape != (d, d):
+        raise ValueError(f"inconsistent ClassStats shapes: counts {counts.shape}, means {means.shape}, "
+                         f"scatter {scatter.shape}")
+    stats = ClassStats(counts.astype(np.int64), means.astype(np.float64), scatter.astype(np.float64))
+    return stats, {key: int(value) for key, value in arrays.items()}

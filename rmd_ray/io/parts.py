@@ -15,12 +15,14 @@ Every reader here also accepts the single-file tables that rmd-ray wrote before 
 from __future__ import annotations
 
 import os
+import posixpath
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pyarrow as pa
 
 from rmd_ray.io import storage
+from rmd_ray.io.location import parse_location
 
 __all__ = [
     "MANIFEST",
@@ -31,6 +33,7 @@ __all__ = [
     "read_manifest",
     "read_table",
     "read_table_metadata",
+    "stats_sidecar",
     "write_manifest",
 ]
 
@@ -112,3 +115,17 @@ def read_table(uri: str | os.PathLike[str], *, columns: list[str] | None = None)
     table = pa.concat_tables(parts, promote_options="default")
     metadata = read_table_metadata(uri)
     return table.replace_schema_metadata({b"rmd_ray": json.dumps(metadata, default=str).encode()})
+
+
+def stats_sidecar(part_uri: str | os.PathLike[str]) -> str:
+    """Where the class statistics of a features part live: ``DIR/_stats/<part>.npz`` beside ``DIR/<part>``.
+
+    Written by the encoder actors while they embed (docs/design.md section 7.2); under a ``_`` folder, so
+    dataset discovery and the manifest never see it. A part rewritten later loses its sidecar.
+    """
+    loc = parse_location(part_uri)
+    split = os.path if loc.scheme == "" else posixpath
+    folder, name = split.split(loc.path.rstrip("/"))
+    stem = name[: -len(".parquet")] if name.endswith(".parquet") else name
+    path = split.join(folder, "_stats", stem + ".npz")
+    return path if loc.scheme == "" else loc.with_path(path)

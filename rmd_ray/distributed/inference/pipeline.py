@@ -56,8 +56,12 @@ def embedding_pipeline(
     extract: ExtractConfig,
     attempt: str,
     column: str = "features",
+    stats_classes: int | None = None,
 ) -> Any:
-    """The lazy Dataset of one execution: decode tasks -> encoder actor pool -> writer tasks."""
+    """The lazy Dataset of one execution: decode tasks -> encoder actor pool -> writer tasks.
+
+    ``stats_classes``: K, to have the actors also hand back each part's class statistics (scoring).
+    """
     actors, gpus = actor_resources(extract)
     ds = ray.data.from_items([{"shard": s.index} for s in shards], override_num_blocks=len(shards))
     # Read and decode in one generator task per shard, yielding encoder-sized batches: as two map
@@ -77,12 +81,16 @@ def embedding_pipeline(
     # The encoder actors go one per node before two on one (every node's CPUs/GPUs work) by Ray Data's own
     # default, "SPREAD": Ray 2.60 deprecates passing a scheduling strategy to map_batches or its DataContext
     # ("Ray Data manages scheduling internally"); the two-node test checks that both nodes embed.
-    ds = ds.map_batches(
-        EmbedActor, fn_constructor_kwargs={"spec": encoder}, compute=ray.data.ActorPoolStrategy(size=actors),
-        batch_size=extract.batch_size, batch_format="numpy", num_cpus=0 if gpus else 1, num_gpus=gpus,
-    )
-    # Parts no larger than a shard, so completion records follow the work instead of arriving in bursts.
+    # One actor call is one features part (no larger than a shard, so completion records follow the work
+    # instead of arriving in bursts): the encoder runs over it batch_size images at a time and, when scoring,
+    # forms the part's class statistics where the features are (docs/design.md section 7.2).
     write_rows = max(1, min(extract.write_rows, max(s.n_rows for s in shards)))
+    actor_kwargs = {"spec": encoder, "chunk": extract.batch_size, "stats_classes": stats_classes}
+    ds = ds.map_batches(
+        EmbedActor, fn_constructor_kwargs=actor_kwargs,
+        compute=ray.data.ActorPoolStrategy(size=actors), batch_size=write_rows, batch_format="numpy",
+        num_cpus=0 if gpus else 1, num_gpus=gpus,
+    )
     # The writes ask for no CPU (I/O only: never starved by decode), so nothing but this cap bounds how many
     # run at once; uncapped, Ray Data ran 15 at once on a 2-node cluster here, each in a fresh worker process
     # (writes waited 21 s on average to start, 50 s for 384 rows). Two per encoder keep up with the encoders.
@@ -95,7 +103,7 @@ def embedding_pipeline(
     )
     return ds.map_batches(
         write_stage, fn_kwargs={"features_dir": features_dir, "attempt": attempt, "column": column},
-        batch_size=write_rows, batch_format="numpy", num_cpus=0, compute=ray.data.TaskPoolStrategy(size=2 * actors),
+        batch_size=None, batch_format="numpy", num_cpus=0, compute=ray.data.TaskPoolStrategy(size=2 * actors),
     )
 
 
@@ -140,6 +148,7 @@ def embed_source(
     max_attempts: int = 3,
     column: str = "features",
     metadata: dict[str, Any] | None = None,
+    stats_classes: int | None = None,
 ) -> EmbedResult:
     """Embed every shard of ``source`` not yet done into ``features_dir`` (any URI); resumable.
 
@@ -148,7 +157,9 @@ def embed_source(
     cannot rebuild, say), it is started again on the shards still without a record, up to
     ``max_attempts`` executions in all, exactly as a rerun of the command would. ``column`` names
     the output column (``logits`` when the "encoder" is a trained classifier); ``metadata`` is added
-    to the manifest's.
+    to the manifest's. ``stats_classes`` (K): each part also gets its class statistics as a sidecar
+    (:func:`rmd_ray.io.parts.stats_sidecar`), formed by the encoder actors, which pass 2 of scoring reads
+    instead of the features.
     """
     start = time.perf_counter()
     signature = run_signature(source, encoder, extract, resolution)
@@ -182,7 +193,7 @@ def embed_source(
         state["rows"] = sum(r["rows"] for i, r in records.items() if i in plan)
         try:
             ds = embedding_pipeline(pending, classes=source.classes, features_dir=features_dir, encoder=encoder,
-                                     extract=extract, attempt=attempt, column=column)
+                                     extract=extract, attempt=attempt, column=column, stats_classes=stats_classes)
             _embed_pending(ds, features_dir=features_dir, extract=extract, attempt=attempt, records=records,
                            contents=contents, on_rows=on_rows)
         except (ray.exceptions.RayError, OSError, EmbeddingStalled) as err:

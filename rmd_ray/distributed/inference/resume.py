@@ -19,6 +19,7 @@ import ray
 
 from rmd_ray.distributed.sources.plan import ShardedSource
 from rmd_ray.io import storage
+from rmd_ray.io.parts import stats_sidecar
 
 __all__ = ["EmbeddingStalled", "RUN_RECORD", "SHARDS_DIR", "drop_unfinished_rows", "load_records", "prepare",
            "record", "run_signature", "stale_records", "watched"]
@@ -153,6 +154,7 @@ def _filter_part(uri: str, keep_attempt_by_shard: dict[int, str], attempt: str) 
     keep = np.asarray([keep_attempt_by_shard.get(int(s)) == attempt for s in shards], dtype=bool)
     if keep.all():
         return table.num_rows
+    storage.delete(stats_sidecar(uri))  # the statistics of rows about to go: pass 2 recomputes them
     if not keep.any():
         storage.delete(uri)
         return 0

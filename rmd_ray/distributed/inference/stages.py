@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -12,13 +13,26 @@ import numpy as np
 import pyarrow as pa
 import ray
 
+from rmd_ray.core.array_api import module_for_device
+from rmd_ray.core.stats import (
+    ClassStats,
+    batch_stats_unchecked,
+    empty_stats,
+    merge_all,
+    stats_from_bytes,
+    stats_to_bytes,
+)
 from rmd_ray.data.readers import label_errors
 from rmd_ray.distributed.inference.config import EncoderSpec
-from rmd_ray.distributed.runtime.cluster import worker_setup
+from rmd_ray.distributed.runtime.cluster import worker_device, worker_setup
 from rmd_ray.distributed.sources.plan import Shard, read_shard, shard_digest
 from rmd_ray.io import storage
+from rmd_ray.io.parts import stats_sidecar
 
-__all__ = ["EmbedActor", "MISSING_LABEL", "feature_column", "read_decode_stage", "write_stage"]
+__all__ = [
+    "EmbedActor", "MISSING_LABEL", "feature_column", "merged_part_stats", "part_stats", "read_decode_stage",
+    "write_stage",
+]
 
 #: Stands for a missing label between the decode and write stages (NumPy batches have no nulls): written
 #: back as null, while any label the source gave, -1 included, is kept as given in ``errors.parquet``.
@@ -118,39 +132,93 @@ def _image_shape(spec: EncoderSpec, n_views: int, split: Any) -> tuple[tuple[int
 
 
 class EmbedActor:
-    """Callable class for ``map_batches``: the encoder is built once per actor, in ``__init__``."""
+    """Callable class for ``map_batches``: the encoder is built once per actor, in ``__init__``.
 
-    def __init__(self, spec: EncoderSpec) -> None:
-        import torch
+    Each call takes one features part's rows (up to ``write_rows``), runs the encoder over them
+    ``chunk`` images at a time and, with ``stats_classes`` set, also returns the part's class
+    statistics (:func:`rmd_ray.core.stats.batch_stats`) computed where the features are: on the GPU
+    through CuPy (the encoder's output handed over by DLPack, no copy) or with NumPy on CPU, the same
+    code either way. They ride in the batch as one serialised cell (``stats`` of row 0, the rest empty)
+    plus a ``stats_key`` per row, so the writer can tell a part that arrived whole from one Ray Data
+    split (docs/design.md section 7.2).
+    """
+
+    def __init__(self, spec: EncoderSpec, *, chunk: int | None = None, stats_classes: int | None = None) -> None:
 
         from rmd_ray.nn.encoders import split_preprocess
 
         worker_setup()
         self.encoder = spec.build()
         self.split = split_preprocess(self.encoder.preprocess)
-        self.device = torch.device("cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu")
+        self.device = worker_device()
         self.encoder.model.to(self.device)
         self.node = ray.get_runtime_context().get_node_id()
+        self.chunk, self.stats_classes = chunk, stats_classes
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _forward(self, images: np.ndarray) -> Any:
+        """(m, V, ...) images -> (m * V, dim) float32 features, on the actor's device."""
         import torch
 
+        flat = images.reshape(-1, *images.shape[2:])
+        chunk = (self.chunk or len(images)) * images.shape[1]
+        outs = []
+        for start in range(0, len(flat), chunk):
+            x = torch.from_numpy(np.ascontiguousarray(flat[start : start + chunk])).to(self.device, non_blocking=True)
+            if self.split is not None:
+                x = self.split.normalize(x)
+            with torch.inference_mode(), torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
+                outs.append(self.encoder.model(x).float())
+        return torch.cat(outs)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         ok = batch["error"] == ""
         n, n_views = len(ok), batch["image"].shape[1]
-        dim = self.encoder.feature_dim
-        features = np.zeros((n, n_views * dim), dtype=np.float32)
+        features = np.zeros((n, n_views * self.encoder.feature_dim), dtype=np.float32)
+        on_device = None
         if ok.any():
-            images = np.ascontiguousarray(batch["image"][ok])
-            images = torch.from_numpy(images.reshape(-1, *images.shape[2:])).to(self.device, non_blocking=True)
-            if self.split is not None:
-                images = self.split.normalize(images)
-            with torch.inference_mode(), torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
-                out = self.encoder.model(images)
-            features[ok] = out.float().cpu().numpy().reshape(int(ok.sum()), n_views * dim)
+            on_device = self._forward(batch["image"][ok])
+            features[ok] = on_device.cpu().numpy().reshape(int(ok.sum()), -1)
         out_batch = {k: v for k, v in batch.items() if k != "image"}
         out_batch["features"] = features
         out_batch["node"] = np.asarray([self.node] * n, dtype=object)
+        if self.stats_classes is not None:
+            labels = np.repeat(batch["label"][ok].astype(np.int64), n_views)
+            stats = part_stats(on_device, labels, n_classes=self.stats_classes, dim=self.encoder.feature_dim)
+            key = uuid.uuid4().hex
+            out_batch["stats"] = np.asarray([stats_to_bytes(stats, rows=n)] + [b""] * (n - 1), dtype=object)
+            out_batch["stats_key"] = np.asarray([key] * n, dtype=object)
         return out_batch
+
+
+def part_stats(features: Any, labels: np.ndarray, *, n_classes: int, dim: int) -> ClassStats:
+    """Class statistics of one part's (m * V, dim) features, a torch tensor (or None for no rows).
+
+    On CUDA with CuPy installed the tensor is viewed as a CuPy array through DLPack (zero-copy) and the
+    statistics are formed on the device; otherwise NumPy on a host view. Returned on the host.
+    """
+    if features is None:
+        return empty_stats(n_classes, dim)
+    xp = module_for_device("auto") if features.is_cuda else np
+    if xp is np:
+        values = np.from_dlpack(features.detach().cpu())
+    else:  # pragma: no cover - GPU only (benchmarks/gpu_check.py)
+        values = xp.from_dlpack(features.detach())
+    return batch_stats_unchecked(values, xp.asarray(labels), n_classes).to_numpy()
+
+
+def merged_part_stats(batch: dict[str, np.ndarray]) -> ClassStats | None:
+    """The statistics of a writer batch when every row's actor batch arrived whole in it, else None."""
+    if "stats" not in batch:
+        return None
+    keys, counts = np.unique(batch["stats_key"].astype(str), return_counts=True)
+    found = {}
+    for key, blob in zip(batch["stats_key"], batch["stats"]):
+        if len(blob):
+            stats, extra = stats_from_bytes(bytes(blob))
+            found[str(key)] = (stats, extra["rows"])
+    if set(found) != set(keys) or any(found[k][1] != c for k, c in zip(keys, counts)):
+        return None  # an actor batch split across writer batches: pass 2 computes this part's statistics
+    return merge_all(s for s, _ in found.values())
 
 
 def feature_column(features: np.ndarray) -> pa.FixedSizeListArray:
@@ -177,7 +245,11 @@ def write_stage(
     )
     # The name hashes the rows, so a retried task (a node lost mid-run) rewrites the same file.
     name = f"part-{attempt}-{hashlib.sha256(chr(0).join(ids).encode()).hexdigest()[:16]}.parquet"
-    storage.write_parquet_atomic(table, storage.join(features_dir, name))
+    uri = storage.join(features_dir, name)
+    stats = merged_part_stats(batch)
+    if stats is not None:  # before the part: a part is never seen with a sidecar of other rows
+        storage.write_bytes_atomic(stats_sidecar(uri), stats_to_bytes(stats))
+    storage.write_parquet_atomic(table, uri)
     shards, first, counts = np.unique(batch["shard"], return_index=True, return_counts=True)
     nodes = ",".join(sorted({str(n) for n in batch["node"]}))
     return {

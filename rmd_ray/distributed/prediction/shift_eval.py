@@ -24,7 +24,7 @@ import pyarrow as pa
 import ray
 
 from rmd_ray.distributed.prediction.predict import ClassifierSpec, classifier_from_checkpoint
-from rmd_ray.distributed.runtime.cluster import worker_setup
+from rmd_ray.distributed.runtime.cluster import worker_device, worker_setup
 from rmd_ray.distributed.sources.plan import Shard, ShardedSource, open_source, read_shard
 
 __all__ = ["shift_eval"]
@@ -81,7 +81,7 @@ class _ShiftActor:
         self.model = encoder.model.eval()
         self.mean, self.std = torch.tensor(spec.mean), torch.tensor(spec.std)
         self.normalize = normalize_uint8
-        self.device = torch.device("cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu")
+        self.device = worker_device()
         self.model.to(self.device)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

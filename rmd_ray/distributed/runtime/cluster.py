@@ -12,6 +12,24 @@ from rmd_ray.distributed.runtime.progress import route_ray_logs, route_worker_ou
 _context: dict[str, Any] = {}
 
 
+#: Set to 1 to keep every actor and training worker on the CPU even when it was given (logical) GPUs:
+#: how GPU placement is tested on machines without one (tests/distributed/test_logical_gpus.py).
+FORCE_CPU_ENV = "RMD_RAY_FORCE_CPU"
+
+
+def forced_cpu() -> bool:
+    """True when ``RMD_RAY_FORCE_CPU=1`` in this process's environment (workers inherit the driver's)."""
+    return os.environ.get(FORCE_CPU_ENV, "") == "1"
+
+
+def worker_device() -> Any:
+    """The torch device of an actor: CUDA when Ray gave it a GPU and CUDA works, unless forced to CPU."""
+    import torch
+
+    cuda = torch.cuda.is_available() and bool(ray.get_gpu_ids()) and not forced_cpu()
+    return torch.device("cuda" if cuda else "cpu")
+
+
 def physical_cpus() -> int:
     """CPUs this process may use (the affinity mask where the OS has one)."""
     try:

@@ -17,9 +17,10 @@ import ray
 from rmd_ray.core import CovarianceConfig, DifficultyScorer, WeightConfig, difficulty_weights
 from rmd_ray.core.array_api import module_for_device
 from rmd_ray.core.scores import mahalanobis_margin
-from rmd_ray.core.stats import batch_stats_unchecked, merge_all
+from rmd_ray.core.stats import batch_stats_unchecked, merge_all, stats_from_bytes
 from rmd_ray.distributed.scoring.in_memory import ERROR_SCHEMA, feature_matrix
 from rmd_ray.io import storage
+from rmd_ray.io.parts import stats_sidecar
 
 __all__ = ["fit_scorer", "id_hashes", "view_mean_scores", "part_scores", "weigh_part", "copy_part"]
 
@@ -38,6 +39,12 @@ def _ok_features(table: pa.Table, n_views: int) -> tuple[np.ndarray, np.ndarray,
 
 @ray.remote
 def _part_stats(uri: str, n_classes: int, n_views: int) -> Any:
+    """A part's ClassStats: its sidecar, formed by the encoder actor that embedded it, else from its features."""
+    sidecar = stats_sidecar(uri)
+    if storage.exists(sidecar):
+        stats, _ = stats_from_bytes(storage.read_bytes(sidecar))
+        if stats.n_classes == n_classes:  # features cached by a run with another class count: recompute
+            return stats
     features, labels, _ = _ok_features(storage.read_parquet(uri, columns=["label", "features", "error"]), n_views)
     xp = module_for_device("auto")  # CuPy when this task was given a GPU, NumPy otherwise
     # float64: the encoder dominates the run time; exact statistics do not depend on how rows fall into parts

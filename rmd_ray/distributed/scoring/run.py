@@ -3,7 +3,7 @@
 Passes over a source (every output is a directory of Parquet parts plus a manifest, on any URI)::
 
     1 embed   shards --read/decode (tasks)--> encoder actors --> features.parquet/ parts   (resumable)
-    2 fit     features parts --ClassStats per part (tasks; CuPy on GPU)--> tree merge --> scorer
+    2 fit     ClassStats per part (sidecars the encoder actors formed; else tasks) --> tree merge --> scorer
     3 score   features parts + scorer (broadcast once) --> md, md0, rmd per id (tasks) --> staged parts
     4 weigh   staged parts + global (min, max) RMD --> scores.parquet/ and errors.parquet/ parts
 
@@ -232,6 +232,7 @@ def _embed(source, setup: _Setup, *, output_dir, encoder, extract, features_cach
     embedded = embed_source(
         source, features_dir=features_dir, encoder=encoder, extract=extract, resolution=setup.resolution,
         feature_dim=setup.feature_dim, fresh=fresh, progress=progress,
+        stats_classes=setup.n_classes if setup.fitted is None else None,
     )
     return features_dir, embedded.metadata, embedded
 

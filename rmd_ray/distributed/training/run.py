@@ -31,7 +31,7 @@ import numpy as np
 import pyarrow as pa
 import ray
 
-from rmd_ray.distributed.runtime.cluster import init_ray
+from rmd_ray.distributed.runtime.cluster import forced_cpu, init_ray
 from rmd_ray.distributed.sources.plan import ShardedSource
 from rmd_ray.distributed.training import ingest
 from rmd_ray.distributed.training.config import SCORE_METRIC, WEIGHTED_LOSSES, TrainConfig, TrainingResult
@@ -235,7 +235,7 @@ def _build_trainer(plan: _Plan, cfg: TrainConfig, *, output_dir: str, run_name: 
     """The TorchTrainer over the lazy train / val datasets, its worker spec and the fatal-error record."""
     from ray.data import DataContext
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+    from ray.train.torch import TorchConfig, TorchTrainer
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     geometry, train_source = plan.geometry, plan.sources["train"]
@@ -273,6 +273,8 @@ def _build_trainer(plan: _Plan, cfg: TrainConfig, *, output_dir: str, run_name: 
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"spec": spec},
+        # gloo when the workers' (logical) GPUs are not to be used: NCCL needs CUDA
+        torch_config=TorchConfig(backend="gloo") if forced_cpu() else None,
         scaling_config=ScalingConfig(
             num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
             resources_per_worker={"CPU": float(cfg.cpus_per_worker)}, placement_strategy=cfg.placement_strategy,

@@ -24,7 +24,7 @@ import numpy as np
 import ray
 import torch
 
-from rmd_ray.distributed.runtime.cluster import worker_setup
+from rmd_ray.distributed.runtime.cluster import forced_cpu, worker_setup
 from rmd_ray.distributed.training.config import CHECKPOINT_FILE, SCORE_METRIC, TrainConfig
 from rmd_ray.distributed.training.errors import WorkerFailure, fatal_record
 from rmd_ray.distributed.training.ingest import release_split
@@ -220,7 +220,7 @@ def _train_worker(spec: WorkerSpec) -> None:
     worker_setup(threads=1)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    device = get_device()
+    device = torch.device("cpu") if forced_cpu() else get_device()
     # First, before any set-up: the split (Ray Train's: rank 0's call creates its coordinator, a new
     # process), and a fresh run starts its first epoch now, overlapping the model build (a restart learns
     # its epoch from the checkpoint, so it starts after the restore)
@@ -231,7 +231,7 @@ def _train_worker(spec: WorkerSpec) -> None:
     model = build_model(cfg.model, num_classes=spec.num_classes, cifar_stem=cfg.cifar_stem, width=cfg.width)
     if fresh and spec.initial_weights is not None:  # checked and fitted on the driver (a dropped head stays random)
         load_initial_weights(model, ray.get(spec.initial_weights), source=cfg.model_weights)
-    model = prepare_model(model)  # to device; DDP when world > 1
+    model = prepare_model(model, move_to_device=device)  # to device; DDP when world > 1
     loss_fn = build_loss(cfg.loss, **spec.loss_kwargs).to(device)
     optimizer = engine.build_optimizer(model, cfg.optim)
     scheduler = engine.build_scheduler(optimizer, cfg.optim, steps_per_epoch=spec.steps_per_epoch)
