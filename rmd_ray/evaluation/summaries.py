@@ -2,6 +2,11 @@
 with K: the driver never holds an N x K logits matrix (ImageNet's validation logits are 200 MB in
 float32, a 128k-row split of them 500 MB, and every float64 copy doubles that).
 
+A predictions directory written by rmd-ray's prediction actors already holds each row's summaries
+(:func:`rmd_ray.distributed.inference.stages.prediction_summaries`, computed where the logits were):
+:func:`summarise_predictions` then reads those columns only, never the K logits of a row. Any other
+predictions table is summarised from its logits as below, with the same result.
+
 Each batch of a predictions table (a parts directory or one file, any URI; one part or row-group
 batch at a time) is validated here, once, for both readers: :func:`iter_prediction_batches` yields
 ``(ids, labels, logits)`` per batch, which :func:`rmd_ray.evaluation.evaluate.load_predictions`
@@ -152,16 +157,79 @@ def summarise_predictions(path: str, *, rtol: float = 1e-5, atol: float = 1e-6,
     :func:`iter_prediction_batches`, and for an id repeated with a different label or prediction.
     """
     ids, labels, parts, k = [], [], [], 0
-    for batch_ids, batch_labels, logits in iter_prediction_batches(path, batch_rows=batch_rows):
+    stored = stored_summaries(path)
+    if stored is not None:  # the prediction actors' summaries: K logits a row are never read
+        k, batches = stored
+    else:
+        batches = ((i, y, row_summaries(z, y), z.shape[1])
+                   for i, y, z in iter_prediction_batches(path, batch_rows=batch_rows))
+    for batch_ids, batch_labels, summary, *width in batches:
         ids.append(batch_ids)
         labels.append(batch_labels)
-        parts.append(row_summaries(logits, batch_labels))
-        k = logits.shape[1]
+        parts.append(summary)
+        k = width[0] if width else k
     all_ids, all_labels = np.concatenate(ids), np.concatenate(labels)
     columns = {c: np.concatenate([p[c] for p in parts]) for c in SUMMARY_COLUMNS}
     keep = first_occurrences(all_ids, all_labels, columns, rtol=rtol, atol=atol)
     return PredictionSummaries(all_ids[keep], all_labels[keep], {c: v[keep] for c, v in columns.items()}, k,
                                int(all_ids.shape[0] - keep.shape[0]))
+
+
+def stored_summaries(path: str) -> tuple[int, Iterator[tuple[np.ndarray, np.ndarray, dict]]] | None:
+    """``(K, batches of (ids, labels, summaries))`` read from the summary columns the prediction actors
+    wrote (:func:`rmd_ray.distributed.inference.stages.prediction_summaries`), or None when some part
+    lacks them (a predictions file from elsewhere: its logits are summarised instead)."""
+    parts = part_uris(path)
+    k = None
+    for part in parts:
+        schema = _schema(part)
+        names = schema.names
+        logits = schema.field("logits").type if "logits" in names else None
+        if any(c not in names for c in (*SUMMARY_COLUMNS, "id", "label")) or logits is None \
+                or not pa.types.is_fixed_size_list(logits):
+            return None
+        k = logits.list_size
+    return k, _stored_batches(path, parts)
+
+
+def _schema(part: str) -> pa.Schema:
+    with storage.open_input(part) as handle, storage.parquet_errors(part):  # the footer only
+        return pq.read_schema(handle)
+
+
+def _stored_batches(path: str, parts: list[str]) -> Iterator[tuple[np.ndarray, np.ndarray, dict]]:
+    failed, first, offset = 0, None, 0
+    for part in parts:
+        columns = ["id", "label", *SUMMARY_COLUMNS] + ["error"] * ("error" in _schema(part).names)
+        table = storage.read_parquet(part, columns=columns)
+        if "error" in table.column_names:
+            bad = pc.fill_null(pc.not_equal(table.column("error"), ""), False)
+            n_bad = int(pc.sum(bad).as_py() or 0)
+            if n_bad:
+                first = first or table.filter(bad).slice(0, 1).to_pylist()[0]
+                failed += n_bad
+                table = table.filter(pc.invert(bad))
+        if table.column("id").null_count or table.column("label").null_count:
+            raise ValueError(f"{str(path)!r}: id or label is null in some rows; every row needs both")
+        summary = {c: table.column(c).to_numpy(zero_copy_only=False) for c in SUMMARY_COLUMNS}
+        missing = np.flatnonzero(np.isnan(summary["confidence"]))
+        if missing.size:
+            row = int(missing[0])
+            raise ValueError(
+                f"{str(path)!r}: row {offset + row} (id {table.column('id')[row].as_py()!r}) has label "
+                f"{table.column('label')[row].as_py()}, not one of the model's classes; labels must be 0..K-1"
+            )
+        offset += table.num_rows
+        if table.num_rows:
+            yield (np.asarray(table.column("id").cast(pa.string()).to_pylist(), dtype=object),
+                   table.column("label").to_numpy().astype(np.int64), summary)
+    if failed:
+        warnings.warn(
+            f"{path!r}: {failed} row(s) could not be predicted and are left out (e.g. id {first['id']!r}: "
+            f"{first['error']})", SkippedRowsWarning, stacklevel=4,
+        )
+    if offset == 0:
+        raise ValueError(f"{str(path)!r} has no rows; nothing to evaluate")
 
 
 def first_occurrences(ids: np.ndarray, labels: np.ndarray, columns: dict[str, np.ndarray], *,

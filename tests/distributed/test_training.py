@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 
 from rmd_ray import __version__
+from rmd_ray.core.metrics import row_summaries
 from rmd_ray.data.readers import from_arrays
 from rmd_ray.distributed.training import (
     CHECKPOINT_FILE,
@@ -140,6 +141,10 @@ def test_training_learns_and_predicts_every_test_id_once(ce_run):
     acc = float(np.mean(logits.argmax(1) == pred.column("label").to_numpy()))
     assert acc == pytest.approx(result.test_metrics["acc"], abs=1e-12)
     assert acc >= 0.6
+    # the prediction actors' per-row summaries, which evaluation reads instead of the logits
+    expected = row_summaries(logits.astype(np.float64), pred.column("label").to_numpy())
+    for name, values in expected.items():
+        np.testing.assert_array_equal(pred.column(name).to_numpy(), values, err_msg=name)
 
     meta = read_metadata(result.predictions_path)
     assert (meta["model"], meta["loss"], meta["epochs"], meta["seed"]) == ("resnet18", "ce", 3, 0)

@@ -108,3 +108,36 @@ def test_ragged_logits_in_a_later_batch_name_the_row(tmp_path):
     pq.write_table(table, tmp_path / "ragged.parquet")
     with pytest.raises(ValueError, match=r"logits have 2 entries in row 0 but 3 in row 9"):
         summarise_predictions(str(tmp_path / "ragged.parquet"), batch_rows=4)
+
+
+def _with_actor_summaries(folder, *, labels_override=None):
+    """The summary columns prediction actors add (fixed-size logits, as the pipeline writes), in place."""
+    from rmd_ray.distributed.inference.stages import feature_column, prediction_summaries
+
+    for part in sorted(folder.glob("part-*.parquet")):
+        table = pq.read_table(part, columns=["id", "label", "logits", "error"])
+        logits = np.stack(table.column("logits").to_numpy(zero_copy_only=False)).astype(np.float32)
+        labels = table.column("label").to_numpy() if labels_override is None else labels_override(table)
+        ok = np.asarray([e == "" for e in table.column("error").to_pylist()])
+        out = table.set_column(table.schema.get_field_index("logits"), "logits", feature_column(logits))
+        out = out.set_column(out.schema.get_field_index("label"), "label", pa.array(labels, pa.int64()))
+        for name, values in prediction_summaries(logits, labels, ok).items():
+            out = out.append_column(name, pa.array(values))
+        pq.write_table(out, part)
+
+
+def test_summaries_the_prediction_actors_stored_equal_those_of_the_logits(tmp_path):
+    ids, labels, logits = synthetic_run(90, 6, seed=8)
+    folder = _parts_dir(tmp_path, ids, labels, logits, [40, 50])
+    from_logits = summarise_predictions(str(folder))
+    _with_actor_summaries(folder)
+    stored = summarise_predictions(str(folder))
+    assert stored.n_classes == 6 and stored.ids.tolist() == from_logits.ids.tolist()
+    for name, values in from_logits.columns.items():
+        np.testing.assert_array_equal(stored.columns[name], values, err_msg=name)
+    _assert_close(evaluate_run(folder)["metrics"], evaluate_predictions(logits.astype(np.float64), labels))
+    # a row whose label is not one of the model's classes: named, as the logits path names it
+    _with_actor_summaries(folder, labels_override=lambda t: np.where(np.arange(t.num_rows) == 4, 9,
+                                                                       t.column("label").to_numpy()))
+    with pytest.raises(ValueError, match=r"row 4 \(id 's0004'\) has label 9, not one of the model's classes"):
+        summarise_predictions(str(folder))

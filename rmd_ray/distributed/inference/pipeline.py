@@ -61,6 +61,8 @@ def embedding_pipeline(
     """The lazy Dataset of one execution: decode tasks -> encoder actor pool -> writer tasks.
 
     ``stats_classes``: K, to have the actors also hand back each part's class statistics (scoring).
+    ``column == "logits"`` (a classifier): the actors add each row's prediction summaries
+    (:data:`rmd_ray.core.metrics.SUMMARY_COLUMNS`), which evaluation reads instead of the logits.
     """
     actors, gpus = actor_resources(extract)
     ds = ray.data.from_items([{"shard": s.index} for s in shards], override_num_blocks=len(shards))
@@ -85,7 +87,8 @@ def embedding_pipeline(
     # instead of arriving in bursts): the encoder runs over it batch_size images at a time and, when scoring,
     # forms the part's class statistics where the features are (docs/design.md section 7.2).
     write_rows = max(1, min(extract.write_rows, max(s.n_rows for s in shards)))
-    actor_kwargs = {"spec": encoder, "chunk": extract.batch_size, "stats_classes": stats_classes}
+    actor_kwargs = {"spec": encoder, "chunk": extract.batch_size, "stats_classes": stats_classes,
+                    "summaries": column == "logits"}
     ds = ds.map_batches(
         EmbedActor, fn_constructor_kwargs=actor_kwargs,
         compute=ray.data.ActorPoolStrategy(size=actors), batch_size=write_rows, batch_format="numpy",

@@ -14,6 +14,7 @@ import pyarrow as pa
 import ray
 
 from rmd_ray.core.array_api import module_for_device
+from rmd_ray.core.metrics import SUMMARY_COLUMNS
 from rmd_ray.core.stats import (
     ClassStats,
     batch_stats_unchecked,
@@ -30,8 +31,8 @@ from rmd_ray.io import storage
 from rmd_ray.io.parts import stats_sidecar
 
 __all__ = [
-    "EmbedActor", "MISSING_LABEL", "feature_column", "merged_part_stats", "part_stats", "read_decode_stage",
-    "write_stage",
+    "EmbedActor", "MISSING_LABEL", "feature_column", "merged_part_stats", "part_stats", "prediction_summaries",
+    "read_decode_stage", "write_stage",
 ]
 
 #: Stands for a missing label between the decode and write stages (NumPy batches have no nulls): written
@@ -143,7 +144,10 @@ class EmbedActor:
     split (docs/design.md section 7.2).
     """
 
-    def __init__(self, spec: EncoderSpec, *, chunk: int | None = None, stats_classes: int | None = None) -> None:
+    def __init__(
+        self, spec: EncoderSpec, *, chunk: int | None = None, stats_classes: int | None = None,
+        summaries: bool = False,
+    ) -> None:
 
         from rmd_ray.nn.encoders import split_preprocess
 
@@ -153,7 +157,7 @@ class EmbedActor:
         self.device = worker_device()
         self.encoder.model.to(self.device)
         self.node = ray.get_runtime_context().get_node_id()
-        self.chunk, self.stats_classes = chunk, stats_classes
+        self.chunk, self.stats_classes, self.summaries = chunk, stats_classes, summaries
 
     def _forward(self, images: np.ndarray) -> Any:
         """(m, V, ...) images -> (m * V, dim) float32 features, on the actor's device."""
@@ -181,6 +185,8 @@ class EmbedActor:
         out_batch = {k: v for k, v in batch.items() if k != "image"}
         out_batch["features"] = features
         out_batch["node"] = np.asarray([self.node] * n, dtype=object)
+        if self.summaries:  # a classifier's logits: what evaluation needs per row, so it never reads K logits
+            out_batch.update(prediction_summaries(features, batch["label"], ok))
         if self.stats_classes is not None:
             labels = np.repeat(batch["label"][ok].astype(np.int64), n_views)
             stats = part_stats(on_device, labels, n_classes=self.stats_classes, dim=self.encoder.feature_dim)
@@ -188,6 +194,23 @@ class EmbedActor:
             out_batch["stats"] = np.asarray([stats_to_bytes(stats, rows=n)] + [b""] * (n - 1), dtype=object)
             out_batch["stats_key"] = np.asarray([key] * n, dtype=object)
         return out_batch
+
+
+def prediction_summaries(logits: np.ndarray, labels: np.ndarray, ok: np.ndarray) -> dict[str, np.ndarray]:
+    """:func:`rmd_ray.core.metrics.row_summaries` of the rows that were predicted and whose label is one of
+    the model's K classes; the other rows get NaN (and prediction -1, correct False), which evaluation
+    reports as an error, as it does for their logits."""
+    from rmd_ray.core.metrics import row_summaries
+
+    n, k = logits.shape
+    labels = labels.astype(np.int64)
+    valid = ok & (labels >= 0) & (labels < k)
+    out = {c: np.full(n, np.nan) for c in SUMMARY_COLUMNS}
+    out["prediction"], out["correct"] = np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=bool)
+    if valid.any():
+        for name, values in row_summaries(logits[valid].astype(np.float64), labels[valid]).items():
+            out[name][valid] = values
+    return out
 
 
 def part_stats(features: Any, labels: np.ndarray, *, n_classes: int, dim: int) -> ClassStats:
@@ -243,6 +266,9 @@ def write_stage(
             "stage": pa.array([str(s) for s in batch["stage"]], pa.string()),
         }
     )
+    for name in SUMMARY_COLUMNS:
+        if name in batch:
+            table = table.append_column(name, pa.array(batch[name]))
     # The name hashes the rows, so a retried task (a node lost mid-run) rewrites the same file.
     name = f"part-{attempt}-{hashlib.sha256(chr(0).join(ids).encode()).hexdigest()[:16]}.parquet"
     uri = storage.join(features_dir, name)
