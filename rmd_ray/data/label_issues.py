@@ -20,7 +20,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rmd_ray.core.label_ranking import DEFAULT_LABEL_SCORE, LABEL_SCORES, label_issue_scores
+from rmd_ray.core.label_ranking import (
+    DEFAULT_LABEL_SCORE,
+    LABEL_SCORES,
+    label_issue_scores,
+    rank_average_within,
+)
 from rmd_ray.data.decode import DecodeError, decode_image
 from rmd_ray.data.locations import fetch_rows_by_id
 from rmd_ray.io import storage
@@ -93,17 +98,23 @@ def rank_suspects(scores: pa.Table, *, top: int, classes: list[str], score: str 
     )
 
 
-def _all_scores(scores_path: str, score: str) -> np.ndarray | None:
-    """The ranking value of every row, in part order, when it depends on all rows (``combined``)."""
+def _sorted_references(scores_path: str, score: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """For ``combined`` (ranks against every row): the rmd and margin of all rows, each sorted; else None."""
     if score != "combined":
         return None
     rmd, margin = [], []
     for part in iter_parts(scores_path, columns=["rmd", "margin"]):
-        rmd.append(part.column("rmd").to_numpy())
-        margin.append(part.column("margin").to_numpy())
+        rmd.append(part.column("rmd").to_numpy().astype(np.float64, copy=False))
+        margin.append(part.column("margin").to_numpy().astype(np.float64, copy=False))
     if not rmd:
         return None
-    return label_issue_scores(np.concatenate(rmd), np.concatenate(margin), score=score)
+    references = []
+    for columns in (rmd, margin):
+        column = np.concatenate(columns)
+        columns.clear()
+        column.sort()  # in place: 8 bytes a row, no index
+        references.append(column)
+    return references[0], references[1]
 
 
 def find_label_issues(
@@ -119,8 +130,10 @@ def find_label_issues(
     """Write ``label_issues.parquet`` + ``.csv`` and ``label_issues.png`` (a grid of the suspects).
 
     The scores (a parts directory or one file, any URI) are streamed one part at a time keeping the
-    running top ``top``, so memory does not grow with the dataset beyond, for ``combined``, one float
-    per row (a first pass reads only the rmd and margin columns to rank every row against all others).
+    running top ``top``, so memory does not grow with the dataset beyond, for ``combined``, two floats
+    per row: a first pass reads only the rmd and margin columns and sorts each, and every part's rows are
+    then ranked against them (:func:`rmd_ray.core.label_ranking.rank_average_within`, equal to ranking
+    the whole table at once).
     Only the suspects' images are read from ``source``, by ``fetch(source, ids)`` (the reader rows of
     those ids; the CLI passes :func:`rmd_ray.distributed.sources.fetch.fetch_rows`, which reads any source).
     """
@@ -132,15 +145,14 @@ def find_label_issues(
     classes = list(meta.get("classes", []))
     _check_columns(column_names(scores_path), score)
     best: pa.Table | None = None
-    every = _all_scores(scores_path, score)
-    offset = 0
+    references = _sorted_references(scores_path, score)
     for part in iter_parts(scores_path):
         part = part.select(_COLUMNS)
-        if every is not None:
-            values = every[offset:offset + part.num_rows]
+        rmd, margin = part.column("rmd").to_numpy(), part.column("margin").to_numpy()
+        if references is not None:
+            values = rank_average_within(references, (rmd, margin))
         else:
-            values = label_issue_scores(part.column("rmd").to_numpy(), part.column("margin").to_numpy(), score=score)
-        offset += part.num_rows
+            values = label_issue_scores(rmd, margin, score=score)
         part = part.append_column("score", pa.array(values, pa.float64()))
         best = _top(part if best is None else pa.concat_tables([best, part]), top)
     if best is None:
