@@ -175,6 +175,9 @@ def test_find_label_issues_validation(scores_dir, tmp_path):
     pq.write_table(_table().drop(["margin"]), old)
     with pytest.raises(ValueError, match="lacks the margin column needed by --score combined: rescore"):
         find_label_issues(old, source="folder:/x", output_dir=tmp_path)  # the default ranking
+    write_manifest(str(scores_dir), ["part-00000.parquet", "part-00001.parquet"], rows=5, metadata={})
+    with pytest.raises(ValueError, match="hold more rows than their manifest's 5: rescore"):
+        find_label_issues(scores_dir, source="folder:/x", output_dir=tmp_path)
     with pytest.raises(ValueError, match=r"lacks columns \['md', 'weight'\]"):
         rank_suspects(_table().drop(["md", "weight"]), top=1, classes=CLASSES)
     with pytest.raises(ValueError, match="top must be an int >= 1"):
