@@ -16,6 +16,7 @@ from rmd_ray.core.label_ranking import (
     label_issue_scores,
     mahalanobis_margin,
     rank_average,
+    rank_average_within,
 )
 
 
@@ -89,6 +90,28 @@ def test_combined_is_invariant_to_monotone_transforms(r, m):
     # scaling by powers of two is exact in floating point, so the order (ties included) is kept exactly
     np.testing.assert_allclose(label_issue_scores(2.0 * r, m / 4.0, score="combined"), base)
     assert ((base > 0) & (base <= 1)).all()
+
+
+@settings(max_examples=40, deadline=None)
+@given(arrays(np.float64, st.integers(2, 40), elements=st.sampled_from([-2.5, -1.0, 0.0, 0.5, 3.0, 7.25])),
+       st.integers(1, 5), st.randoms(use_true_random=False))
+def test_ranking_part_by_part_against_sorted_columns_equals_ranking_the_whole(r, cuts, random):
+    # few distinct values: many ties, which must get rankdata's average rank exactly
+    m = np.asarray(random.sample(list(r) * 2, len(r)))
+    whole = rank_average(r, m)
+    references = (np.sort(r), np.sort(m))
+    bounds = sorted({0, len(r), *(random.randrange(len(r)) for _ in range(cuts))})
+    parts = [rank_average_within(references, (r[a:b], m[a:b])) for a, b in zip(bounds, bounds[1:])]
+    assert np.concatenate(parts).tobytes() == whole.tobytes()  # bit for bit, ties included
+
+
+def test_rank_average_within_hand_values_and_errors():
+    # the rows [5, 1] of all rows [5, 5, 1]: ranks 2.5 and 1, over J N = 3
+    np.testing.assert_array_equal(rank_average_within((np.array([1.0, 5.0, 5.0]),), ([5.0, 1.0],)), [2.5 / 3, 1 / 3])
+    with pytest.raises(ValueError, match="one sorted reference per score array"):
+        rank_average_within((np.zeros(2),), ())
+    with pytest.raises(ValueError, match="rmd and margin must be finite"):
+        rank_average_within((np.zeros(2),), ([np.inf],))
 
 
 def test_label_issue_scores_pick_the_named_ranking():

@@ -1,8 +1,11 @@
 """rmd_ray.data.label_issues: the three rankings over a scores parts directory (combined ranks every
-row against all parts, not within a part), the nearest class in the output, the validation, and the
-grid layout (titles clear of the images above)."""
+row against all parts, not within a part), the nearest class in the output, the validation, the grid
+layout (titles clear of the images above), and a Parquet source read for the grid only in the row
+groups that hold a suspect."""
 
 from __future__ import annotations
+
+import io
 
 import matplotlib
 
@@ -97,6 +100,72 @@ def test_find_label_issues_combined_ranks_across_parts(scores_dir, image_folder,
     assert pq.read_table(by_rmd.table_path).column("id").to_pylist() == ["x/a.png", "x/b.png"]
 
 
+class _RecordedFile(io.FileIO):
+    """A local file that records the (path, offset, size) of every read."""
+
+    def __init__(self, path, reads):
+        super().__init__(path, "rb")
+        self.path, self.reads = path, reads
+
+    def read(self, size=-1):
+        offset, data = self.tell(), super().read(size)
+        self.reads.append((self.path, offset, len(data)))
+        return data
+
+    def readinto(self, buffer):
+        offset, n = self.tell(), super().readinto(buffer)
+        self.reads.append((self.path, offset, n))
+        return n
+
+
+def _image_chunks(path) -> list[tuple[int, int]]:
+    """(start, stop) byte range of the ``image`` column chunk of each row group."""
+    meta = pq.ParquetFile(path).metadata
+    leaf = [meta.schema.column(i).path for i in range(meta.num_columns)].index("image")
+    ranges = []
+    for g in range(meta.num_row_groups):
+        chunk = meta.row_group(g).column(leaf)
+        start = chunk.dictionary_page_offset if chunk.has_dictionary_page else chunk.data_page_offset
+        ranges.append((start, start + chunk.total_compressed_size))
+    return ranges
+
+
+def test_the_grid_reads_image_columns_only_of_row_groups_holding_a_suspect(scores_dir, tmp_path, monkeypatch):
+    # a Parquet source of 60 rows in 12 row groups of 5; the scored ids a..f sit in groups 1, 3, 4, 7, 8, 11
+    rng = np.random.default_rng(0)
+    where = dict(zip(ROWS["id"], [7, 19, 23, 38, 44, 57]))
+    ids = [f"r{i:02d}" for i in range(60)]
+    for sample, row in where.items():
+        ids[row] = sample
+    pixels = [rng.integers(0, 255, (48, 48, 3), dtype=np.uint8) for _ in ids]  # ~7 KB PNGs, 12 per 64 KiB
+    pngs = []
+    for p in pixels:
+        buffer = io.BytesIO()
+        Image.fromarray(p).save(buffer, format="PNG")
+        pngs.append(buffer.getvalue())
+    source = tmp_path / "train.parquet"
+    pq.write_table(pa.table({"id": ids, "label": pa.array(np.arange(60) % 3, pa.int16()), "image": pngs}),
+                   source, row_group_size=5)
+    reads = []
+    monkeypatch.setattr(storage, "open_input", lambda uri: pa.PythonFile(_RecordedFile(str(uri), reads), mode="r"))
+    report = find_label_issues(scores_dir, source=f"parquet:{source}", top=2, output_dir=tmp_path / "out",
+                               score="margin")  # d and e: row groups 7 and 8
+    assert pq.read_table(report.table_path).column("id").to_pylist() == ["d", "e"]
+    # pyarrow opens a file by reading its last 64 KiB (the footer, plus here the last row group's images,
+    # undecoded); every other read is a column chunk it asked for
+    size = source.stat().st_size
+    chunks = [(o, n) for path, o, n in reads if path == str(source) and n and not (o + n == size and o >= size - 65536)]
+    touched = [g for g, (start, stop) in enumerate(_image_chunks(source))
+               if any(offset < stop and start < offset + n for offset, n in chunks)]
+    assert touched == [7, 8]
+    from rmd_ray.data.locations import fetch_rows_by_id
+
+    rows = fetch_rows_by_id(f"parquet:{source}", ["f", "a", "zz"]).sort_by("id")
+    assert rows.column("id").to_pylist() == ["a", "f"]
+    assert rows.column("label").to_pylist() == [7 % 3, 57 % 3]
+    assert rows.column("image").to_pylist() == [pngs[7], pngs[57]]
+
+
 def test_find_label_issues_validation(scores_dir, tmp_path):
     with pytest.raises(ValueError, match="unknown label-issue score 'loss'; valid names: combined, margin, rmd"):
         find_label_issues(scores_dir, source="folder:/x", output_dir=tmp_path, score="loss")
@@ -106,6 +175,9 @@ def test_find_label_issues_validation(scores_dir, tmp_path):
     pq.write_table(_table().drop(["margin"]), old)
     with pytest.raises(ValueError, match="lacks the margin column needed by --score combined: rescore"):
         find_label_issues(old, source="folder:/x", output_dir=tmp_path)  # the default ranking
+    write_manifest(str(scores_dir), ["part-00000.parquet", "part-00001.parquet"], rows=5, metadata={})
+    with pytest.raises(ValueError, match="hold more rows than their manifest's 5: rescore"):
+        find_label_issues(scores_dir, source="folder:/x", output_dir=tmp_path)
     with pytest.raises(ValueError, match=r"lacks columns \['md', 'weight'\]"):
         rank_suspects(_table().drop(["md", "weight"]), top=1, classes=CLASSES)
     with pytest.raises(ValueError, match="top must be an int >= 1"):

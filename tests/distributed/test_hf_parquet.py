@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from rmd_ray.distributed.scoring.run import EncoderSpec, ExtractConfig, run_scoring
+from rmd_ray.distributed.sources.fetch import fetch_rows, pieces_holding
 from rmd_ray.distributed.sources.plan import open_source
 from rmd_ray.distributed.sources.read import read_shard
 from rmd_ray.io.parts import read_table
@@ -32,14 +33,14 @@ def _images(n: int, seed: int) -> tuple[np.ndarray, list[bytes]]:
     return labels, out
 
 
-def write_hf(path, labels, images, *, paths=True) -> None:
+def write_hf(path, labels, images, *, paths=True, row_group_size=32) -> None:
     """The layout ``datasets`` writes for an Image + ClassLabel dataset (struct image, names in metadata)."""
     image = pa.array([{"bytes": b, "path": f"img_{i:03d}.png" if paths else None} for i, b in enumerate(images)],
                      pa.struct([("bytes", pa.binary()), ("path", pa.string())]))
     features = {"image": {"_type": "Image"}, "label": {"names": CLASSES, "_type": "ClassLabel"}}
     table = pa.table({"image": image, "label": pa.array(labels, pa.int64())})
     table = table.replace_schema_metadata({"huggingface": json.dumps({"info": {"features": features}})})
-    pq.write_table(table, path, row_group_size=32)
+    pq.write_table(table, path, row_group_size=row_group_size)
 
 
 def test_plan_and_read_take_names_from_the_metadata_and_ids_from_paths(tmp_path):
@@ -104,3 +105,51 @@ def test_files_with_the_same_name_in_two_folders_give_distinct_ids(tmp_path):
     tables = [read_shard(s, classes=source.classes, ids_only=True) for s in source.shards]
     ids = [i for t in tables for i in t.column("id").to_pylist()]
     assert ids == [f"{split}/part.parquet:{i}" for split in ("a", "b") for i in range(6)]
+
+
+def _spoil_image_bytes(path, *, keep) -> int:
+    """Overwrite the ``image.bytes`` column chunk of every row group not in ``keep`` with 0xFF: reading one
+    of them then fails, so a fetch that succeeds never read them. Returns how many were spoiled."""
+    meta = pq.ParquetFile(path).metadata
+    leaf = [meta.schema.column(i).path for i in range(meta.num_columns)].index("image.bytes")
+    spoiled = 0
+    with open(path, "r+b") as fh:
+        for g in range(meta.num_row_groups):
+            if g in keep:
+                continue
+            chunk = meta.row_group(g).column(leaf)
+            fh.seek(chunk.dictionary_page_offset if chunk.has_dictionary_page else chunk.data_page_offset)
+            fh.write(b"\xff" * chunk.total_compressed_size)
+            spoiled += 1
+    return spoiled
+
+
+def test_a_shard_is_read_only_in_the_row_groups_holding_a_wanted_row(tmp_path):
+    labels, images = _images(40, 4)
+    write_hf(tmp_path / "hf.parquet", labels, images, row_group_size=8)
+    (shard,) = open_source(f"hf-parquet:{tmp_path}", shard_rows=64).shards
+    assert shard.row_groups == (0, 1, 2, 3, 4)
+    hit = np.zeros(40, bool)
+    hit[[9, 12, 33]] = True  # rows of groups 1, 1 and 4
+    pieces = pieces_holding(shard, hit)
+    assert [(p.row_groups, p.n_rows) for p in pieces] == [((1,), 8), ((4,), 8)]
+    ids = [i for p in pieces for i in read_shard(p, classes=tuple(CLASSES)).column("id").to_pylist()]
+    assert ids == [f"img_{i:03d}.png" for i in [*range(8, 16), *range(32, 40)]]
+    limited = open_source(f"hf-parquet:{tmp_path}", shard_rows=64, limit=35).shards[0]
+    assert [(p.row_groups, p.n_rows) for p in pieces_holding(limited, hit[:35])] == [((1,), 8), ((4,), 3)]
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(300)
+def test_fetch_reads_image_bytes_only_in_row_groups_holding_a_wanted_id(ray_local, tmp_path):
+    labels, images = _images(200, 5)
+    path = tmp_path / "train-00000-of-00001.parquet"
+    write_hf(path, labels, images, row_group_size=8)  # 25 row groups, one shard of all of them
+    wanted = [5, 90, 93, 199]  # in row groups 0, 11, 11 and 24
+    assert _spoil_image_bytes(path, keep={0, 11, 24}) == 22
+    with pytest.raises((OSError, pa.ArrowInvalid)):
+        pq.read_table(path)  # a spoiled chunk cannot be read: the fetch below never touched one
+    rows = fetch_rows(f"hf-parquet:{path}", [f"img_{i:03d}.png" for i in wanted] + ["img_999.png"]).sort_by("id")
+    assert rows.column("id").to_pylist() == [f"img_{i:03d}.png" for i in wanted]
+    assert rows.column("label").to_pylist() == labels[wanted].tolist()
+    assert rows.column("image").to_pylist() == [images[i] for i in wanted]
