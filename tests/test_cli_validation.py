@@ -44,6 +44,23 @@ def test_train_difficulty_flags_become_the_configs_weight_source():
         build_parser().parse_args(["train", "--output", "o", "--difficulty", "entropy"])
 
 
+def test_train_fault_flags_become_the_configs_elastic_range_and_wait(tmp_path, capsys):
+    from rmd_ray.cli.train import train_config
+
+    args = build_parser().parse_args(["train", "--output", "o", "--num-workers", "4", "--min-workers", "2",
+                                      "--placement-timeout", "90"])
+    config = train_config(args, loss="ce", hparams={})
+    assert (config.num_workers, config.min_workers, config.placement_timeout_s) == (4, 2, 90.0)
+    plain = train_config(build_parser().parse_args(["train", "--output", "o"]), loss="ce", hparams={})
+    assert (plain.min_workers, plain.placement_timeout_s) == (None, 600.0)  # a fixed group, a 10-minute wait
+    assert not hasattr(build_parser().parse_args(["run"]), "min_workers")  # `rmd-ray train` only
+    # a range the group cannot take is one line, before Ray starts
+    assert main(["train", "--loss", "ce", "--num-workers", "2", "--min-workers", "3", "--output", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "TrainConfig.min_workers must be None (always num_workers) or an int in [1, " \
+        "num_workers=2] (elastic training), got 3" in err
+
+
 def test_explicit_val_source_is_used_as_given():
     # the command of earlier releases: another training source and its test file as --val-source
     args = build_parser().parse_args(["train", "--train-source", "parquet:/t.parquet", "--val-source",

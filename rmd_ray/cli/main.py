@@ -20,7 +20,7 @@ from rmd_ray.cli.label_issues import cmd_find_label_issues
 from rmd_ray.cli.report import cmd_report
 from rmd_ray.cli.run import SMOKE_TEST, cmd_run
 from rmd_ray.cli.score import add_score_args, cmd_score
-from rmd_ray.cli.train import DEFAULT_EXPERIMENT, add_train_args, cmd_train
+from rmd_ray.cli.train import DEFAULT_EXPERIMENT, add_fault_args, add_train_args, cmd_train
 from rmd_ray.cli.tune import cmd_tune
 from rmd_ray.core.difficulty import DIFFICULTY_SOURCES
 from rmd_ray.core.weights import NORMALIZATIONS
@@ -69,6 +69,7 @@ def _add_label_issues_command(sub: Any) -> None:
 def _add_train_command(sub: Any) -> None:
     train = sub.add_parser("train", help="train a classifier with a difficulty-aware or baseline loss (Ray Train)")
     add_train_args(train, epochs=30, width=1.0, limit=None, val_limit=None)
+    add_fault_args(train)
     add_ray_args(train)
     train.add_argument("--loss", default="proposed", help="loss registry name (proposed, ce, entropy_reg, ...)")
     train.add_argument("--loss-param", action="append", help="loss hyper-parameter NAME=VALUE (repeatable)")

@@ -80,6 +80,20 @@ def add_train_args(
     parser.add_argument("--seed", type=int, default=0)
 
 
+def add_fault_args(parser: argparse.ArgumentParser) -> None:
+    """``rmd-ray train``'s answer to a lost node: elastic training, and how long to wait for room."""
+    parser.add_argument(
+        "--min-workers", type=int, default=None,
+        help="elastic training: go on with as few as this many workers when nodes are lost (default: always "
+        "--num-workers; a lost node must then be replaced)",
+    )
+    parser.add_argument(
+        "--placement-timeout", type=float, default=None, metavar="SECONDS",
+        help="stop, naming the last checkpoint, when the cluster cannot place the workers for this long "
+        "(default 600); rerunning the same command continues from that checkpoint",
+    )
+
+
 def _add_split_args(parser: argparse.ArgumentParser, *, val_limit: int | None, test: bool) -> None:
     parser.add_argument(
         "--val-fraction", type=float, default=None,
@@ -170,7 +184,12 @@ def train_config(args: argparse.Namespace, *, loss: str, hparams: dict):
     weight_config = (
         WeightConfig(temperature=args.temperature, normalization=args.normalization) if difficulty else WeightConfig()
     )
+    # `rmd-ray train` only (add_fault_args): the others keep TrainConfig's defaults
+    fault = {name: value for name, value in (("min_workers", getattr(args, "min_workers", None)),
+                                             ("placement_timeout_s", getattr(args, "placement_timeout", None)))
+             if value is not None}
     return TrainConfig(
+        **fault,
         difficulty=difficulty,
         weight_config=weight_config,
         model=args.model,

@@ -576,6 +576,12 @@ def test_config_normalises_hparams_and_is_hashable():
         ({"decode_tasks": 0}, r"decode_tasks must be None \(auto\) or an int >= 1"),
         ({"shards_per_task": 0}, r"shards_per_task must be an int >= 1"),
         ({"decode_tasks": 2.5}, r"decode_tasks must be None \(auto\) or an int >= 1"),
+        ({"num_workers": 2, "min_workers": 3}, r"min_workers must be None \(always num_workers\) or an int in "
+                                               r"\[1, num_workers=2\] \(elastic training\), got 3"),
+        ({"min_workers": 0}, r"min_workers must be None .* got 0"),
+        ({"min_workers": 1.0}, r"min_workers must be None .* got 1.0"),
+        ({"placement_timeout_s": 0}, r"placement_timeout_s must be a number of seconds > 0, got 0"),
+        ({"placement_timeout_s": float("inf")}, r"placement_timeout_s must be a number of seconds > 0"),
     ],
 )
 def test_config_validation(kwargs, match):

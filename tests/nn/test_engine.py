@@ -26,6 +26,7 @@ from rmd_ray.nn.engine import (
     model_signature,
     predict,
     random_crop_flip,
+    rescale_scheduler,
     save_checkpoint,
     train_one_epoch,
 )
@@ -560,6 +561,37 @@ def test_build_scheduler_validation():
             build_scheduler(opt, OptimConfig(), steps_per_epoch=bad)
     with pytest.raises(TypeError, match="config must be an OptimConfig"):
         build_scheduler(opt, "cosine", steps_per_epoch=3)
+
+
+@pytest.mark.parametrize("config", [OptimConfig(lr=0.1, epochs=4),
+                                    OptimConfig(lr=0.1, epochs=4, schedule="multistep", milestones=(1, 3), gamma=0.5)])
+def test_rescale_scheduler_continues_at_the_share_of_training_done(config):
+    # 1 epoch at 6 steps an epoch (two workers), then resumed at 12 steps an epoch (one worker left)
+    opt = build_optimizer(nn.Linear(2, 2), config)
+    sched = build_scheduler(opt, config, steps_per_epoch=6)
+    for _ in range(6):
+        opt.step()
+        sched.step()
+    state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}
+    opt = build_optimizer(nn.Linear(2, 2), config)
+    sched = build_scheduler(opt, config, steps_per_epoch=12)
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    assert rescale_scheduler(sched, opt, config, steps_per_epoch=12, epoch=1) is True
+    lrs = []
+    for _ in range(36):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    # the rest of a run of 12 steps an epoch from its step 12: it ends at the schedule's end, not past it
+    np.testing.assert_allclose(lrs, _lrs(config, steps_per_epoch=12, n_steps=48)[12:], rtol=1e-9, atol=1e-12)
+    if config.schedule == "cosine":
+        assert lrs[0] == pytest.approx(0.05 * (1 + math.cos(math.pi / 4)))
+    else:
+        assert lrs[:24] == [0.05] * 24 and lrs[24:] == [0.025] * 12
+    assert rescale_scheduler(sched, opt, config, steps_per_epoch=12, epoch=4) is False  # already there
+    with pytest.raises(ValueError, match=r"epoch must be an int in \[0, 4\]"):
+        rescale_scheduler(sched, opt, config, steps_per_epoch=12, epoch=5)
 
 
 # ------------------------------------------------------------------ augmentation

@@ -22,7 +22,7 @@ from rmd_ray.io import storage
 from rmd_ray.io.parts import stats_sidecar
 
 __all__ = ["EmbeddingStalled", "RUN_RECORD", "SHARDS_DIR", "drop_unfinished_rows", "load_records", "prepare",
-           "record", "run_signature", "stale_records", "watched"]
+           "record", "run_signature", "same_run", "stale_records", "watched"]
 
 RUN_RECORD = "_run.json"
 SHARDS_DIR = "_shards"
@@ -52,6 +52,12 @@ def load_records(features_dir: str) -> dict[int, dict[str, Any]]:
         record = storage.read_json(uri)
         records[int(record["shard"])] = record
     return records
+
+
+def same_run(features_dir: str, signature: dict) -> bool:
+    """Whether ``features_dir`` holds (part of) a pass with this very signature: a rerun resumes it."""
+    run_uri = storage.join(features_dir, RUN_RECORD)
+    return storage.is_file(run_uri) and storage.read_json(run_uri) == signature
 
 
 def prepare(features_dir: str, signature: dict, *, fresh: bool) -> dict[int, dict[str, Any]]:

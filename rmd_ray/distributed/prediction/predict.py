@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rmd_ray.distributed.inference.pipeline import ExtractConfig, embed_source
+from rmd_ray.distributed.inference.resume import run_signature, same_run
 from rmd_ray.distributed.sources.plan import ShardedSource
 from rmd_ray.io import storage
 
@@ -109,18 +110,24 @@ def predict_source(
     batch_size: int = 256,
     gpus_per_actor: float | None = None,
     num_actors: int | None = None,
-    fresh: bool = True,
+    fresh: bool | None = True,
     metadata: dict[str, Any] | None = None,
 ) -> str:
     """Predict every row of ``source`` with ``spec`` into the directory ``output`` (any URI); return it.
 
-    ``fresh=False`` resumes a killed prediction into the same ``output``.
+    ``fresh=False`` resumes a killed prediction into the same ``output`` (one of another checkpoint or source
+    there is an error). ``fresh=None`` resumes when ``output`` holds a prediction of this checkpoint, source
+    and settings, finished or not (its shards with completion records are kept), and starts over otherwise:
+    what training's rerun after a crash does.
     """
+    extract = ExtractConfig(batch_size=batch_size, num_actors=num_actors, gpus_per_actor=gpus_per_actor)
+    if fresh is None:
+        fresh = not same_run(output, run_signature(source, spec, extract, spec.image_size))
     result = embed_source(
         source,
         features_dir=output,
         encoder=spec,
-        extract=ExtractConfig(batch_size=batch_size, num_actors=num_actors, gpus_per_actor=gpus_per_actor),
+        extract=extract,
         resolution=spec.image_size,
         feature_dim=0,  # filled from the model: the manifest's num_classes says K
         fresh=fresh,

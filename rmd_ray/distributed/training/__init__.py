@@ -3,8 +3,9 @@
 Modules, in data-flow order: :mod:`.config` (TrainConfig, TrainingResult), :mod:`.inputs` (sources,
 classes, geometry and a resume checkpoint checked before ``fit()``), :mod:`.weight_join` (the id -> weight
 index), :mod:`.ingest` (lazy datasets read and decoded in tasks), :mod:`.worker` (the loop every Ray
-Train worker runs), :mod:`.run` (the driver's stages) and :mod:`.finish` (history, val / test predicted
-by :mod:`rmd_ray.distributed.prediction`).
+Train worker runs), :mod:`.run` (the driver's stages), :mod:`.capacity` (a bounded wait for a worker group
+the cluster cannot hold) and :mod:`.finish` (history, val / test predicted by
+:mod:`rmd_ray.distributed.prediction`).
 """
 
 import importlib
@@ -21,6 +22,7 @@ _EXPORTS = {
     "predict_source": "rmd_ray.distributed.prediction.predict",
     "run_training": ".run",
     "join_weights": ".weight_join",
+    "WorkerCapacityError": ".capacity",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -146,6 +146,18 @@ class TrainConfig:
         Seeds model initialisation, the one-off row permutation, shuffling and augmentation.
     max_failures : int
         Worker failures Ray Train recovers from (restarting from the latest checkpoint); -1 for no limit.
+    min_workers : int or None
+        None (default): always ``num_workers`` workers; a lost node is replaced or the run stops (see
+        ``placement_timeout_s``). An int in [1, num_workers]: elastic training (Ray Train's
+        ``ScalingConfig(num_workers=(min_workers, num_workers))``): the group starts, and restarts after a
+        loss, with as many workers as the cluster holds, at least ``min_workers``, and grows back when room
+        returns. Each worker's share of the rows, its steps per epoch and the schedule's position follow the
+        group's size; the per-worker batch stays ``batch_size``, so the global batch shrinks with the group.
+    placement_timeout_s : float
+        Seconds, > 0, the run waits for the cluster to place its worker group (at the start, or after
+        losing workers) before it stops with a ``WorkerCapacityError`` naming the last checkpoint; checked
+        between Ray Train's start attempts, which wait ``RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S`` (60 s)
+        each. Long enough by default for an autoscaler to add a node.
     eval_every : int
         Evaluate on the validation set every ``eval_every`` epochs (and always after the last).
     difficulty : str or None
@@ -180,6 +192,8 @@ class TrainConfig:
     shuffle_buffer_rows: int | None = None
     seed: int = 0
     max_failures: int = 2
+    min_workers: int | None = None
+    placement_timeout_s: float = 600.0
     eval_every: int = 1
     difficulty: str | None = None
     weight_config: WeightConfig = field(default_factory=WeightConfig)
@@ -230,6 +244,15 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.seed must be < 2**31, got {self.seed}")
         if not _is_int(self.max_failures) or self.max_failures < -1:
             raise ValueError(f"TrainConfig.max_failures must be an int >= 0 (-1: no limit), got {self.max_failures!r}")
+        if self.min_workers is not None and (not _is_int(self.min_workers)
+                                             or not 1 <= self.min_workers <= self.num_workers):
+            raise ValueError(
+                f"TrainConfig.min_workers must be None (always num_workers) or an int in [1, num_workers="
+                f"{self.num_workers}] (elastic training), got {self.min_workers!r}"
+            )
+        wait = self.placement_timeout_s
+        if isinstance(wait, bool) or not isinstance(wait, numbers.Real) or not math.isfinite(wait) or wait <= 0:
+            raise ValueError(f"TrainConfig.placement_timeout_s must be a number of seconds > 0, got {wait!r}")
         cpw = self.cpus_per_worker
         if isinstance(cpw, bool) or not isinstance(cpw, numbers.Real) or not math.isfinite(cpw) or cpw <= 0:
             raise ValueError(f"TrainConfig.cpus_per_worker must be a number > 0 (e.g. 0.5), got {cpw!r}")
@@ -272,7 +295,8 @@ class TrainingResult:
     epochs : list of dict
         One dict per finished epoch, across restarts: ``epoch`` (finished epochs, 1-based),
         ``train_loss``, ``train_acc``, ``lr`` (after the epoch), ``time_s``, ``resumed_from``
-        (finished epochs when the attempt that ran this epoch started) and, on evaluated epochs,
+        (finished epochs when the attempt that ran this epoch started), ``workers`` (the group's size;
+        elastic runs may go on with fewer) and, on evaluated epochs,
         ``val_*`` from ``rmd_ray.core.metrics.evaluate_predictions`` (``val_acc``, ``val_ece_mass``,
         ``val_ece_width``, ``val_nll``, ...).
     final_val : dict

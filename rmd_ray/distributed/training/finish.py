@@ -93,11 +93,12 @@ def finish_run(result, cfg: TrainConfig, sources, geometry, output_dir: str, sto
     for split in ("val", "test"):
         if split not in sources:
             continue
-        # beside the run's checkpoints: two runs sharing an output_dir must not overwrite each other
+        # beside the run's checkpoints: two runs sharing an output_dir must not overwrite each other. A rerun
+        # after a crash here keeps the shards this checkpoint already predicted (fresh=None)
         uri = storage.join(output_dir, run_name, f"predictions_{split}.parquet")
         predictions[split] = predict_source(
             sources[split], spec, uri, batch_size=max(cfg.batch_size, 256),
-            gpus_per_actor=1.0 if cfg.use_gpu else 0.0, metadata={**meta, "split": split},
+            gpus_per_actor=1.0 if cfg.use_gpu else 0.0, metadata={**meta, "split": split}, fresh=None,
         )
         if split == "test":
             test_metrics = ray.get(prediction_metrics.remote(predictions[split]))

@@ -16,6 +16,7 @@ import torch
 from rmd_ray.distributed.runtime.cluster import compute_cpus
 from rmd_ray.distributed.sources.plan import DEFAULT_SHARD_ROWS, ShardedSource, open_source, source_from_table
 from rmd_ray.distributed.training import ingest
+from rmd_ray.distributed.training.capacity import check_wait
 from rmd_ray.distributed.training.config import CHECKPOINT_FILE, SIZED_LOSSES, TrainConfig
 from rmd_ray.io import storage
 from rmd_ray.nn import engine
@@ -129,22 +130,25 @@ def check_initial_weights(cfg: TrainConfig, num_classes: int) -> dict[str, torch
 
 
 def check_cluster(cfg: TrainConfig) -> None:
-    """ValueError when the Ray cluster lacks the CPUs (or GPUs) ``cfg``'s workers reserve."""
+    """ValueError when the Ray cluster lacks the CPUs (or GPUs) ``cfg``'s workers reserve (elastic: its
+    ``min_workers``; the group grows when room comes)."""
     resources = ray.cluster_resources()
-    need = cfg.num_workers * float(cfg.cpus_per_worker)
+    workers = cfg.min_workers or cfg.num_workers
+    need = workers * float(cfg.cpus_per_worker)
     have = resources.get("CPU", 0.0)
     if have < need:
         raise ValueError(
-            f"{cfg.num_workers} workers x {cfg.cpus_per_worker} CPUs need {need:g} CPUs but the Ray cluster "
-            f"has {have:g}; lower num_workers or cpus_per_worker (fractions are fine)"
+            f"{workers} workers x {cfg.cpus_per_worker} CPUs need {need:g} CPUs but the Ray cluster "
+            f"has {have:g}; lower num_workers (or min_workers) or cpus_per_worker (fractions are fine)"
         )
     if have - need < 0.5:
         log.warning("training reserves %.3g of %.3g CPUs; decode tasks may wait for a CPU", need, have)
-    if cfg.use_gpu and resources.get("GPU", 0.0) < cfg.num_workers:
+    if cfg.use_gpu and resources.get("GPU", 0.0) < workers:
         raise ValueError(
-            f"use_gpu=True with {cfg.num_workers} workers needs {cfg.num_workers} GPUs but the cluster has "
-            f"{resources.get('GPU', 0.0):g}; set use_gpu=False or lower num_workers"
+            f"use_gpu=True with {workers} workers needs {workers} GPUs but the cluster has "
+            f"{resources.get('GPU', 0.0):g}; set use_gpu=False or lower num_workers (or min_workers)"
         )
+    check_wait(cfg)
 
 
 def resolve_geometry(cfg: TrainConfig, sources: dict[str, ShardedSource]) -> ingest.Geometry:

@@ -34,9 +34,10 @@ import ray
 from rmd_ray.distributed.runtime.cluster import forced_cpu, init_ray
 from rmd_ray.distributed.sources.plan import ShardedSource
 from rmd_ray.distributed.training import ingest
+from rmd_ray.distributed.training.capacity import PlacementWatchdog, capacity_error
 from rmd_ray.distributed.training.config import SCORE_METRIC, WEIGHTED_LOSSES, TrainConfig, TrainingResult
 from rmd_ray.distributed.training.errors import FatalErrors, worker_error
-from rmd_ray.distributed.training.finish import finish_run, storage_location
+from rmd_ray.distributed.training.finish import finish_run, storage_location, uri_in
 from rmd_ray.distributed.training.inputs import (
     Source,
     check_class_lists,
@@ -110,14 +111,14 @@ def run_training(
         id in the read tasks (:mod:`rmd_ray.distributed.training.weight_join`); ignored by the others.
     config : TrainConfig
     output_dir : str or path
-        Ray storage (local folder or URI such as ``s3://bucket/runs?endpoint_override=...``):
-        checkpoints and ``predictions_<split>.parquet/`` go to ``<output_dir>/<run_name>/``. On a
-        multi-node cluster it must be storage every node reaches. Running again with the same
-        ``output_dir`` and ``run_name`` continues that run from its latest checkpoint.
+        Ray storage (local folder or URI such as ``s3://bucket/runs?endpoint_override=...``): checkpoints and
+        ``predictions_<split>.parquet/`` go to ``<output_dir>/<run_name>/``; on a multi-node cluster, storage
+        every node reaches. Running again with the same ``output_dir`` and ``run_name`` continues that run
+        from its latest checkpoint, and its predictions from the shards already done.
     run_name : str
     resume_from : path or URI, optional
-        A checkpoint (``model.pt`` of ``engine.save_checkpoint``, or a folder holding one) to continue
-        from; it must come from the same model and have fewer than ``optim.epochs`` epochs.
+        A checkpoint (``model.pt`` of ``engine.save_checkpoint`` or its folder) to continue from: the same
+        model, fewer than ``optim.epochs`` epochs.
     epoch_hook : callable, optional
         ``epoch_hook(epoch)`` on every worker before each epoch (picklable; logging, fault injection).
     callbacks : sequence of Ray Train callbacks
@@ -127,8 +128,7 @@ def run_training(
     shard_rows : int
         Rows per shard when planning specs and tables (default :data:`TRAIN_SHARD_ROWS`).
     predict : bool
-        Predict val (and test) after training (default). Tune trials pass False: they are ranked on the
-        metrics each epoch reported, and ``predictions`` is then empty.
+        Predict val (and test) after training (default); Tune trials pass False (``predictions`` then empty).
 
     Returns
     -------
@@ -142,6 +142,8 @@ def run_training(
         Bad input found before or while reading (an undecodable image, an id without a weight, a
         weight outside [0, 1], duplicate ids, images of different sizes without ``image_size``), a
         ``resume_from`` checkpoint from another model, or too few CPUs / GPUs for ``config``.
+    WorkerCapacityError
+        No room for the workers for ``config.placement_timeout_s``; names the checkpoint to rerun from.
     RuntimeError
         Any other worker failure after ``config.max_failures`` restarts.
     """
@@ -154,9 +156,15 @@ def run_training(
                      shard_rows=shard_rows)
     trainer, spec, fatal, storage_path = _build_trainer(plan, cfg, output_dir=output_dir, run_name=run_name,
                                                         callbacks=callbacks, epoch_hook=epoch_hook)
-    result = _fit(trainer, spec, fatal, plan.sources["train"], cfg)
+    result = _fit(trainer, spec, fatal, plan.sources["train"], cfg, run_uri=_run_uri(output_dir, storage_path,
+                                                                                     run_name))
     return finish_run(result, cfg, plan.sources if predict else {}, plan.geometry, output_dir, storage_path,
                       run_name)
+
+
+def _run_uri(output_dir: str, storage_path: str, run_name: str) -> str:
+    """The run's folder (checkpoints, Ray Train's records) as a URI under ``output_dir``; absolute when local."""
+    return uri_in(output_dir, storage_path, f"{storage_path.rstrip('/')}/{run_name}")
 
 
 def _check_inputs(train, val, test, scores, cfg, *, run_name, epoch_hook) -> dict[str, Source]:
@@ -214,11 +222,17 @@ def _plan_run(inputs, scores, cfg: TrainConfig, *, resume_from, channel_stats, s
     return _Plan(sources, num_classes, geometry, mean, std, loss_kwargs, weights_ref, initial_ref, init_weights_ref)
 
 
-def _epoch_shape(n_train: int, cfg: TrainConfig, side: int) -> tuple[int, bool, int]:
-    """(steps per epoch, drop_last, shuffle buffer rows) of each worker's equal shard."""
-    shard_n = n_train // cfg.num_workers  # streaming_split(equal=True) gives equal shards
-    if shard_n < 2:
+def _epoch_shapes(n_train: int, cfg: TrainConfig, side: int) -> dict[int, tuple[int, bool, int]]:
+    """Group size -> (steps per epoch, drop_last, shuffle buffer rows) of each worker's equal shard; every size
+    an elastic group may take (one without ``min_workers``)."""
+    if n_train // cfg.num_workers < 2:
         raise ValueError(f"{n_train} training rows for {cfg.num_workers} workers: each worker needs >= 2")
+    return {world: _epoch_shape(n_train, world, cfg, side)
+            for world in range(cfg.min_workers or cfg.num_workers, cfg.num_workers + 1)}
+
+
+def _epoch_shape(n_train: int, world: int, cfg: TrainConfig, side: int) -> tuple[int, bool, int]:
+    shard_n = n_train // world  # streaming_split(equal=True) gives equal shards
     drop_last = shard_n % cfg.batch_size == 1  # a lone last sample would break BatchNorm
     steps_per_epoch = shard_n // cfg.batch_size if drop_last else math.ceil(shard_n / cfg.batch_size)
     buffer = cfg.shuffle_buffer_rows
@@ -240,7 +254,7 @@ def _build_trainer(plan: _Plan, cfg: TrainConfig, *, output_dir: str, run_name: 
 
     geometry, train_source = plan.geometry, plan.sources["train"]
     side = geometry.image_size or max(geometry.native or (32, 32))
-    steps_per_epoch, drop_last, buffer = _epoch_shape(train_source.n_rows, cfg, side)
+    shapes = _epoch_shapes(train_source.n_rows, cfg, side)
     # on the driver's node: a 0-CPU actor may otherwise land on a worker node, and when that node is lost
     # every restarted worker would fail reading it
     fatal = FatalErrors.options(
@@ -264,7 +278,7 @@ def _build_trainer(plan: _Plan, cfg: TrainConfig, *, output_dir: str, run_name: 
     spec = WorkerSpec(
         config=cfg, num_classes=plan.num_classes, n_val=plan.sources["val"].n_rows, loss_kwargs=plan.loss_kwargs,
         mean=plan.mean, std=plan.std, preset=geometry.preset, image_size=geometry.image_size, input_side=int(side),
-        steps_per_epoch=steps_per_epoch, drop_last=drop_last, shuffle_buffer=buffer, fatal=fatal,
+        shapes=shapes, fatal=fatal,
         initial_checkpoint=plan.initial_ref, initial_weights=plan.init_weights_ref, epoch_hook=epoch_hook,
         prestarted_split=ingest.prestarted_split(train_ds, cfg.num_workers, execution_options=ingest_options),
         val_parts=val_parts,
@@ -276,11 +290,14 @@ def _build_trainer(plan: _Plan, cfg: TrainConfig, *, output_dir: str, run_name: 
         # gloo when the workers' (logical) GPUs are not to be used: NCCL needs CUDA
         torch_config=TorchConfig(backend="gloo") if forced_cpu() else None,
         scaling_config=ScalingConfig(
-            num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
+            # elastic with min_workers: (least, most) workers, as many as the cluster holds
+            num_workers=(cfg.min_workers, cfg.num_workers) if (cfg.min_workers or cfg.num_workers) < cfg.num_workers
+            else cfg.num_workers, use_gpu=cfg.use_gpu,
             resources_per_worker={"CPU": float(cfg.cpus_per_worker)}, placement_strategy=cfg.placement_strategy,
         ),
         run_config=RunConfig(
-            storage_path=storage_path, storage_filesystem=filesystem, name=run_name, callbacks=list(callbacks),
+            storage_path=storage_path, storage_filesystem=filesystem, name=run_name,
+            callbacks=[*callbacks, PlacementWatchdog(cfg.placement_timeout_s)],  # a bounded wait for room
             failure_config=FailureConfig(max_failures=cfg.max_failures),
             checkpoint_config=CheckpointConfig(
                 num_to_keep=2, checkpoint_score_attribute=SCORE_METRIC, checkpoint_score_order="max"
@@ -295,8 +312,9 @@ def _build_trainer(plan: _Plan, cfg: TrainConfig, *, output_dir: str, run_name: 
     return trainer, spec, fatal, storage_path
 
 
-def _fit(trainer, spec: WorkerSpec, fatal, train_source: ShardedSource, cfg: TrainConfig):
-    """``trainer.fit()``; a failure becomes the error a user can act on (the step, the sample ids)."""
+def _fit(trainer, spec: WorkerSpec, fatal, train_source: ShardedSource, cfg: TrainConfig, *, run_uri: str):
+    """``trainer.fit()``; a failure becomes the error a user can act on (the step, the sample ids; for a group
+    the cluster cannot hold, what it needs and the last checkpoint)."""
     failure = None
     try:
         tic = time.perf_counter()
@@ -307,7 +325,9 @@ def _fit(trainer, spec: WorkerSpec, fatal, train_source: ShardedSource, cfg: Tra
             record = ray.get(fatal.get.remote(), timeout=30)
         except Exception:  # the actor is gone: fall back to the worker failures in err
             record = None
-        failure = worker_error(err, record, lambda idx: ingest.ids_at(train_source, idx))
+        failure = capacity_error(err, cfg, run_uri) or worker_error(
+            err, record, lambda idx: ingest.ids_at(train_source, idx)
+        )
         log.info("training failed: %s: %s", type(err).__name__, err)
     finally:
         ingest.release_split(spec.prestarted_split)

@@ -50,9 +50,7 @@ class WorkerSpec:
     preset: str
     image_size: int | None  # the model's input side (None: native, cifar preset)
     input_side: int  # the side the model saw: image_size, or the native side
-    steps_per_epoch: int
-    drop_last: bool
-    shuffle_buffer: int
+    shapes: dict[int, tuple[int, bool, int]]  # group size -> (steps per epoch, drop_last, shuffle buffer rows)
     fatal: Any  # actor handle of FatalErrors
     initial_checkpoint: Any = None  # ObjectRef of checkpoint bytes (resume_from), or None
     initial_weights: Any = None  # ObjectRef of the fitted model_weights state dict (a fresh run's start), or None
@@ -134,6 +132,8 @@ def _train_shard(spec: WorkerSpec, rank: int, world: int):
                 first = bool(ray.get(spec.fatal.first_start.remote()))
             except ray.exceptions.RayActorError:  # the record keeper went with a lost node: a restart
                 first = False
+            # an elastic first group smaller than planned cannot take the split: it waits for all its ranks
+            first = first and world == len(spec.prestarted_split)
         if world > 1:
             from ray.train.collective import broadcast_from_rank_zero
 
@@ -145,15 +145,16 @@ def _train_shard(spec: WorkerSpec, rank: int, world: int):
     return ray.train.get_dataset_shard("train")
 
 
-def _epoch_batches(shard, spec: WorkerSpec, epoch: int, rank: int, device):
+def _epoch_batches(shard, spec: WorkerSpec, epoch: int, rank: int, world: int, device):
     """This worker's batches of one epoch, the local shuffle buffer seeded by (seed, epoch, rank)."""
     seed = spec.config.seed
+    _, drop_last, buffer = spec.shapes[world]
     return shard.iter_torch_batches(
         batch_size=spec.config.batch_size,
         device=device,
-        drop_last=spec.drop_last,
-        local_shuffle_buffer_size=spec.shuffle_buffer or None,
-        local_shuffle_seed=_mix(seed, epoch, rank, 0) if spec.shuffle_buffer else None,
+        drop_last=drop_last,
+        local_shuffle_buffer_size=buffer or None,
+        local_shuffle_seed=_mix(seed, epoch, rank, 0) if buffer else None,
     )
 
 
@@ -218,15 +219,14 @@ def _train_worker(spec: WorkerSpec) -> None:
 
     cfg = spec.config
     worker_setup(threads=1)
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    rank, world = ray.train.get_context().get_world_rank(), ray.train.get_context().get_world_size()
     device = torch.device("cpu") if forced_cpu() else get_device()
     # First, before any set-up: the split (Ray Train's: rank 0's call creates its coordinator, a new
     # process), and a fresh run starts its first epoch now, overlapping the model build (a restart learns
     # its epoch from the checkpoint, so it starts after the restore)
     train_shard = _train_shard(spec, rank, world)
     fresh = ray.train.get_checkpoint() is None and spec.initial_checkpoint is None
-    first_epoch = _Started(_epoch_batches(train_shard, spec, 0, rank, device)) if fresh else None
+    first_epoch = _Started(_epoch_batches(train_shard, spec, 0, rank, world, device)) if fresh else None
     torch.manual_seed(cfg.seed)  # same initial weights on every rank (DDP broadcasts rank 0's anyway)
     model = build_model(cfg.model, num_classes=spec.num_classes, cifar_stem=cfg.cifar_stem, width=cfg.width)
     if fresh and spec.initial_weights is not None:  # checked and fitted on the driver (a dropped head stays random)
@@ -234,8 +234,11 @@ def _train_worker(spec: WorkerSpec) -> None:
     model = prepare_model(model, move_to_device=device)  # to device; DDP when world > 1
     loss_fn = build_loss(cfg.loss, **spec.loss_kwargs).to(device)
     optimizer = engine.build_optimizer(model, cfg.optim)
-    scheduler = engine.build_scheduler(optimizer, cfg.optim, steps_per_epoch=spec.steps_per_epoch)
+    steps = spec.shapes[world][0]
+    scheduler = engine.build_scheduler(optimizer, cfg.optim, steps_per_epoch=steps)
     start, history, extra = _restore(spec, model, optimizer, scheduler, loss_fn, device)
+    # a checkpoint of a group of another size (elastic) took other steps per epoch: same share of the schedule
+    engine.rescale_scheduler(scheduler, optimizer, cfg.optim, steps_per_epoch=steps, epoch=min(start, cfg.optim.epochs))
     mean_list, std_list = extra.get("mean", spec.mean), extra.get("std", spec.std)
     mean = torch.tensor(mean_list, dtype=torch.float32, device=device)
     std = torch.tensor(std_list, dtype=torch.float32, device=device)
@@ -252,7 +255,7 @@ def _train_worker(spec: WorkerSpec) -> None:
         if first_epoch is not None and epoch == 0:
             batches, first_epoch = first_epoch, None
         else:
-            batches = _epoch_batches(train_shard, spec, epoch, rank, device)
+            batches = _epoch_batches(train_shard, spec, epoch, rank, world, device)
         wait = [0.0, 0.0]
         stats = engine.train_one_epoch(
             model,
@@ -276,6 +279,7 @@ def _train_worker(spec: WorkerSpec) -> None:
             "train_acc": correct / n,
             "lr": float(optimizer.param_groups[0]["lr"]),
             "resumed_from": resumed_from,
+            "workers": world,  # the group's size: an elastic run may go on with fewer
         }
         last = epoch + 1 == cfg.optim.epochs
         evaluate = last or (epoch + 1) % cfg.eval_every == 0

@@ -16,8 +16,8 @@ is called as ``loss_fn(logits, labels, weights=weights, ids=ids)`` (see ``rmd_ra
 its ``end_epoch()``, where it has one, after every training epoch.
 
 Submodules: :mod:`~rmd_ray.nn.engine.optim` (:class:`OptimConfig`, :func:`build_optimizer`,
-:func:`build_scheduler`), :mod:`~rmd_ray.nn.engine.augmentation` (:func:`random_crop_flip`),
-:mod:`~rmd_ray.nn.engine.loops` (:func:`train_one_epoch`, :func:`predict`) and
+:func:`build_scheduler`, :func:`rescale_scheduler`), :mod:`~rmd_ray.nn.engine.augmentation`
+(:func:`random_crop_flip`), :mod:`~rmd_ray.nn.engine.loops` (:func:`train_one_epoch`, :func:`predict`) and
 :mod:`~rmd_ray.nn.engine.checkpoints` (save, load and rebuild models from checkpoints).
 """
 
@@ -30,6 +30,7 @@ from rmd_ray.nn.engine.optim import (
     SCHEDULES as SCHEDULES,
     build_optimizer as build_optimizer,
     build_scheduler as build_scheduler,
+    rescale_scheduler as rescale_scheduler,
 )
 from rmd_ray.nn.engine.augmentation import (
     random_crop_flip as random_crop_flip,
@@ -53,6 +54,7 @@ __all__ = [
     "SCHEDULES",
     "build_optimizer",
     "build_scheduler",
+    "rescale_scheduler",
     "train_one_epoch",
     "predict",
     "random_crop_flip",

@@ -130,3 +130,33 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: OptimConfig, *, st
         raise TypeError(f"config must be an OptimConfig, got {type(config).__name__}")
     builder = SCHEDULES.get(config.schedule)
     return builder(optimizer, config, config.epochs * int(steps_per_epoch), int(steps_per_epoch))
+
+
+def rescale_scheduler(
+    scheduler: LRScheduler, optimizer: torch.optim.Optimizer, config: OptimConfig, *, steps_per_epoch: int, epoch: int
+) -> bool:
+    """Move a restored schedule to the start of ``epoch`` at ``steps_per_epoch`` steps an epoch; True if it moved.
+
+    A checkpoint's schedule counts optimiser steps. Resumed with another number of steps per epoch (an
+    elastic Ray Train run restarted on fewer or more workers, each taking a larger or smaller share of the
+    rows), it would reach its end too early or too late: the learning rate would hit 0 mid-run and, for
+    ``cosine``, climb again. The schedule of the new shape is replayed on a one-parameter optimiser up to
+    ``epoch * steps_per_epoch`` steps and its state and learning rates copied over (public scheduler API only),
+    so the run goes on where the share of training done says. A schedule already at that step is left as it is.
+    """
+    if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or not 0 <= epoch <= config.epochs:
+        raise ValueError(f"epoch must be an int in [0, {config.epochs}], got {epoch!r}")
+    step = epoch * int(steps_per_epoch)
+    if scheduler.last_epoch == step:
+        return False
+    groups = [{"params": [torch.zeros(1, requires_grad=True)], "lr": g.get("initial_lr", g["lr"])}
+              for g in optimizer.param_groups]
+    probe_optimizer = torch.optim.SGD(groups, lr=config.lr)
+    probe = build_scheduler(probe_optimizer, config, steps_per_epoch=steps_per_epoch)
+    probe_optimizer.step()  # no gradients: nothing moves, and torch does not warn about the step order
+    for _ in range(step):
+        probe.step()
+    scheduler.load_state_dict(probe.state_dict())
+    for group, lr in zip(optimizer.param_groups, probe.get_last_lr()):
+        group["lr"] = lr
+    return True
