@@ -3,7 +3,7 @@ PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 FASHION_MNIST ?= /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test install install-dev fashion-mnist lint bench
+.PHONY: demo test test-extended install install-dev fashion-mnist lint bench
 
 fashion-mnist:
 	@test -f $(FASHION_MNIST)/train-images-idx3-ubyte.gz || \
@@ -23,6 +23,10 @@ demo: install
 # The test suite (what CI runs). Ray tests start their own local instance under a timeout.
 test: install-dev
 	$(PYTHON) -m pytest -q
+
+# Multi-node scenarios whose paths the default suite covers elsewhere (docs/design.md 7.6): ~6 min more.
+test-extended: install-dev
+	$(PYTHON) -m pytest -q -m extended
 
 lint:
 	ruff check rmd_ray tests benchmarks jobs

@@ -131,6 +131,7 @@ def test_multi_node_scoring_uses_both_nodes_and_survives_losing_one(ray_local, t
 
 
 @pytest.mark.timeout(900)  # ~2-3 min alone; node-loss detection and the group restart crawl on a loaded machine
+@pytest.mark.extended  # in-call restarts: test_training's killed worker; restarts after node loss: the tests below
 def test_training_on_two_nodes_resumes_from_the_checkpoint_when_one_is_lost(tmp_path):
     """Two Train workers, one per worker node (SPREAD); the node of one worker goes mid-epoch 2.
 
@@ -202,6 +203,7 @@ def test_a_node_lost_without_spare_capacity_stops_with_the_last_checkpoint_and_a
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.extended  # opt-in elastic training; its schedule and capacity logic: test_engine, test_capacity
 def test_an_elastic_run_goes_on_with_the_worker_left_when_a_node_is_lost(tmp_path):
     """The same loss with ``min_workers=1``: Ray Train restarts the group with the one worker the cluster
     holds, from epoch 1's checkpoint, and the schedule follows the larger shard (cosine to 0 at the end)."""
