@@ -84,7 +84,7 @@ class Setting:
     flipped: np.ndarray
     human: bool  # real (CIFAR-10N) labels: the verdict asks for AP there too
     rankings: dict[str, Ranking] = field(default_factory=dict)
-    extra: dict = field(default_factory=dict)  # the float64-statistics and all-cores timings
+    extra: dict = field(default_factory=dict)  # the clean labels; the float64-statistics and all-cores timings
 
 
 def embed(table, *, image_size: int, batch: int = 256) -> np.ndarray:
@@ -173,7 +173,7 @@ def build_settings(args) -> tuple[list[Setting], str]:
             noisy = flip_asymmetric(clean, rate=rate, seed=args.seed)
         flipped = noisy != clean
         settings.append(Setting(f"{kind} {rate:.0%} ({int(flipped.sum()):,} flipped)", f"{kind} {rate:.0%}",
-                                features, noisy, flipped, human=False))
+                                features, noisy, flipped, human=False, extra={"clean": clean}))
     features = features_all[np.searchsorted(rows, human_rows)]
     clean = clean_all[human_rows]
     human = human_labels(table)
@@ -181,7 +181,7 @@ def build_settings(args) -> tuple[list[Setting], str]:
         noisy = labels[human_rows]
         flipped = noisy != clean
         settings.append(Setting(f"CIFAR-10N {name}, {len(noisy):,} images ({flipped.mean():.1%} wrong)",
-                                f"CIFAR-10N {name}", features, noisy, flipped, human=True))
+                                f"CIFAR-10N {name}", features, noisy, flipped, human=True, extra={"clean": clean}))
     absent = [name for name in HUMAN if name not in human]
     note = (f"CIFAR-10 train, efficientnet_lite0 at {args.image_size} px; synthetic settings on {len(synthetic_rows):,}"
             f" images (seed {args.seed}), CIFAR-10N on {len(human_rows):,}; {len(rows):,} images embedded once in "
