@@ -183,11 +183,10 @@ def schedule(records, *, settings, seeds: int) -> list[tuple[str, str, float, in
     for s in settings:  # tiers: tuning, the three arms the verdict rests on + CE, ER, ablations
         runs += [(s, "ce", 0.0, 0)] + [(s, "proposed", m, 0) for m in STRENGTHS]
     chosen = {s: chosen_strength(records, s, "proposed") for s in settings}
-    for k in range(seeds):  # seed-major, so every setting's paired comparison grows together
-        for s in settings:
-            if chosen[s] is not None:
-                runs += [(s, arm, chosen[s] if arm != "ce" else 0.0, k)
-                         for arm in ("proposed", "shuffled_rmd", "uniform", "ce")]
+    for s in settings:  # setting-major in --settings order: the acceptance interval is on the first
+        if chosen[s] is not None:
+            runs += [(s, arm, chosen[s] if arm != "ce" else 0.0, k)
+                     for k in range(seeds) for arm in ("proposed", "shuffled_rmd", "uniform", "ce")]
     for s in settings:
         runs += [(s, "uniform", m, 0) for m in STRENGTHS]
         m_er = chosen_strength(records, s, "uniform")
