@@ -14,7 +14,7 @@ of classes 0-4, for every method and seed with the same budget:
 Reported as mean +- std over seeds: ACC, ECE (15 equal-mass and equal-width bins), NLL; plus whether
 CE's reliability diagram leans overconfident (mean confidence - accuracy), and the difficulty proxy
 test (paper Fig. 2) of the CE model on the test set. The seed-0 CE and proposed models are saved and
-evaluated under the 12 ImageNet-C-style corruptions at 5 severities (CIFAR-10-C severity table) on the
+evaluated under the 19 ImageNet-C-style corruptions at 5 severities (CIFAR-10-C severity table) on the
 same test images, and ``rmd-ray report``'s builder writes the HTML report of the seed-0 runs (reliability
 diagrams, accuracy-rejection gap, ECE-vs-severity box plots, hardest/easiest galleries, weight
 histograms, proxy test). This script trains in-process with the torch layer (rmd_ray.nn.engine), not
