@@ -32,6 +32,8 @@ on the four synthetic settings built for seed 1 (subset and flips, label_noise.b
 LogisticRegressionCV probabilities, the strongest peer on symmetric noise; cleanlab with C = 0.01; the kNN
 vote; Datalab where time allows). CPU seconds: one BLAS thread, process time.
 
+The results file's closing "Reading" section is written by hand: a rerun overwrites it.
+
 Run: python benchmarks/label_ranking_adaptive.py --features-cache /tmp/label_noise/cifar10_all_64.npz
      [--stage peers-seed1]   (the seed-1 peers, cached to --peers-seed1 JSON; slow: LogisticRegressionCV)
 """
@@ -219,7 +221,8 @@ def main() -> None:
         scores.parent.mkdir(parents=True, exist_ok=True)
         scores.write_bytes(pickle.dumps((null, ranked, ranked1)))
     seed1 = json.loads(Path(args.peers_seed1).read_text()) if Path(args.peers_seed1).is_file() else {}
-    text = report(settings, ranked, peer_bests(Path(args.peers)), fastest_cleanlab(Path(args.peers)), settings1, ranked1, seed1, null, note, note1)
+    text = report(settings, ranked, peer_bests(Path(args.peers)), fastest_cleanlab(Path(args.peers)), settings1,
+                  ranked1, seed1, null, note, note1)
     print(text)
     print("written to", write_result(args.result, text))
 
