@@ -11,6 +11,9 @@ from pathlib import Path
 import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results"
+#: the real data the benchmarks read (layout: docs/benchmarks.md, "Data"); $RMD_RAY_DATA, else the
+#: ``shared/data`` folder beside the checkout
+DATA_ROOT = Path(os.environ.get("RMD_RAY_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
 
 
 def best_time(fn: Callable[[], object], *, repeat: int = 3) -> float:

@@ -34,10 +34,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine_line, markdown_table, write_result  # noqa: E402
+from _common import DATA_ROOT, machine_line, markdown_table, write_result  # noqa: E402
 from _inprocess import logits_of, normaliser, train_model  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10"
+DATA = DATA_ROOT / "cifar10"
 
 
 def load_split(split: str, *, classes: int, per_class: int | None):

@@ -41,9 +41,9 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine_line, markdown_table, write_result  # noqa: E402
+from _common import DATA_ROOT, machine_line, markdown_table, write_result  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = DATA_ROOT
 SAMPLE = DATA / "imagenet-sample"
 CIFAR = DATA / "cifar10" / "train.parquet"
 
@@ -198,7 +198,8 @@ def report(rates, rows, inputs, preds, drafted, cifar, rounds) -> str:
     lines = [
         "# Decode throughput (benchmarks/decode_throughput.py)", "",
         f"{machine_line()}; one thread per measurement; {len(rows)} real ImageNet JPEGs "
-        f"(../shared/data/imagenet-sample), each timed {rounds} times. Output: uint8 224 x 224 x 3 at "
+        f"(imagenet-sample of the data root, docs/benchmarks.md \"Data\"), each timed {rounds} times. "
+        "Output: uint8 224 x 224 x 3 at "
         "EfficientNet-Lite0's geometry (shorter side 256, bicubic, centre crop 224).", "",
         markdown_table(["method", "images/s (best per image)", "vs PIL", "vs PIL (median set time)",
                         "EfficientNet-Lite0 top-1", "top-1 changed vs PIL (of 100)", "mean abs pixel diff vs PIL"],

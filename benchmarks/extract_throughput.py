@@ -23,9 +23,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine_line, markdown_table, write_result  # noqa: E402
+from _common import DATA_ROOT, machine_line, markdown_table, write_result  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10" / "train.parquet"
+SHARED = DATA_ROOT / "cifar10" / "train.parquet"
 
 
 class _JpegDataset:

@@ -52,10 +52,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _label_candidates as candidates  # noqa: E402
 import _label_peers as peers  # noqa: E402
-from _common import flip_asymmetric, flip_symmetric, write_result  # noqa: E402
+from _common import DATA_ROOT, flip_asymmetric, flip_symmetric, write_result  # noqa: E402
 from _label_report import report  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = DATA_ROOT
 SHARED = DATA / "cifar10" / "train.parquet"
 HUMAN_LABELS = DATA / "cifar10n" / "labels.parquet"
 HUMAN = ("random_label1", "aggre_label")  # CIFAR-10N columns, each used when the labels file has it
@@ -289,7 +289,7 @@ def main() -> None:
     args = parser.parse_args()
     for path in (SHARED, HUMAN_LABELS):
         if not path.is_file():
-            sys.exit(f"skipped: {path} not found (the shared CIFAR-10 data, ../shared/data/README.md)")
+            sys.exit(f"skipped: {path} not found (the CIFAR-10 data: set RMD_RAY_DATA, docs/benchmarks.md \"Data\")")
     from rmd_ray.core.label_ranking import DEFAULT_LABEL_SCORE
 
     if DEFAULT_LABEL_SCORE != DEFAULT:

@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, flip_symmetric  # noqa: E402
+from _common import DATA_ROOT, RESULTS, flip_symmetric  # noqa: E402
 
 STUDY = RESULTS / "powered_study"
 SETTINGS = ("symmetric_20", "cifar10n_random1", "clean")
@@ -62,7 +62,7 @@ ARMS = {
     "robust": ("rmd", "robust"),
 }
 PER_CLASS, VAL_PER_CLASS = 500, 50
-DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA_DIR = DATA_ROOT
 
 
 # ------------------------------------------------------------------------------------------------ data
