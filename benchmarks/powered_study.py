@@ -185,8 +185,8 @@ def schedule(records, *, settings, seeds: int) -> list[tuple[str, str, float, in
     chosen = {s: chosen_strength(records, s, "proposed") for s in settings}
     for s in settings:  # setting-major in --settings order: the acceptance interval is on the first
         if chosen[s] is not None:
-            runs += [(s, arm, chosen[s] if arm != "ce" else 0.0, k)
-                     for k in range(seeds) for arm in ("proposed", "shuffled_rmd", "uniform", "ce")]
+            runs += [(s, arm, chosen[s], k) for k in range(seeds) for arm in ("proposed", "shuffled_rmd", "uniform")]
+            runs += [(s, "ce", 0.0, k) for k in range(seeds)]  # CE after: the acceptance pairs the three arms
     for s in settings:
         runs += [(s, "uniform", m, 0) for m in STRENGTHS]
         m_er = chosen_strength(records, s, "uniform")
