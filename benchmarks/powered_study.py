@@ -62,7 +62,6 @@ ARMS = {
     "robust": ("rmd", "robust"),
 }
 PER_CLASS, VAL_PER_CLASS = 500, 50
-DATA_DIR = DATA_ROOT
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -91,18 +90,18 @@ def _prepare(cache: Path) -> None:
     import pyarrow.parquet as pq
     from label_noise import embed
 
-    train = pq.read_table(DATA_DIR / "cifar10" / "train.parquet")
+    train = pq.read_table(DATA_ROOT / "cifar10" / "train.parquet")
     labels = train.column("label").to_numpy().astype(np.int64)
     rng = np.random.default_rng(0)
     draws = [rng.choice(np.flatnonzero(labels == k), PER_CLASS + VAL_PER_CLASS, replace=False) for k in range(10)]
     train_idx = np.sort(np.concatenate([d[:PER_CLASS] for d in draws]))
     val_idx = np.sort(np.concatenate([d[PER_CLASS:] for d in draws]))
     pool = train.take(np.concatenate([train_idx, val_idx]))
-    test = pq.read_table(DATA_DIR / "cifar10" / "test.parquet")
-    human = pq.read_table(DATA_DIR / "cifar10n" / "labels.parquet")
+    test = pq.read_table(DATA_ROOT / "cifar10" / "test.parquet")
+    human = pq.read_table(DATA_ROOT / "cifar10n" / "labels.parquet")
     order = pc.index_in(pool.column("id"), value_set=human.column("id")).to_numpy(zero_copy_only=False)
     if np.any(order < 0):
-        raise ValueError(f"a CIFAR-10 id has no CIFAR-10N label: check {DATA_DIR / 'cifar10n' / 'labels.parquet'}")
+        raise ValueError(f"a CIFAR-10 id has no CIFAR-10N label: check {DATA_ROOT / 'cifar10n' / 'labels.parquet'}")
     clean = pool.column("label").to_numpy().astype(np.int64)
     assert np.array_equal(human.column("clean_label").to_numpy()[order], clean)
     start = time.perf_counter()

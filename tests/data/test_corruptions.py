@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from real_data import IMAGENET_SAMPLE
 from scipy import ndimage
 
 from rmd_ray.data import corruptions as C
@@ -26,7 +27,7 @@ RANDOM = {
 HAS_FROST = importlib.util.find_spec("imagecorruptions") is not None
 needs_frost = pytest.mark.skipif(not HAS_FROST, reason="frost textures need: pip install --no-deps imagecorruptions")
 SEVERITY = r"severity must be an integer in 1..5"
-SAMPLE = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "imagenet-sample"
+SAMPLE = IMAGENET_SAMPLE
 
 
 def _random_image(h, w, seed=0):

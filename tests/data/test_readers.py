@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from real_data import CIFAR10_TRAIN, IMAGENET_SAMPLE
 
 from rmd_ray.data.decode import decode_image
 from rmd_ray.data.readers import (
@@ -30,12 +31,9 @@ from rmd_ray.data.readers import (
     validate_labels,
 )
 
-DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
-CIFAR10 = DATA / "cifar10" / "train.parquet"
-IMAGENET_SAMPLE = DATA / "imagenet-sample"
 FMNIST = Path(FASHION_MNIST_ROOT)
 
-needs_cifar = pytest.mark.skipif(not CIFAR10.is_file(), reason=f"shared data not found at {CIFAR10}")
+needs_cifar = pytest.mark.skipif(not CIFAR10_TRAIN.is_file(), reason=f"shared data not found at {CIFAR10_TRAIN}")
 needs_imagenet = pytest.mark.skipif(
     not IMAGENET_SAMPLE.is_dir(), reason=f"shared data not found at {IMAGENET_SAMPLE}"
 )
@@ -60,8 +58,8 @@ def _meta(table: pa.Table, key: str) -> str:
 
 @needs_cifar
 def test_read_real_cifar10_parquet_with_limit():
-    table = read_parquet_images(CIFAR10, limit=12)
-    raw = pq.ParquetFile(CIFAR10).read_row_group(0).slice(0, 12)
+    table = read_parquet_images(CIFAR10_TRAIN, limit=12)
+    raw = pq.ParquetFile(CIFAR10_TRAIN).read_row_group(0).slice(0, 12)
     assert table.num_rows == 12
     assert table.schema.field("id").type == pa.string()
     assert table.schema.field("label").type == pa.int64()
@@ -390,8 +388,8 @@ def test_from_arrays_validation():
 @needs_cifar
 @needs_fmnist
 def test_read_source_dispatch(tmp_path):
-    a = read_source(f"parquet:{CIFAR10}", limit=3)
-    assert a.equals(read_parquet_images(CIFAR10, limit=3))
+    a = read_source(f"parquet:{CIFAR10_TRAIN}", limit=3)
+    assert a.equals(read_parquet_images(CIFAR10_TRAIN, limit=3))
     b = read_source("fashion-mnist:test", limit=4)
     assert b.equals(read_fashion_mnist(split="test", limit=4))
     c = read_source(f"fashion-mnist:{FMNIST}:train", limit=2)

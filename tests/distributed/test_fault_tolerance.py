@@ -19,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_sources_at_scale import _parquet_dir
+from scoring_reference import parquet_dir, reference_scores
 
+from rmd_ray.core import CovarianceConfig
 from rmd_ray.io.parts import read_table
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(420)]
@@ -50,39 +51,20 @@ def _scores(path: Path) -> dict[str, tuple]:
 
 
 def _assert_equals_the_core_in_this_process(root: Path, output: Path) -> dict[str, float]:
-    """What an uninterrupted run gives, without running one: every source row's features (written once,
-    by id) equal the encoder run in this process on the same image (float32; the batch composition moves
-    the last bits), and the scores equal the core fitted in this process on the written features.
+    """What an uninterrupted run gives, without running one (scoring_reference.reference_scores): every
+    source row's features written once and equal to the encoder here, the scores equal to the core here.
     Returns id -> rmd."""
-    import torch
-
-    from rmd_ray.core import CovarianceConfig, DifficultyScorer
-    from rmd_ray.data.decode import decode_image
-    from rmd_ray.data.readers import read_parquet_images
-    from rmd_ray.nn.encoders import build_encoder
-
-    rows = read_parquet_images(root).to_pylist()
-    written = read_table(output / "features.parquet", columns=["id", "label", "features"]).to_pylist()
-    ids = [r["id"] for r in written]
-    assert len(ids) == len(set(ids)) and sorted(ids) == sorted(r["id"] for r in rows)  # none lost, none doubled
-    by_id = {r["id"]: r for r in written}
-    feats = np.asarray([by_id[r["id"]]["features"] for r in rows], dtype=np.float64)
-    encoder = build_encoder("efficientnet_lite0", image_size=32)
-    with torch.inference_mode():
-        here = encoder.model(torch.stack([encoder.preprocess(decode_image(r)) for r in rows])).numpy()
-    np.testing.assert_allclose(feats, here, rtol=1e-4, atol=1e-5)
-    labels = np.asarray([r["label"] for r in rows])
-    md, rmd = DifficultyScorer(n_classes=4, covariance=CovarianceConfig(shrinkage="ridge")).fit(
-        feats, labels).score(feats, labels)
+    rows, md, rmd = reference_scores(root, output / "features.parquet", encoder="efficientnet_lite0",
+                                     image_size=32, covariance=CovarianceConfig(shrinkage="ridge"))
     got = _scores(output)
-    assert sorted(got) == sorted(by_id)
+    assert sorted(got) == sorted(r["id"] for r in rows)
     np.testing.assert_allclose([got[r["id"]][1:3] for r in rows], np.stack([md, rmd], axis=1),
                                rtol=0, atol=1e-6 * np.abs(md).max())
     return {r["id"]: got[r["id"]][2] for r in rows}
 
 
 def test_a_killed_scoring_run_resumes_to_the_same_scores(tmp_path):
-    root = _parquet_dir(tmp_path / "pq", files=4, rows=96, row_group=16)  # 24 shards of 16 rows
+    root = parquet_dir(tmp_path / "pq", files=4, rows=96, row_group=16)  # 24 shards of 16 rows
     source = f"parquet:{root}"
     out = tmp_path / "killed"
     shards = out / "features.parquet" / "_shards"
@@ -116,7 +98,7 @@ def test_a_killed_scoring_run_resumes_to_the_same_scores(tmp_path):
 def test_multi_node_scoring_uses_both_nodes_and_survives_losing_one(tmp_path):
     """A 3-node cluster (a head with no CPUs, two worker nodes): once an encoder actor runs on each worker node,
     one node is killed; the run ends with every row once and the scores an uninterrupted run gives."""
-    root = _parquet_dir(tmp_path / "pq", files=4, rows=96, row_group=16)
+    root = parquet_dir(tmp_path / "pq", files=4, rows=96, row_group=16)
     done = subprocess.run(
         [sys.executable, str(HERE / "_multinode_scoring.py"), f"parquet:{root}", str(tmp_path / "lost"),
          "efficientnet_lite0", "32"],

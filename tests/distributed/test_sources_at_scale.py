@@ -4,7 +4,6 @@ the in-memory path and with the core run in-process."""
 
 from __future__ import annotations
 
-import io
 import warnings
 from pathlib import Path
 
@@ -12,46 +11,20 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from PIL import Image
+from scoring_reference import jpeg, parquet_dir, reference_scores
 
 from rmd_ray.cli import main
-from rmd_ray.core import CovarianceConfig, DifficultyScorer
-from rmd_ray.data.decode import decode_image
+from rmd_ray.core import CovarianceConfig
 from rmd_ray.data.locations import fetch_rows_by_id
 from rmd_ray.data.readers import read_image_folder, read_parquet_images
 from rmd_ray.distributed.scoring.run import EncoderSpec, ExtractConfig, run_scoring
 from rmd_ray.distributed.sources.plan import open_source
 from rmd_ray.io import storage
 from rmd_ray.io.parts import read_table, read_table_metadata
-from rmd_ray.nn.encoders import build_encoder
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 TINY = EncoderSpec("tiny_cnn", image_size=16)
 EXTRACT = ExtractConfig(batch_size=16, num_actors=1, write_rows=32)
-
-
-def _jpeg(rng: np.random.Generator, label: int, size: int = 20) -> bytes:
-    pixels = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
-    pixels[..., label % 3] = (200 + 53 * label) % 256  # classes differ, so the Gaussians have structure
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="JPEG")
-    return buffer.getvalue()
-
-
-def _parquet_dir(root, *, files=3, rows=40, row_group=10, classes=("a", "b", "c", "d"), seed=0):
-    rng = np.random.default_rng(seed)
-    root.mkdir(parents=True, exist_ok=True)
-    meta = {b"classes": str(list(classes)).replace("'", '"').encode()}
-    for f in range(files):
-        labels = rng.integers(0, len(classes), rows)
-        table = pa.table({
-            "id": [f"f{f}/{i:03d}" for i in range(rows)],
-            "label": pa.array(labels, pa.int16()),
-            "image": [_jpeg(rng, int(k)) for k in labels],
-            "extra": np.arange(rows),  # never read: only id, label, image are projected
-        }).replace_schema_metadata(meta)
-        pq.write_table(table, root / f"train-{f}.parquet", row_group_size=row_group)
-    return root
 
 
 def _by_id(table: pa.Table) -> dict[str, dict]:
@@ -59,7 +32,7 @@ def _by_id(table: pa.Table) -> dict[str, dict]:
 
 
 def test_parquet_file_directory_and_glob_plan_the_same_rows(ray_local, tmp_path):
-    root = _parquet_dir(tmp_path / "pq")
+    root = parquet_dir(tmp_path / "pq")
     whole = open_source(f"parquet:{root}")
     globbed = open_source(f"parquet:{root}/train-*.parquet")
     single = open_source(f"parquet:{root}/train-1.parquet")
@@ -81,7 +54,7 @@ def test_parquet_file_directory_and_glob_plan_the_same_rows(ray_local, tmp_path)
 
 
 def test_streaming_scores_equal_the_in_memory_path_and_the_core(ray_local, tmp_path):
-    root = _parquet_dir(tmp_path / "pq")
+    root = parquet_dir(tmp_path / "pq")
     config = CovarianceConfig(shrinkage="oas")
     lazy = run_scoring(f"parquet:{root}", output_dir=tmp_path / "lazy", encoder=TINY, extract=EXTRACT,
                        covariance=config)
@@ -92,20 +65,8 @@ def test_streaming_scores_equal_the_in_memory_path_and_the_core(ray_local, tmp_p
     for key in ("md", "md0", "rmd", "weight"):
         np.testing.assert_allclose([a[i][key] for i in a], [b[i][key] for i in a], rtol=1e-9, atol=1e-9)
 
-    # the encoder in this process gives the features the actors wrote (float32: batch composition moves
-    # the last bits), and the core in this process on those features gives the same scores to 1e-6
-    import torch
-
-    encoder = build_encoder("tiny_cnn", image_size=16)
-    rows = read_parquet_images(root).to_pylist()
-    images = torch.from_numpy(np.stack([encoder.preprocess(decode_image(r)).numpy() for r in rows]))
-    with torch.inference_mode():
-        here = encoder.model(images).numpy()
-    written = _by_id(read_table(lazy.features_path, columns=["id", "label", "features"]))
-    feats = np.asarray([written[r["id"]]["features"] for r in rows], dtype=np.float64)
-    np.testing.assert_allclose(feats, here, rtol=1e-4, atol=1e-5)
-    labels = np.asarray([r["label"] for r in rows])
-    md, rmd = DifficultyScorer(n_classes=4, covariance=config).fit(feats, labels).score(feats, labels)
+    # the encoder and the core in this process give the features the actors wrote and the same scores
+    rows, md, rmd = reference_scores(root, lazy.features_path, encoder="tiny_cnn", image_size=16, covariance=config)
     got = np.asarray([a[r["id"]]["rmd"] for r in rows])
     assert np.max(np.abs(got - rmd)) <= 1e-6 * np.abs(md).max()
     meta = read_table_metadata(lazy.scores_path)
@@ -117,7 +78,7 @@ def _folder(root, *, classes, per_class, seed=0, size=20):
     for k, name in enumerate(classes):
         (root / name).mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
-            (root / name / f"{name}_{i}.JPEG").write_bytes(_jpeg(rng, k, size))
+            (root / name / f"{name}_{i}.JPEG").write_bytes(jpeg(rng, k, size))
     return root
 
 
@@ -149,7 +110,7 @@ def test_imagenet_validation_layout(ray_local, tmp_path, layout):
     for i in range(18):
         name = f"ILSVRC2012_val_{i + 1:08d}"
         truth[name + ".JPEG"] = wnids[i % 3]
-        (root / f"{name}.JPEG").write_bytes(_jpeg(rng, i % 3))
+        (root / f"{name}.JPEG").write_bytes(jpeg(rng, i % 3))
     if layout.endswith(".csv"):  # Kaggle / devkit-derived: ImageId,PredictionString (wnid + boxes)
         lines = ["ImageId,PredictionString"] + [f"{n[:-5]},{w} 1 2 3 4 {w} 5 6 7 8" for n, w in truth.items()]
     else:
@@ -167,7 +128,7 @@ def test_imagenet_validation_layout(ray_local, tmp_path, layout):
 
 
 def test_readme_s3_example_runs_against_a_loopback_s3_server(s3_server, ray_local, tmp_path):
-    local = _parquet_dir(tmp_path / "pq", files=2)
+    local = parquet_dir(tmp_path / "pq", files=2)
     bucket = s3_server.bucket("rmd-ray-e2e")
     assert "127.0.0.1" in s3_server.endpoint
     for f in sorted(local.iterdir()):

@@ -11,13 +11,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from real_data import IMAGENET_SAMPLE
 
 from rmd_ray.nn.encoders import ENCODERS, Encoder, build_encoder, encode
 
 torch.set_num_threads(1)
 
-DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
-IMAGENET_SAMPLE = DATA / "imagenet-sample"
 
 CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073])
 CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711])
