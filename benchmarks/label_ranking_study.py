@@ -184,8 +184,12 @@ def main() -> None:
                         help="label_noise.py's features cache (all 50,000 images, 64 px)")
     parser.add_argument("--peers", default=str(RESULTS / "label_noise.md"), help="label_noise.py's results file")
     parser.add_argument("--result", default="label_ranking_study.md", help="file name under benchmarks/results/")
+    parser.add_argument("--image-size", type=int, default=64, help="the px of the features in --features-cache")
+    parser.add_argument("--seed", type=int, default=0, help="the synthetic subset and flips (label_noise.py --seed)")
+    parser.add_argument("--settings", choices=("all", "synthetic", "human"), default="all")
     args = parser.parse_args()
-    settings_args = argparse.Namespace(n=10_000, human_n=50_000, image_size=64, seed=0, settings="all",
+    settings_args = argparse.Namespace(n=10_000, human_n=50_000, image_size=args.image_size, seed=args.seed,
+                                       settings=args.settings,
                                        features_cache=args.features_cache)
     settings, features_note = label_noise.build_settings(settings_args)
     peers = peer_bests(Path(args.peers))
@@ -196,12 +200,12 @@ def main() -> None:
 
     with threadpool_limits(1):
         ranked = [rank_setting(s) for s in settings]
-    text = report(settings, ranked, peers, features_note)
+    text = report(settings, ranked, peers, features_note, peers_file=Path(args.peers).name)
     print(text)
     print("written to", write_result(args.result, text))
 
 
-def report(settings, ranked, peers, features_note: str) -> str:
+def report(settings, ranked, peers, features_note: str, *, peers_file: str) -> str:
     from sklearn.metrics import average_precision_score, roc_auc_score
 
     header = ["ranking", *(f"{s.short} AUROC / AP" for s in settings), "mean AUROC", "beats every peer in",
@@ -220,7 +224,9 @@ def report(settings, ranked, peers, features_note: str) -> str:
             cells.append(f"{auroc:.4f} / {ap:.4f}" + (" *" if min(margins) > 0 else ""))
         wins = sum(x > 0 for x in slack)
         walls = [r[name][2] for r in ranked]  # CPU seconds
-        wall = "-" if walls[0] is None else f"{np.mean(walls[:-1]):.2f} / {walls[-1]:.2f}"
+        synthetic = [w for w, s in zip(walls, settings) if not s.human]
+        human = [w for w, s in zip(walls, settings) if s.human]
+        wall = "-" if walls[0] is None else " / ".join(f"{np.mean(w):.2f}" if w else "-" for w in (synthetic, human))
         rows.append([name, *cells, f"{np.mean(aurocs):.4f}", f"{wins}/{len(settings)}", ranked[0][name][1], wall])
         if not name.startswith("oracle"):
             closest.append((wins, min(slack), name))
@@ -233,7 +239,7 @@ def report(settings, ranked, peers, features_note: str) -> str:
                f"shortfall against the best peer): {leaders}.")
     return (
         f"# label_ranking_study\n\n{machine_line()}, one BLAS thread; {features_note}. Peers from "
-        "benchmarks/results/label_noise.md. `*`: above every realistic peer in AUROC (and AP on CIFAR-10N). "
+        f"benchmarks/results/{peers_file}. `*`: above every realistic peer in AUROC (and AP on CIFAR-10N). "
         "Ridge eps relative to the mean eigenvalue of the within-class covariance; c d/N scales it with the "
         f"dimension over the sample count.\n\n{verdict}\n\n{markdown_table(header, rows)}\n"
     )
